@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * oomkill: one ring-buffer event per OOM victim.
+ *
+ * Every victim passes mark_oom_victim() -> tracepoint oom:mark_victim, including each task of a
+ * memory.oom.group kill, so victims are always emitted from a mark_victim program. The fentry/kprobe
+ * programs on oom_kill_process() only stash the oom_control (constraint, memcg, gfp, order,
+ * totalpages) for the mark_victim calls the same thread makes next; without them the constraint
+ * and OOM cgroup are inferred from memcg usage.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "oomkill.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* 1 MiB holds ~240 events: a burst of kills is read long before that fills. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Events that could not be reserved: never silent, user space reports the count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_events SEC(".maps");
+
+struct victim_key {
+	__u64 start_time;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+/* Processes already reported; LRU so it never fills: a process is re-marked within seconds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct victim_key);
+	__type(value, __u8);
+} marked_victims SEC(".maps");
+
+/* Re-marks of an already reported process (not kills: the kernel does not count them either). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} remarks SEC(".maps");
+
+/* memcg (kernfs id) -> its memory_events_local[MEMCG_OOM] when we last looked */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} memcg_oom_seen SEC(".maps");
+
+struct oom_ctx {
+	__u64 boot_ns;
+	__u64 gfp_mask;
+	__u64 totalpages;
+	__u64 memcg;  /* struct mem_cgroup *, NULL for a global OOM */
+	__u64 chosen; /* struct task_struct * */
+	__s32 order;
+	__u32 constraint;
+	__u32 hook;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct oom_ctx);
+} oom_ctx_by_tid SEC(".maps");
+
+/* oom_kill_process() calls mark_oom_victim() synchronously; an older entry belongs to another OOM. */
+#define OOM_CTX_MAX_AGE_NS 1000000000ULL
+/* A memcg whose usage is within this many pages of its max is taken as the one at its limit:
+ * one failed charge is at most a THP (512 pages) plus the per-cpu charge batch (64). */
+#define MEMCG_AT_LIMIT_SLACK_PAGES 576
+#define PAGE_COUNTER_UNLIMITED (1ULL << 50)
+#define TASK_WALK_LIMIT 65536
+
+/* Layouts that changed across kernels; the ___suffix flavors let one object run on both. */
+struct kernfs_node___pre615 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___615 {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+struct mm_rss_stat___pre62 {
+	atomic_long_t count[4];
+} __attribute__((preserve_access_index));
+
+struct mm_struct___pre62 {
+	struct mm_rss_stat___pre62 rss_stat;
+} __attribute__((preserve_access_index));
+
+struct mm_struct___62 {
+	struct percpu_counter rss_stat[4];
+} __attribute__((preserve_access_index));
+
+/* mark_victim gained comm, rss and its task_struct argument in 6.8. */
+struct trace_event_raw_mark_victim___68 {
+	struct trace_entry ent;
+	int pid;
+	__u32 __data_loc_comm;
+	unsigned long total_vm;
+	unsigned long anon_rss;
+	unsigned long file_rss;
+	unsigned long shmem_rss;
+	uid_t uid;
+	unsigned long pgtables;
+	short oom_score_adj;
+} __attribute__((preserve_access_index));
+
+/* The kernel's MM_* counter indexes, stable since 4.5. */
+#define MM_FILE 0
+#define MM_ANON 1
+#define MM_SHMEM 3
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	struct kernfs_node___pre615 *old = (void *)kn;
+	struct kernfs_node___615 *cur = (void *)kn;
+
+	if (bpf_core_field_exists(old->parent))
+		return BPF_CORE_READ(old, parent);
+	return BPF_CORE_READ(cur, __parent);
+}
+
+static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
+{
+	long v = 0;
+
+	if (bpf_core_field_exists(((struct mm_struct___62 *)mm)->rss_stat)) {
+		struct mm_struct___62 *m = (void *)mm;
+		v = BPF_CORE_READ(m, rss_stat[member].count);
+	} else if (bpf_core_field_exists(((struct mm_struct___pre62 *)mm)->rss_stat)) {
+		struct mm_struct___pre62 *m = (void *)mm;
+		v = BPF_CORE_READ(m, rss_stat.count[member].counter);
+	}
+	/* get_mm_counter() clamps the same way before the kernel prints it */
+	return v < 0 ? 0 : v;
+}
+
+static __always_inline void fill_cgroup_path(struct oomtrail_cgroup_path *out, struct kernfs_node *kn)
+{
+	__u32 depth = 0;
+
+	if (!kn)
+		return;
+	out->kn_id = BPF_CORE_READ(kn, id);
+	for (int i = 0; i < OOMTRAIL_CG_DEPTH; i++) {
+		struct kernfs_node *parent = kn_parent(kn);
+
+		if (!parent) /* the hierarchy root has no name in the printed path */
+			break;
+		bpf_probe_read_kernel_str(out->names[i], OOMTRAIL_CG_NAME_LEN, BPF_CORE_READ(kn, name));
+		depth++;
+		kn = parent;
+	}
+	out->depth = depth;
+	out->truncated = depth == OOMTRAIL_CG_DEPTH && kn_parent(kn) != NULL;
+}
+
+static __always_inline struct mem_cgroup *task_memcg(struct task_struct *task)
+{
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+
+	if (!cgroups)
+		return NULL;
+	bpf_core_read(&css, sizeof(css), &cgroups->subsys[id]);
+	/* css is the first member of struct mem_cgroup */
+	return (struct mem_cgroup *)css;
+}
+
+static __always_inline struct kernfs_node *memcg_kn(struct mem_cgroup *memcg)
+{
+	return memcg ? BPF_CORE_READ(memcg, css.cgroup, kn) : NULL;
+}
+
+static __always_inline void fill_memcg_counters(struct oomtrail_event *e, struct mem_cgroup *memcg)
+{
+	e->memcg_limit_pages = BPF_CORE_READ(memcg, memory.max);
+	e->memcg_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+	e->flags |= OOMTRAIL_F_HAS_MEMCG;
+}
+
+static __always_inline bool memcg_at_limit(struct mem_cgroup *memcg)
+{
+	__u64 max = BPF_CORE_READ(memcg, memory.max);
+	long usage = BPF_CORE_READ(memcg, memory.usage.counter);
+
+	return max < PAGE_COUNTER_UNLIMITED && usage + MEMCG_AT_LIMIT_SLACK_PAGES >= (long)max;
+}
+
+/*
+ * Without oom_control, which memcg ran out? mem_cgroup_oom() bumps the OOM memcg's own
+ * memory_events_local[MEMCG_OOM] (ancestors get only the hierarchical count) just before it
+ * picks a victim, so the nearest ancestor-or-self of the victim whose local count grew since
+ * we last looked is the one. A memcg never seen before falls back to "sits at its limit";
+ * usage alone misleads in bursts, where the previous victim is already freeing memory.
+ */
+static __always_inline struct mem_cgroup *infer_oom_memcg(struct mem_cgroup *memcg)
+{
+	int oom_idx = bpf_core_enum_value(enum memcg_memory_event, MEMCG_OOM);
+	struct mem_cgroup *changed = NULL, *at_limit = NULL;
+
+	for (int i = 0; i < OOMTRAIL_CG_DEPTH && memcg; i++) {
+		__u64 id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
+		long count = 0;
+		__u64 *seen = bpf_map_lookup_elem(&memcg_oom_seen, &id);
+
+		if (bpf_core_field_exists(memcg->memory_events_local))
+			bpf_core_read(&count, sizeof(count), &memcg->memory_events_local[oom_idx]);
+		if (seen && count > (long)*seen && !changed)
+			changed = memcg;
+		if (!seen && !at_limit && memcg_at_limit(memcg))
+			at_limit = memcg;
+		if (count > 0) {
+			__u64 c = count;
+
+			bpf_map_update_elem(&memcg_oom_seen, &id, &c, BPF_ANY);
+		}
+		memcg = (struct mem_cgroup *)BPF_CORE_READ(memcg, css.parent);
+	}
+	return changed ? changed : at_limit;
+}
+
+static __always_inline __u32 map_constraint(__u32 kernel_value)
+{
+	if (kernel_value == bpf_core_enum_value(enum oom_constraint, CONSTRAINT_MEMCG))
+		return OOMTRAIL_CONSTRAINT_MEMCG;
+	if (kernel_value == bpf_core_enum_value(enum oom_constraint, CONSTRAINT_CPUSET))
+		return OOMTRAIL_CONSTRAINT_CPUSET;
+	if (kernel_value == bpf_core_enum_value(enum oom_constraint, CONSTRAINT_MEMORY_POLICY))
+		return OOMTRAIL_CONSTRAINT_MEMPOLICY;
+	if (kernel_value == bpf_core_enum_value(enum oom_constraint, CONSTRAINT_NONE))
+		return OOMTRAIL_CONSTRAINT_GLOBAL;
+	return OOMTRAIL_CONSTRAINT_UNKNOWN;
+}
+
+static __always_inline void save_oom_ctx(struct oom_control *oc, __u32 hook)
+{
+	struct oom_ctx c = {};
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	c.boot_ns = bpf_ktime_get_boot_ns();
+	c.gfp_mask = BPF_CORE_READ(oc, gfp_mask);
+	c.order = BPF_CORE_READ(oc, order);
+	c.totalpages = BPF_CORE_READ(oc, totalpages);
+	c.memcg = (__u64)BPF_CORE_READ(oc, memcg);
+	c.chosen = (__u64)BPF_CORE_READ(oc, chosen);
+	c.constraint = map_constraint(BPF_CORE_READ(oc, constraint));
+	c.hook = hook;
+	bpf_map_update_elem(&oom_ctx_by_tid, &tid, &c, BPF_ANY);
+}
+
+struct walk_state {
+	__u64 start;
+	__u64 task;
+	__u64 found;
+	__s32 pid;
+};
+
+static long walk_one(__u32 index, void *data)
+{
+	struct walk_state *w = data;
+	struct task_struct *task = (void *)w->task;
+	struct list_head *next = BPF_CORE_READ(task, tasks.next);
+
+	task = (void *)((char *)next - bpf_core_field_offset(struct task_struct, tasks));
+	if ((__u64)task == w->start)
+		return 1;
+	if (BPF_CORE_READ(task, pid) == w->pid) {
+		w->found = (__u64)task;
+		return 1;
+	}
+	w->task = (__u64)task;
+	return 0;
+}
+
+/* Before 6.8, mark_victim carries only a pid: find its task by walking the circular process
+ * list from the current process (init_task is not in kallsyms on every kernel). */
+static __always_inline struct task_struct *find_task_by_pid(__s32 pid)
+{
+	struct task_struct *leader = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader);
+	struct walk_state w = { .start = (__u64)leader, .task = (__u64)leader, .pid = pid };
+
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
+		return NULL;
+	bpf_loop(TASK_WALK_LIMIT, walk_one, &w, 0);
+	return (struct task_struct *)w.found;
+}
+
+static __always_inline void fill_victim_from_task(struct oomtrail_event *e, struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct mem_cgroup *memcg = task_memcg(task);
+
+	e->victim_pid = BPF_CORE_READ(task, tgid);
+	e->victim_tid = BPF_CORE_READ(task, pid);
+	BPF_CORE_READ_STR_INTO(&e->victim_comm, task, comm);
+	e->victim_uid = BPF_CORE_READ(task, real_cred, uid.val);
+	e->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
+	if (mm) {
+		e->total_vm_pages = BPF_CORE_READ(mm, total_vm);
+		e->anon_rss_pages = mm_counter(mm, MM_ANON);
+		e->file_rss_pages = mm_counter(mm, MM_FILE);
+		e->shmem_rss_pages = mm_counter(mm, MM_SHMEM);
+		e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
+	}
+	if (memcg) {
+		fill_cgroup_path(&e->victim_cg, memcg_kn(memcg));
+		e->flags |= OOMTRAIL_F_VICTIM_CG_VALID;
+	}
+	e->flags |= OOMTRAIL_F_HAS_TASK;
+}
+
+/* 6.8+: the tracepoint record itself carries what the kernel prints (sizes already in kB). */
+static __always_inline void fill_victim_from_tp(struct oomtrail_event *e, void *ctx)
+{
+	struct trace_event_raw_mark_victim___68 *tp = ctx;
+	__u32 loc;
+
+	if (!bpf_core_field_exists(tp->total_vm))
+		return;
+	loc = BPF_CORE_READ(tp, __data_loc_comm);
+	bpf_probe_read_kernel_str(e->victim_comm, sizeof(e->victim_comm), (char *)ctx + (loc & 0xffff));
+	/* stored as pages so both sources decode alike; 4 kB pages assumed only by this fallback */
+	e->total_vm_pages = BPF_CORE_READ(tp, total_vm) >> 2;
+	e->anon_rss_pages = BPF_CORE_READ(tp, anon_rss) >> 2;
+	e->file_rss_pages = BPF_CORE_READ(tp, file_rss) >> 2;
+	e->shmem_rss_pages = BPF_CORE_READ(tp, shmem_rss) >> 2;
+	e->pgtables_bytes = BPF_CORE_READ(tp, pgtables) << 10;
+	e->victim_uid = BPF_CORE_READ(tp, uid);
+	e->oom_score_adj = BPF_CORE_READ(tp, oom_score_adj);
+	e->flags |= OOMTRAIL_F_HAS_TP_FIELDS;
+}
+
+static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_ctx *c, struct task_struct *victim)
+{
+	struct mem_cgroup *oom_memcg = NULL;
+
+	if (c) {
+		e->gfp_mask = c->gfp_mask;
+		e->order = c->order;
+		e->domain_pages = c->totalpages;
+		e->constraint = c->constraint;
+		oom_memcg = (struct mem_cgroup *)c->memcg;
+		e->flags |= OOMTRAIL_F_HAS_OOM_CONTROL;
+	} else {
+		e->order = -2; /* unknown */
+		if (victim)
+			oom_memcg = infer_oom_memcg(task_memcg(victim));
+		e->constraint = oom_memcg ? OOMTRAIL_CONSTRAINT_MEMCG :
+			    (victim ? OOMTRAIL_CONSTRAINT_GLOBAL : OOMTRAIL_CONSTRAINT_UNKNOWN);
+		e->flags |= OOMTRAIL_F_CONSTRAINT_INFERRED;
+	}
+	if (oom_memcg) {
+		fill_cgroup_path(&e->oom_cg, memcg_kn(oom_memcg));
+		fill_memcg_counters(e, oom_memcg);
+		e->flags |= OOMTRAIL_F_OOM_CG_VALID;
+	} else if (e->constraint != OOMTRAIL_CONSTRAINT_UNKNOWN) {
+		/* global / cpuset / mempolicy: the OOM domain is the root (depth 0 == "/") */
+		e->flags |= OOMTRAIL_F_OOM_CG_VALID;
+	}
+}
+
+/* Returns true the first time a process is marked. A killed process can be marked again while it
+ * exits (another of its threads, or task_will_free_mem() on the next OOM): the kernel neither
+ * counts nor logs those, and neither do we. Keyed by tgid + start time, so a reused pid is new. */
+static __always_inline bool first_mark(struct task_struct *victim)
+{
+	struct victim_key key = {
+		.start_time = BPF_CORE_READ(victim, group_leader, start_time),
+		.tgid = BPF_CORE_READ(victim, tgid),
+	};
+	__u8 one = 1;
+
+	if (bpf_map_lookup_elem(&marked_victims, &key)) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&remarks, &zero);
+
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		return false;
+	}
+	bpf_map_update_elem(&marked_victims, &key, &one, BPF_ANY);
+	return true;
+}
+
+static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct *victim, __s32 tp_pid)
+{
+	struct task_struct *current = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct oom_ctx *c = bpf_map_lookup_elem(&oom_ctx_by_tid, &tid);
+	struct oomtrail_event *e;
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u32 found_by_walk = 0;
+
+	if (c && now - c->boot_ns > OOM_CTX_MAX_AGE_NS)
+		c = NULL;
+
+	if (!victim) {
+		struct task_struct *chosen = c ? (struct task_struct *)c->chosen : NULL;
+
+		struct task_struct *leader = BPF_CORE_READ(current, group_leader);
+
+		if (tp_pid == (__s32)tid)
+			victim = current;
+		else if (chosen && BPF_CORE_READ(chosen, pid) == tp_pid)
+			victim = chosen;
+		else if (leader && BPF_CORE_READ(leader, pid) == tp_pid)
+			victim = leader; /* another thread of the victim ran into the limit */
+	}
+	if (!victim) {
+		/* the task also gives the victim's cgroup, which no tracepoint field carries */
+		victim = find_task_by_pid(tp_pid);
+		found_by_walk = victim ? OOMTRAIL_F_TASK_FROM_WALK : 0;
+	}
+	if (victim && !first_mark(victim))
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	/* ring-buffer memory is not zeroed; names[] beyond each path's depth are never read */
+	__builtin_memset(e, 0, offsetof(struct oomtrail_event, victim_cg));
+	e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
+	e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
+	e->boot_ns = now;
+	e->hook = c ? c->hook : hook;
+	e->trigger_pid = pid_tgid >> 32;
+	e->trigger_tid = tid;
+	e->flags = found_by_walk;
+	bpf_get_current_comm(e->trigger_comm, sizeof(e->trigger_comm));
+
+	if (victim) {
+		fill_victim_from_task(e, victim);
+	} else {
+		fill_victim_from_tp(e, ctx);
+		e->victim_pid = tp_pid;
+		e->victim_tid = tp_pid;
+	}
+	fill_oom_scope(e, c, victim);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("fentry/oom_kill_process")
+int BPF_PROG(fentry_oom_kill_process, struct oom_control *oc, const char *message)
+{
+	save_oom_ctx(oc, OOMTRAIL_HOOK_FENTRY);
+	return 0;
+}
+
+SEC("kprobe/oom_kill_process")
+int BPF_KPROBE(kprobe_oom_kill_process, struct oom_control *oc)
+{
+	save_oom_ctx(oc, OOMTRAIL_HOOK_KPROBE);
+	return 0;
+}
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(tp_btf_mark_victim, __u64 arg0)
+{
+	/* 6.8 changed the prototype from (int pid) to (struct task_struct *, uid_t) */
+	if (bpf_core_field_exists(((struct trace_event_raw_mark_victim___68 *)0)->total_vm))
+		return emit_victim(ctx, OOMTRAIL_HOOK_TP_BTF, (struct task_struct *)arg0, 0);
+	return emit_victim(NULL, OOMTRAIL_HOOK_TP_BTF, NULL, (__s32)arg0);
+}
+
+SEC("tracepoint/oom/mark_victim")
+int tracepoint_mark_victim(struct trace_event_raw_mark_victim___68 *ctx)
+{
+	return emit_victim(ctx, OOMTRAIL_HOOK_TRACEPOINT, NULL, BPF_CORE_READ(ctx, pid));
+}

@@ -1,0 +1,71 @@
+/* Shared between bpf/oomkill.bpf.c and the decoder in src/collectors/oomkill/event.ts.
+ * Fixed-width fields, explicit padding: test/unit/event-layout.test.ts fails if the two drift. */
+#ifndef OOMTRAIL_OOMKILL_H
+#define OOMTRAIL_OOMKILL_H
+
+#define OOMTRAIL_COMM_LEN 16
+/* Container ids in cgroup names are 64 characters; scope names reach ~90. */
+#define OOMTRAIL_CG_NAME_LEN 128
+#define OOMTRAIL_CG_DEPTH 12
+
+enum oomtrail_hook {
+	OOMTRAIL_HOOK_FENTRY = 1,
+	OOMTRAIL_HOOK_KPROBE = 2,
+	OOMTRAIL_HOOK_TP_BTF = 3,
+	OOMTRAIL_HOOK_TRACEPOINT = 4,
+};
+
+enum oomtrail_constraint {
+	OOMTRAIL_CONSTRAINT_UNKNOWN = 0,
+	OOMTRAIL_CONSTRAINT_GLOBAL = 1,
+	OOMTRAIL_CONSTRAINT_CPUSET = 2,
+	OOMTRAIL_CONSTRAINT_MEMPOLICY = 3,
+	OOMTRAIL_CONSTRAINT_MEMCG = 4,
+};
+
+enum oomtrail_flags {
+	OOMTRAIL_F_HAS_OOM_CONTROL = 1 << 0, /* constraint/gfp/order/domain read from oom_control */
+	OOMTRAIL_F_HAS_TASK = 1 << 1,        /* victim fields read from its task_struct */
+	OOMTRAIL_F_HAS_TP_FIELDS = 1 << 2,   /* victim fields read from the tracepoint record (>= 6.8) */
+	OOMTRAIL_F_HAS_MEMCG = 1 << 3,       /* memcg_limit/usage valid */
+	OOMTRAIL_F_CONSTRAINT_INFERRED = 1 << 4,
+	OOMTRAIL_F_VICTIM_CG_VALID = 1 << 5,
+	OOMTRAIL_F_OOM_CG_VALID = 1 << 6,
+	OOMTRAIL_F_TASK_FROM_WALK = 1 << 7,  /* victim found by walking the task list (old mark_victim) */
+};
+
+struct oomtrail_cgroup_path {
+	__u64 kn_id;
+	__u32 depth;     /* valid entries in names[], leaf first */
+	__u32 truncated; /* 1 when more ancestors existed than slots */
+	char names[OOMTRAIL_CG_DEPTH][OOMTRAIL_CG_NAME_LEN];
+};
+
+struct oomtrail_event {
+	__u64 boot_ns;          /* bpf_ktime_get_boot_ns() */
+	__u64 total_vm_pages;
+	__u64 anon_rss_pages;
+	__u64 file_rss_pages;
+	__u64 shmem_rss_pages;
+	__u64 pgtables_bytes;
+	__u64 gfp_mask;
+	__u64 domain_pages;     /* oom_control.totalpages: the OOM domain, not the victim */
+	__u64 memcg_limit_pages;
+	__u64 memcg_usage_pages;
+	__u32 victim_pid;       /* tgid */
+	__u32 victim_tid;
+	__u32 victim_uid;
+	__u32 trigger_pid;
+	__u32 trigger_tid;
+	__s32 oom_score_adj;
+	__s32 order;
+	__u32 hook;
+	__u32 constraint;
+	__u32 flags;
+	char victim_comm[OOMTRAIL_COMM_LEN];
+	char trigger_comm[OOMTRAIL_COMM_LEN];
+	struct oomtrail_cgroup_path victim_cg;
+	struct oomtrail_cgroup_path oom_cg;
+};
+
+#endif

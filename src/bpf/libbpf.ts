@@ -1,0 +1,122 @@
+import koffi from 'koffi';
+
+/** The raw libbpf.so.1 / libc functions oomtrail uses, bound once. Higher layers wrap their returns. */
+export interface LibBpf {
+  versionString(): string;
+  setPrint(fn: ((level: number, message: string) => void) | null): void;
+  objectOpenFile(path: string): unknown | null;
+  objectFindProgramByName(obj: unknown, name: string): unknown | null;
+  objectFindMapFdByName(obj: unknown, name: string): number;
+  objectLoad(obj: unknown): number;
+  objectClose(obj: unknown): void;
+  programSetAutoload(prog: unknown, autoload: boolean): number;
+  programAttach(prog: unknown): unknown | null;
+  linkDestroy(link: unknown): number;
+  mapLookupElem(fd: number, key: Buffer, value: Buffer): number;
+  ringBufferNew(mapFd: number, sample: (data: unknown, size: number) => number): unknown | null;
+  ringBufferEpollFd(rb: unknown): number;
+  ringBufferConsume(rb: unknown): number;
+  ringBufferFree(rb: unknown): void;
+  /** epoll_wait on a libuv worker thread; the callback runs on the main thread. */
+  epollWaitAsync(epfd: number, timeoutMs: number, cb: (err: unknown, ret: number) => void): void;
+  clockGettimeNs(clock: 'realtime' | 'boottime'): bigint;
+  errno(): number;
+}
+
+const CLOCK_REALTIME = 0;
+const CLOCK_BOOTTIME = 7;
+
+let cached: LibBpf | undefined;
+
+export function loadLibBpf(): LibBpf {
+  if (cached) return cached;
+  const lib = koffi.load('libbpf.so.1');
+  const libc = koffi.load('libc.so.6');
+
+  const printFn = koffi.proto('int libbpf_print_fn_t(int level, const char *fmt, void *args)');
+  const sampleFn = koffi.proto('int ring_buffer_sample_fn(void *ctx, void *data, size_t size)');
+  koffi.struct('oomtrail_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
+
+  const versionString = lib.func('const char *libbpf_version_string(void)');
+  const setPrint = lib.func('void *libbpf_set_print(libbpf_print_fn_t *fn)');
+  const openFile = lib.func('void *bpf_object__open_file(const char *path, void *opts)');
+  const findProg = lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)');
+  const findMapFd = lib.func('int bpf_object__find_map_fd_by_name(void *obj, const char *name)');
+  const objLoad = lib.func('int bpf_object__load(void *obj)');
+  const objClose = lib.func('void bpf_object__close(void *obj)');
+  const setAutoload = lib.func('int bpf_program__set_autoload(void *prog, bool autoload)');
+  const attach = lib.func('void *bpf_program__attach(void *prog)');
+  const linkDestroy = lib.func('int bpf_link__destroy(void *link)');
+  const lookup = lib.func('int bpf_map_lookup_elem(int fd, void *key, void *value)');
+  const rbNew = lib.func('void *ring_buffer__new(int map_fd, ring_buffer_sample_fn *cb, void *ctx, void *opts)');
+  const rbEpollFd = lib.func('int ring_buffer__epoll_fd(void *rb)');
+  const rbConsume = lib.func('int ring_buffer__consume(void *rb)');
+  const rbFree = lib.func('void ring_buffer__free(void *rb)');
+  const vsnprintf = libc.func('int vsnprintf(char *buf, size_t size, const char *fmt, void *ap)');
+  const epollWait = libc.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)');
+  const clockGettime = libc.func('int clock_gettime(int clk, _Out_ oomtrail_timespec *ts)');
+
+  let printCallback: bigint | null = null;
+  // Kept referenced for the ring buffer's lifetime: koffi frees unregistered callbacks.
+  const sampleCallbacks = new Set<bigint>();
+  const epollEvents = Buffer.alloc(12 * 4);
+  // verifier logs arrive as one message of up to a few hundred kB
+  const printBuffer = Buffer.alloc(1 << 20);
+
+  cached = {
+    versionString: () => versionString(),
+    setPrint(fn) {
+      if (printCallback) koffi.unregister(printCallback);
+      printCallback = null;
+      if (!fn) {
+        setPrint(null);
+        return;
+      }
+      // libbpf logs from the thread that called it: only open/load/attach, always the main thread.
+      printCallback = koffi.register((level: number, fmt: string, args: unknown) => {
+        const buf = printBuffer;
+        const n = Number(vsnprintf(buf, buf.length, fmt, args));
+        fn(level, buf.toString('utf8', 0, Math.max(0, Math.min(n, buf.length - 1))).trimEnd());
+        return 0;
+      }, koffi.pointer(printFn));
+      setPrint(printCallback);
+    },
+    objectOpenFile: (path) => openFile(path, null),
+    objectFindProgramByName: (obj, name) => findProg(obj, name),
+    objectFindMapFdByName: (obj, name) => findMapFd(obj, name),
+    objectLoad: (obj) => objLoad(obj),
+    objectClose: (obj) => objClose(obj),
+    programSetAutoload: (prog, autoload) => setAutoload(prog, autoload),
+    programAttach: (prog) => attach(prog),
+    linkDestroy: (link) => linkDestroy(link),
+    mapLookupElem: (fd, key, value) => lookup(fd, key, value),
+    ringBufferNew(mapFd, sample) {
+      const cb = koffi.register((_ctx: unknown, data: unknown, size: number) => sample(data, Number(size)), koffi.pointer(sampleFn));
+      sampleCallbacks.add(cb);
+      const rb = rbNew(mapFd, cb, null, null);
+      if (!rb) {
+        koffi.unregister(cb);
+        sampleCallbacks.delete(cb);
+      }
+      return rb;
+    },
+    ringBufferEpollFd: (rb) => rbEpollFd(rb),
+    ringBufferConsume: (rb) => rbConsume(rb),
+    ringBufferFree: (rb) => rbFree(rb),
+    epollWaitAsync(epfd, timeoutMs, cb) {
+      epollWait.async(epfd, epollEvents, 4, timeoutMs, cb);
+    },
+    clockGettimeNs(clock) {
+      const ts = { tv_sec: 0, tv_nsec: 0 };
+      clockGettime(clock === 'realtime' ? CLOCK_REALTIME : CLOCK_BOOTTIME, ts);
+      return BigInt(ts.tv_sec) * 1_000_000_000n + BigInt(ts.tv_nsec);
+    },
+    errno: () => koffi.errno(),
+  };
+  return cached;
+}
+
+/** Copies `size` bytes at a native pointer handed to a ring-buffer callback. */
+export function copyNative(ptr: unknown, size: number): Buffer {
+  return Buffer.from(koffi.view(ptr, size).slice(0));
+}

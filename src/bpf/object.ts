@@ -1,0 +1,158 @@
+import { BpfError, checkPointer, checkStatus } from './errors';
+import { copyNative, loadLibBpf, type LibBpf } from './libbpf';
+
+/**
+ * One opened CO-RE object with only the named programs set to load. Owns its links;
+ * `close()` detaches and frees everything and is safe to call twice.
+ */
+export class BpfObject {
+  private obj: unknown | null;
+  private readonly links: unknown[] = [];
+  private readonly lib: LibBpf;
+
+  private constructor(lib: LibBpf, obj: unknown) {
+    this.lib = lib;
+    this.obj = obj;
+  }
+
+  static open(path: string, programs: readonly string[], allPrograms: readonly string[]): BpfObject {
+    const lib = loadLibBpf();
+    const obj = checkPointer('bpf_object__open_file', lib.objectOpenFile(path), lib.errno, path);
+    const self = new BpfObject(lib, obj);
+    try {
+      for (const name of allPrograms) {
+        const prog = self.program(name);
+        checkStatus('bpf_program__set_autoload', lib.programSetAutoload(prog, programs.includes(name)), name);
+      }
+    } catch (err) {
+      self.close();
+      throw err;
+    }
+    return self;
+  }
+
+  private program(name: string): unknown {
+    return checkPointer('bpf_object__find_program_by_name', this.lib.objectFindProgramByName(this.live(), name), () => 2, name);
+  }
+
+  private live(): unknown {
+    if (!this.obj) throw new BpfError('bpf_object', 9 /* EBADF */, 'object already closed');
+    return this.obj;
+  }
+
+  load(): void {
+    checkStatus('bpf_object__load', this.lib.objectLoad(this.live()));
+  }
+
+  attach(programName: string): void {
+    const link = checkPointer('bpf_program__attach', this.lib.programAttach(this.program(programName)), this.lib.errno, programName);
+    this.links.push(link);
+  }
+
+  mapFd(name: string): number {
+    return checkStatus('bpf_object__find_map_fd_by_name', this.lib.objectFindMapFdByName(this.live(), name), name);
+  }
+
+  /** Sum of a one-entry u64 array map (e.g. a drop counter). */
+  readCounter(mapName: string): bigint {
+    const key = Buffer.alloc(4);
+    const value = Buffer.alloc(8);
+    checkStatus('bpf_map_lookup_elem', this.lib.mapLookupElem(this.mapFd(mapName), key, value), mapName);
+    return value.readBigUInt64LE(0);
+  }
+
+  close(): void {
+    for (const link of this.links.splice(0)) this.lib.linkDestroy(link);
+    if (this.obj) this.lib.objectClose(this.obj);
+    this.obj = null;
+  }
+}
+
+/**
+ * Ring-buffer reader that never runs JS off the main thread: a libuv worker blocks in
+ * epoll_wait on ring_buffer__epoll_fd, and the main thread then calls ring_buffer__consume,
+ * whose callbacks therefore run on the main thread.
+ */
+export class RingBufferReader {
+  private readonly lib = loadLibBpf();
+  private rb: unknown | null;
+  private readonly epfd: number;
+  private stopped = false;
+  private waiting = false;
+  private stopWaiters: Array<() => void> = [];
+
+  constructor(
+    mapFd: number,
+    private readonly onSample: (data: Buffer) => void,
+    private readonly onError: (err: Error) => void,
+    /** Awaited after each consume, before waiting again: back-pressure reaches the kernel's ring. */
+    private readonly afterConsume: () => Promise<void> = async () => {},
+    private readonly pollTimeoutMs = 200,
+  ) {
+    this.rb = checkPointer(
+      'ring_buffer__new',
+      this.lib.ringBufferNew(mapFd, (ptr, size) => {
+        this.onSample(copyNative(ptr, size));
+        return 0;
+      }),
+      this.lib.errno,
+    );
+    this.epfd = checkStatus('ring_buffer__epoll_fd', this.lib.ringBufferEpollFd(this.rb));
+  }
+
+  start(): void {
+    this.consume();
+    void this.afterConsume().then(() => this.wait());
+  }
+
+  /** Reads whatever is in the buffer now (main thread). */
+  consume(): number {
+    if (!this.rb) return 0;
+    return checkStatus('ring_buffer__consume', this.lib.ringBufferConsume(this.rb));
+  }
+
+  private wait(): void {
+    if (this.stopped) return this.finish();
+    this.waiting = true;
+    this.lib.epollWaitAsync(this.epfd, this.pollTimeoutMs, (err, ret) => {
+      this.waiting = false;
+      if (this.stopped) return this.finish();
+      void (async () => {
+        try {
+          if (err) throw err;
+          if (Number(ret) < 0 && this.lib.errno() !== 4 /* EINTR */) throw new BpfError('epoll_wait', this.lib.errno());
+          if (Number(ret) > 0) {
+            this.consume();
+            await this.afterConsume();
+          }
+        } catch (e) {
+          this.onError(e instanceof Error ? e : new Error(String(e)));
+        }
+        this.wait();
+      })();
+    });
+  }
+
+  private finish(): void {
+    if (this.waiting) return;
+    // drain what arrived between the last wake-up and stop, then free
+    if (this.rb) {
+      try {
+        this.consume();
+      } catch (e) {
+        this.onError(e as Error);
+      }
+      this.lib.ringBufferFree(this.rb);
+      this.rb = null;
+    }
+    for (const w of this.stopWaiters.splice(0)) w();
+  }
+
+  /** Stops after the in-flight epoll_wait returns (at most pollTimeoutMs) and drains the buffer. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    const done = new Promise<void>((resolve) => this.stopWaiters.push(resolve));
+    this.finish();
+    return done;
+  }
+}

@@ -1,0 +1,82 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
+import { loadLibBpf } from '../bpf/libbpf';
+import { ensureTracefs, planFor, probeHooks } from '../collectors/oomkill/hooks';
+import { detectCgroupVersion } from '../pipeline/enrich/host';
+import { HOOK_ORDER, type Hook } from '../record/record';
+import type { Logger } from '../observe/logger';
+
+export const EXIT_UNAVAILABLE = 69;
+
+export interface CheckReport {
+  kernel_release: string;
+  btf: boolean;
+  libbpf: string | null;
+  tracefs: string | null;
+  kprobes: boolean;
+  lockdown: string | null;
+  cgroup: { version: 1 | 2 | null; memory_controller: string | null; layout: string };
+  hooks: Array<{ hook: Hook; ok: boolean; reason?: string }>;
+  selected: Hook | null;
+  ok: boolean;
+}
+
+function cgroupLayout(): CheckReport['cgroup'] {
+  const version = detectCgroupVersion();
+  const hasV2Root = existsSync('/sys/fs/cgroup/cgroup.controllers');
+  const hasUnified = existsSync('/sys/fs/cgroup/unified/cgroup.controllers');
+  const layout = hasV2Root ? 'unified (cgroup v2)' : hasUnified || existsSync('/sys/fs/cgroup/memory') ? 'hybrid/legacy (cgroup v1 controllers)' : 'none found';
+  const memory = version === 2 ? '/sys/fs/cgroup' : version === 1 ? '/sys/fs/cgroup/memory' : null;
+  return { version, memory_controller: memory, layout };
+}
+
+/** What this kernel offers and which hook `run` will use; `hook` is the configured choice. */
+export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto'): CheckReport {
+  let libbpf: string | null = null;
+  try {
+    libbpf = loadLibBpf().versionString();
+    installLibbpfLogger(logger);
+  } catch (err) {
+    logger.error(`cannot load libbpf.so.1: ${(err as Error).message}`);
+  }
+  const tracefs = ensureTracefs();
+  const hooks = libbpf ? probeHooks(withLibbpfLog) : HOOK_ORDER.map((h) => ({ hook: h, ok: false, reason: 'libbpf.so.1 not loadable' }));
+  const candidates = hook === 'auto' ? HOOK_ORDER : [hook];
+  const selected = candidates.find((h) => planFor(h, hooks) !== null) ?? null;
+  let lockdown: string | null = null;
+  try {
+    lockdown = readFileSync('/sys/kernel/security/lockdown', 'utf8').match(/\[(\w+)\]/)?.[1] ?? null;
+  } catch {
+    /* no lockdown LSM */
+  }
+  return {
+    kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    btf: existsSync('/sys/kernel/btf/vmlinux'),
+    libbpf,
+    tracefs,
+    kprobes: !!tracefs && existsSync(`${tracefs}/kprobe_events`),
+    lockdown,
+    cgroup: cgroupLayout(),
+    hooks,
+    selected,
+    ok: selected !== null,
+  };
+}
+
+export function formatCheck(r: CheckReport): string {
+  const yes = (b: boolean) => (b ? 'yes' : 'no');
+  const lines = [
+    `kernel          ${r.kernel_release}`,
+    `BTF             ${yes(r.btf)}${r.btf ? '' : '  (CONFIG_DEBUG_INFO_BTF=y is required)'}`,
+    `libbpf          ${r.libbpf ?? 'NOT LOADABLE (install libbpf1)'}`,
+    `ring buffer     ${r.hooks.some((h) => h.ok) ? 'yes' : 'unknown (no program loaded)'}`,
+    `tracefs         ${r.tracefs ?? 'not mounted'}`,
+    `kprobes         ${yes(r.kprobes)}`,
+    `lockdown        ${r.lockdown ?? 'none'}`,
+    `cgroups         ${r.cgroup.layout}; memory controller ${r.cgroup.memory_controller ?? 'not found'} (v${r.cgroup.version ?? '?'})`,
+    'hooks (tried in this order):',
+    ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
+    r.selected ? `selected hook   ${r.selected}` : 'selected hook   NONE: no hook can capture OOM kills on this host',
+  ];
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,125 @@
+import { ConfigError, loadConfig } from '../config/load';
+import type { AppConfig } from '../config/schema';
+import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
+import { createLogger, type Logger } from '../observe/logger';
+import { Agent } from '../pipeline/agent';
+import { agentVersion } from '../pipeline/enrich/host';
+import { encodeRecordJson } from '../record/json';
+import { formatKillBlock } from '../sinks/console/format';
+import { createSinks } from '../sinks/registry';
+import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
+import { runDemo } from './demo';
+
+const USAGE = `usage: oomtrail <command> [options]
+
+commands:
+  run   [--config FILE]            capture OOM kills until SIGINT/SIGTERM, then flush and exit 0
+  check [--config FILE] [--json]   what this kernel offers and which hook run would use
+  demo  [--config FILE] [--json]   cause one contained OOM kill (root) and print its record
+
+exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook, 78 configuration error`;
+
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, UNAVAILABLE: EXIT_UNAVAILABLE, CONFIG: 78 } as const;
+
+interface Args {
+  command: string;
+  config?: string;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): Args | string {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') return 'help';
+  if (command === '--version' || command === 'version') return 'version';
+  const args: Args = { command, json: false };
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (a === '--config' || a === '-c') {
+      if (!rest[i + 1]) return `${a} needs a file`;
+      args.config = rest[++i];
+    } else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
+    else if (a === '--json' && command !== 'run') args.json = true;
+    else return `unknown option ${a} for ${command}`;
+  }
+  if (!['run', 'check', 'demo'].includes(command)) return `unknown command ${command}`;
+  return args;
+}
+
+function load(args: Args): { config: AppConfig; sources: string[]; logger: Logger } {
+  const { config, sources, warnings } = loadConfig({ file: args.config });
+  const logger = createLogger(config.log.level, config.log.format);
+  for (const w of warnings) logger.warn(`config: ${w}`);
+  return { config, sources, logger };
+}
+
+async function run(args: Args): Promise<number> {
+  const { config, sources, logger } = load(args);
+  if (!config.collectors.oomkill.enabled) {
+    logger.error('collectors.oomkill.enabled is false: no collector to run');
+    return EXIT.CONFIG;
+  }
+  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
+  const agent = new Agent({ config, logger, collector, sinks: createSinks(config), sources });
+  await agent.start();
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      logger.info(`${signal}: stopping (deadline ${config.shutdown.deadline_ms} ms; a second signal exits at once)`);
+      process.removeAllListeners('SIGTERM').removeAllListeners('SIGINT');
+      const now = (s: NodeJS.Signals) => {
+        logger.warn(`${s} again: exiting now; undelivered records stay in the spool`);
+        process.exit(128 + (s === 'SIGINT' ? 2 : 15));
+      };
+      process.once('SIGTERM', now).once('SIGINT', now);
+      resolve();
+    };
+    process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
+  });
+  const left = await agent.stop(config.shutdown.deadline_ms);
+  const pending = Object.entries(left).filter(([, n]) => n > 0);
+  logger.info(pending.length ? `stopped; left in spool: ${pending.map(([s, n]) => `${s}=${n}`).join(', ')}` : 'stopped; every record delivered');
+  return EXIT.OK;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (args === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return EXIT.OK;
+  }
+  if (args === 'version') {
+    process.stdout.write(agentVersion() + '\n');
+    return EXIT.OK;
+  }
+  if (typeof args === 'string') {
+    process.stderr.write(`oomtrail: ${args}\n${USAGE}\n`);
+    return EXIT.USAGE;
+  }
+  if (args.command === 'run') return run(args);
+  const { config, logger } = load(args);
+  if (args.command === 'check') {
+    const report = runCheck(logger, config.collectors.oomkill.hook);
+    process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));
+    return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;
+  }
+  const record = await runDemo(logger, config.collectors.oomkill.hook);
+  process.stdout.write(args.json ? encodeRecordJson(record) + '\n' : formatKillBlock(record));
+  return EXIT.OK;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`oomtrail: configuration error: ${err.message}\n`);
+      process.exit(EXIT.CONFIG);
+    }
+    if (err instanceof CollectorError) {
+      process.stderr.write(`oomtrail: ${err.message}\n`);
+      process.exit(EXIT.UNAVAILABLE);
+    }
+    process.stderr.write(`oomtrail: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(EXIT.FAILURE);
+  },
+);

@@ -1,0 +1,21 @@
+/** What a collector reports about its attachment, for logs and `oomtrail check`. */
+export interface CollectorDescription {
+  name: string;
+  hook: string | null;
+  programs: string[];
+  unavailable: Array<{ hook: string; reason: string }>;
+}
+
+/**
+ * A source of raw kernel events. `start` attaches and begins delivering to `emit`
+ * (awaited: a slow consumer slows reading, never drops); `stop` detaches and delivers
+ * whatever the kernel had already queued before it resolves.
+ */
+export interface Collector<E> {
+  readonly name: string;
+  start(emit: (event: E) => Promise<void>): Promise<void>;
+  stop(): Promise<void>;
+  describe(): CollectorDescription;
+  /** Events the kernel side could not queue (ring buffer full); never silently lost. */
+  lostEvents(): bigint;
+}

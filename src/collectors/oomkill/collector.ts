@@ -1,0 +1,140 @@
+import { readFileSync } from 'node:fs';
+import { BpfObject, RingBufferReader } from '../../bpf/object';
+import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
+import type { Collector, CollectorDescription } from '../collector';
+import type { Hook } from '../../record/record';
+import type { Logger } from '../../observe/logger';
+import { decodeEvent, FLAG, type RawOomEvent } from './event';
+import { ALL_PROGRAMS, OBJECT_PATH, planFor, probeHooks, PROGRAMS, type HookProbe } from './hooks';
+import { HOOK_ORDER } from '../../record/record';
+
+export class CollectorError extends Error {
+  readonly retriable = false;
+  constructor(
+    readonly code: 'NO_HOOK' | 'HOOK_UNAVAILABLE',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CollectorError';
+  }
+}
+
+export interface OomKillOptions {
+  hook: 'auto' | Hook;
+  logger: Logger;
+  objectPath?: string;
+}
+
+/** Reads the memory controller's path from /proc when the kernel side could not find the task. */
+function procMemoryCgroup(pid: number): string | null {
+  try {
+    const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n');
+    const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
+    const v2 = lines.find((l) => l.startsWith('0::'));
+    const line = v1 ?? v2;
+    return line ? line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The oomkill collector: one RawOomEvent per victim, through the first hook this kernel allows. */
+export class OomKillCollector implements Collector<RawOomEvent> {
+  readonly name = 'oomkill';
+  private obj: BpfObject | null = null;
+  private reader: RingBufferReader | null = null;
+  private pending: RawOomEvent[] = [];
+  private chosen: Hook | null = null;
+  private programs: string[] = [];
+  private probes: HookProbe[] = [];
+  private emit: (e: RawOomEvent) => Promise<void> = async () => {};
+
+  constructor(private readonly opts: OomKillOptions) {}
+
+  async start(emit: (event: RawOomEvent) => Promise<void>): Promise<void> {
+    const { logger } = this.opts;
+    const objectPath = this.opts.objectPath ?? OBJECT_PATH;
+    this.emit = emit;
+    installLibbpfLogger(logger);
+    this.probes = probeHooks(withLibbpfLog, objectPath);
+    for (const p of this.probes) if (!p.ok) logger.info(`oomkill: hook ${p.hook} unavailable: ${p.reason}`);
+
+    const candidates = this.opts.hook === 'auto' ? HOOK_ORDER : [this.opts.hook];
+    for (const hook of candidates) {
+      const plan = planFor(hook, this.probes);
+      if (!plan) continue;
+      const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
+      try {
+        obj.load();
+        for (const prog of plan) obj.attach(prog);
+      } catch (err) {
+        obj.close();
+        logger.info(`oomkill: hook ${hook} failed to attach with its partner program: ${(err as Error).message}`);
+        continue;
+      }
+      this.obj = obj;
+      this.chosen = hook;
+      this.programs = plan;
+      break;
+    }
+    if (!this.obj || !this.chosen) {
+      const why = this.probes.filter((p) => !p.ok && candidates.includes(p.hook)).map((p) => `${p.hook}: ${p.reason}`);
+      throw new CollectorError(
+        this.opts.hook === 'auto' ? 'NO_HOOK' : 'HOOK_UNAVAILABLE',
+        `no OOM hook could be attached (${this.opts.hook === 'auto' ? 'tried ' + HOOK_ORDER.join(', ') : 'forced ' + this.opts.hook}): ${why.join(' | ') || 'no victim program (tp_btf/tracepoint) available'}`,
+      );
+    }
+    logger.info(`oomkill: attached hook ${this.chosen} (programs: ${this.programs.join(', ')})`);
+
+    this.reader = new RingBufferReader(
+      this.obj.mapFd('events'),
+      (data) => this.pending.push(this.decode(data)),
+      (err) => logger.error(`oomkill: ring buffer: ${err.message}`),
+      () => this.deliver(),
+    );
+    this.reader.start();
+  }
+
+  private decode(data: Buffer): RawOomEvent {
+    const event = decodeEvent(data);
+    // the context hook names the record even though a mark_victim program emitted it
+    if (this.chosen) event.hook = this.chosen;
+    if (!event.victimCgroup) {
+      const path = procMemoryCgroup(event.victimPid);
+      if (path) event.victimCgroup = { id: 0n, path, truncated: false };
+    }
+    return event;
+  }
+
+  private async deliver(): Promise<void> {
+    while (this.pending.length) {
+      const event = this.pending.shift()!;
+      await this.emit(event);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.reader) {
+      await this.reader.stop();
+      this.reader = null;
+      await this.deliver();
+    }
+    this.obj?.close();
+    this.obj = null;
+  }
+
+  lostEvents(): bigint {
+    return this.obj ? this.obj.readCounter('lost_events') : 0n;
+  }
+
+  describe(): CollectorDescription {
+    return {
+      name: this.name,
+      hook: this.chosen,
+      programs: this.programs,
+      unavailable: this.probes.filter((p) => !p.ok).map((p) => ({ hook: p.hook, reason: p.reason ?? '' })),
+    };
+  }
+}
+
+export { FLAG, PROGRAMS };

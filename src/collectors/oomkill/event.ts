@@ -1,0 +1,166 @@
+import type { Constraint, Hook } from '../../record/record';
+
+/*
+ * Decoder for `struct oomtrail_event` (bpf/oomkill.h). The layout table below is the single
+ * description of the C struct on this side; test/unit/event-layout.test.ts compares it with the
+ * header (compiled by the host C compiler) and with the BTF of the committed object.
+ */
+export const COMM_LEN = 16;
+export const CG_NAME_LEN = 128;
+export const CG_DEPTH = 12;
+
+type FieldType = 'u64' | 'u32' | 's32' | 'comm' | 'cgroup_path';
+
+export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
+  ['boot_ns', 'u64'],
+  ['total_vm_pages', 'u64'],
+  ['anon_rss_pages', 'u64'],
+  ['file_rss_pages', 'u64'],
+  ['shmem_rss_pages', 'u64'],
+  ['pgtables_bytes', 'u64'],
+  ['gfp_mask', 'u64'],
+  ['domain_pages', 'u64'],
+  ['memcg_limit_pages', 'u64'],
+  ['memcg_usage_pages', 'u64'],
+  ['victim_pid', 'u32'],
+  ['victim_tid', 'u32'],
+  ['victim_uid', 'u32'],
+  ['trigger_pid', 'u32'],
+  ['trigger_tid', 'u32'],
+  ['oom_score_adj', 's32'],
+  ['order', 's32'],
+  ['hook', 'u32'],
+  ['constraint', 'u32'],
+  ['flags', 'u32'],
+  ['victim_comm', 'comm'],
+  ['trigger_comm', 'comm'],
+  ['victim_cg', 'cgroup_path'],
+  ['oom_cg', 'cgroup_path'],
+];
+
+/** struct oomtrail_cgroup_path: u64 kn_id, u32 depth, u32 truncated, char names[DEPTH][NAME_LEN]. */
+export const CGROUP_PATH_SIZE = 8 + 4 + 4 + CG_DEPTH * CG_NAME_LEN;
+const SIZES: Record<FieldType, number> = { u64: 8, u32: 4, s32: 4, comm: COMM_LEN, cgroup_path: CGROUP_PATH_SIZE };
+const ALIGN: Record<FieldType, number> = { u64: 8, u32: 4, s32: 4, comm: 1, cgroup_path: 8 };
+
+function computeLayout(): { offsets: Record<string, number>; size: number } {
+  const offsets: Record<string, number> = {};
+  let off = 0;
+  let maxAlign = 1;
+  for (const [name, type] of EVENT_FIELDS) {
+    const a = ALIGN[type];
+    maxAlign = Math.max(maxAlign, a);
+    off = Math.ceil(off / a) * a;
+    offsets[name] = off;
+    off += SIZES[type];
+  }
+  return { offsets, size: Math.ceil(off / maxAlign) * maxAlign };
+}
+
+export const EVENT_LAYOUT = computeLayout();
+export const EVENT_SIZE = EVENT_LAYOUT.size;
+
+export const FLAG = {
+  HAS_OOM_CONTROL: 1 << 0,
+  HAS_TASK: 1 << 1,
+  HAS_TP_FIELDS: 1 << 2,
+  HAS_MEMCG: 1 << 3,
+  CONSTRAINT_INFERRED: 1 << 4,
+  VICTIM_CG_VALID: 1 << 5,
+  OOM_CG_VALID: 1 << 6,
+  TASK_FROM_WALK: 1 << 7,
+} as const;
+
+const HOOKS: Record<number, Hook> = { 1: 'fentry', 2: 'kprobe', 3: 'tp_btf', 4: 'tracepoint' };
+export const HOOK_IDS: Record<Hook, number> = { fentry: 1, kprobe: 2, tp_btf: 3, tracepoint: 4 };
+const CONSTRAINTS: Record<number, Constraint> = { 0: 'unknown', 1: 'global', 2: 'cpuset', 3: 'mempolicy', 4: 'memcg' };
+
+export interface CgroupPath {
+  /** kernfs node id (the cgroup id) */
+  id: bigint;
+  /** relative to the hierarchy root, as the kernel prints it; `/` is the root */
+  path: string;
+  truncated: boolean;
+}
+
+/** One victim as the kernel reported it, before enrichment. Sizes are still in kernel units. */
+export interface RawOomEvent {
+  bootNs: bigint;
+  totalVmPages: number;
+  anonRssPages: number;
+  fileRssPages: number;
+  shmemRssPages: number;
+  pgtablesBytes: number;
+  gfpMask: number | null;
+  order: number | null;
+  domainPages: number | null;
+  memcgLimitPages: number | null;
+  memcgUsagePages: number | null;
+  victimPid: number;
+  victimTid: number;
+  victimUid: number | null;
+  triggerPid: number;
+  triggerTid: number;
+  oomScoreAdj: number | null;
+  hook: Hook;
+  constraint: Constraint;
+  constraintInferred: boolean;
+  flags: number;
+  victimComm: string;
+  triggerComm: string;
+  victimCgroup: CgroupPath | null;
+  oomCgroup: CgroupPath | null;
+}
+
+function cstring(buf: Buffer, off: number, len: number): string {
+  const end = buf.indexOf(0, off);
+  return buf.toString('utf8', off, end < 0 || end > off + len ? off + len : end);
+}
+
+export function decodeCgroupPath(buf: Buffer, off: number): CgroupPath {
+  const id = buf.readBigUInt64LE(off);
+  const depth = Math.min(buf.readUInt32LE(off + 8), CG_DEPTH);
+  const truncated = buf.readUInt32LE(off + 12) !== 0;
+  const names: string[] = [];
+  for (let i = depth - 1; i >= 0; i--) names.push(cstring(buf, off + 16 + i * CG_NAME_LEN, CG_NAME_LEN));
+  // a path cut at the root side keeps its leaf; the marker makes the cut visible
+  const path = (truncated ? '/…/' : '/') + names.join('/');
+  return { id, path, truncated };
+}
+
+export function decodeEvent(buf: Buffer): RawOomEvent {
+  if (buf.length < EVENT_SIZE) throw new Error(`oomkill event too short: ${buf.length} < ${EVENT_SIZE} bytes`);
+  const o = EVENT_LAYOUT.offsets;
+  const u64 = (name: string) => Number(buf.readBigUInt64LE(o[name]));
+  const flags = buf.readUInt32LE(o.flags);
+  const has = (f: number) => (flags & f) !== 0;
+  const victimFields = has(FLAG.HAS_TASK) || has(FLAG.HAS_TP_FIELDS);
+  const hasCtl = has(FLAG.HAS_OOM_CONTROL);
+  return {
+    bootNs: buf.readBigUInt64LE(o.boot_ns),
+    totalVmPages: u64('total_vm_pages'),
+    anonRssPages: u64('anon_rss_pages'),
+    fileRssPages: u64('file_rss_pages'),
+    shmemRssPages: u64('shmem_rss_pages'),
+    pgtablesBytes: u64('pgtables_bytes'),
+    gfpMask: hasCtl ? u64('gfp_mask') : null,
+    order: hasCtl ? buf.readInt32LE(o.order) : null,
+    domainPages: hasCtl ? u64('domain_pages') : null,
+    memcgLimitPages: has(FLAG.HAS_MEMCG) ? u64('memcg_limit_pages') : null,
+    memcgUsagePages: has(FLAG.HAS_MEMCG) ? u64('memcg_usage_pages') : null,
+    victimPid: buf.readUInt32LE(o.victim_pid),
+    victimTid: buf.readUInt32LE(o.victim_tid),
+    victimUid: victimFields ? buf.readUInt32LE(o.victim_uid) : null,
+    triggerPid: buf.readUInt32LE(o.trigger_pid),
+    triggerTid: buf.readUInt32LE(o.trigger_tid),
+    oomScoreAdj: victimFields ? buf.readInt32LE(o.oom_score_adj) : null,
+    hook: HOOKS[buf.readUInt32LE(o.hook)] ?? 'tracepoint',
+    constraint: CONSTRAINTS[buf.readUInt32LE(o.constraint)] ?? 'unknown',
+    constraintInferred: has(FLAG.CONSTRAINT_INFERRED),
+    flags,
+    victimComm: cstring(buf, o.victim_comm, COMM_LEN),
+    triggerComm: cstring(buf, o.trigger_comm, COMM_LEN),
+    victimCgroup: has(FLAG.VICTIM_CG_VALID) ? decodeCgroupPath(buf, o.victim_cg) : null,
+    oomCgroup: has(FLAG.OOM_CG_VALID) ? decodeCgroupPath(buf, o.oom_cg) : null,
+  };
+}

@@ -1,0 +1,275 @@
+import type convict from 'convict';
+import { HOOK_ORDER, type Hook } from '../record/record';
+
+/**
+ * The configuration schema. Every key has a default, a doc line, and an env var named
+ * `OOMTRAIL_` + the key path upper-cased with `.` → `_` (a unit test holds that rule).
+ * `config/default.yaml` documents the same keys with the same values (a unit test holds that too).
+ *
+ * Keys whose values are secrets (future sink passwords, tokens) must carry `sensitive: true`: the loader never
+ * prints their values, in any error or warning.
+ *
+ * Format functions throw messages that never contain the value: the loader adds it when the key is not sensitive.
+ */
+
+export type HookChoice = 'auto' | Hook;
+export type OutputFormat = 'text' | 'json';
+export type OverflowPolicy = 'block' | 'drop_newest' | 'drop_oldest';
+export type FsyncPolicy = 'always' | 'batch' | 'never';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export const HOOK_CHOICES: readonly HookChoice[] = ['auto', ...HOOK_ORDER];
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ['text', 'json'];
+export const OVERFLOW_POLICIES: readonly OverflowPolicy[] = ['block', 'drop_newest', 'drop_oldest'];
+export const FSYNC_POLICIES: readonly FsyncPolicy[] = ['always', 'batch', 'never'];
+export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
+
+/** The loaded configuration: a plain nested object, e.g. `config.sinks.file.path`. */
+export interface AppConfig {
+  collectors: {
+    oomkill: { enabled: boolean; hook: HookChoice };
+  };
+  sinks: {
+    console: { enabled: boolean; format: OutputFormat };
+    file: { enabled: boolean; path: string };
+  };
+  pipeline: {
+    queue: { capacity: number; overflow: OverflowPolicy };
+    batch: { max_events: number; max_bytes: number; max_age_ms: number };
+    retry: { initial_ms: number; max_ms: number };
+    spool: { dir: string; fsync: FsyncPolicy; max_bytes: number };
+  };
+  shutdown: { deadline_ms: number };
+  metrics: { listen: string; sink_failing_after_ms: number };
+  log: { level: LogLevel; format: OutputFormat };
+  host: { name: string };
+}
+
+// ---- formats -------------------------------------------------------------------------------------------------
+
+/** Integer ≥ 0 that survives a round trip through a double (convict's `nat` accepts 1e300). */
+export function natural(x: unknown): void {
+  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw new Error('must be an integer >= 0');
+}
+
+/** Integer > 0: sizes and counts where 0 would mean "never flush" or "hold nothing". */
+export function positive(x: unknown): void {
+  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
+}
+
+export function nonEmptyString(x: unknown): void {
+  if (typeof x !== 'string' || x.trim() === '') throw new Error('must be a non-empty string');
+  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
+}
+
+/** '' (use os.hostname()) or a name without control characters. */
+export function hostName(x: unknown): void {
+  if (typeof x !== 'string') throw new Error('must be a string');
+  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
+  if (x.length > 255) throw new Error('must be at most 255 characters');
+}
+
+export interface HostPort {
+  /** '' means every interface. IPv6 literals are returned without brackets. */
+  host: string;
+  port: number;
+}
+
+/**
+ * Parse `host:port`, `[ipv6]:port` or `:port` (every interface). Port 0..65535 (0 = ephemeral, for tests).
+ * Returns null when the text is not of that shape.
+ */
+export function parseHostPort(text: string): HostPort | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?)|)?:(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  const host = m[1] ?? m[2] ?? '';
+  if (m[1] !== undefined && !m[1].includes(':')) return null; // brackets are for IPv6 only
+  return { host, port };
+}
+
+/** '' (metrics endpoint off) or a listen address. */
+export function listenAddress(x: unknown): void {
+  if (typeof x !== 'string') throw new Error('must be a string');
+  if (x !== '' && parseHostPort(x) === null) {
+    throw new Error("must be '' (off) or host:port, [ipv6]:port or :port with a port 0-65535");
+  }
+}
+
+// ---- schema --------------------------------------------------------------------------------------------------
+
+export const schema: convict.Schema<AppConfig> = {
+  collectors: {
+    oomkill: {
+      enabled: {
+        doc: 'Run the OOM-kill collector (eBPF).',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_ENABLED',
+      },
+      hook: {
+        doc: 'Kernel hook: auto tries fentry, kprobe, tp_btf, tracepoint in that order; any other value allows only that one.',
+        format: [...HOOK_CHOICES],
+        default: 'auto',
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_HOOK',
+      },
+    },
+  },
+  sinks: {
+    console: {
+      enabled: {
+        doc: 'Write each record to stdout.',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_SINKS_CONSOLE_ENABLED',
+      },
+      format: {
+        doc: 'Console record format: text (one readable line) or json (one JSON object per line).',
+        format: [...OUTPUT_FORMATS],
+        default: 'text',
+        env: 'OOMTRAIL_SINKS_CONSOLE_FORMAT',
+      },
+    },
+    file: {
+      enabled: {
+        doc: 'Append each record as one JSON line to sinks.file.path.',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_SINKS_FILE_ENABLED',
+      },
+      path: {
+        doc: 'JSON-lines file the file sink appends to.',
+        format: nonEmptyString,
+        default: '/var/lib/oomtrail/events.jsonl',
+        env: 'OOMTRAIL_SINKS_FILE_PATH',
+      },
+    },
+  },
+  pipeline: {
+    queue: {
+      capacity: {
+        doc: 'Records held between the collectors and the sink lanes.',
+        format: positive,
+        default: 10000,
+        env: 'OOMTRAIL_PIPELINE_QUEUE_CAPACITY',
+      },
+      overflow: {
+        doc: 'When the queue is full: block the collector, drop the newest record, or drop the oldest; every drop is counted.',
+        format: [...OVERFLOW_POLICIES],
+        default: 'block',
+        env: 'OOMTRAIL_PIPELINE_QUEUE_OVERFLOW',
+      },
+    },
+    batch: {
+      max_events: {
+        doc: 'A sink batch is written when it holds this many records…',
+        format: positive,
+        default: 1000,
+        env: 'OOMTRAIL_PIPELINE_BATCH_MAX_EVENTS',
+      },
+      max_bytes: {
+        doc: '…or this many encoded bytes…',
+        format: positive,
+        default: 1048576,
+        env: 'OOMTRAIL_PIPELINE_BATCH_MAX_BYTES',
+      },
+      max_age_ms: {
+        doc: '…or when its oldest record is this old (milliseconds).',
+        format: natural,
+        default: 1000,
+        env: 'OOMTRAIL_PIPELINE_BATCH_MAX_AGE_MS',
+      },
+    },
+    retry: {
+      initial_ms: {
+        doc: 'First retry delay after a retryable sink failure (milliseconds); doubles with jitter up to max_ms.',
+        format: natural,
+        default: 500,
+        env: 'OOMTRAIL_PIPELINE_RETRY_INITIAL_MS',
+      },
+      max_ms: {
+        doc: 'Cap of the retry delay (milliseconds); must be >= initial_ms.',
+        format: natural,
+        default: 30000,
+        env: 'OOMTRAIL_PIPELINE_RETRY_MAX_MS',
+      },
+    },
+    spool: {
+      dir: {
+        doc: 'Directory of the on-disk spool: records wait here until their sink acknowledges them.',
+        format: nonEmptyString,
+        default: '/var/lib/oomtrail/spool',
+        env: 'OOMTRAIL_PIPELINE_SPOOL_DIR',
+      },
+      fsync: {
+        doc: 'fsync the spool after every record (always), once per batch (batch), or leave it to the kernel (never).',
+        format: [...FSYNC_POLICIES],
+        default: 'always',
+        env: 'OOMTRAIL_PIPELINE_SPOOL_FSYNC',
+      },
+      max_bytes: {
+        doc: 'Spool size limit per sink (bytes); beyond it the oldest spooled records are dropped and counted.',
+        format: positive,
+        default: 268435456,
+        env: 'OOMTRAIL_PIPELINE_SPOOL_MAX_BYTES',
+      },
+    },
+  },
+  shutdown: {
+    deadline_ms: {
+      doc: 'On SIGTERM/SIGINT, how long to keep flushing sinks before exiting (milliseconds); unsent records stay spooled.',
+      format: natural,
+      default: 10000,
+      env: 'OOMTRAIL_SHUTDOWN_DEADLINE_MS',
+    },
+  },
+  metrics: {
+    listen: {
+      doc: "Prometheus /metrics endpoint address, host:port (e.g. 127.0.0.1:9464, [::1]:9464, :9464); '' = off.",
+      format: listenAddress,
+      default: '',
+      env: 'OOMTRAIL_METRICS_LISTEN',
+    },
+    sink_failing_after_ms: {
+      doc: 'A sink that has not delivered for this long (milliseconds) is reported unhealthy.',
+      format: natural,
+      default: 300000,
+      env: 'OOMTRAIL_METRICS_SINK_FAILING_AFTER_MS',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Agent log level (logs go to stderr).',
+      format: [...LOG_LEVELS],
+      default: 'info',
+      env: 'OOMTRAIL_LOG_LEVEL',
+    },
+    format: {
+      doc: 'Agent log format: text or json.',
+      format: [...OUTPUT_FORMATS],
+      default: 'text',
+      env: 'OOMTRAIL_LOG_FORMAT',
+    },
+  },
+  host: {
+    name: {
+      doc: "Host name written into every record; '' = os.hostname().",
+      format: hostName,
+      default: '',
+      env: 'OOMTRAIL_HOST_NAME',
+    },
+  },
+};
+
+/** Checks that span keys. Each problem names the key it is reported against (for its source). */
+export function crossCheck(config: AppConfig): Array<{ key: string; message: string }> {
+  const problems: Array<{ key: string; message: string }> = [];
+  if (config.pipeline.retry.max_ms < config.pipeline.retry.initial_ms) {
+    problems.push({
+      key: 'pipeline.retry.max_ms',
+      message: `must be >= pipeline.retry.initial_ms (${config.pipeline.retry.initial_ms})`,
+    });
+  }
+  return problems;
+}

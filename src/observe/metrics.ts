@@ -1,0 +1,303 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Labels = Readonly<Record<string, string>>;
+
+export type MetricsErrorCode = 'METRICS_NAME' | 'METRICS_LABELS' | 'METRICS_VALUE' | 'METRICS_LISTEN';
+
+export class MetricsError extends Error {
+  constructor(
+    readonly code: MetricsErrorCode,
+    message: string,
+    readonly retriable = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'MetricsError';
+  }
+}
+
+export interface MetricOptions {
+  /**
+   * Cap on distinct label sets. Past it, new label sets are counted under every label set to
+   * `overflowValue`, so a runaway label (e.g. one cgroup per job) cannot grow memory or scrapes.
+   */
+  maxSeries?: number;
+  overflowValue?: string;
+}
+
+const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+abstract class Metric {
+  abstract readonly type: 'counter' | 'gauge';
+  private readonly series = new Map<string, { values: string[]; value: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[],
+    private readonly opts: MetricOptions = {},
+  ) {
+    if (!NAME_RE.test(name)) throw new MetricsError('METRICS_NAME', `invalid metric name ${name}`);
+    for (const l of labelNames) {
+      if (!LABEL_RE.test(l) || l.startsWith('__')) throw new MetricsError('METRICS_LABELS', `invalid label name ${l}`);
+    }
+  }
+
+  /** Current value for a label set (0 when never touched). */
+  get(labels: Labels = {}): number {
+    return this.series.get(this.values(labels).join('\u0000'))?.value ?? 0;
+  }
+
+  /** Number of distinct label sets. */
+  get seriesCount(): number {
+    return this.series.size;
+  }
+
+  protected update(labels: Labels, fn: (old: number) => number): void {
+    let values = this.values(labels);
+    let key = values.join('\u0000');
+    let s = this.series.get(key);
+    if (!s) {
+      const max = this.opts.maxSeries ?? Infinity;
+      if (this.series.size >= max) {
+        values = values.map(() => this.opts.overflowValue ?? '__other__');
+        key = values.join('\u0000');
+        s = this.series.get(key);
+      }
+      if (!s) {
+        s = { values, value: 0 };
+        this.series.set(key, s);
+      }
+    }
+    s.value = fn(s.value);
+  }
+
+  render(): string {
+    let out = `# HELP ${this.name} ${escapeHelp(this.help)}\n# TYPE ${this.name} ${this.type}\n`;
+    if (this.series.size === 0 && this.labelNames.length === 0) return out + `${this.name} 0\n`;
+    for (const s of this.series.values()) {
+      const labels = this.labelNames.map((l, i) => `${l}="${escapeLabelValue(s.values[i])}"`).join(',');
+      out += `${this.name}${labels ? `{${labels}}` : ''} ${formatValue(s.value)}\n`;
+    }
+    return out;
+  }
+
+  private values(labels: Labels): string[] {
+    for (const k of Object.keys(labels)) {
+      if (!this.labelNames.includes(k)) throw new MetricsError('METRICS_LABELS', `${this.name}: unknown label ${k}`);
+    }
+    return this.labelNames.map((l) => String(labels[l] ?? ''));
+  }
+}
+
+export class Counter extends Metric {
+  readonly type = 'counter' as const;
+
+  inc(labels: Labels = {}, by = 1): void {
+    if (!(by >= 0)) throw new MetricsError('METRICS_VALUE', `${this.name}: counter increment must be >= 0, got ${by}`);
+    this.update(labels, (v) => v + by);
+  }
+}
+
+export class Gauge extends Metric {
+  readonly type = 'gauge' as const;
+
+  set(labels: Labels, value: number): void {
+    this.update(labels, () => value);
+  }
+
+  inc(labels: Labels = {}, by = 1): void {
+    this.update(labels, (v) => v + by);
+  }
+
+  dec(labels: Labels = {}, by = 1): void {
+    this.update(labels, (v) => v - by);
+  }
+}
+
+/** A minimal Prometheus text-format (0.0.4) registry. */
+export class MetricsRegistry {
+  private readonly metrics = new Map<string, Metric>();
+  private readonly collectors: (() => void)[] = [];
+
+  /** Registers (or returns the already registered, identical) counter. */
+  counter(name: string, help: string, labelNames: readonly string[] = [], opts?: MetricOptions): Counter {
+    return this.register(name, labelNames, 'counter', () => new Counter(name, help, labelNames, opts)) as Counter;
+  }
+
+  /** Registers (or returns the already registered, identical) gauge. */
+  gauge(name: string, help: string, labelNames: readonly string[] = [], opts?: MetricOptions): Gauge {
+    return this.register(name, labelNames, 'gauge', () => new Gauge(name, help, labelNames, opts)) as Gauge;
+  }
+
+  /** Runs before every render, to refresh gauges sampled from elsewhere (e.g. queue depth). */
+  onCollect(fn: () => void): void {
+    this.collectors.push(fn);
+  }
+
+  render(): string {
+    for (const c of this.collectors) c();
+    let out = '';
+    for (const m of this.metrics.values()) out += m.render();
+    return out;
+  }
+
+  private register(name: string, labelNames: readonly string[], type: string, make: () => Metric): Metric {
+    const existing = this.metrics.get(name);
+    if (existing) {
+      if (existing.type !== type || existing.labelNames.join(',') !== labelNames.join(',')) {
+        throw new MetricsError('METRICS_NAME', `metric ${name} already registered with another type or labels`);
+      }
+      return existing;
+    }
+    const m = make();
+    this.metrics.set(name, m);
+    return m;
+  }
+}
+
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+/** Default cap on distinct `cgroup` values of `oomtrail_oom_kills_total`. */
+export const MAX_CGROUP_SERIES = 1000;
+
+/** The agent's metrics, by their exported names (prefix `oomtrail_`). */
+export class PipelineMetrics {
+  readonly eventsCaptured: Counter;
+  readonly oomKills: Counter;
+  readonly sinkDelivered: Counter;
+  readonly sinkRetried: Counter;
+  readonly sinkRejected: Counter;
+  readonly dropped: Counter;
+  readonly queueDepth: Gauge;
+  readonly spoolRecords: Gauge;
+  readonly spoolBytes: Gauge;
+  readonly sinkLastSuccess: Gauge;
+
+  constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
+    const r = registry;
+    this.eventsCaptured = r.counter('oomtrail_events_captured_total', 'OOM kill events read from the kernel, by hook.', ['hook']);
+    this.oomKills = r.counter(
+      'oomtrail_oom_kills_total',
+      'OOM kills by victim cgroup (distinct cgroups capped; the rest count under cgroup="__other__").',
+      ['cgroup'],
+      { maxSeries: opts.maxCgroups ?? MAX_CGROUP_SERIES, overflowValue: '__other__' },
+    );
+    this.sinkDelivered = r.counter('oomtrail_sink_delivered_total', 'Records acknowledged by the sink.', ['sink']);
+    this.sinkRetried = r.counter('oomtrail_sink_retried_total', 'Batch writes answered retryable (each is retried, never dropped).', ['sink']);
+    this.sinkRejected = r.counter('oomtrail_sink_rejected_total', 'Records the sink rejected; written to the dead-letter file.', ['sink']);
+    this.dropped = r.counter('oomtrail_dropped_total', 'Records discarded, by pipeline stage and reason.', ['stage', 'reason']);
+    this.queueDepth = r.gauge('oomtrail_queue_depth', 'Records waiting in the in-memory queue.');
+    this.spoolRecords = r.gauge('oomtrail_spool_records', 'Records in the sink spool not yet acknowledged.', ['sink']);
+    this.spoolBytes = r.gauge('oomtrail_spool_bytes', 'Bytes of spool segment files on disk.', ['sink']);
+    this.sinkLastSuccess = r.gauge('oomtrail_sink_last_success_timestamp_seconds', 'Unix time of the last delivered batch.', ['sink']);
+  }
+
+  /** Counts one captured kill: `events_captured_total{hook}` and `oom_kills_total{cgroup}`. */
+  recordCapture(hook: string, cgroup: string): void {
+    this.eventsCaptured.inc({ hook });
+    this.oomKills.inc({ cgroup });
+  }
+}
+
+export interface HealthReport {
+  healthy: boolean;
+  /** Why it is unhealthy, e.g. `sink loki failing for 312s: http 503`. */
+  reason?: string;
+}
+
+export type HealthFn = () => HealthReport | Promise<HealthReport>;
+
+export interface MetricsServer {
+  readonly host: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
+export function parseListen(listen: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d+)$/.exec(listen.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new MetricsError('METRICS_LISTEN', `metrics.listen must be host:port, got ${JSON.stringify(listen)}`);
+  }
+  const host = m[1] ?? m[2];
+  return { host: host ? host : undefined, port };
+}
+
+/**
+ * Serves `GET /metrics` (Prometheus text) and `GET /healthz` (200 `ok`, or 503 with the reason).
+ * Resolves `null` when `listen` is empty (metrics off).
+ */
+export async function startMetricsServer(
+  listen: string,
+  registry: MetricsRegistry,
+  health: HealthFn = () => ({ healthy: true }),
+): Promise<MetricsServer | null> {
+  if (listen.trim() === '') return null;
+  const { host, port } = parseListen(listen);
+  const server = http.createServer((req, res) => {
+    void handle(req, res, registry, health);
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new MetricsError('METRICS_LISTEN', `cannot listen on ${listen}: ${err.code ?? err.message}`, false, { cause: err })),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    host: addr.address,
+    port: addr.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  registry: MetricsRegistry,
+  health: HealthFn,
+): Promise<void> {
+  const url = (req.url ?? '/').split('?')[0];
+  const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+    res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  };
+  try {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      return send(405, 'method not allowed\n');
+    }
+    if (url === '/metrics') return send(200, registry.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    if (url === '/healthz') {
+      const h = await health();
+      return h.healthy ? send(200, 'ok\n') : send(503, `${h.reason ?? 'unhealthy'}\n`);
+    }
+    send(404, 'not found\n');
+  } catch (err) {
+    // A failing collector or health function must not take the endpoint down.
+    if (!res.headersSent) send(url === '/healthz' ? 503 : 500, `error: ${(err as Error).message}\n`);
+    else res.destroy();
+  }
+}

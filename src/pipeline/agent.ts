@@ -1,0 +1,112 @@
+import type { AppConfig } from '../config/schema';
+import type { Collector } from '../collectors/collector';
+import type { RawOomEvent } from '../collectors/oomkill/event';
+import type { Logger } from '../observe/logger';
+import { MetricsRegistry, PipelineMetrics, startMetricsServer, type MetricsServer } from '../observe/metrics';
+import type { Sink } from '../sinks/sink';
+import { enrich } from './enrich/enrich';
+import { bootToRealtimeNs, readHostFacts, type HostFacts } from './enrich/host';
+import { Lane } from './lane';
+import { BoundedQueue } from './queue';
+import { Router } from './router';
+
+export interface AgentParts {
+  config: AppConfig;
+  logger: Logger;
+  collector: Collector<RawOomEvent>;
+  sinks: Sink[];
+  /** where the configuration came from, for the start-up line */
+  sources: string[];
+}
+
+/**
+ * collector → bounded queue → enrich → router → one lane per sink (spool, batch, retry).
+ * `stop()` is the graceful path: detach, drain the queue, flush lanes within the deadline;
+ * whatever is not delivered stays in each lane's spool for the next start.
+ */
+export class Agent {
+  private readonly queue: BoundedQueue<RawOomEvent>;
+  private readonly router: Router;
+  readonly metrics: PipelineMetrics;
+  private facts: HostFacts | null = null;
+  private consumer: Promise<void> = Promise.resolve();
+  private server: MetricsServer | null = null;
+  private lostReported = 0n;
+
+  constructor(private readonly parts: AgentParts) {
+    const { config, logger } = parts;
+    this.metrics = new PipelineMetrics(new MetricsRegistry());
+    this.queue = new BoundedQueue<RawOomEvent>(config.pipeline.queue.capacity, config.pipeline.queue.overflow, {
+      onDrop: (reason) => {
+        this.metrics.dropped.inc({ stage: 'queue', reason });
+        logger.warn(`queue: dropped an OOM event (${reason})`);
+      },
+    });
+    const lanes = parts.sinks.map(
+      (sink) =>
+        new Lane({
+          sink,
+          spoolDir: config.pipeline.spool.dir,
+          fsync: config.pipeline.spool.fsync,
+          maxSpoolBytes: config.pipeline.spool.max_bytes,
+          batch: {
+            maxEvents: config.pipeline.batch.max_events,
+            maxBytes: config.pipeline.batch.max_bytes,
+            maxAgeMs: config.pipeline.batch.max_age_ms,
+          },
+          retry: { initialMs: config.pipeline.retry.initial_ms, maxMs: config.pipeline.retry.max_ms },
+          logger,
+          metrics: this.metrics,
+        }),
+    );
+    this.router = new Router(lanes, logger);
+  }
+
+  async start(): Promise<void> {
+    const { config, logger, collector } = this.parts;
+    this.facts = readHostFacts(config.host.name);
+    await this.router.open();
+    await collector.start((ev) => this.queue.push(ev));
+    this.consumer = this.consume();
+    this.server = await startMetricsServer(config.metrics.listen, this.metrics.registry, () =>
+      this.router.health(config.metrics.sink_failing_after_ms),
+    );
+    const d = collector.describe();
+    logger.info(
+      `oomtrail ${this.facts.agentVersion} started: config ${this.parts.sources.join(' <- ')}; ` +
+        `collector ${d.name} hook ${d.hook}; sinks ${this.parts.sinks.map((s) => s.name).join(', ') || 'none'}; ` +
+        `spool ${config.pipeline.spool.dir}; metrics ${this.server ? `${this.server.host}:${this.server.port}` : 'off'}`,
+    );
+  }
+
+  private async consume(): Promise<void> {
+    const { collector, logger } = this.parts;
+    for (let ev = await this.queue.shift(); ev !== undefined; ev = await this.queue.shift()) {
+      this.metrics.queueDepth.set({}, this.queue.depth);
+      const record = enrich(ev, this.facts!, bootToRealtimeNs);
+      this.metrics.recordCapture(record.hook, record.oom_cgroup || record.victim_cgroup);
+      logger.info(`captured OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}`, {
+        event_id: record.event_id,
+      });
+      await this.router.route(record);
+      const lost = collector.lostEvents();
+      if (lost > this.lostReported) {
+        this.metrics.dropped.inc({ stage: 'kernel_ringbuf', reason: 'ringbuf_full' }, Number(lost - this.lostReported));
+        logger.error(`kernel ring buffer was full: ${lost - this.lostReported} OOM events lost`);
+        this.lostReported = lost;
+      }
+    }
+  }
+
+  /** Graceful stop; resolves with the records left undelivered per sink (kept in their spools). */
+  async stop(deadlineMs: number): Promise<Record<string, number>> {
+    const started = Date.now();
+    await this.parts.collector.stop();
+    this.queue.close();
+    await this.consumer;
+    const left = await this.router.drain(Math.max(0, deadlineMs - (Date.now() - started)));
+    await this.router.close();
+    await this.server?.close();
+    return left;
+  }
+}

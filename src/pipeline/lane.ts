@@ -1,0 +1,455 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { OomRecord } from '../record/record';
+import type { Sink, WriteResult } from '../sinks/sink';
+import type { Logger } from '../observe/logger';
+import type { PipelineMetrics } from '../observe/metrics';
+import { Batcher, type BatchLimits } from './batcher';
+import { backoffMs, type BackoffOptions } from './retry';
+import { Spool, SpoolError, SpoolFullError, type FsyncPolicy, type SpooledRecord } from './spool';
+
+export type LaneErrorCode = 'LANE_CONFIG' | 'LANE_STATE';
+
+export class LaneError extends Error {
+  readonly retriable = false;
+  constructor(readonly code: LaneErrorCode, message: string) {
+    super(message);
+    this.name = 'LaneError';
+  }
+}
+
+export interface LaneOptions {
+  sink: Sink;
+  /** `pipeline.spool.dir`: the lane spools under `<spoolDir>/<sink>/`, dead letters go to `<spoolDir>/<sink>.dead-letter.jsonl`. */
+  spoolDir: string;
+  fsync: FsyncPolicy;
+  /** `pipeline.spool.max_bytes`, per sink; 0 = no cap. */
+  maxSpoolBytes: number;
+  batch: BatchLimits;
+  retry: BackoffOptions;
+  logger: Logger;
+  metrics?: PipelineMetrics;
+  /** How long `close()` waits for a sink write still in flight. Default 2000 ms. */
+  closeGraceMs?: number;
+  /** Test seams. */
+  random?: () => number;
+  now?: () => number;
+}
+
+/** `spooled`: durable in this lane's spool. `dropped`: counted under a reason in `dropped()`. */
+export type AcceptResult = 'spooled' | 'dropped';
+
+export type LaneDropReason = 'spool_full' | 'spool_error' | 'lane_closed';
+
+/** What the lane holds in memory, to check it stays bounded while a sink is down. */
+export interface LaneMemoryStats {
+  /** Records read from the spool and not yet acknowledged or abandoned. */
+  buffered: number;
+  bufferedHighWater: number;
+  /** Largest number of records read from disk in one go. */
+  largestRead: number;
+}
+
+export interface LaneStats {
+  sink: string;
+  delivered: number;
+  retried: number;
+  rejected: number;
+  dropped: Record<string, number>;
+  spoolRecords: number;
+  spoolBytes: number;
+  lastSuccessMs: number | null;
+  failingSinceMs: number | null;
+  lastFailure: string | null;
+}
+
+const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+/**
+ * One per sink: accepted records go to the lane's durable spool first; a pump reads them back in
+ * batch-sized chunks, batches them and writes them to the sink. `delivered` acks them in the
+ * spool; `retryable` retries the identical batch after a jittered backoff (honouring `afterMs`);
+ * `rejected` appends them to the dead-letter file, then acks. At startup the lane replays
+ * whatever its spool still holds. At most one batch is read, one open and one in flight.
+ */
+export class Lane {
+  readonly name: string;
+  private readonly spoolPath: string;
+  readonly deadLetterPath: string;
+  private spool: Spool | undefined;
+  private readonly batcher: Batcher<SpooledRecord>;
+  private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
+  private stopping = false;
+  private cursor = 0;
+  private dirty = false;
+  private wake: (() => void) | null = null;
+  private readonly sleepers = new Set<() => void>();
+  private pumpDone: Promise<void> = Promise.resolve();
+  private idleWaiters: (() => void)[] = [];
+  private inFlight = 0;
+  private draining = false;
+  private spoolFullLogged = false;
+
+  private nDelivered = 0;
+  private nRetried = 0;
+  private nRejected = 0;
+  private readonly drops = new Map<string, number>();
+  private lastSuccess: number | null = null;
+  private failingSince: number | null = null;
+  private lastFailure: string | null = null;
+  private mem: LaneMemoryStats = { buffered: 0, bufferedHighWater: 0, largestRead: 0 };
+
+  constructor(private readonly opts: LaneOptions) {
+    this.name = opts.sink.name;
+    if (!NAME_RE.test(this.name)) throw new LaneError('LANE_CONFIG', `sink name ${JSON.stringify(this.name)} is not usable as a file name`);
+    this.spoolPath = path.join(opts.spoolDir, this.name);
+    this.deadLetterPath = path.join(opts.spoolDir, `${this.name}.dead-letter.jsonl`);
+    this.batcher = new Batcher<SpooledRecord>({
+      ...opts.batch,
+      sizeOf: (r) => r.bytes,
+      onBatch: (batch) => this.deliver(batch),
+      onError: (err) => this.opts.logger.error('lane: batch delivery failed', { sink: this.name, error: String(err) }),
+    });
+  }
+
+  /** Opens the spool and starts delivering, beginning with what the spool still holds. */
+  async open(): Promise<void> {
+    if (this.state !== 'new') throw new LaneError('LANE_STATE', `lane ${this.name} already opened`);
+    this.spool = await Spool.open({
+      dir: this.spoolPath,
+      fsync: this.opts.fsync,
+      maxBytes: this.opts.maxSpoolBytes,
+      logger: this.opts.logger,
+    });
+    this.state = 'open';
+    this.updateSpoolGauges();
+    if (this.spool.count > 0) {
+      this.opts.logger.info('lane: replaying spooled records', { sink: this.name, records: this.spool.count, bytes: this.spool.bytes });
+    }
+    this.pumpDone = this.pump();
+  }
+
+  /** Appends the record to the spool; resolves once it is durable there (or counted as dropped). Never rejects. */
+  async accept(record: OomRecord): Promise<AcceptResult> {
+    const spool = this.spool;
+    if (this.state !== 'open' || !spool) return this.drop('lane_closed');
+    try {
+      await spool.append([record]);
+    } catch (err) {
+      if (err instanceof SpoolFullError) {
+        if (!this.spoolFullLogged) {
+          this.spoolFullLogged = true;
+          this.opts.logger.warn('lane: spool full, dropping new records until the sink catches up', {
+            sink: this.name,
+            spool_bytes: err.spoolBytes,
+            max_bytes: err.maxBytes,
+          });
+        }
+        return this.drop('spool_full');
+      }
+      if (err instanceof SpoolError && err.code === 'SPOOL_CLOSED') return this.drop('lane_closed');
+      this.opts.logger.error('lane: spool append failed, record dropped', { sink: this.name, error: (err as Error).message });
+      return this.drop('spool_error');
+    }
+    if (this.spoolFullLogged) {
+      this.spoolFullLogged = false;
+      this.opts.logger.info('lane: spool accepting records again', { sink: this.name });
+    }
+    this.updateSpoolGauges();
+    this.notify();
+    return 'spooled';
+  }
+
+  /**
+   * Delivers everything deliverable before `deadlineMs` elapses (no waiting for batch age, retries
+   * cut short at the deadline), then flushes the sink. Whatever is left stays in the spool.
+   * Delivery stops afterwards; call `close()` next. Resolves with the records left undelivered.
+   */
+  async drain(deadlineMs: number): Promise<number> {
+    const spool = this.spool;
+    if (!spool || this.state !== 'open' || this.stopping) return spool?.count ?? 0;
+    this.draining = true;
+    this.notify();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), Math.max(0, deadlineMs));
+    });
+    try {
+      const idle = new Promise<'idle'>((resolve) => this.whenIdle(() => resolve('idle')));
+      if ((await Promise.race([idle, deadline])) === 'idle') {
+        await Promise.race([this.opts.sink.flush().catch((err) => this.opts.logger.warn('lane: sink flush failed', { sink: this.name, error: String(err) })), deadline]);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.stopDelivery();
+    }
+    const left = spool.count;
+    if (left > 0) this.opts.logger.warn('lane: records left in spool for next start', { sink: this.name, records: left });
+    return left;
+  }
+
+  /** Stops delivery, waits briefly for a write in flight, closes the spool and the sink. */
+  async close(): Promise<void> {
+    if (this.state === 'closed' || this.state === 'closing') return;
+    const wasOpen = this.state === 'open';
+    this.state = 'closing';
+    this.stopDelivery();
+    this.batcher.stop();
+    if (wasOpen) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const grace = new Promise<void>((resolve) => {
+        // Not unref'd: a bounded wait that must finish so the spool is closed cleanly.
+        timer = setTimeout(resolve, this.opts.closeGraceMs ?? 2000);
+      });
+      await Promise.race([this.pumpDone, grace]);
+      clearTimeout(timer);
+    }
+    await this.spool?.close();
+    this.state = 'closed';
+    await this.opts.sink.close().catch((err) => this.opts.logger.warn('lane: sink close failed', { sink: this.name, error: String(err) }));
+  }
+
+  get delivered(): number {
+    return this.nDelivered;
+  }
+  get retried(): number {
+    return this.nRetried;
+  }
+  get rejected(): number {
+    return this.nRejected;
+  }
+  dropped(): Record<string, number> {
+    return Object.fromEntries(this.drops);
+  }
+  get spoolRecords(): number {
+    return this.spool?.count ?? 0;
+  }
+  get spoolBytes(): number {
+    return this.spool?.bytes ?? 0;
+  }
+  /** Wall-clock ms of the last delivered batch, or null. */
+  get lastSuccessMs(): number | null {
+    return this.lastSuccess;
+  }
+  /** Ms since the first failed write of the current failure streak, or null when not failing. */
+  get failingSinceMs(): number | null {
+    return this.failingSince === null ? null : this.now() - this.failingSince;
+  }
+  get lastFailureReason(): string | null {
+    return this.lastFailure;
+  }
+  get memory(): LaneMemoryStats {
+    return { ...this.mem };
+  }
+
+  stats(): LaneStats {
+    return {
+      sink: this.name,
+      delivered: this.nDelivered,
+      retried: this.nRetried,
+      rejected: this.nRejected,
+      dropped: this.dropped(),
+      spoolRecords: this.spoolRecords,
+      spoolBytes: this.spoolBytes,
+      lastSuccessMs: this.lastSuccess,
+      failingSinceMs: this.failingSinceMs,
+      lastFailure: this.lastFailure,
+    };
+  }
+
+  // --- internals -------------------------------------------------------------------------------
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  /** Reads the spool from the cursor in batch-sized chunks and feeds the batcher. */
+  private async pump(): Promise<void> {
+    const spool = this.spool!;
+    const { maxEvents, maxBytes } = this.opts.batch;
+    let failures = 0;
+    while (!this.stopping) {
+      this.dirty = false;
+      let chunk: SpooledRecord[];
+      try {
+        // Read only what fits in the open batch: memory stays at one open plus one in-flight batch.
+        const room = Math.max(1, maxEvents - this.batcher.count);
+        chunk = await spool.readPending(this.cursor, room, Math.max(1, maxBytes - this.batcher.bytes));
+        failures = 0;
+      } catch (err) {
+        if (this.stopping) break;
+        this.opts.logger.error('lane: spool read failed', { sink: this.name, error: (err as Error).message });
+        await this.sleep(backoffMs(failures++, this.opts.retry, undefined, this.opts.random));
+        continue;
+      }
+      if (chunk.length === 0) {
+        if (this.draining) await this.batcher.flush().catch(() => undefined);
+        if (this.inFlight === 0 && this.batcher.count === 0 && spool.count === 0) this.fireIdle();
+        if (this.stopping) break;
+        if (!this.dirty) await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
+        continue;
+      }
+      this.mem.largestRead = Math.max(this.mem.largestRead, chunk.length);
+      this.mem.buffered += chunk.length;
+      this.mem.bufferedHighWater = Math.max(this.mem.bufferedHighWater, this.mem.buffered);
+      for (const rec of chunk) {
+        this.cursor = rec.seq;
+        if (this.stopping) {
+          this.mem.buffered--;
+          continue;
+        }
+        await this.batcher.add(rec).catch(() => undefined);
+      }
+    }
+    this.batcher.stop();
+    this.mem.buffered -= this.batcher.count;
+  }
+
+  /** Writes one batch until it is delivered, dead-lettered, or delivery is stopped. */
+  private async deliver(batch: SpooledRecord[]): Promise<void> {
+    this.inFlight++;
+    // The same array goes to every attempt so a retry is byte-identical (sinks dedup on it).
+    const records: readonly OomRecord[] = Object.freeze(batch.map((b) => b.record));
+    const seqs = batch.map((b) => b.seq);
+    const sink = this.name;
+    try {
+      for (let attempt = 0; !this.stopping; attempt++) {
+        const res = await this.write(records);
+        if (this.state === 'closed') return;
+        if (res.status === 'delivered') {
+          await this.ack(seqs);
+          this.nDelivered += records.length;
+          this.lastSuccess = Date.now();
+          if (this.failingSince !== null) this.opts.logger.info('lane: sink recovered', { sink, failed_for_ms: this.failingSinceMs });
+          this.failingSince = null;
+          this.opts.metrics?.sinkDelivered.inc({ sink }, records.length);
+          this.opts.metrics?.sinkLastSuccess.set({ sink }, this.lastSuccess / 1000);
+          return;
+        }
+        if (res.status === 'rejected') {
+          // The sink answered, so it is not down: a rejection does not start a failure streak
+          // (one bad record must not keep /healthz red until the next delivery, maybe hours away).
+          this.opts.logger.warn('lane: sink rejected batch, writing dead letters', { sink, records: records.length, reason: res.reason });
+          if (!(await this.deadLetter(records, res.reason))) return;
+          await this.ack(seqs);
+          this.nRejected += records.length;
+          this.failingSince = null;
+          this.opts.metrics?.sinkRejected.inc({ sink }, records.length);
+          return;
+        }
+        this.markFailing(res.reason);
+        this.nRetried++;
+        this.opts.metrics?.sinkRetried.inc({ sink });
+        const delay = backoffMs(attempt, this.opts.retry, res.afterMs, this.opts.random);
+        const log = attempt === 0 ? 'warn' : 'debug';
+        this.opts.logger.log(log, 'lane: sink write failed, will retry', { sink, attempt: attempt + 1, delay_ms: delay, reason: res.reason });
+        if (!(await this.sleep(delay))) return;
+      }
+    } finally {
+      this.inFlight--;
+      this.mem.buffered -= batch.length;
+      this.notify();
+    }
+  }
+
+  private async write(records: readonly OomRecord[]): Promise<WriteResult> {
+    try {
+      return await this.opts.sink.write(records);
+    } catch (err) {
+      // Sinks should answer, not throw; a throw is treated as transient so nothing is lost.
+      return { status: 'retryable', reason: `sink threw: ${(err as Error).message}` };
+    }
+  }
+
+  private markFailing(reason: string): void {
+    if (this.failingSince === null) this.failingSince = this.now();
+    this.lastFailure = reason;
+  }
+
+  /** Appends one JSON line per record and fsyncs; retries with backoff until it succeeds or delivery stops. */
+  private async deadLetter(records: readonly OomRecord[], reason: string): Promise<boolean> {
+    const time = new Date().toISOString();
+    const lines = records.map((record) => JSON.stringify({ reason, sink: this.name, time, record }) + '\n').join('');
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        const fh = await fsp.open(this.deadLetterPath, 'a');
+        try {
+          await fh.writeFile(lines);
+          if (this.opts.fsync !== 'never') await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+        return true;
+      } catch (err) {
+        this.opts.logger.error('lane: dead-letter write failed, will retry', { sink: this.name, file: this.deadLetterPath, error: (err as Error).message });
+        if (!(await this.sleep(backoffMs(attempt, this.opts.retry, undefined, this.opts.random)))) return false;
+      }
+    }
+    return false;
+  }
+
+  private async ack(seqs: number[]): Promise<void> {
+    try {
+      await this.spool!.ack(seqs);
+    } catch (err) {
+      // The records stay spooled and are redelivered after a restart (sinks dedup by event_id).
+      this.opts.logger.error('lane: spool ack failed', { sink: this.name, error: (err as Error).message });
+    }
+    this.updateSpoolGauges();
+  }
+
+  private drop(reason: LaneDropReason): AcceptResult {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+    this.opts.metrics?.dropped.inc({ stage: 'spool', reason });
+    return 'dropped';
+  }
+
+  private updateSpoolGauges(): void {
+    const m = this.opts.metrics;
+    if (!m || !this.spool) return;
+    m.spoolRecords.set({ sink: this.name }, this.spool.count);
+    m.spoolBytes.set({ sink: this.name }, this.spool.bytes);
+  }
+
+  private notify(): void {
+    this.dirty = true;
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private whenIdle(fn: () => void): void {
+    this.idleWaiters.push(fn);
+    this.notify();
+  }
+
+  private fireIdle(): void {
+    for (const fn of this.idleWaiters.splice(0)) fn();
+  }
+
+  private stopDelivery(): void {
+    this.stopping = true;
+    this.batcher.stop();
+    for (const cancel of [...this.sleepers]) cancel();
+    this.notify();
+  }
+
+  /** Resolves true after `ms`, or false at once if delivery is stopped meanwhile. */
+  private sleep(ms: number): Promise<boolean> {
+    if (this.stopping) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const cancel = (): void => {
+        clearTimeout(t);
+        this.sleepers.delete(cancel);
+        resolve(false);
+      };
+      const t = setTimeout(() => {
+        this.sleepers.delete(cancel);
+        resolve(true);
+      }, ms);
+      t.unref();
+      this.sleepers.add(cancel);
+    });
+  }
+}

@@ -1,0 +1,16 @@
+import type { AppConfig } from '../config/schema';
+import type { Sink } from './sink';
+import { ConsoleSink } from './console/sink';
+import { FileSink } from './file/sink';
+
+/** Adding a sink = one folder under src/sinks/ and one line here. */
+const FACTORIES: Record<string, (config: AppConfig) => Sink | null> = {
+  console: (c) => (c.sinks.console.enabled ? new ConsoleSink({ format: c.sinks.console.format }) : null),
+  file: (c) => (c.sinks.file.enabled ? new FileSink({ path: c.sinks.file.path }) : null),
+};
+
+export function createSinks(config: AppConfig): Sink[] {
+  return Object.values(FACTORIES)
+    .map((make) => make(config))
+    .filter((s): s is Sink => s !== null);
+}

@@ -1,0 +1,139 @@
+/*
+ * Real OOM kills, the real agent, and the kernel's own log as the oracle.
+ * Needs root, a memory cgroup controller, BTF and /dev/kmsg. Set OOMTRAIL_COLLECTORS_OOMKILL_HOOK
+ * to force a hook (the VM matrix does).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { kernelReportFor, KmsgReader } from '../helpers/kmsg';
+import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
+import { makeTestCgroup, removeCgroup, spawnMemoryHog, type TestCgroup } from '../helpers/cgroup';
+import type { OomRecord } from '../../src/record/record';
+
+const CONSTRAINTS: Record<string, OomRecord['constraint']> = {
+  CONSTRAINT_MEMCG: 'memcg',
+  CONSTRAINT_NONE: 'global',
+  CONSTRAINT_CPUSET: 'cpuset',
+  CONSTRAINT_MEMORY_POLICY: 'mempolicy',
+};
+
+const forcedHook = process.env.OOMTRAIL_COLLECTORS_OOMKILL_HOOK;
+
+function uptimeUsec(): number {
+  return Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
+}
+
+/** dump_header() is rate limited (burst 10 per 5 s): wait for a fresh window so each kill is logged in full. */
+async function waitForOomLogWindow(kmsg: KmsgReader): Promise<void> {
+  kmsg.drain();
+  if (!kmsg.lastOomUsec) return;
+  // the window restarts only once 5 s have passed since it began: wait that long after any OOM
+  const wait = kmsg.lastOomUsec + 5_500_000 - uptimeUsec();
+  if (wait > 0) await sleep(wait / 1000);
+}
+
+describe('oomkill e2e: records equal the kernel report', () => {
+  let agent: RunningAgent;
+  let kmsg: KmsgReader;
+  const cgroups: TestCgroup[] = [];
+
+  before(async () => {
+    kmsg = new KmsgReader();
+    // records from before this run are not ours; the reader keeps the rest for the rate-limit check
+    agent = await startAgent();
+  });
+
+  after(async () => {
+    const stopped = await agent?.stop('SIGTERM');
+    kmsg?.close();
+    for (const cg of cgroups) await removeCgroup(cg.dir);
+    assert.equal(stopped?.code, 0, `agent exit on SIGTERM; log:\n${agent?.stderr().slice(-3000)}`);
+  });
+
+  test('agent attached the expected hook', () => {
+    const m = /oomkill: attached hook (\w+)/.exec(agent.stderr());
+    assert.ok(m, agent.stderr());
+    if (forcedHook) assert.equal(m[1], forcedHook);
+  });
+
+  for (const name of ['oomtrail-e2e-plain', 'oomtrail e2e ünïcødé ☃ name']) {
+    test(`one kill in memory cgroup ${JSON.stringify(name)}`, async () => {
+      const cg = makeTestCgroup(`${name}-${process.pid}`);
+      cgroups.push(cg);
+      await waitForOomLogWindow(kmsg);
+      const before = cg.oomKills();
+      const hog = await spawnMemoryHog(cg.procs, 'oomtrail-e2e');
+      assert.equal(hog.signal, 'SIGKILL', 'the hog must be OOM-killed');
+      const rs = await agent.waitFor((r) => r.some((x) => x.victim_pid === hog.pid), 10_000, `record of pid ${hog.pid}`);
+      const rec = rs.find((x) => x.victim_pid === hog.pid)!;
+      assert.equal(cg.oomKills() - before, 1);
+
+      // the kernel prints "Killed process" ~2 ms after the hook; give kmsg a moment
+      let report = kernelReportFor(kmsg.records, hog.pid);
+      for (let i = 0; i < 20 && (!report.killed || !report.constraint); i++) {
+        await sleep(100);
+        kmsg.drain();
+        report = kernelReportFor(kmsg.records, hog.pid);
+      }
+      const { killed, constraint } = report;
+      assert.ok(killed, `kernel "Killed process ${hog.pid}" line not found`);
+      assert.ok(constraint, `kernel "oom-kill:constraint=…pid=${hog.pid}" line not found`);
+
+      assert.equal(rec.victim_tid, killed.pid, 'pid (the kernel prints the chosen thread)');
+      assert.equal(rec.victim_pid, killed.pid, 'single-threaded victim: tgid == tid');
+      assert.equal(rec.victim_comm, killed.comm);
+      assert.equal(rec.victim_total_vm_kb, killed.totalVmKb, 'total-vm');
+      assert.equal(rec.victim_anon_rss_kb, killed.anonRssKb, 'anon-rss');
+      assert.equal(rec.victim_file_rss_kb, killed.fileRssKb, 'file-rss');
+      assert.equal(rec.victim_shmem_rss_kb, killed.shmemRssKb, 'shmem-rss');
+      assert.equal(rec.victim_uid, killed.uid, 'UID');
+      assert.equal(rec.victim_pgtables_kb, killed.pgtablesKb, 'pgtables');
+      assert.equal(rec.victim_oom_score_adj, killed.oomScoreAdj, 'oom_score_adj');
+
+      assert.equal(rec.constraint, CONSTRAINTS[constraint.constraint], 'constraint');
+      assert.equal(rec.oom_cgroup, constraint.oomMemcg ?? '/', 'oom_memcg');
+      assert.equal(rec.victim_cgroup, constraint.taskMemcg, 'task_memcg');
+      assert.equal(rec.victim_cgroup, cg.kernelPath, 'the cgroup we made, name intact');
+
+      assert.equal(rec.memcg_limit_bytes, 64 * 1024 * 1024);
+      assert.ok(rec.memcg_usage_bytes !== null && rec.memcg_usage_bytes > 60 * 1024 * 1024, 'usage at the limit');
+      assert.match(rec.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/);
+      assert.ok(Math.abs(Date.parse(rec.time) - Date.now()) < 60_000, 'time is now-ish');
+      assert.match(rec.event_id, /^[0-9a-f]{32}$/);
+      if (rec.hook === 'fentry' || rec.hook === 'kprobe') {
+        assert.equal(rec.constraint_inferred, false);
+        assert.notEqual(rec.domain_pages, null);
+        if (report.invoked) {
+          assert.equal(rec.gfp_mask, report.invoked.gfpMask, 'gfp_mask');
+          assert.equal(rec.order, report.invoked.order, 'order');
+        }
+      }
+    });
+  }
+
+  test('burst: 50 kills back to back, none lost, ids unique', async () => {
+    const cg = makeTestCgroup(`oomtrail-e2e-burst-${process.pid}`);
+    cgroups.push(cg);
+    const before = cg.oomKills();
+    const pids: number[] = [];
+    const concurrency = 5;
+    for (let wave = 0; wave < 50 / concurrency; wave++) {
+      const hogs = await Promise.all(Array.from({ length: concurrency }, () => spawnMemoryHog(cg.procs, 'oomtrail-burst')));
+      for (const h of hogs) {
+        assert.equal(h.signal, 'SIGKILL');
+        pids.push(h.pid);
+      }
+    }
+    const delta = cg.oomKills() - before;
+    assert.equal(delta, 50, 'kernel oom_kill counter delta');
+    const mine = (rs: OomRecord[]) => rs.filter((r) => r.victim_cgroup === cg.kernelPath);
+    const rs = mine(await agent.waitFor((r) => mine(r).length >= delta, 20_000, `${delta} burst records`));
+    await sleep(500); // a late duplicate would show up here
+    const final = mine(agent.records());
+    assert.equal(final.length, delta, 'records captured == kernel oom_kill delta');
+    assert.equal(new Set(final.map((r) => r.event_id)).size, final.length, 'event_id unique');
+    assert.deepEqual(new Set(final.map((r) => r.victim_pid)), new Set(pids), 'every hog is a victim exactly once');
+    assert.ok(rs.every((r) => r.constraint === 'memcg' && r.oom_cgroup === cg.kernelPath));
+  });
+});

@@ -1,0 +1,95 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { OomRecord } from '../../src/record/record';
+
+export const REPO = path.resolve(__dirname, '../../..');
+export const MAIN = path.join(REPO, 'dist/src/cli/main.js');
+
+export interface RunningAgent {
+  child: ChildProcess;
+  dir: string;
+  eventsPath: string;
+  stderr: () => string;
+  records: () => OomRecord[];
+  waitFor: (pred: (rs: OomRecord[]) => boolean, timeoutMs: number, what: string) => Promise<OomRecord[]>;
+  stop: (signal?: NodeJS.Signals) => Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function readJsonl(file: string): OomRecord[] {
+  if (!fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as OomRecord);
+}
+
+/** Starts the real agent (`oomtrail run`) with the JSONL sink in a temp dir and waits until it is capturing. */
+export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<RunningAgent> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-e2e-'));
+  const eventsPath = path.join(dir, 'events.jsonl');
+  const configPath = path.join(dir, 'config.yaml');
+  fs.writeFileSync(
+    configPath,
+    [
+      'sinks:',
+      '  console:',
+      '    enabled: false',
+      '  file:',
+      `    path: ${JSON.stringify(eventsPath)}`,
+      'pipeline:',
+      '  batch:',
+      '    max_age_ms: 100',
+      '  spool:',
+      `    dir: ${JSON.stringify(path.join(dir, 'spool'))}`,
+      extraConfig,
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, [MAIN, 'run', '--config', configPath], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout!.on('data', () => undefined);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const deadline = Date.now() + 30_000;
+  while (!/oomtrail \S+ started:/.test(err)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`agent did not start (exit ${child.exitCode}):\n${err}`);
+    }
+    await sleep(50);
+  }
+  const records = () => readJsonl(eventsPath);
+  return {
+    child,
+    dir,
+    eventsPath,
+    stderr: () => err,
+    records,
+    async waitFor(pred, timeoutMs, what) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const rs = records();
+        if (pred(rs)) return rs;
+        if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; agent log:\n${err.slice(-4000)}`);
+        await sleep(100);
+      }
+    },
+    async stop(signal = 'SIGTERM') {
+      const t0 = Date.now();
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const r = await exited;
+      return { ...r, ms: Date.now() - t0 };
+    },
+  };
+}
