@@ -16,6 +16,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Anchors the event struct in the object's BTF, so a test can compare it with the decoder. */
+const struct oomtrail_event *unused_event __attribute__((unused));
+
 /* 1 MiB holds ~240 events: a burst of kills is read long before that fills. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -88,7 +88,14 @@ export class OomKillCollector implements Collector<RawOomEvent> {
 
     this.reader = new RingBufferReader(
       this.obj.mapFd('events'),
-      (data) => this.pending.push(this.decode(data)),
+      (data) => {
+        try {
+          this.pending.push(this.decode(data));
+        } catch (err) {
+          // runs inside ring_buffer__consume: never let it throw through libbpf
+          logger.error(`oomkill: undecodable event: ${(err as Error).message}`);
+        }
+      },
       (err) => logger.error(`oomkill: ring buffer: ${err.message}`),
       () => this.deliver(),
     );

@@ -129,7 +129,8 @@ export function decodeCgroupPath(buf: Buffer, off: number): CgroupPath {
 }
 
 export function decodeEvent(buf: Buffer): RawOomEvent {
-  if (buf.length < EVENT_SIZE) throw new Error(`oomkill event too short: ${buf.length} < ${EVENT_SIZE} bytes`);
+  // any other size means bpf/oomkill.bpf.o and this decoder were built from different headers
+  if (buf.length !== EVENT_SIZE) throw new Error(`oomkill event has ${buf.length} bytes, the decoder expects ${EVENT_SIZE}: object and decoder drifted`);
   const o = EVENT_LAYOUT.offsets;
   const u64 = (name: string) => Number(buf.readBigUInt64LE(o[name]));
   const flags = buf.readUInt32LE(o.flags);

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a running agent on the embedded default config
+# (console + JSONL at /var/lib/oomtrail/events.jsonl). Root (or CAP_BPF+CAP_PERFMON) needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-host.sh run
+exec node dist/src/cli/main.js run "$@"

@@ -1,0 +1,90 @@
+/* The CLI as an operator runs it: check, demo, and configuration errors. Needs root. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { MAIN } from '../helpers/agent';
+import { HOOK_ORDER } from '../../src/record/record';
+
+function oomtrail(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+  return { ...r, ms: Date.now() - t0 };
+}
+
+function hasKprobes(): boolean {
+  return ['/sys/kernel/tracing/kprobe_events', '/sys/kernel/debug/tracing/kprobe_events'].some((f) => fs.existsSync(f));
+}
+
+test('check: names the first hook that works and why the earlier ones do not', () => {
+  const r = oomtrail(['check', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  const firstOk = report.hooks.find((h: { ok: boolean }) => h.ok);
+  assert.ok(firstOk, 'some hook works on this kernel');
+  assert.deepEqual(report.hooks.map((h: { hook: string }) => h.hook), HOOK_ORDER);
+  assert.equal(report.selected, firstOk.hook);
+  for (const h of report.hooks.slice(0, report.hooks.indexOf(firstOk))) assert.ok(h.reason && h.reason.length > 10, `${h.hook} has a reason`);
+  if (!hasKprobes()) {
+    // this machine kind: no kprobes, fentry refused -> tp_btf, with the reasons spelled out
+    const byHook = Object.fromEntries(report.hooks.map((h: { hook: string }) => [h.hook, h]));
+    assert.match(byHook.kprobe.reason, /CONFIG_KPROBES/);
+    if (!byHook.fentry.ok) assert.match(byHook.fentry.reason, /fentry/);
+    if (!byHook.fentry.ok) assert.equal(report.selected, 'tp_btf');
+  }
+  const text = oomtrail(['check']);
+  assert.equal(text.status, 0);
+  assert.match(text.stdout, new RegExp(`selected hook\\s+${report.selected}`));
+});
+
+test('check: a forced hook the kernel lacks exits 69 naming it', (t) => {
+  const r0 = JSON.parse(oomtrail(['check', '--json']).stdout);
+  const missing = r0.hooks.find((h: { ok: boolean }) => !h.ok);
+  if (!missing) return t.skip('every hook works on this kernel');
+  const r = oomtrail(['check'], { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: missing.hook });
+  assert.equal(r.status, 69);
+  assert.match(r.stdout, /selected hook\s+NONE/);
+  const run = oomtrail(['run'], { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: missing.hook });
+  assert.equal(run.status, 69);
+  assert.match(run.stderr, new RegExp(`forced ${missing.hook}`));
+});
+
+test('demo --json: one JSON record line within 10 s, no cgroup left behind', () => {
+  const roots = ['/sys/fs/cgroup/memory', '/sys/fs/cgroup'].filter((d) => fs.existsSync(d));
+  const before = roots.flatMap((d) => fs.readdirSync(d).filter((n) => n.startsWith('oomtrail-demo-')));
+  const r = oomtrail(['demo', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.ms < 10_000, `took ${r.ms} ms`);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, 'exactly one line on stdout');
+  const rec = JSON.parse(lines[0]);
+  assert.equal(rec.victim_comm, 'oomtrail-hog');
+  assert.equal(rec.constraint, 'memcg');
+  assert.match(rec.victim_cgroup, /^\/oomtrail-demo-\d+$/);
+  const after = roots.flatMap((d) => fs.readdirSync(d).filter((n) => n.startsWith('oomtrail-demo-')));
+  assert.deepEqual(after, before, 'no demo cgroup left behind');
+});
+
+test('config errors exit 78 naming the key and the file', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-cli-'));
+  const file = path.join(dir, 'bad.yaml');
+  fs.writeFileSync(file, 'sinks:\n  file:\n    paht: /tmp/x\n');
+  const r = oomtrail(['run', '--config', file]);
+  assert.equal(r.status, 78);
+  assert.match(r.stderr, /sinks\.file\.paht/);
+  assert.ok(r.stderr.includes(file), r.stderr);
+  const env = oomtrail(['check'], { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: 'uprobe' });
+  assert.equal(env.status, 78);
+  assert.match(env.stderr, /OOMTRAIL_COLLECTORS_OOMKILL_HOOK/);
+  const missing = oomtrail(['run', '--config', path.join(dir, 'nope.yaml')]);
+  assert.equal(missing.status, 78);
+  assert.match(missing.stderr, /nope\.yaml/);
+});
+
+test('usage errors exit 2', () => {
+  assert.equal(oomtrail(['frobnicate']).status, 2);
+  assert.equal(oomtrail(['run', '--json']).status, 2);
+  assert.equal(oomtrail(['--help']).status, 0);
+});
