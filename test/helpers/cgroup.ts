@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
@@ -24,4 +25,30 @@ export function makeTestCgroup(name: string): TestCgroup {
     kernelPath: '/' + path.relative(root, cg.dir),
     oomKills: () => Number(/^oom_kill (\d+)$/m.exec(fs.readFileSync(counterFile, 'utf8'))?.[1] ?? NaN),
   };
+}
+
+export interface HogResult {
+  pid: number;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * A hog cheap enough for bursts and for the VM: `dd` with a `mib`-sized buffer, which it fills
+ * from /dev/zero (comm `dd`). The shell joins the cgroup, then execs dd under the same pid.
+ */
+export function spawnDdHog(procs: string, mib = 128): Promise<HogResult> {
+  const child = spawn('/bin/sh', ['-c', `echo $$ > "$1" && exec dd if=/dev/zero of=/dev/null bs=${mib}M count=1 2>/dev/null`, 'sh', procs], {
+    stdio: 'ignore',
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (_code, signal) => resolve({ pid: child.pid ?? -1, signal }));
+  });
+}
+
+/** A process in the cgroup that holds almost nothing and waits: a bystander a group kill must take too. */
+export function spawnSleeper(procs: string): { pid: number; exited: Promise<HogResult> } {
+  const child = spawn('/bin/sh', ['-c', 'echo $$ > "$1" && exec sleep 600', 'sh', procs], { stdio: 'ignore' });
+  const exited = new Promise<HogResult>((resolve) => child.on('exit', (_c, signal) => resolve({ pid: child.pid ?? -1, signal })));
+  return { pid: child.pid ?? -1, exited };
 }

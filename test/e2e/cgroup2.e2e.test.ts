@@ -1,0 +1,119 @@
+/*
+ * cgroup v2 layouts as real hosts nest them: a systemd docker scope and a kubepods pod scope with
+ * memory.oom.group=1, where one OOM kills every process of the container. Runs where the memory
+ * controller is on cgroup v2 (the VM matrix); on a v1 host it is skipped with the reason.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
+import { kernelReportFor, KmsgReader } from '../helpers/kmsg';
+import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
+import { removeCgroup, spawnDdHog, spawnSleeper } from '../helpers/cgroup';
+import type { OomRecord } from '../../src/record/record';
+
+const ROOT = '/sys/fs/cgroup';
+const v2 = detectCgroupVersion() === 2;
+const hex = (seed: string) => seed.repeat(64).slice(0, 64);
+
+/** mkdir -p with +memory delegated at every level on the way down. */
+function makeNested(rel: string): string {
+  let dir = ROOT;
+  for (const part of rel.split('/').filter(Boolean)) {
+    const sc = path.join(dir, 'cgroup.subtree_control');
+    if (!fs.readFileSync(sc, 'utf8').includes('memory')) fs.writeFileSync(sc, '+memory');
+    dir = path.join(dir, part);
+    if (!fs.existsSync(dir)) fs.mkdirSync(dir);
+  }
+  return dir;
+}
+
+function oomKills(dir: string): number {
+  return Number(/^oom_kill (\d+)$/m.exec(fs.readFileSync(path.join(dir, 'memory.events'), 'utf8'))?.[1]);
+}
+
+describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is not on cgroup v2 here (the VM matrix runs this)' }, () => {
+  let agent: RunningAgent;
+  let kmsg: KmsgReader;
+  const made: string[] = [];
+
+  before(async () => {
+    kmsg = new KmsgReader();
+    agent = await startAgent();
+  });
+
+  after(async () => {
+    const stopped = await agent?.stop();
+    kmsg?.close();
+    // leaf first
+    for (const dir of made.reverse()) await removeCgroup(dir);
+    assert.equal(stopped?.code, 0);
+  });
+
+  test('systemd docker scope: container id from docker-<id>.scope', async () => {
+    const id = hex('d0c');
+    const rel = `/system.slice/docker-${id}.scope`;
+    const dir = makeNested(rel);
+    made.push(path.join(ROOT, 'system.slice'), dir);
+    fs.writeFileSync(path.join(dir, 'memory.max'), String(64 << 20));
+    fs.writeFileSync(path.join(dir, 'memory.swap.max'), '0');
+    const hog = await spawnDdHog(path.join(dir, 'cgroup.procs'));
+    assert.equal(hog.signal, 'SIGKILL');
+    const rs = await agent.waitFor((r) => r.some((x) => x.victim_pid === hog.pid), 15_000, 'docker scope record');
+    const rec = rs.find((x) => x.victim_pid === hog.pid)!;
+    assert.equal(rec.victim_cgroup, rel);
+    assert.equal(rec.oom_cgroup, rel);
+    assert.equal(rec.cgroup_version, 2);
+    assert.equal(rec.container_runtime, 'docker');
+    assert.equal(rec.container_id, id);
+    assert.equal(rec.pod_uid, '');
+  });
+
+  test('kubepods pod with memory.oom.group=1: one OOM, every process a record', async () => {
+    const uid = '5f3a9c1e-7b2d-4e8f-9a61-0c4d2b7e8f10';
+    const cid = hex('c0e');
+    const pod = `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replace(/-/g, '_')}.slice`;
+    const rel = `${pod}/cri-containerd-${cid}.scope`;
+    const dir = makeNested(rel);
+    made.push(path.join(ROOT, 'kubepods.slice'), path.join(ROOT, 'kubepods.slice/kubepods-burstable.slice'), path.join(ROOT, pod), dir);
+    fs.writeFileSync(path.join(dir, 'memory.max'), String(64 << 20));
+    fs.writeFileSync(path.join(dir, 'memory.swap.max'), '0');
+    fs.writeFileSync(path.join(dir, 'memory.oom.group'), '1');
+    const procs = path.join(dir, 'cgroup.procs');
+    const sleepers = [spawnSleeper(procs), spawnSleeper(procs), spawnSleeper(procs)];
+    // the sleepers must be inside before the hog runs
+    for (let i = 0; i < 50 && fs.readFileSync(procs, 'utf8').trim().split('\n').filter(Boolean).length < 3; i++) await sleep(100);
+    const before = oomKills(dir);
+    const hog = await spawnDdHog(procs);
+    const ended = await Promise.all(sleepers.map((s) => s.exited));
+    assert.equal(hog.signal, 'SIGKILL');
+    for (const s of ended) assert.equal(s.signal, 'SIGKILL', 'a group kill takes the bystanders too');
+    const victims = [hog.pid, ...ended.map((s) => s.pid)];
+    const delta = oomKills(dir) - before;
+    assert.equal(delta, victims.length, 'memory.events oom_kill delta == processes in the group');
+
+    const mine = (rs: OomRecord[]) => rs.filter((r) => r.victim_cgroup === rel);
+    await agent.waitFor((r) => mine(r).length >= delta, 20_000, `${delta} group-kill records`);
+    await sleep(300);
+    const recs = mine(agent.records());
+    assert.equal(recs.length, delta, 'N records for N victims');
+    assert.deepEqual(new Set(recs.map((r) => r.victim_pid)), new Set(victims));
+    kmsg.drain();
+    for (const r of recs) {
+      assert.equal(r.container_runtime, 'containerd');
+      assert.equal(r.container_id, cid);
+      assert.equal(r.pod_uid, uid);
+      assert.equal(r.k8s_qos, 'burstable');
+      assert.equal(r.constraint, 'memcg');
+      assert.equal(r.oom_cgroup, rel);
+      const k = kernelReportFor(kmsg.records, r.victim_pid).killed;
+      assert.ok(k, `kernel reported the kill of ${r.victim_pid}`);
+      assert.equal(r.victim_comm, k.comm);
+      assert.equal(r.victim_anon_rss_kb, k.anonRssKb);
+      assert.equal(r.victim_file_rss_kb, k.fileRssKb);
+      assert.equal(r.victim_total_vm_kb, k.totalVmKb);
+      assert.equal(r.victim_pgtables_kb, k.pgtablesKb);
+    }
+  });
+});
