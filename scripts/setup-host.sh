@@ -37,3 +37,15 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
 fi
 echo "[setup] build (tsc)"
 npx --no-install tsc -p tsconfig.json
+
+# real servers for the integration tests: each test/servers/<name>/setup.sh installs or builds its
+# server into the versioned cache (outside the clone) and is a no-op when the cache is warm
+if [ "$mode" = test ]; then
+  for s in test/servers/*/setup.sh; do
+    [ -f "$s" ] || continue
+    echo "[setup] $s"
+    t0=$SECONDS
+    bash "$s"
+    echo "[setup] $s done in $((SECONDS - t0)) s"
+  done
+fi

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 t0=$SECONDS
 bash scripts/setup-host.sh test
 files=(dist/test/unit/*.test.js dist/test/e2e/*.test.js)
+if ls dist/test/integration/*.test.js >/dev/null 2>&1; then files+=(dist/test/integration/*.test.js); fi
 if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && ls dist/test/vm/*.test.js >/dev/null 2>&1; then
   files+=(dist/test/vm/*.test.js)
 fi

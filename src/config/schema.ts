@@ -1,5 +1,7 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
+import { clickhouseConfigSchema, type ClickHouseSinkConfig } from '../sinks/clickhouse/config';
+import { lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
 
 /**
  * The configuration schema. Every key has a default, a doc line, and an env var named
@@ -32,6 +34,8 @@ export interface AppConfig {
   sinks: {
     console: { enabled: boolean; format: OutputFormat };
     file: { enabled: boolean; path: string };
+    clickhouse: ClickHouseSinkConfig;
+    loki: LokiSinkConfig;
   };
   pipeline: {
     queue: { capacity: number; overflow: OverflowPolicy };
@@ -145,6 +149,9 @@ export const schema: convict.Schema<AppConfig> = {
         env: 'OOMTRAIL_SINKS_FILE_PATH',
       },
     },
+    // each network sink owns its schema part, beside its code
+    clickhouse: clickhouseConfigSchema,
+    loki: lokiConfigSchema,
   },
   pipeline: {
     queue: {
