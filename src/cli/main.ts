@@ -52,6 +52,20 @@ function load(args: Args): { config: AppConfig; sources: string[]; logger: Logge
   return { config, sources, logger };
 }
 
+/** How long past `shutdown.deadline_ms` a stop may run before the process terminates itself. */
+const STOP_MARGIN_MS = 1000;
+
+/**
+ * Dies of `signal` at once, as if it had not been handled (exit status 128 + n to a shell; a clean
+ * stop signal to systemd). Unlike `process.exit`, this does not wait for libuv worker threads, one
+ * of which may be stuck in a sink's write or open.
+ */
+function terminate(signal: NodeJS.Signals): never {
+  process.removeAllListeners(signal); // the last listener gone, the default action is back
+  process.kill(process.pid, signal);
+  return process.exit(128 + (signal === 'SIGINT' ? 2 : 15)); // not reached unless the signal is ignored
+}
+
 async function run(args: Args): Promise<number> {
   const { config, sources, logger } = load(args);
   if (!config.collectors.oomkill.enabled) {
@@ -61,20 +75,31 @@ async function run(args: Args): Promise<number> {
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
   const agent = new Agent({ config, logger, collector, sinks: createSinks(config), sources });
   await agent.start();
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      logger.info(`${signal}: stopping (deadline ${config.shutdown.deadline_ms} ms; a second signal exits at once)`);
+  const deadlineMs = config.shutdown.deadline_ms;
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      logger.info(`${sig}: stopping (deadline ${deadlineMs} ms; a second signal exits at once)`);
       process.removeAllListeners('SIGTERM').removeAllListeners('SIGINT');
       const now = (s: NodeJS.Signals) => {
         logger.warn(`${s} again: exiting now; undelivered records stay in the spool`);
-        process.exit(128 + (s === 'SIGINT' ? 2 : 15));
+        terminate(s);
       };
       process.once('SIGTERM', now).once('SIGINT', now);
-      resolve();
+      resolve(sig);
     };
     process.once('SIGTERM', onSignal).once('SIGINT', onSignal);
   });
-  const left = await agent.stop(config.shutdown.deadline_ms);
+  // A sink operation that never returns (hung mount, blocked FIFO) holds a libuv worker thread, and
+  // with it the stop or even the exit: past deadline + margin, terminate instead. Unref'd: a clean
+  // stop exits without waiting for it.
+  setTimeout(() => {
+    logger.error(
+      `still running ${STOP_MARGIN_MS} ms past the ${deadlineMs} ms shutdown deadline (a sink operation hangs): ` +
+        'terminating; undelivered records stay in the spool',
+    );
+    terminate(signal);
+  }, deadlineMs + STOP_MARGIN_MS).unref();
+  const left = await agent.stop(deadlineMs);
   const pending = Object.entries(left).filter(([, n]) => n > 0);
   logger.info(pending.length ? `stopped; left in spool: ${pending.map(([s, n]) => `${s}=${n}`).join(', ')}` : 'stopped; every record delivered');
   return EXIT.OK;

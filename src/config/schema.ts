@@ -216,7 +216,7 @@ export const schema: convict.Schema<AppConfig> = {
         env: 'OOMTRAIL_PIPELINE_SPOOL_FSYNC',
       },
       max_bytes: {
-        doc: 'Spool size limit per sink (bytes); beyond it the oldest spooled records are dropped and counted.',
+        doc: 'Spool size limit per sink (bytes). When full, new records are refused for that sink and counted (reason spool_full); spooled records are kept.',
         format: positive,
         default: 268435456,
         env: 'OOMTRAIL_PIPELINE_SPOOL_MAX_BYTES',

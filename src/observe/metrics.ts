@@ -188,6 +188,7 @@ export class PipelineMetrics {
   readonly spoolRecords: Gauge;
   readonly spoolBytes: Gauge;
   readonly sinkLastSuccess: Gauge;
+  readonly sinkBuffered: Gauge;
 
   constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
     const r = registry;
@@ -206,6 +207,11 @@ export class PipelineMetrics {
     this.spoolRecords = r.gauge('oomtrail_spool_records', 'Records in the sink spool not yet acknowledged.', ['sink']);
     this.spoolBytes = r.gauge('oomtrail_spool_bytes', 'Bytes of spool segment files on disk.', ['sink']);
     this.sinkLastSuccess = r.gauge('oomtrail_sink_last_success_timestamp_seconds', 'Unix time of the last delivered batch.', ['sink']);
+    this.sinkBuffered = r.gauge(
+      'oomtrail_sink_buffered_records',
+      'Records read back from the spool and held in memory (open and in-flight batch); bounded by 2 x pipeline.batch.max_events.',
+      ['sink'],
+    );
   }
 
   /** Counts one captured kill: `events_captured_total{hook}` and `oom_kills_total{cgroup}`. */

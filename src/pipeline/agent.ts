@@ -10,6 +10,10 @@ import { Lane } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
 
+/** Longest wait at stop for a sink write still in flight, and the least (even past the deadline). */
+const LANE_CLOSE_GRACE_MS = 2000;
+const LANE_CLOSE_MIN_GRACE_MS = 100;
+
 export interface AgentParts {
   config: AppConfig;
   logger: Logger;
@@ -60,6 +64,11 @@ export class Agent {
         }),
     );
     this.router = new Router(lanes, logger);
+    // sampled at scrape time, so they are current even while the consumer or a lane is blocked
+    this.metrics.registry.onCollect(() => {
+      this.metrics.queueDepth.set({}, this.queue.depth);
+      for (const lane of lanes) this.metrics.sinkBuffered.set({ sink: lane.name }, lane.memory.buffered);
+    });
   }
 
   async start(): Promise<void> {
@@ -82,9 +91,10 @@ export class Agent {
   private async consume(): Promise<void> {
     const { collector, logger } = this.parts;
     for (let ev = await this.queue.shift(); ev !== undefined; ev = await this.queue.shift()) {
-      this.metrics.queueDepth.set({}, this.queue.depth);
       const record = enrich(ev, this.facts!, bootToRealtimeNs);
-      this.metrics.recordCapture(record.hook, record.oom_cgroup || record.victim_cgroup);
+      // labelled by the victim's cgroup (the workload that lost a process), as the metric's help says;
+      // oom_cgroup would put every global OOM under "/" and every child's kill under its limited ancestor
+      this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
       logger.info(`captured OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}`, {
         event_id: record.event_id,
       });
@@ -101,11 +111,14 @@ export class Agent {
   /** Graceful stop; resolves with the records left undelivered per sink (kept in their spools). */
   async stop(deadlineMs: number): Promise<Record<string, number>> {
     const started = Date.now();
+    const remaining = () => Math.max(0, deadlineMs - (Date.now() - started));
     await this.parts.collector.stop();
     this.queue.close();
     await this.consumer;
-    const left = await this.router.drain(Math.max(0, deadlineMs - (Date.now() - started)));
-    await this.router.close();
+    const left = await this.router.drain(remaining());
+    // A write still in flight is waited for only within the deadline (a hung sink must not hold the
+    // stop past it); an abandoned write's records stay in the spool.
+    await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(LANE_CLOSE_MIN_GRACE_MS, remaining())));
     await this.server?.close();
     return left;
   }

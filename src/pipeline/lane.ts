@@ -188,8 +188,11 @@ export class Lane {
     return left;
   }
 
-  /** Stops delivery, waits briefly for a write in flight, closes the spool and the sink. */
-  async close(): Promise<void> {
+  /**
+   * Stops delivery, waits briefly for a write in flight (at most `graceMs`, default `closeGraceMs`;
+   * an abandoned write's records stay spooled), closes the spool and the sink.
+   */
+  async close(graceMs = this.opts.closeGraceMs ?? 2000): Promise<void> {
     if (this.state === 'closed' || this.state === 'closing') return;
     const wasOpen = this.state === 'open';
     this.state = 'closing';
@@ -199,7 +202,7 @@ export class Lane {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const grace = new Promise<void>((resolve) => {
         // Not unref'd: a bounded wait that must finish so the spool is closed cleanly.
-        timer = setTimeout(resolve, this.opts.closeGraceMs ?? 2000);
+        timer = setTimeout(resolve, Math.max(0, graceMs));
       });
       await Promise.race([this.pumpDone, grace]);
       clearTimeout(timer);

@@ -42,8 +42,9 @@ export class Router {
     return Object.fromEntries(this.lanes.map((l, i) => [l.name, left[i]]));
   }
 
-  async close(): Promise<void> {
-    const results = await Promise.allSettled(this.lanes.map((l) => l.close()));
+  /** Closes every lane; `graceMs` bounds each lane's wait for a write still in flight. */
+  async close(graceMs?: number): Promise<void> {
+    const results = await Promise.allSettled(this.lanes.map((l) => l.close(graceMs)));
     results.forEach((r, i) => {
       if (r.status === 'rejected') this.logger.error('router: lane close failed', { sink: this.lanes[i].name, error: String(r.reason) });
     });

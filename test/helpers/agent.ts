@@ -15,6 +15,8 @@ export interface RunningAgent {
   records: () => OomRecord[];
   waitFor: (pred: (rs: OomRecord[]) => boolean, timeoutMs: number, what: string) => Promise<OomRecord[]>;
   stop: (signal?: NodeJS.Signals) => Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** Resolves when the process has exited (sends nothing). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -30,10 +32,18 @@ export function readJsonl(file: string): OomRecord[] {
     .map((l) => JSON.parse(l) as OomRecord);
 }
 
+export interface StartOptions {
+  /** Reuse this directory (config, spool) instead of a fresh temp dir: a restart with the same config. */
+  dir?: string;
+  /** Where the JSONL sink writes; default `<dir>/events.jsonl`. */
+  eventsPath?: string;
+}
+
 /** Starts the real agent (`oomtrail run`) with the JSONL sink in a temp dir and waits until it is capturing. */
-export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}): Promise<RunningAgent> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-e2e-'));
-  const eventsPath = path.join(dir, 'events.jsonl');
+export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, opts: StartOptions = {}): Promise<RunningAgent> {
+  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-e2e-'));
+  fs.mkdirSync(dir, { recursive: true });
+  const eventsPath = opts.eventsPath ?? path.join(dir, 'events.jsonl');
   const configPath = path.join(dir, 'config.yaml');
   fs.writeFileSync(
     configPath,
@@ -76,6 +86,7 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}):
     eventsPath,
     stderr: () => err,
     records,
+    exited,
     async waitFor(pred, timeoutMs, what) {
       const until = Date.now() + timeoutMs;
       for (;;) {

@@ -274,3 +274,23 @@ test('router: a hung sink never stalls another; health reports the failing sink'
   assert.deepEqual(left, { hung: 12, down: 12, ok: 0 });
   await router.close();
 });
+
+test('close(graceMs): a write that never returns is waited for at most graceMs; its records stay spooled', async () => {
+  const dir = tmpDir();
+  const hung = new ScriptedTestSink('hung', () => new Promise<WriteResult>(() => undefined));
+  const lane = new Lane(laneOpts(hung, dir, { closeGraceMs: 10_000 }));
+  await lane.open();
+  for (let i = 0; i < 3; i++) assert.equal(await lane.accept(makeRecord(i)), 'spooled');
+  await until(() => hung.calls.length > 0);
+  assert.equal(await lane.drain(20), 3);
+  const t0 = Date.now();
+  await lane.close(50);
+  const ms = Date.now() - t0;
+  assert.ok(ms < 1_000, `close waited ${ms} ms despite graceMs 50 (closeGraceMs 10000)`);
+  assert.equal(hung.closed, true);
+
+  const again = new Lane(laneOpts(new ScriptedTestSink('hung'), dir));
+  await again.open();
+  assert.equal(again.spoolRecords, 3, 'the abandoned batch is still spooled');
+  await again.close();
+});
