@@ -55,12 +55,23 @@ struct {
 	__type(value, __u64);
 } remarks SEC(".maps");
 
-/* memcg (kernfs id) -> its memory_events_local[MEMCG_OOM] when we last looked */
+/* memcg (kernfs id) -> its memory_events_local[MEMCG_OOM] when we last looked, and the last
+ * OOM episode (thread, time) it was found to be the OOM memcg of */
+struct memcg_oom_state {
+	__u64 count;
+	__u64 episode_ns;
+	__u32 episode_tid;
+	__u32 credit; /* MEMCG_OOM bumps not yet matched with a victim */
+};
+
+/* Bumps that never led to a kill (the margin came back under oom_lock) must not pile up. */
+#define MEMCG_OOM_CREDIT_MAX 8
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct memcg_oom_state);
 } memcg_oom_seen SEC(".maps");
 
 struct oom_ctx {
@@ -210,35 +221,63 @@ static __always_inline bool memcg_at_limit(struct mem_cgroup *memcg)
 
 /*
  * Without oom_control, which memcg ran out? mem_cgroup_oom() bumps the OOM memcg's own
- * memory_events_local[MEMCG_OOM] (ancestors get only the hierarchical count) just before it
- * picks a victim, so the nearest ancestor-or-self of the victim whose local count grew since
- * we last looked is the one. A memcg never seen before falls back to "sits at its limit";
- * usage alone misleads in bursts, where the previous victim is already freeing memory.
+ * memory_events_local[MEMCG_OOM] (ancestors get only the hierarchical count) before it picks a
+ * victim. Each bump is a credit for one victim: concurrent invocations bump it together and then
+ * kill one after another under oom_lock. So the nearest ancestor-or-self of the victim with a
+ * credit left is the one. The other victims of a memory.oom.group kill come from the same thread
+ * in the same call without a bump: they belong to that memcg's current episode. Failing both
+ * (a memcg never seen before), "sits at its limit" decides; usage alone misleads in bursts,
+ * where the previous victim is already freeing memory.
  */
-static __always_inline struct mem_cgroup *infer_oom_memcg(struct mem_cgroup *memcg)
+static __always_inline struct mem_cgroup *infer_oom_memcg(struct mem_cgroup *memcg, __u32 tid, __u64 now)
 {
 	int oom_idx = bpf_core_enum_value(enum memcg_memory_event, MEMCG_OOM);
-	struct mem_cgroup *changed = NULL, *at_limit = NULL;
+	struct mem_cgroup *found = NULL;
 
 	for (int i = 0; i < OOMTRAIL_CG_DEPTH && memcg; i++) {
 		__u64 id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
 		long count = 0;
-		__u64 *seen = bpf_map_lookup_elem(&memcg_oom_seen, &id);
+		struct memcg_oom_state fresh = {};
+		struct memcg_oom_state *st = bpf_map_lookup_elem(&memcg_oom_seen, &id);
 
 		if (bpf_core_field_exists(memcg->memory_events_local))
 			bpf_core_read(&count, sizeof(count), &memcg->memory_events_local[oom_idx]);
-		if (seen && count > (long)*seen && !changed)
-			changed = memcg;
-		if (!seen && !at_limit && memcg_at_limit(memcg))
-			at_limit = memcg;
-		if (count > 0) {
-			__u64 c = count;
-
-			bpf_map_update_elem(&memcg_oom_seen, &id, &c, BPF_ANY);
+		if (!st) {
+			/* history unknown: no credit for what happened before we looked */
+			fresh.count = count;
+			bpf_map_update_elem(&memcg_oom_seen, &id, &fresh, BPF_ANY);
+			st = bpf_map_lookup_elem(&memcg_oom_seen, &id);
+			if (!st)
+				break;
+		} else if (count > (long)st->count) {
+			st->credit += count - st->count;
+			if (st->credit > MEMCG_OOM_CREDIT_MAX)
+				st->credit = MEMCG_OOM_CREDIT_MAX;
+		}
+		st->count = count;
+		if (!found && st->credit > 0) {
+			st->credit--;
+			found = memcg;
+		}
+		if (found == memcg || (!found && st->episode_tid == tid && now - st->episode_ns < OOM_CTX_MAX_AGE_NS)) {
+			found = memcg;
+			st->episode_ns = now;
+			st->episode_tid = tid;
 		}
 		memcg = (struct mem_cgroup *)BPF_CORE_READ(memcg, css.parent);
 	}
-	return changed ? changed : at_limit;
+	return found;
+}
+
+/* The fallback when no count or episode names the memcg. */
+static __always_inline struct mem_cgroup *nearest_at_limit(struct mem_cgroup *memcg)
+{
+	for (int i = 0; i < OOMTRAIL_CG_DEPTH && memcg; i++) {
+		if (memcg_at_limit(memcg))
+			return memcg;
+		memcg = (struct mem_cgroup *)BPF_CORE_READ(memcg, css.parent);
+	}
+	return NULL;
 }
 
 static __always_inline __u32 map_constraint(__u32 kernel_value)
@@ -365,8 +404,13 @@ static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_
 		e->flags |= OOMTRAIL_F_HAS_OOM_CONTROL;
 	} else {
 		e->order = -2; /* unknown */
-		if (victim)
-			oom_memcg = infer_oom_memcg(task_memcg(victim));
+		if (victim) {
+			struct mem_cgroup *vm = task_memcg(victim);
+
+			oom_memcg = infer_oom_memcg(vm, (__u32)bpf_get_current_pid_tgid(), bpf_ktime_get_boot_ns());
+			if (!oom_memcg)
+				oom_memcg = nearest_at_limit(vm);
+		}
 		e->constraint = oom_memcg ? OOMTRAIL_CONSTRAINT_MEMCG :
 			    (victim ? OOMTRAIL_CONSTRAINT_GLOBAL : OOMTRAIL_CONSTRAINT_UNKNOWN);
 		e->flags |= OOMTRAIL_F_CONSTRAINT_INFERRED;

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Run a command inside a Debian 6.1 kernel VM (QEMU TCG, no KVM) with the project packed
+# into the initramfs. The command runs as root in the guest, in the project directory
+# (same absolute path as on the host), with kprobes/fentry/BTF and cgroup v2 (+memory).
+#
+#   test/vm/run.sh [options] -- <command> [args...]
+#
+# Options:
+#   --timeout SECONDS   kill the VM after this long (default 600; exit code 124)
+#   --boot-timeout S    if the command has not started after S seconds of boot, kill the
+#                       VM and boot once more (default 120; env OOMTRAIL_VM_BOOT_TIMEOUT)
+#   --env KEY=VALUE     export in the guest before the command (repeatable)
+#   --mem MB            guest memory (default 1536)
+#   --smp N             guest vCPUs (default 2)
+#   --debug             kernel messages on the console (no 'quiet'), trace /init, QEMU
+#                       monitor on a unix socket (path printed)
+#   --shell             interactive busybox shell in the guest (Ctrl-A x quits QEMU)
+#   --net               user-mode network: guest eth0 10.0.2.15, host's 127.0.0.1 = 10.0.2.2
+#                       (also exported as OOMTRAIL_VM_HOST_IP in the guest)
+#   --project DIR       project to pack (default: the repository root)
+#
+# Arguments are passed like exec (each one quoted); for pipelines use: -- sh -c '...'.
+# Guest output is streamed to stdout prefixed with "[vm] "; run.sh exits with the guest
+# command's exit code, 124 on timeout, 1 if the guest never reported one (panic, crash).
+# Env: OOMTRAIL_CACHE, OOMTRAIL_VM_COMPRESS, OOMTRAIL_VM_EXTRA_BINS, OOMTRAIL_VM_EXCLUDE
+# (see build-initramfs.sh), OOMTRAIL_VM_APPEND (extra kernel command line),
+# OOMTRAIL_VM_PREFIX (output prefix, default "[vm] "), OOMTRAIL_VM_QEMU_ARGS (extra QEMU
+# arguments, word-split, e.g. "-d guest_errors").
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROJECT="$(cd "$HERE/../.." && pwd)"
+TIMEOUT=600
+BOOT_TIMEOUT="${OOMTRAIL_VM_BOOT_TIMEOUT:-120}"
+MEM=1536
+SMP=2
+DEBUG=0
+SHELL_MODE=0
+NET=0
+ENVS=()
+PREFIX="${OOMTRAIL_VM_PREFIX-[vm] }"
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    --timeout=*) TIMEOUT="${1#*=}"; shift ;;
+    --boot-timeout) BOOT_TIMEOUT="$2"; shift 2 ;;
+    --env) ENVS+=("$2"); shift 2 ;;
+    --env=*) ENVS+=("${1#*=}"); shift ;;
+    --mem) MEM="$2"; shift 2 ;;
+    --smp) SMP="$2"; shift 2 ;;
+    --project) PROJECT="$(cd "$2" && pwd)"; shift 2 ;;
+    --debug) DEBUG=1; shift ;;
+    --shell) SHELL_MODE=1; shift ;;
+    --net) NET=1; shift ;;
+    --) shift; break ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown option $1 (command goes after --)" >&2; usage ;;
+  esac
+done
+[[ "$TIMEOUT" =~ ^[0-9]+$ && "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "run.sh: --timeout/--boot-timeout need seconds" >&2; exit 2; }
+if [[ $# -eq 0 && $SHELL_MODE -eq 0 ]]; then usage; fi
+
+info() { printf '[vm-run] %s\n' "$*" >&2; }
+now() { echo "${EPOCHREALTIME/,/.}"; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1fs", b-a}'; }
+
+command -v qemu-system-x86_64 >/dev/null || { info "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"; exit 1; }
+
+T_START="$(now)"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/oomtrail-vm.XXXXXX")"
+QEMU_PID_FILE="$TMP/qemu.pid"
+cleanup() {
+  if [[ -s "$QEMU_PID_FILE" ]]; then kill -9 "$(cat "$QEMU_PID_FILE")" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# 1. kernel
+KDIR="$("$HERE/fetch-kernel.sh" | tail -n1)"
+T_KERNEL="$(now)"
+
+# 2. initramfs (base + project archives are cached by build-initramfs.sh)
+INITRD="$TMP/initrd"
+OOMTRAIL_VM_KERNEL_DIR="$KDIR" "$HERE/build-initramfs.sh" "$PROJECT" "$INITRD"
+T_INITRD="$(now)"
+
+# 3. the command, as a POSIX sh script
+sq() { local s="${1//\'/\'\\\'\'}"; printf "'%s'" "$s"; }
+{
+  for kv in "${ENVS[@]}"; do
+    [[ "$kv" == *=* ]] || { info "--env needs KEY=VALUE: $kv"; exit 2; }
+    printf 'export %s=%s\n' "${kv%%=*}" "$(sq "${kv#*=}")"
+  done
+  if [[ $# -gt 0 ]]; then
+    printf 'exec'
+    for a in "$@"; do printf ' %s' "$(sq "$a")"; done
+    printf '\n'
+  fi
+} > "$TMP/cmd.sh"
+
+APPEND="console=ttyS0 panic=-1 oops=panic"
+if [[ $DEBUG -eq 1 ]]; then APPEND+=" loglevel=7 oomtrail.debug=1"; else APPEND+=" quiet"; fi
+[[ $NET -eq 1 ]] && APPEND+=" oomtrail.net=1"
+[[ -n "${OOMTRAIL_VM_APPEND:-}" ]] && APPEND+=" $OOMTRAIL_VM_APPEND"
+if [[ $SHELL_MODE -eq 1 ]]; then
+  APPEND+=" oomtrail.shell=1"
+else
+  B64="$(base64 -w0 < "$TMP/cmd.sh")"
+  if (( ${#B64} + ${#APPEND} < 1800 )); then
+    APPEND+=" oomtrail.cmd=$B64"
+  else
+    # too long for the kernel command line (2048 bytes): append a tiny cpio holding it
+    mkdir -p "$TMP/cmdroot/oomtrail"
+    cp "$TMP/cmd.sh" "$TMP/cmdroot/oomtrail/cmd.sh"
+    (cd "$TMP/cmdroot" && echo oomtrail/cmd.sh | busybox cpio -o -H newc -R 0:0 2>/dev/null) | gzip -n >> "$INITRD"
+  fi
+fi
+
+QEMU=(qemu-system-x86_64 -cpu max -smp "$SMP" -m "$MEM" -nographic -no-reboot
+      -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
+if [[ $NET -eq 1 ]]; then
+  QEMU+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
+else
+  QEMU+=(-nic none)
+fi
+if [[ $DEBUG -eq 1 && $SHELL_MODE -eq 0 ]]; then
+  # HMP monitor for a hung guest: socat - UNIX-CONNECT:<path>, then "info registers -a", "nmi", ...
+  QEMU+=(-monitor "unix:$TMP/monitor.sock,server=on,wait=off")
+  info "QEMU monitor: $TMP/monitor.sock"
+fi
+# shellcheck disable=SC2206
+[[ -n "${OOMTRAIL_VM_QEMU_ARGS:-}" ]] && QEMU+=($OOMTRAIL_VM_QEMU_ARGS)
+
+KVER="$(cat "$KDIR/version")"
+info "kernel $KVER, initramfs $(du -h "$INITRD" | cut -f1), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
+
+if [[ $SHELL_MODE -eq 1 ]]; then
+  "${QEMU[@]}"
+  exit $?
+fi
+
+# 4. boot, stream the serial console, watch for the markers
+T_BOOT="$(now)"
+ESC_RE=$'\e'$'(\\[[0-9;?]*[a-zA-Z]|c)'
+reader() {
+  local line code="" t_cmd=""
+  while true; do
+    IFS= read -r line || { [[ -n "$line" ]] && printf '%s%s\n' "$PREFIX" "${line%$'\r'}"; break; }
+    line="${line%$'\r'}"
+    if [[ -z "$t_cmd" ]]; then
+      # before the command: drop terminal escapes (SeaBIOS clears the screen) and firmware chatter
+      while [[ "$line" =~ $ESC_RE ]]; do line="${line/"${BASH_REMATCH[0]}"/}"; done
+      if [[ $DEBUG -eq 0 ]]; then
+        [[ "$line" =~ ^(SeaBIOS\ \(version.*\)|Booting\ from\ ROM\.*)?$ ]] && continue
+        [[ "$line" =~ ^Booting\ from\ ROM\.* ]] && line="${line#"${BASH_REMATCH[0]}"}"
+      fi
+    fi
+    if [[ -z "$t_cmd" && "$line" =~ OOMTRAIL-VM-START\ uptime=([0-9.]+)$ ]]; then
+      t_cmd="$(now)"; echo "$t_cmd ${BASH_REMATCH[1]}" > "$TMP/started"
+    elif [[ "$line" =~ OOMTRAIL-VM-EXIT=([0-9]+)$ ]]; then
+      # the last marker wins (a command may print the string itself); the guest powers
+      # off right after the real one, a hung power-off is caught by the timeout
+      code="${BASH_REMATCH[1]}"
+      echo "$(now) $code" > "$TMP/exited"
+      printf '%s%s\n' "$PREFIX" "$line"
+    elif [[ -n "${code:-}" && $DEBUG -eq 0 && "$line" == *"reboot: Power down" ]]; then
+      :
+    else
+      printf '%s%s\n' "$PREFIX" "$line"
+    fi
+  done
+}
+
+# Boot watchdog: under TCG on a loaded host a boot very rarely hangs before /init runs
+# (seen once in ~100 boots, guest spinning on both vCPUs). If the command has not started
+# after BOOT_TIMEOUT seconds, kill the VM and boot once more.
+watchdog() {
+  local i=0
+  while (( i < BOOT_TIMEOUT )); do
+    [[ -e "$TMP/started" || -e "$TMP/vm-done" ]] && return 0
+    sleep 1; i=$((i + 1))
+  done
+  [[ -e "$TMP/started" || -e "$TMP/vm-done" ]] && return 0
+  touch "$TMP/boot-hung"
+  kill "$(cat "$QEMU_PID_FILE" 2>/dev/null)" 2>/dev/null || true
+}
+
+attempt=1
+while true; do
+  rm -f "$TMP/started" "$TMP/exited" "$TMP/boot-hung" "$TMP/vm-done" "$QEMU_PID_FILE"
+  T_BOOT="$(now)"
+  watchdog </dev/null >/dev/null 2>&1 &
+  WD_PID=$!
+  set +e
+  timeout -k 5 "$TIMEOUT" "${QEMU[@]}" < /dev/null 2>&1 | reader
+  QRC=${PIPESTATUS[0]}
+  set -e
+  touch "$TMP/vm-done"
+  wait "$WD_PID" 2>/dev/null || true
+  T_END="$(now)"
+  if [[ -e "$TMP/boot-hung" && $attempt -lt 2 ]]; then
+    info "WARNING: no command after ${BOOT_TIMEOUT}s of boot (hung boot); killed the VM, retrying once"
+    attempt=$((attempt + 1))
+    continue
+  fi
+  break
+done
+
+RC=1
+if [[ -e "$TMP/boot-hung" ]]; then
+  info "ERROR: the guest hung during boot twice (no command after ${BOOT_TIMEOUT}s); rerun with --debug"
+  RC=1
+elif [[ $QRC -eq 124 || $QRC -eq 137 ]] && [[ ! -s "$TMP/exited" ]]; then
+  info "TIMEOUT: the VM did not finish within ${TIMEOUT}s; killed it"
+  RC=124
+elif [[ -s "$TMP/exited" ]]; then
+  read -r T_EXIT RC < "$TMP/exited"
+  [[ -n "$RC" ]] || RC=1
+else
+  info "ERROR: the guest never printed OOMTRAIL-VM-EXIT (qemu exit status $QRC; kernel panic or init crash? rerun with --debug)"
+  RC=1
+fi
+
+if [[ -s "$TMP/started" ]]; then
+  read -r T_CMD UPTIME < "$TMP/started"
+  timing="boot-to-command $(dt "$T_BOOT" "$T_CMD") (guest uptime ${UPTIME}s)"
+  [[ -s "$TMP/exited" ]] && timing+=", command $(dt "$T_CMD" "$T_EXIT")"
+else
+  timing="command never started"
+fi
+info "timings: kernel fetch $(dt "$T_START" "$T_KERNEL"), initramfs $(dt "$T_KERNEL" "$T_INITRD"), $timing, VM total $(dt "$T_BOOT" "$T_END"), total $(dt "$T_START" "$T_END")"
+info "exit code $RC"
+exit "$RC"
