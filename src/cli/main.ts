@@ -73,7 +73,7 @@ async function run(args: Args): Promise<number> {
     return EXIT.CONFIG;
   }
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
-  const agent = new Agent({ config, logger, collector, sinks: createSinks(config), sources });
+  const agent = new Agent({ config, logger, collector, sinks: createSinks(config, logger), sources });
   await agent.start();
   const deadlineMs = config.shutdown.deadline_ms;
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -1,7 +1,7 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { clickhouseConfigSchema, type ClickHouseSinkConfig } from '../sinks/clickhouse/config';
-import { lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
+import { checkLokiConfig, lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
 
 /**
  * The configuration schema. Every key has a default, a doc line, and an env var named
@@ -278,5 +278,6 @@ export function crossCheck(config: AppConfig): Array<{ key: string; message: str
       message: `must be >= pipeline.retry.initial_ms (${config.pipeline.retry.initial_ms})`,
     });
   }
+  if (config.sinks.loki.enabled) for (const message of checkLokiConfig(config.sinks.loki)) problems.push({ key: 'sinks.loki', message });
   return problems;
 }

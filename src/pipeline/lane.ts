@@ -321,12 +321,21 @@ export class Lane {
         const res = await this.write(records);
         if (this.state === 'closed') return;
         if (res.status === 'delivered') {
+          // A partial success: the sink wrote the batch except `rejectedRecords`, which are dead-lettered (each
+          // with its own reason) and never written again; the whole batch is then acked.
+          const refused = res.rejectedRecords ?? [];
+          if (refused.length > 0) {
+            this.opts.logger.warn('lane: sink refused some records of the batch, writing dead letters', { sink, records: refused.length, of: records.length, reason: refused[0]!.reason });
+            if (!(await this.deadLetter(refused))) return;
+          }
           await this.ack(seqs);
-          this.nDelivered += records.length;
+          this.nDelivered += records.length - refused.length;
+          this.nRejected += refused.length;
           this.lastSuccess = Date.now();
           if (this.failingSince !== null) this.opts.logger.info('lane: sink recovered', { sink, failed_for_ms: this.failingSinceMs });
           this.failingSince = null;
-          this.opts.metrics?.sinkDelivered.inc({ sink }, records.length);
+          this.opts.metrics?.sinkDelivered.inc({ sink }, records.length - refused.length);
+          if (refused.length > 0) this.opts.metrics?.sinkRejected.inc({ sink }, refused.length);
           this.opts.metrics?.sinkLastSuccess.set({ sink }, this.lastSuccess / 1000);
           return;
         }
@@ -334,7 +343,7 @@ export class Lane {
           // The sink answered, so it is not down: a rejection does not start a failure streak
           // (one bad record must not keep /healthz red until the next delivery, maybe hours away).
           this.opts.logger.warn('lane: sink rejected batch, writing dead letters', { sink, records: records.length, reason: res.reason });
-          if (!(await this.deadLetter(records, res.reason))) return;
+          if (!(await this.deadLetter(records.map((record) => ({ record, reason: res.reason }))))) return;
           await this.ack(seqs);
           this.nRejected += records.length;
           this.failingSince = null;
@@ -370,10 +379,10 @@ export class Lane {
     this.lastFailure = reason;
   }
 
-  /** Appends one JSON line per record and fsyncs; retries with backoff until it succeeds or delivery stops. */
-  private async deadLetter(records: readonly OomRecord[], reason: string): Promise<boolean> {
+  /** Appends one JSON line per record (with its reason) and fsyncs; retries with backoff until it succeeds or delivery stops. */
+  private async deadLetter(refused: readonly { record: OomRecord; reason: string }[]): Promise<boolean> {
     const time = new Date().toISOString();
-    const lines = records.map((record) => JSON.stringify({ reason, sink: this.name, time, record }) + '\n').join('');
+    const lines = refused.map(({ record, reason }) => JSON.stringify({ reason, sink: this.name, time, record }) + '\n').join('');
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         const fh = await fsp.open(this.deadLetterPath, 'a');

@@ -1,20 +1,21 @@
 import type { AppConfig } from '../config/schema';
 import type { Sink } from './sink';
+import type { Logger } from '../observe/logger';
 import { ConsoleSink } from './console/sink';
 import { FileSink } from './file/sink';
 import { createClickHouseSink } from './clickhouse';
 import { createLokiSink } from './loki';
 
 /** Adding a sink = one folder under src/sinks/ and one line here. */
-const FACTORIES: Record<string, (config: AppConfig) => Sink | null> = {
+const FACTORIES: Record<string, (config: AppConfig, logger: Logger) => Sink | null> = {
   console: (c) => (c.sinks.console.enabled ? new ConsoleSink({ format: c.sinks.console.format }) : null),
   file: (c) => (c.sinks.file.enabled ? new FileSink({ path: c.sinks.file.path }) : null),
   clickhouse: (c) => (c.sinks.clickhouse.enabled ? createClickHouseSink(c.sinks.clickhouse) : null),
-  loki: (c) => (c.sinks.loki.enabled ? createLokiSink(c.sinks.loki) : null),
+  loki: (c, logger) => (c.sinks.loki.enabled ? createLokiSink(c.sinks.loki, { logger }) : null),
 };
 
-export function createSinks(config: AppConfig): Sink[] {
+export function createSinks(config: AppConfig, logger: Logger): Sink[] {
   return Object.values(FACTORIES)
-    .map((make) => make(config))
+    .map((make) => make(config, logger))
     .filter((s): s is Sink => s !== null);
 }

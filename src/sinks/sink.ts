@@ -1,8 +1,19 @@
 import type { OomRecord } from '../record/record';
 
-/** Outcome of one `write`: the lane owns retries, spooling and dead letters; the sink only classifies. */
+/** A record of a batch that the destination refused for good, with the destination's reason. */
+export interface RejectedRecord {
+  record: OomRecord;
+  reason: string;
+}
+
+/**
+ * Outcome of one `write`: the lane owns retries, spooling and dead letters; the sink only classifies.
+ * `delivered` may name records the destination refused while it accepted the rest (a partial success, e.g. Loki's
+ * 400 after writing the valid entries): the lane dead-letters exactly those and acks the whole batch. Sinks that
+ * never return `rejectedRecords` are unaffected.
+ */
 export type WriteResult =
-  | { status: 'delivered' }
+  | { status: 'delivered'; rejectedRecords?: readonly RejectedRecord[] }
   | { status: 'retryable'; reason: string; afterMs?: number }
   | { status: 'rejected'; reason: string };
 

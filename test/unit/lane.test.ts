@@ -170,6 +170,42 @@ test('rejected: records go to the dead-letter file with the reason, then are ack
   await lane.close();
 });
 
+test('partial success: delivered with rejectedRecords dead-letters exactly those, each with its reason, never resends', async () => {
+  const dir = tmpDir();
+  const sink = new ScriptedTestSink('partial', (batch, call) =>
+    call === 1
+      ? { status: 'retryable', reason: 'http 503' }
+      : {
+          status: 'delivered',
+          rejectedRecords: [
+            { record: batch[1]!, reason: 'Loki HTTP 400: timestamp too old' },
+            { record: batch[3]!, reason: 'Loki HTTP 400: line too long' },
+          ],
+        },
+  );
+  const metrics = new PipelineMetrics(new MetricsRegistry());
+  const lane = new Lane(laneOpts(sink, dir, { metrics, fsync: 'always', batch: { maxEvents: 4, maxBytes: 1 << 20, maxAgeMs: 1000 } }));
+  await lane.open();
+  for (let i = 0; i < 4; i++) await lane.accept(makeRecord(i));
+  await until(() => lane.delivered + lane.rejected === 4);
+  await until(() => lane.spoolRecords === 0);
+  assert.equal(lane.delivered, 2);
+  assert.equal(lane.rejected, 2);
+  assert.equal(sink.calls.length, 2, 'retried once after the 503, never after the partial success');
+  const lines = fs.readFileSync(lane.deadLetterPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => [l.record.event_id, l.reason]),
+    [
+      [makeRecord(1).event_id, 'Loki HTTP 400: timestamp too old'],
+      [makeRecord(3).event_id, 'Loki HTTP 400: line too long'],
+    ],
+  );
+  assert.equal(metrics.sinkDelivered.get({ sink: 'partial' }), 2);
+  assert.equal(metrics.sinkRejected.get({ sink: 'partial' }), 2);
+  assert.equal(lane.failingSinceMs, null);
+  await lane.close();
+});
+
 test('replay: what a lane could not deliver is delivered by the next lane on the same spool', async () => {
   const dir = tmpDir();
   const down = new ScriptedTestSink('ch', () => ({ status: 'retryable', reason: 'ECONNREFUSED' }));
