@@ -138,7 +138,7 @@ describe('oomkill e2e: records equal the kernel report', () => {
     const delta = cg.oomKills() - before;
     assert.equal(delta, BURST, 'kernel oom_kill counter delta');
     const mine = (rs: OomRecord[]) => rs.filter((r) => r.victim_cgroup === cg.kernelPath);
-    const rs = mine(await agent.waitFor((r) => mine(r).length >= delta, 20_000, `${delta} burst records`));
+    await agent.waitFor((r) => mine(r).length >= delta, 20_000, `${delta} burst records`);
     await sleep(500); // a late duplicate would show up here
     const final = mine(agent.records());
     assert.equal(final.length, delta, 'records captured == kernel oom_kill delta');

@@ -4,8 +4,8 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { decodeEvent, FLAG, type RawOomEvent } from './event';
-import { ALL_PROGRAMS, OBJECT_PATH, planFor, probeHooks, PROGRAMS, type HookProbe } from './hooks';
+import { decodeEvent, type RawOomEvent } from './event';
+import { ALL_PROGRAMS, OBJECT_PATH, planFor, probeHooks, type HookProbe } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 
 export class CollectorError extends Error {
@@ -144,4 +144,3 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   }
 }
 
-export { FLAG, PROGRAMS };
