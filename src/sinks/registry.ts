@@ -10,7 +10,7 @@ import { createLokiSink } from './loki';
 const FACTORIES: Record<string, (config: AppConfig, logger: Logger) => Sink | null> = {
   console: (c) => (c.sinks.console.enabled ? new ConsoleSink({ format: c.sinks.console.format }) : null),
   file: (c) => (c.sinks.file.enabled ? new FileSink({ path: c.sinks.file.path }) : null),
-  clickhouse: (c) => (c.sinks.clickhouse.enabled ? createClickHouseSink(c.sinks.clickhouse) : null),
+  clickhouse: (c, logger) => (c.sinks.clickhouse.enabled ? createClickHouseSink(c.sinks.clickhouse, { logger }) : null),
   loki: (c, logger) => (c.sinks.loki.enabled ? createLokiSink(c.sinks.loki, { logger }) : null),
 };
 

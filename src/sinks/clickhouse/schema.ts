@@ -1,0 +1,149 @@
+/**
+ * The production schema and its versions.
+ *
+ * One row per OOM victim. Engine ReplacingMergeTree: a record delivered twice (a retry whose first attempt
+ * did commit, a spool replay after a crash) is the identical row with the identical sorting key, so merges
+ * keep one; `FINAL` (or `LIMIT 1 BY event_id`) gives exact answers before a merge. On top of that every
+ * synchronous insert carries an `insert_deduplication_token` (see encoder.ts), and the table keeps the
+ * hashes of its last 1000 inserts (`non_replicated_deduplication_window`), so a retried batch is dropped at
+ * insert time and even plain `count()` is exact for retries.
+ *
+ * Versioning: `<database>.oomtrail_schema_migrations` holds one row per applied version per table. An agent
+ * applies the versions it knows and the table lacks, in order; every statement is idempotent (`IF NOT
+ * EXISTS`), so agents starting together are harmless. A newer agent adds a migration (e.g. `ALTER TABLE …
+ * ADD COLUMN IF NOT EXISTS …`); an older agent keeps inserting the columns it knows (JSONEachRow by name,
+ * new columns take their defaults). Migration 1's DDL is frozen: never edit it, add a migration.
+ */
+
+export const MIGRATIONS_TABLE = 'oomtrail_schema_migrations';
+
+export interface SchemaOptions {
+  database: string;
+  table: string;
+  /** 0 = no TTL. */
+  ttlDays: number;
+}
+
+export interface Migration {
+  version: number;
+  description: string;
+  statements: (o: SchemaOptions) => string[];
+}
+
+export const q = (ident: string): string => '`' + ident.replace(/\\/g, '\\\\').replace(/`/g, '\\`') + '`';
+export const lit = (s: string): string => "'" + s.replace(/\\/g, '\\\\').replace(/'/g, "\\'") + "'";
+export const tableRef = (o: { database: string; table: string }): string => `${q(o.database)}.${q(o.table)}`;
+
+/** Migration 1: the table. Sorting key (host, victim_cgroup, time, event_id) serves "per host / per container over time". */
+export function createTableSql(o: SchemaOptions): string {
+  const ttl = o.ttlDays > 0 ? `\nTTL toDateTime(time) + INTERVAL ${Math.floor(o.ttlDays)} DAY` : '';
+  return `CREATE TABLE IF NOT EXISTS ${tableRef(o)}
+(
+    \`time\`                 DateTime64(9, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    \`event_id\`             String CODEC(ZSTD(1)),
+    \`schema_version\`       UInt16,
+    \`host\`                 LowCardinality(String),
+    \`boot_id\`              String CODEC(ZSTD(1)),
+    \`kernel_release\`       LowCardinality(String),
+    \`hook\`                 LowCardinality(String),
+    \`victim_pid\`           UInt32,
+    \`victim_tid\`           UInt32,
+    \`victim_comm\`          LowCardinality(String),
+    \`victim_uid\`           Nullable(UInt32),
+    \`victim_total_vm_kb\`   Nullable(UInt64),
+    \`victim_anon_rss_kb\`   Nullable(UInt64),
+    \`victim_file_rss_kb\`   Nullable(UInt64),
+    \`victim_shmem_rss_kb\`  Nullable(UInt64),
+    \`victim_pgtables_kb\`   Nullable(UInt64),
+    \`victim_oom_score_adj\` Nullable(Int16),
+    \`trigger_pid\`          UInt32,
+    \`trigger_comm\`         LowCardinality(String),
+    \`constraint\`           LowCardinality(String),
+    \`constraint_inferred\`  Bool,
+    \`oom_cgroup\`           String CODEC(ZSTD(1)),
+    \`victim_cgroup\`        String CODEC(ZSTD(1)),
+    \`cgroup_version\`       Nullable(UInt8),
+    \`memcg_limit_bytes\`    Nullable(UInt64),
+    \`memcg_usage_bytes\`    Nullable(UInt64),
+    \`domain_pages\`         Nullable(UInt64),
+    \`gfp_mask\`             LowCardinality(Nullable(String)),
+    \`order\`                Nullable(Int16),
+    \`container_id\`         String CODEC(ZSTD(1)),
+    \`container_runtime\`    LowCardinality(String),
+    \`pod_uid\`              String CODEC(ZSTD(1)),
+    \`k8s_qos\`              LowCardinality(String),
+    \`agent_version\`        LowCardinality(String),
+    INDEX idx_event_id event_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_container_id container_id TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_pod_uid pod_uid TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (host, victim_cgroup, time, event_id)${ttl}
+SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000`;
+}
+
+export const MIGRATIONS: readonly Migration[] = Object.freeze([
+  { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
+]);
+
+export function createMigrationsTableSql(database: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${q(database)}.${q(MIGRATIONS_TABLE)}
+(
+    \`table\`         String,
+    \`version\`       UInt32,
+    \`description\`   String,
+    \`agent_version\` String,
+    \`applied_at\`    DateTime DEFAULT now()
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (\`table\`, \`version\`)`;
+}
+
+/** What the migration runner needs from a client: run a statement, run a query returning text. */
+export interface SqlRunner {
+  command(sql: string): Promise<void>;
+  text(sql: string): Promise<string>;
+}
+
+export interface MigrationResult {
+  /** Highest version recorded before this run (0: none). */
+  before: number;
+  /** Versions applied by this run. */
+  applied: number[];
+  /** Highest version recorded after this run; may exceed the agent's own when a newer agent migrated. */
+  after: number;
+  /** The table was missing although versions were recorded (dropped by hand): every migration ran again. */
+  recreated: boolean;
+}
+
+/**
+ * Creates the database and the migrations table, then applies the migrations the table lacks, in order, recording
+ * each. Idempotent; safe to run from many agents at once.
+ */
+export async function migrate(
+  run: SqlRunner,
+  o: SchemaOptions,
+  agentVersion: string,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<MigrationResult> {
+  await run.command(`CREATE DATABASE IF NOT EXISTS ${q(o.database)}`);
+  await run.command(createMigrationsTableSql(o.database));
+  const before = Number(
+    (await run.text(`SELECT max(version) FROM ${q(o.database)}.${q(MIGRATIONS_TABLE)} WHERE \`table\` = ${lit(o.table)}`)).trim() || 0,
+  );
+  const exists = (await run.text(`EXISTS TABLE ${tableRef(o)}`)).trim() === '1';
+  const recreated = before > 0 && !exists;
+  const from = recreated ? 0 : before;
+  const applied: number[] = [];
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    if (m.version <= from) continue;
+    for (const sql of m.statements(o)) await run.command(sql);
+    await run.command(
+      `INSERT INTO ${q(o.database)}.${q(MIGRATIONS_TABLE)} (\`table\`, \`version\`, \`description\`, \`agent_version\`) VALUES (${lit(o.table)}, ${m.version}, ${lit(m.description)}, ${lit(agentVersion)})`,
+    );
+    applied.push(m.version);
+  }
+  const after = Math.max(before, ...applied, 0);
+  return { before, applied, after, recreated };
+}
