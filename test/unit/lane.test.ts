@@ -5,14 +5,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { silentLogger } from '../../src/observe/logger';
 import { MetricsRegistry, PipelineMetrics } from '../../src/observe/metrics';
-import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../src/record/record';
+import { deriveEventId, type OomRecord } from '../../src/record/record';
 import type { HealthStatus, Sink, WriteResult } from '../../src/sinks/sink';
 import { Lane, type LaneOptions } from '../../src/pipeline/lane';
 import { Router } from '../../src/pipeline/router';
+import { baseRecord } from '../helpers/records';
 
 function makeRecord(i: number): OomRecord {
-  return {
-    schema_version: SCHEMA_VERSION,
+  return baseRecord({
     event_id: deriveEventId('boot-1', BigInt(i), 1000 + i),
     time: '2024-05-01T12:00:00.000000001Z',
     host: 'node-a',
@@ -22,31 +22,20 @@ function makeRecord(i: number): OomRecord {
     victim_pid: 1000 + i,
     victim_tid: 1000 + i,
     victim_comm: 'stress',
-    victim_uid: 0,
     victim_total_vm_kb: 1,
     victim_anon_rss_kb: 2,
     victim_file_rss_kb: 3,
     victim_shmem_rss_kb: 4,
     victim_pgtables_kb: 5,
-    victim_oom_score_adj: 0,
     trigger_pid: 1,
     trigger_comm: 'x',
     constraint: 'global',
-    constraint_inferred: true,
     oom_cgroup: '/',
     victim_cgroup: '/user.slice',
     cgroup_version: 2,
     memcg_limit_bytes: null,
     memcg_usage_bytes: null,
-    domain_pages: null,
-    gfp_mask: null,
-    order: null,
-    container_id: '',
-    container_runtime: '',
-    pod_uid: '',
-    k8s_qos: '',
-    agent_version: '0.1.0',
-  };
+  });
 }
 
 type Script = (batch: readonly OomRecord[], call: number) => WriteResult | Promise<WriteResult>;

@@ -1,13 +1,11 @@
 /* Synthetic records for the Loki tests (real OOM kills are in the oomkill tests). */
-import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../../src/record/record';
+import { deriveEventId, type OomRecord } from '../../../src/record/record';
 import type { LokiSinkConfig } from '../../../src/sinks/loki/config';
+import { formatRfc3339Nanos as nsToRfc3339 } from '../../../src/pipeline/enrich/host';
+import { baseRecord } from '../../helpers/records';
 
-/** RFC 3339 with nanoseconds for `ns` since the epoch. */
-export function nsToRfc3339(ns: bigint): string {
-  const ms = Number(ns / 1_000_000n);
-  const iso = new Date(ms).toISOString(); // …T12:00:00.123Z
-  return iso.slice(0, 19) + '.' + (ns % 1_000_000_000n).toString().padStart(9, '0') + 'Z';
-}
+/** RFC 3339 with nanoseconds for `ns` since the epoch: the agent's own formatter. */
+export { nsToRfc3339 };
 
 export function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
@@ -19,43 +17,22 @@ let seq = 0;
 export function makeRecord(i: number, over: Partial<OomRecord> = {}, tsNs?: bigint): OomRecord {
   const n = seq++;
   const t = tsNs ?? nowNs() - 60_000_000_000n + BigInt(i) * 1000n + BigInt(n);
-  return {
-    schema_version: SCHEMA_VERSION,
+  return baseRecord({
     event_id: deriveEventId(`boot-${process.pid}`, t, 10_000 + i),
     time: nsToRfc3339(t),
     host: 'node-a',
     boot_id: `boot-${process.pid}`,
-    kernel_release: '6.18.0',
-    hook: 'tp_btf',
     victim_pid: 10_000 + i,
     victim_tid: 10_000 + i,
-    victim_comm: 'dd',
-    victim_uid: 0,
     victim_total_vm_kb: 136_000,
     victim_anon_rss_kb: 65_000,
     victim_file_rss_kb: 1_200,
-    victim_shmem_rss_kb: 0,
     victim_pgtables_kb: 180,
-    victim_oom_score_adj: 0,
     trigger_pid: 10_000 + i,
-    trigger_comm: 'dd',
-    constraint: 'memcg',
-    constraint_inferred: true,
-    oom_cgroup: '/oomtrail-test',
-    victim_cgroup: '/oomtrail-test',
-    cgroup_version: 1,
     memcg_limit_bytes: 67_108_864,
     memcg_usage_bytes: 67_100_000,
-    domain_pages: null,
-    gfp_mask: null,
-    order: null,
-    container_id: '',
-    container_runtime: '',
-    pod_uid: '',
-    k8s_qos: '',
-    agent_version: '0.1.0',
     ...over,
-  };
+  });
 }
 
 /** The sink's config with the schema's defaults, pointed at `url`. */
