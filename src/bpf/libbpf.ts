@@ -13,6 +13,15 @@ export interface LibBpf {
   programAttach(prog: unknown): unknown | null;
   linkDestroy(link: unknown): number;
   mapLookupElem(fd: number, key: Buffer, value: Buffer): number;
+  /** Optional for backward compatibility with test doubles; 0, or -ENOENT after the last key. */
+  mapGetNextKey?(fd: number, key: Buffer | null, next: Buffer): number;
+  mapDeleteElem?(fd: number, key: Buffer): number;
+  /** epoll for PSI triggers: many fds, one worker-thread wait; the callback runs on the main thread. */
+  epollCreate?(): number;
+  epollCtl?(epfd: number, op: number, fd: number, events: number, data: number): number;
+  /** epoll_wait into a private buffer; ready holds (events, data) of each ready fd. */
+  epollWaitEventsAsync?(epfd: number, max: number, timeoutMs: number, cb: (err: unknown, ready: Array<{ events: number; data: number }>) => void): void;
+  close?(fd: number): number;
   ringBufferNew(mapFd: number, sample: (data: unknown, size: number) => number): unknown | null;
   ringBufferEpollFd(rb: unknown): number;
   ringBufferConsume(rb: unknown): number;
@@ -48,6 +57,11 @@ export function loadLibBpf(): LibBpf {
   const attach = lib.func('void *bpf_program__attach(void *prog)');
   const linkDestroy = lib.func('int bpf_link__destroy(void *link)');
   const lookup = lib.func('int bpf_map_lookup_elem(int fd, void *key, void *value)');
+  const getNextKey = lib.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)');
+  const deleteElem = lib.func('int bpf_map_delete_elem(int fd, void *key)');
+  const epollCreate1 = libc.func('int epoll_create1(int flags)');
+  const epollCtl = libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
+  const closeFd = libc.func('int close(int fd)');
   const rbNew = lib.func('void *ring_buffer__new(int map_fd, ring_buffer_sample_fn *cb, void *ctx, void *opts)');
   const rbEpollFd = lib.func('int ring_buffer__epoll_fd(void *rb)');
   const rbConsume = lib.func('int ring_buffer__consume(void *rb)');
@@ -90,6 +104,25 @@ export function loadLibBpf(): LibBpf {
     programAttach: (prog) => attach(prog),
     linkDestroy: (link) => linkDestroy(link),
     mapLookupElem: (fd, key, value) => lookup(fd, key, value),
+    mapGetNextKey: (fd, key, next) => getNextKey(fd, key, next),
+    mapDeleteElem: (fd, key) => deleteElem(fd, key),
+    epollCreate: () => epollCreate1(0o2000000 /* EPOLL_CLOEXEC */),
+    epollCtl(epfd, op, fd, events, data) {
+      // struct epoll_event is packed on x86-64: u32 events, u64 data
+      const ev = Buffer.alloc(12);
+      ev.writeUInt32LE(events >>> 0, 0);
+      ev.writeBigUInt64LE(BigInt(data), 4);
+      return epollCtl(epfd, op, fd, ev);
+    },
+    epollWaitEventsAsync(epfd, max, timeoutMs, cb) {
+      const buf = Buffer.alloc(12 * max);
+      epollWait.async(epfd, buf, max, timeoutMs, (err: unknown, ret: number) => {
+        const ready: Array<{ events: number; data: number }> = [];
+        for (let i = 0; i < Number(ret); i++) ready.push({ events: buf.readUInt32LE(12 * i), data: Number(buf.readBigUInt64LE(12 * i + 4)) });
+        cb(err, Number(ret) < 0 ? [] : ready);
+      });
+    },
+    close: (fd) => closeFd(fd),
     ringBufferNew(mapFd, sample) {
       const cb = koffi.register((_ctx: unknown, data: unknown, size: number) => sample(data, Number(size)), koffi.pointer(sampleFn));
       sampleCallbacks.add(cb);

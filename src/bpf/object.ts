@@ -61,6 +61,38 @@ export class BpfObject {
     return value.readBigUInt64LE(0);
   }
 
+  /**
+   * Every (key, value) of a hash map, read on the calling (main) thread with get_next_key + lookup:
+   * one pass per interval, however many kernel events were aggregated into it.
+   */
+  readMap(mapName: string, keySize: number, valueSize: number): Array<{ key: Buffer; value: Buffer }> {
+    const fd = this.mapFd(mapName);
+    const getNext = this.lib.mapGetNextKey;
+    if (!getNext) throw new BpfError('bpf_map_get_next_key', 38 /* ENOSYS */, 'binding missing');
+    const out: Array<{ key: Buffer; value: Buffer }> = [];
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(keySize);
+      const ret = getNext(fd, prev, next);
+      if (ret === -2 /* ENOENT: past the last key */) break;
+      checkStatus('bpf_map_get_next_key', ret, mapName);
+      const value = Buffer.alloc(valueSize);
+      // a key deleted between the two calls (LRU eviction) is skipped
+      if (this.lib.mapLookupElem(fd, next, value) === 0) out.push({ key: next, value });
+      prev = next;
+    }
+    return out;
+  }
+
+  /** true and `value` filled when the key exists. */
+  lookup(mapName: string, key: Buffer, value: Buffer): boolean {
+    return this.lib.mapLookupElem(this.mapFd(mapName), key, value) === 0;
+  }
+
+  deleteKey(mapName: string, key: Buffer): void {
+    this.lib.mapDeleteElem?.(this.mapFd(mapName), key);
+  }
+
   close(): void {
     for (const link of this.links.splice(0)) this.lib.linkDestroy(link);
     if (this.obj) this.lib.objectClose(this.obj);

@@ -5,6 +5,9 @@ import { ensureTracefs, planFor, probeHooks } from '../collectors/oomkill/hooks'
 import { detectCgroupVersion } from '../pipeline/enrich/host';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
+import type { AppConfig } from '../config/schema';
+import { describeCollectors, type CollectorInfo } from '../collectors/registry';
+import { PROGRAMS } from '../collectors/oomkill/hooks';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -19,6 +22,8 @@ export interface CheckReport {
   hooks: Array<{ hook: Hook; ok: boolean; reason?: string }>;
   selected: Hook | null;
   ok: boolean;
+  /** every collector, its hooks and whether it can run here (when a config was given) */
+  collectors?: CollectorInfo[];
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {
@@ -31,7 +36,7 @@ function cgroupLayout(): CheckReport['cgroup'] {
 }
 
 /** What this kernel offers and which hook `run` will use; `hook` is the configured choice. */
-export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto'): CheckReport {
+export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: AppConfig): CheckReport {
   let libbpf: string | null = null;
   try {
     libbpf = loadLibBpf().versionString();
@@ -49,7 +54,16 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto'): CheckRep
   } catch {
     /* no lockdown LSM */
   }
+  const collectors =
+    config && libbpf
+      ? describeCollectors(config, {
+          ok: selected !== null,
+          hooks: HOOK_ORDER.map((h) => `${h}:${PROGRAMS[h]}`),
+          detail: selected ? `hook ${selected}` : 'no hook',
+        })
+      : undefined;
   return {
+    collectors,
     kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     libbpf,
@@ -77,6 +91,14 @@ export function formatCheck(r: CheckReport): string {
     'hooks (tried in this order):',
     ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
     r.selected ? `selected hook   ${r.selected}` : 'selected hook   NONE: no hook can capture OOM kills on this host',
+    ...(r.collectors
+      ? [
+          'collectors:',
+          ...r.collectors.map(
+            (c) => `  ${c.name.padEnd(8)} ${c.enabled ? 'enabled ' : 'disabled'} ${c.available ? 'can run' : 'CANNOT run'}: ${c.detail}\n` + c.hooks.map((h) => `           ${h}`).join('\n'),
+          ),
+        ]
+      : []),
   ];
   return lines.join('\n') + '\n';
 }

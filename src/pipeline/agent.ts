@@ -4,11 +4,17 @@ import type { RawOomEvent } from '../collectors/oomkill/event';
 import type { Logger } from '../observe/logger';
 import { MetricsRegistry, PipelineMetrics, startMetricsServer, type MetricsServer } from '../observe/metrics';
 import type { Sink } from '../sinks/sink';
-import { enrich } from './enrich/enrich';
+import type { ReclaimCollector } from '../collectors/reclaim/collector';
+import { enrich, enrichPressure } from './enrich/enrich';
+import { formatRfc3339Nanos } from './enrich/host';
+import type { PressureEvent, TrailSampler } from './trail/sampler';
 import { bootToRealtimeNs, readHostFacts, type HostFacts } from './enrich/host';
+import { loadLibBpf } from '../bpf/libbpf';
 import { Lane } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
+
+const bootNowNs = () => loadLibBpf().clockGettimeNs('boottime');
 
 /** Longest wait at stop for a sink write still in flight, and the least (even past the deadline). */
 const LANE_CLOSE_GRACE_MS = 2000;
@@ -21,6 +27,18 @@ export interface AgentParts {
   sinks: Sink[];
   /** where the configuration came from, for the start-up line */
   sources: string[];
+  /** optional: reclaim stalls and victims' deaths (kill→exit latency) */
+  reclaim?: ReclaimCollector | null;
+  /** optional: per-cgroup trails attached to records, and memory_pressure records */
+  trail?: TrailSampler | null;
+  /** longest wait after a kill for the victim's exit before its record goes out */
+  deathWaitMs?: number;
+}
+
+type QueueItem = RawOomEvent | ({ kind: 'memory_pressure' } & PressureEvent);
+
+function isPressure(item: QueueItem): item is { kind: 'memory_pressure' } & PressureEvent {
+  return (item as { kind?: string }).kind === 'memory_pressure';
 }
 
 /**
@@ -29,7 +47,8 @@ export interface AgentParts {
  * whatever is not delivered stays in each lane's spool for the next start.
  */
 export class Agent {
-  private readonly queue: BoundedQueue<RawOomEvent>;
+  private readonly queue: BoundedQueue<QueueItem>;
+  private stopping = false;
   private readonly router: Router;
   readonly metrics: PipelineMetrics;
   private facts: HostFacts | null = null;
@@ -40,7 +59,7 @@ export class Agent {
   constructor(private readonly parts: AgentParts) {
     const { config, logger } = parts;
     this.metrics = new PipelineMetrics(new MetricsRegistry());
-    this.queue = new BoundedQueue<RawOomEvent>(config.pipeline.queue.capacity, config.pipeline.queue.overflow, {
+    this.queue = new BoundedQueue<QueueItem>(config.pipeline.queue.capacity, config.pipeline.queue.overflow, {
       onDrop: (reason) => {
         this.metrics.dropped.inc({ stage: 'queue', reason });
         logger.warn(`queue: dropped an OOM event (${reason})`);
@@ -71,11 +90,26 @@ export class Agent {
     });
   }
 
+  /** Queues a memory_pressure record (the trail sampler calls this). */
+  pushPressure(ev: PressureEvent): void {
+    if (this.stopping) return;
+    void this.queue.push({ kind: 'memory_pressure', ...ev });
+  }
+
   async start(): Promise<void> {
     const { config, logger, collector } = this.parts;
     this.facts = readHostFacts(config.host.name);
     await this.router.open();
     await collector.start((ev) => this.queue.push(ev));
+    const { reclaim, trail } = this.parts;
+    if (reclaim) {
+      try {
+        reclaim.start();
+      } catch (err) {
+        logger.warn(`reclaim collector not running: ${(err as Error).message}`);
+      }
+    }
+    trail?.start();
     this.consumer = this.consume();
     this.server = await startMetricsServer(config.metrics.listen, this.metrics.registry, () =>
       this.router.health(config.metrics.sink_failing_after_ms),
@@ -90,8 +124,42 @@ export class Agent {
 
   private async consume(): Promise<void> {
     const { collector, logger } = this.parts;
+    const { reclaim, trail } = this.parts;
+    const toTime = (ms: number) => formatRfc3339Nanos(BigInt(ms) * 1_000_000n);
     for (let ev = await this.queue.shift(); ev !== undefined; ev = await this.queue.shift()) {
+      if (isPressure(ev)) {
+        const pr = enrichPressure(ev, this.facts!, bootToRealtimeNs);
+        const t = trail?.store.snapshot(ev.cgroup, toTime);
+        if (t) pr.trail = t;
+        logger.info(`memory pressure in ${ev.cgroup}: ${ev.info.reasons.join(', ')}`, { event_id: pr.event_id });
+        await this.router.route(pr);
+        continue;
+      }
+      // while stopping, only what the kernel already recorded: no wait
+      const death = reclaim?.running
+        ? await reclaim.confirmDeath(ev.victimTid, ev.bootNs, this.stopping ? 0 : (this.parts.deathWaitMs ?? 1000), bootNowNs)
+        : null;
       const record = enrich(ev, this.facts!, bootToRealtimeNs);
+      if (reclaim?.running && reclaim.confirmsDeaths) {
+        const ms = (ns: bigint | null | undefined) => (death && ns ? Number(ns - death.markNs) / 1e6 : null);
+        record.victim_exit_latency_ms = ms(death?.exitNs);
+        record.victim_reaped_latency_ms = ms(death?.reapedNs);
+      }
+      const t = trail?.store.snapshot(record.oom_cgroup || '/', toTime, Date.parse(record.time));
+      if (t) {
+        const now = trail!.sampleNow(record.oom_cgroup || '/');
+        if (now)
+          t.at_record = {
+            time: toTime(now.timeMs),
+            usage_bytes: now.usageBytes,
+            limit_bytes: now.limitBytes,
+            reclaim_stall_ms: now.reclaimStallMs,
+            reclaimed_pages: now.reclaimedPages,
+            psi_some_avg10: now.psiSome,
+            psi_full_avg10: now.psiFull,
+          };
+        record.trail = t;
+      }
       // labelled by the victim's cgroup (the workload that lost a process), as the metric's help says;
       // oom_cgroup would put every global OOM under "/" and every child's kill under its limited ancestor
       this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
@@ -112,7 +180,9 @@ export class Agent {
   async stop(deadlineMs: number): Promise<Record<string, number>> {
     const started = Date.now();
     const remaining = () => Math.max(0, deadlineMs - (Date.now() - started));
+    this.stopping = true;
     await this.parts.collector.stop();
+    await this.parts.trail?.stop();
     this.queue.close();
     await this.consumer;
     const left = await this.router.drain(remaining());
@@ -120,6 +190,7 @@ export class Agent {
     // stop past it); an abandoned write's records stay in the spool.
     await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(LANE_CLOSE_MIN_GRACE_MS, remaining())));
     await this.server?.close();
+    this.parts.reclaim?.stop();
     return left;
   }
 }

@@ -49,6 +49,58 @@ export interface OomRecord {
   pod_uid: string;
   k8s_qos: string;
   agent_version: string;
+  /** Absent means 'oom_kill' (records from before the field existed). A 'memory_pressure' record is an
+   *  early warning, not a kill: its victim_* and trigger_* fields are zero/empty/null and `pressure` is set. */
+  kind?: RecordKind;
+  /** The OOM (or pressured) cgroup's last seconds, oldest first; present when the trail is enabled. */
+  trail?: Trail;
+  /** Kill (mark_victim) → the victim's exit, from the reclaim collector; null when no exit was seen in time. */
+  victim_exit_latency_ms?: number | null;
+  /** Kill → oom_reaper finished reaping its memory; null when the reaper did not run (the exit freed it first). */
+  victim_reaped_latency_ms?: number | null;
+  /** Set on memory_pressure records: why it fired. */
+  pressure?: PressureInfo;
+}
+
+export type RecordKind = 'oom_kill' | 'memory_pressure';
+
+/**
+ * Column-wise samples, one per `step_ms`, the first taken at `start` (RFC 3339). Every array has
+ * the same length; a value unknown at a sample is null.
+ */
+export interface Trail {
+  start: string;
+  step_ms: number;
+  usage_bytes: Array<number | null>;
+  limit_bytes: Array<number | null>;
+  /** time tasks of this cgroup (and its descendants) spent in reclaim during the step, summed over tasks */
+  reclaim_stall_ms: Array<number | null>;
+  reclaimed_pages: Array<number | null>;
+  /** the cgroup's memory.pressure on cgroup v2; the system's /proc/pressure/memory otherwise (see psi_scope) */
+  psi_some_avg10: Array<number | null>;
+  psi_full_avg10: Array<number | null>;
+  psi_scope: 'cgroup' | 'system' | 'none';
+  /** pages allocated by tasks of this cgroup (and descendants) during the step; only with the alloc collector */
+  alloc_pages?: Array<number | null>;
+  /** Taken when the record was built (right after the kill), off the step schedule: reclaim_* count what
+   *  happened since the last regular sample — the stall at the limit that ends in the kill lands here. */
+  at_record?: {
+    time: string;
+    usage_bytes: number | null;
+    limit_bytes: number | null;
+    reclaim_stall_ms: number | null;
+    reclaimed_pages: number | null;
+    psi_some_avg10: number | null;
+    psi_full_avg10: number | null;
+  };
+}
+
+export interface PressureInfo {
+  reasons: Array<'usage' | 'psi_full' | 'psi_trigger'>;
+  usage_ratio: number | null;
+  psi_some_avg10: number | null;
+  psi_full_avg10: number | null;
+  reclaim_stall_ms: number | null;
 }
 
 export const SCHEMA_VERSION = 1;

@@ -34,8 +34,16 @@ function sinkConfig(ch: ServerHandle, over: Partial<ClickHouseSinkConfig> = {}):
 }
 
 /** The record's values for `columns` only (a table of an older schema version lacks the newest optional fields). */
-const project = (r: OomRecord, columns: string[]): OomRecord =>
-  Object.fromEntries(columns.map((k) => [k, (r as unknown as Record<string, unknown>)[k]])) as unknown as OomRecord;
+const project = (r: OomRecord, columns: string[]): OomRecord => {
+  // what the table gives back for optional fields the record left out (kind's column default; unknown latency)
+  const canonical: Record<string, unknown> = {
+    ...r,
+    kind: r.kind ?? 'oom_kill',
+    victim_exit_latency_ms: r.victim_exit_latency_ms ?? undefined,
+    victim_reaped_latency_ms: r.victim_reaped_latency_ms ?? undefined,
+  };
+  return Object.fromEntries(columns.map((k) => [k, canonical[k]])) as unknown as OomRecord;
+};
 
 const byId = (a: { event_id: string }, b: { event_id: string }) => (a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0);
 
@@ -92,7 +100,8 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     const s1 = createClickHouseSink(cfg, { logger: silentLogger() }) as ClickHouseSink;
     const recs = syntheticRecords(3, 7);
     assert.deepEqual(await s1.write(recs), { status: 'delivered' });
-    assert.deepEqual(s1.server.migration, { before: 0, applied: [1], after: 1, recreated: false });
+    const n = MIGRATIONS.length;
+    assert.deepEqual(s1.server.migration, { before: 0, applied: MIGRATIONS.map((m) => m.version), after: n, recreated: false });
     assert.deepEqual(s1.server.version, [26, 9]);
     assert.equal(s1.server.dedupToken, true);
     const ddl = (await sql(ch, 'SHOW CREATE TABLE schema_test.kills FORMAT TSVRaw')).trim();
@@ -114,23 +123,20 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     // a second agent: nothing to apply, same table
     const s2 = createClickHouseSink(cfg, { logger: silentLogger() }) as ClickHouseSink;
     assert.equal((await s2.write(syntheticRecords(2, 8))).status, 'delivered');
-    assert.deepEqual(s2.server.migration, { before: 1, applied: [], after: 1, recreated: false });
-    // a newer agent with migration 2 (adds a column); an older agent keeps inserting afterwards
-    const v2 = [...MIGRATIONS, { version: 2, description: 'add psi_some_avg10', statements: () => ['ALTER TABLE `schema_test`.`kills` ADD COLUMN IF NOT EXISTS psi_some_avg10 Nullable(Float32)'] }];
+    assert.deepEqual(s2.server.migration, { before: n, applied: [], after: n, recreated: false });
+    // a newer agent with one more migration (adds a column); an older agent keeps inserting afterwards
+    const v2 = [...MIGRATIONS, { version: n + 1, description: 'add psi_some_avg10', statements: () => ['ALTER TABLE `schema_test`.`kills` ADD COLUMN IF NOT EXISTS psi_some_avg10 Nullable(Float32)'] }];
     const s3 = createClickHouseSink(cfg, { logger: silentLogger(), migrations: v2 }) as ClickHouseSink;
     const newer = syntheticRecords(1, 9).map((r) => ({ ...r, psi_some_avg10: 12.5 }) as OomRecord);
     assert.equal((await s3.write(newer)).status, 'delivered');
-    assert.deepEqual(s3.server.migration?.applied, [2]);
+    assert.deepEqual(s3.server.migration?.applied, [n + 1]);
     const s4 = createClickHouseSink(cfg, { logger: silentLogger() }) as ClickHouseSink;
     assert.equal((await s4.write(syntheticRecords(1, 10))).status, 'delivered');
-    assert.deepEqual(s4.server.migration, { before: 2, applied: [], after: 2, recreated: false });
+    assert.deepEqual(s4.server.migration, { before: n + 1, applied: [], after: n + 1, recreated: false });
     assert.deepEqual(await rows(ch, 'SELECT count() AS n, countIf(psi_some_avg10 = 12.5) AS psi FROM schema_test.kills'), [{ n: 7, psi: 1 }]);
     assert.deepEqual(
       await rows(ch, "SELECT version, description FROM schema_test.oomtrail_schema_migrations FINAL WHERE `table` = 'kills' ORDER BY version"),
-      [
-        { version: 1, description: 'oom_kills: one row per OOM victim' },
-        { version: 2, description: 'add psi_some_avg10' },
-      ],
+      [...MIGRATIONS.map((m) => ({ version: m.version, description: m.description })), { version: n + 1, description: 'add psi_some_avg10' }],
     );
     // someone drops the table: the next insert fails as unknown table, the one after finds it re-created
     await sql(ch, 'DROP TABLE schema_test.kills');
@@ -177,7 +183,7 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       assert.equal(h.victim_comm, 'q"\\\n\t\u0001\u007f\ufffd\ufffd é☃');
       const raw = await rows<{ hex: string }>(ch, `SELECT hex(victim_comm) AS hex FROM ${TABLE} WHERE event_id = '${h.event_id}'`);
       assert.equal(raw[0]!.hex, Buffer.from(h.victim_comm, 'utf8').toString('hex').toUpperCase(), 'stored bytes = the UTF-8 of the record');
-      assert.match(agent.stderr(), /clickhouse: schema of `oomtrail`.`oom_kills` migrated to version 1/);
+      assert.match(agent.stderr(), new RegExp(`clickhouse: schema of \`oomtrail\`.\`oom_kills\` migrated to version ${MIGRATIONS.length}`));
       realRecords = jsonl;
     } finally {
       stopped = await agent.stop('SIGTERM');
@@ -190,8 +196,10 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     const recs = hostileRecords();
     assert.deepEqual(await sink.write(recs), { status: 'delivered' });
     const back = (await rows(ch, 'SELECT * FROM oomtrail.oom_kills_hostile FINAL')).map(rowToRecord).sort(byId);
+    const columns = Object.keys(back[0]!);
     const want = recs
       .map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'string' ? wellFormed(v) : v])) as unknown as OomRecord)
+      .map((r) => project(r, columns))
       .sort(byId);
     assert.deepEqual(back, want);
     assert.ok(back.some((r) => r.victim_comm.includes('\u0000')), 'NUL survives');
@@ -280,6 +288,25 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     assert.ok(realRecords.length >= 5, 'the real kills are part of the history');
     const now = Date.now();
     const synthetic = cookbookRecords(now);
+    // one kill with the memory trail the agent attaches (query 9 plots it)
+    const t0 = synthetic[0]!;
+    const trailStart = new Date(Date.parse(t0.time) - 3000).toISOString().replace('Z', '000000Z');
+    synthetic[0] = {
+      ...t0,
+      kind: 'oom_kill',
+      victim_exit_latency_ms: 4.5,
+      trail: {
+        start: trailStart,
+        step_ms: 1000,
+        usage_bytes: [20 << 20, 41 << 20, 63 << 20],
+        limit_bytes: [64 << 20, 64 << 20, 64 << 20],
+        reclaim_stall_ms: [0, 0, 2.25],
+        reclaimed_pages: [0, 0, 12],
+        psi_some_avg10: [0, 0.5, 3.25],
+        psi_full_avg10: [0, 0, 1.5],
+        psi_scope: 'system',
+      },
+    };
     const sink = createClickHouseSink(sinkConfig(ch), { logger: silentLogger() });
     assert.equal((await sink.write(synthetic)).status, 'delivered');
     // a re-cut batch (as after an agent crash): stored twice until a merge; every query reads FINAL
@@ -301,6 +328,7 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       'restart_loops_24h',
       'time_between_kills_7d',
       'latest_kills',
+      'trail_of_latest_kill',
     ];
     assert.deepEqual([...queries.keys()], expected, 'the cookbook and this test name the same queries');
     const run = async (name: string) => rows(ch, queries.get(name)!);
@@ -420,5 +448,17 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     const ref8 = [...all].sort((a, b) => (chTime(a) < chTime(b) ? 1 : chTime(a) > chTime(b) ? -1 : a.event_id < b.event_id ? -1 : 1)).slice(0, 20);
     assert.deepEqual(q8.map((r) => r.event_id), ref8.map((r) => r.event_id));
     assert.equal(q8[0]!.host, me, 'the newest kill is a real one');
+
+    // 9. the trail of the latest kill that has one: one row per sample, in order, the series as recorded
+    const withTrail = all.filter((r) => r.trail && (r.kind ?? 'oom_kill') === 'oom_kill');
+    assert.ok(withTrail.length > 0, 'the history has kills with a trail');
+    const latest = withTrail.sort((a, b) => (chTime(a) < chTime(b) ? 1 : -1))[0]!;
+    const q9 = await run('trail_of_latest_kill');
+    assert.deepEqual(q9.map((r) => r.event_id), latest.trail!.usage_bytes.map(() => latest.event_id));
+    assert.deepEqual(q9.map((r) => (r.usage_bytes === null ? null : Number(r.usage_bytes))), latest.trail!.usage_bytes);
+    const stepMs = latest.trail!.step_ms;
+    const times = q9.map((r) => Date.parse(String(r.t).replace(' ', 'T') + 'Z'));
+    for (let i = 1; i < times.length; i++) assert.equal(times[i]! - times[i - 1]!, stepMs, 'samples one step apart');
+    assert.equal(times[0], Date.parse(latest.trail!.start), 'the first sample at the trail start');
   });
 });

@@ -154,18 +154,20 @@ describe('clickhouse schema', () => {
   test('migrate: applies pending versions once, in order; a newer agent adds a column; a dropped table is recreated', async () => {
     const srv = fakeServer();
     const o = { database: 'd', table: 't', ttlDays: 7 };
+    const n = MIGRATIONS.length;
+    const all = MIGRATIONS.map((m) => m.version);
     const r1 = await migrate(srv, o, '0.1.0');
-    assert.deepEqual(r1, { before: 0, applied: [1], after: 1, recreated: false });
+    assert.deepEqual(r1, { before: 0, applied: all, after: n, recreated: false });
     const r2 = await migrate(srv, o, '0.1.0');
-    assert.deepEqual(r2, { before: 1, applied: [], after: 1, recreated: false });
-    const v2 = [...MIGRATIONS, { version: 2, description: 'add x', statements: () => ['ALTER TABLE `d`.`t` ADD COLUMN IF NOT EXISTS x UInt8'] }];
-    const r3 = await migrate(srv, o, '0.2.0', v2);
-    assert.deepEqual(r3.applied, [2]);
+    assert.deepEqual(r2, { before: n, applied: [], after: n, recreated: false });
+    const next = [...MIGRATIONS, { version: n + 1, description: 'add x', statements: () => ['ALTER TABLE `d`.`t` ADD COLUMN IF NOT EXISTS x UInt8'] }];
+    const r3 = await migrate(srv, o, '0.2.0', next);
+    assert.deepEqual(r3.applied, [n + 1]);
     const r4 = await migrate(srv, o, '0.1.0'); // an older agent afterwards
-    assert.deepEqual(r4, { before: 2, applied: [], after: 2, recreated: false });
+    assert.deepEqual(r4, { before: n + 1, applied: [], after: n + 1, recreated: false });
     srv.tableExists = false;
-    const r5 = await migrate(srv, o, '0.2.0', v2);
-    assert.deepEqual(r5, { before: 2, applied: [1, 2], after: 2, recreated: true });
+    const r5 = await migrate(srv, o, '0.2.0', next);
+    assert.deepEqual(r5, { before: n + 1, applied: [...all, n + 1], after: n + 1, recreated: true });
     assert.ok(srv.log[0]!.startsWith('CREATE DATABASE IF NOT EXISTS `d`'));
   });
 });

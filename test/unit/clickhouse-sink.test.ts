@@ -170,6 +170,11 @@ describe('clickhouse sink: what goes over the wire', () => {
         'EXISTS TABLE `oomtrail`.`oom_kills`',
         'CREATE TABLE IF NOT EXISTS `oomtrail`.`oom_kills`',
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 1, \'oom_kills: one row per OOM victim\', \'0.1.0\')',
+        // migration 2: the memory trail's columns
+        ...['kind', 'victim_exit_latency_ms', 'victim_reaped_latency_ms', 'trail', 'pressure'].map(
+          (c) => `ALTER TABLE \`oomtrail\`.\`oom_kills\` ADD COLUMN IF NOT EXISTS \`${c}\``,
+        ),
+        'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 2, ',
         'INSERT INTO `oomtrail`.`oom_kills` FORMAT JSONEachRow',
       ].map((q) => q.slice(0, 60)));
     } finally {

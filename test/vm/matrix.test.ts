@@ -12,6 +12,10 @@ import { HOOK_ORDER } from '../../src/record/record';
 const REPO = path.resolve(__dirname, '../../..');
 const RUN = path.join(REPO, 'test/vm/run.sh');
 const GUEST_TESTS = ['dist/test/e2e/oomkill.e2e.test.js', 'dist/test/e2e/cgroup2.e2e.test.js'];
+// the trail does not depend on the OOM hook (its collectors are tracepoints and PSI): one run carries it,
+// the one on the pid-only mark_victim path, to keep the matrix inside its time budget
+const TRAIL_HOOK = 'tp_btf';
+const TRAIL_TESTS = ['dist/test/e2e/trail.e2e.test.js'];
 // one OOM costs ~10x more under software emulation: the burst is shorter than on the host
 const BURST = process.env.OOMTRAIL_VM_BURST ?? '10';
 
@@ -36,10 +40,10 @@ function summary(out: string): string {
 }
 
 for (const hook of HOOK_ORDER) {
-  test(`Debian 6.1 VM, hook ${hook}: e2e OOM tests pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
+  test(`Debian 6.1 VM, hook ${hook}: e2e OOM tests${hook === TRAIL_HOOK ? ' + memory trail' : ''} pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
     const { code, out } = await runInVm(
       { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
-      ['node', '--test', '--test-concurrency=1', ...GUEST_TESTS],
+      ['node', '--test', '--test-concurrency=1', ...GUEST_TESTS, ...(hook === TRAIL_HOOK ? TRAIL_TESTS : [])],
       600,
     );
     assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);

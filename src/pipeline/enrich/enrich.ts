@@ -45,5 +45,56 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     order: ev.order,
     ...parseContainer(victimCgroup),
     agent_version: facts.agentVersion,
+    kind: 'oom_kill',
+  };
+}
+
+/** An early-warning record for a cgroup under memory pressure (no kill): same contract, `kind` tells them apart. */
+export function enrichPressure(
+  ev: {
+    cgroup: string;
+    bootNs: bigint;
+    usageBytes: number | null;
+    limitBytes: number | null;
+    info: NonNullable<OomRecord['pressure']>;
+  },
+  facts: HostFacts,
+  toRealtimeNs: (bootNs: bigint) => bigint,
+): OomRecord {
+  return {
+    schema_version: SCHEMA_VERSION,
+    // pid 0 never names a victim: the id cannot collide with a kill's
+    event_id: deriveEventId(facts.bootId, ev.bootNs, 0),
+    time: formatRfc3339Nanos(toRealtimeNs(ev.bootNs)),
+    host: facts.host,
+    boot_id: facts.bootId,
+    kernel_release: facts.kernelRelease,
+    hook: 'tracepoint',
+    victim_pid: 0,
+    victim_tid: 0,
+    victim_comm: '',
+    victim_uid: null,
+    victim_total_vm_kb: null,
+    victim_anon_rss_kb: null,
+    victim_file_rss_kb: null,
+    victim_shmem_rss_kb: null,
+    victim_pgtables_kb: null,
+    victim_oom_score_adj: null,
+    trigger_pid: 0,
+    trigger_comm: '',
+    constraint: ev.cgroup === '/' ? 'global' : 'memcg',
+    constraint_inferred: true,
+    oom_cgroup: ev.cgroup,
+    victim_cgroup: '',
+    cgroup_version: facts.cgroupVersion,
+    memcg_limit_bytes: ev.limitBytes,
+    memcg_usage_bytes: ev.usageBytes,
+    domain_pages: null,
+    gfp_mask: null,
+    order: null,
+    ...parseContainer(ev.cgroup),
+    agent_version: facts.agentVersion,
+    kind: 'memory_pressure',
+    pressure: ev.info,
   };
 }

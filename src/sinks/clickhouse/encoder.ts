@@ -53,8 +53,18 @@ function slowRow(record: OomRecord): string {
   return JSON.stringify(row);
 }
 
+/** Nested fields go into String columns as their own JSON text (schema migration 2). */
+function flattenNested(record: OomRecord): OomRecord {
+  if (record.trail === undefined && record.pressure === undefined) return record;
+  const flat: Record<string, unknown> = { ...record };
+  if (record.trail !== undefined) flat.trail = JSON.stringify(record.trail);
+  if (record.pressure !== undefined) flat.pressure = JSON.stringify(record.pressure);
+  return flat as unknown as OomRecord;
+}
+
 /** One JSONEachRow line (without the newline). */
-export function encodeRow(record: OomRecord): string {
+export function encodeRow(input: OomRecord): string {
+  const record = flattenNested(input);
   const json = JSON.stringify(record);
   const t = record.time;
   // `\ud8..`-`\udf..` escapes appear only for lone surrogates (or a literal backslash-u text, which the slow path
@@ -123,5 +133,10 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
   }
   const ci = row.constraint_inferred;
   if (typeof ci === 'number' || typeof ci === 'string') out.constraint_inferred = Number(ci) !== 0;
+  // migration 2's columns: '' and NULL mean the record did not carry the optional field
+  for (const k of ['trail', 'pressure'] as const) if (k in row) out[k] = row[k] === '' ? undefined : JSON.parse(String(row[k]));
+  for (const k of ['victim_exit_latency_ms', 'victim_reaped_latency_ms'] as const) {
+    if (k in row) out[k] = row[k] === null ? undefined : Number(row[k]);
+  }
   return out as unknown as OomRecord;
 }

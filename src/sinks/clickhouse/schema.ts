@@ -83,8 +83,24 @@ ORDER BY (host, victim_cgroup, time, event_id)${ttl}
 SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000`;
 }
 
+/**
+ * Migration 2: the memory trail's fields. `trail` and `pressure` are kept as the record's JSON (a
+ * String column, ZSTD) rather than ~12 Array columns: one row per event still, no join, the shape can
+ * grow without a migration, and JSONExtract reads any series back (docs/queries.md plots one).
+ */
+export function addTrailColumnsSql(o: SchemaOptions): string[] {
+  return [
+    `ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`kind\` LowCardinality(String) DEFAULT 'oom_kill'`,
+    `ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`victim_exit_latency_ms\` Nullable(Float64)`,
+    `ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`victim_reaped_latency_ms\` Nullable(Float64)`,
+    `ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`trail\` String DEFAULT '' CODEC(ZSTD(3))`,
+    `ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`pressure\` String DEFAULT '' CODEC(ZSTD(3))`,
+  ];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
+  { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

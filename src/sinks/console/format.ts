@@ -3,8 +3,20 @@ import type { OomRecord } from '../../record/record';
 const mib = (kb: number | null) => (kb === null ? '?' : `${(kb / 1024).toFixed(1)} MiB`);
 const bytesMib = (b: number | null) => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MiB`);
 
+/** One line per early warning: a cgroup close to its limit or stalling, before any kill. */
+function formatPressureLine(r: OomRecord): string {
+  const p = r.pressure;
+  const pct = p?.usage_ratio === null || p?.usage_ratio === undefined ? '?' : `${(p.usage_ratio * 100).toFixed(0)}%`;
+  return (
+    `memory pressure  ${r.time}  host ${r.host}  cgroup ${r.oom_cgroup || r.victim_cgroup || '/'}  ` +
+    `[${p?.reasons.join(',') ?? '?'}] usage ${pct} of ${bytesMib(r.memcg_limit_bytes)}` +
+    `${p?.psi_full_avg10 !== null && p?.psi_full_avg10 !== undefined ? `  psi full avg10 ${p.psi_full_avg10}` : ''}\n`
+  );
+}
+
 /** One human-readable block per kill, in the spirit of the classic oom monitors. */
 export function formatKillBlock(r: OomRecord): string {
+  if (r.kind === 'memory_pressure') return formatPressureLine(r);
   const container = r.container_id
     ? `${r.container_runtime} ${r.container_id.slice(0, 12)}${r.pod_uid ? ` pod ${r.pod_uid} (${r.k8s_qos || 'unknown qos'})` : ''}`
     : '-';
@@ -15,7 +27,20 @@ export function formatKillBlock(r: OomRecord): string {
     `  cgroup   victim ${r.victim_cgroup || '?'}  oom ${r.oom_cgroup || '?'}  limit ${bytesMib(r.memcg_limit_bytes)} usage ${bytesMib(r.memcg_usage_bytes)}`,
     `  trigger  pid ${r.trigger_pid} (${r.trigger_comm})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
     `  container ${container}`,
+    ...(r.trail ? [`  trail    ${formatTrail(r)}`] : []),
+    ...(r.victim_exit_latency_ms !== undefined && r.victim_exit_latency_ms !== null ? [`  exited   ${r.victim_exit_latency_ms.toFixed(1)} ms after the kill`] : []),
     `  event_id ${r.event_id}`,
   ];
   return lines.join('\n') + '\n';
+}
+
+/** First → last usage over the trail and the reclaim stall in it: was it coming? */
+function formatTrail(r: OomRecord): string {
+  const t = r.trail!;
+  const usage = t.usage_bytes.filter((u): u is number => u !== null);
+  const stall = [...t.reclaim_stall_ms, t.at_record?.reclaim_stall_ms ?? 0].reduce<number>((a, b) => a + (b ?? 0), 0);
+  const span = ((t.usage_bytes.length * t.step_ms) / 1000).toFixed(0);
+  return usage.length
+    ? `usage ${bytesMib(usage[0])} -> ${bytesMib(usage[usage.length - 1])} over ${span} s, reclaim stall ${stall.toFixed(1)} ms`
+    : `no samples, reclaim stall ${stall.toFixed(1)} ms`;
 }

@@ -185,7 +185,7 @@ export class StreamBuilder {
       ['job', JOB],
       ['host', record.host],
       ['constraint', record.constraint],
-      ['kind', KIND],
+      ['kind', record.kind ?? KIND],
     ];
     const out: Array<[string, string]> = [];
     for (const [k, v] of [...all.slice(0, this.requiredKept), ...this.staticKept]) {

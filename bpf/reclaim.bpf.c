@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * reclaim: time stalled in reclaim and pages reclaimed, aggregated in the kernel per memory
+ * cgroup (user space reads the map once per interval: never one message per event), and the
+ * death of each OOM victim (kill -> exit -> memory reaped).
+ *
+ * Classic tracepoints only: they attach without kprobes or fentry (locked-down hosts) and their
+ * record layouts for the fields used here have not changed since 4.x.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "reclaim.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const struct oomtrail_reclaim_stat *unused_stat __attribute__((unused));
+const struct oomtrail_victim_state *unused_victim __attribute__((unused));
+
+/* One entry per memory cgroup that ever stalled; LRU so a churn of short-lived cgroups never fills it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct oomtrail_reclaim_stat);
+} reclaim_by_cg SEC(".maps");
+
+struct reclaim_start {
+	__u64 ns;
+	__u64 cg;
+};
+
+/* A reclaim pass in progress, per thread (begin/end pairs run on the same thread). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct reclaim_start);
+} direct_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct reclaim_start);
+} memcg_start SEC(".maps");
+
+/* OOM victims by tid; LRU: user space deletes entries it has reported, old ones age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct oomtrail_victim_state);
+} victims SEC(".maps");
+
+/* Reclaim passes seen (all cgroups): proves aggregation (events >> map reads). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} reclaim_events SEC(".maps");
+
+static __always_inline __u64 current_memcg_id(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+
+	if (!cgroups)
+		return 0;
+	bpf_core_read(&css, sizeof(css), &cgroups->subsys[id]);
+	if (!css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+static __always_inline void begin(void *map)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct reclaim_start s = { .ns = bpf_ktime_get_ns(), .cg = current_memcg_id() };
+
+	bpf_map_update_elem(map, &tid, &s, BPF_ANY);
+}
+
+static __always_inline void end(void *map, __u64 nr_reclaimed, bool memcg)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct reclaim_start *s = bpf_map_lookup_elem(map, &tid);
+	struct oomtrail_reclaim_stat *st;
+	__u64 cg, dt;
+	__u32 zero = 0;
+	__u64 *n;
+
+	if (!s)
+		return;
+	dt = bpf_ktime_get_ns() - s->ns;
+	cg = s->cg;
+	bpf_map_delete_elem(map, &tid);
+
+	st = bpf_map_lookup_elem(&reclaim_by_cg, &cg);
+	if (!st) {
+		struct oomtrail_reclaim_stat fresh = {};
+
+		bpf_map_update_elem(&reclaim_by_cg, &cg, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&reclaim_by_cg, &cg);
+		if (!st)
+			return;
+	}
+	if (memcg) {
+		__sync_fetch_and_add(&st->memcg_stall_ns, dt);
+		__sync_fetch_and_add(&st->memcg_reclaimed, nr_reclaimed);
+		__sync_fetch_and_add(&st->memcg_count, 1);
+	} else {
+		__sync_fetch_and_add(&st->direct_stall_ns, dt);
+		__sync_fetch_and_add(&st->direct_reclaimed, nr_reclaimed);
+		__sync_fetch_and_add(&st->direct_count, 1);
+	}
+	n = bpf_map_lookup_elem(&reclaim_events, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_begin")
+int direct_reclaim_begin(void *ctx)
+{
+	begin(&direct_start);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_end")
+int direct_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+{
+	end(&direct_start, BPF_CORE_READ(ctx, nr_reclaimed), false);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_begin")
+int memcg_reclaim_begin(void *ctx)
+{
+	begin(&memcg_start);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_end")
+int memcg_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+{
+	end(&memcg_start, BPF_CORE_READ(ctx, nr_reclaimed), true);
+	return 0;
+}
+
+SEC("tracepoint/oom/mark_victim")
+int victim_marked(struct trace_event_raw_mark_victim *ctx)
+{
+	__u32 pid = BPF_CORE_READ(ctx, pid);
+	struct oomtrail_victim_state v = { .mark_ns = bpf_ktime_get_boot_ns() };
+
+	/* a re-mark of a dying task keeps the first kill time */
+	bpf_map_update_elem(&victims, &pid, &v, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int task_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct oomtrail_victim_state *v = bpf_map_lookup_elem(&victims, &tid);
+
+	if (v && !v->exit_ns) {
+		v->exit_ns = bpf_ktime_get_boot_ns();
+		v->tgid = pid_tgid >> 32;
+	}
+	return 0;
+}
+
+SEC("tracepoint/oom/finish_task_reaping")
+int task_reaped(struct trace_event_raw_finish_task_reaping *ctx)
+{
+	__u32 pid = BPF_CORE_READ(ctx, pid);
+	struct oomtrail_victim_state *v = bpf_map_lookup_elem(&victims, &pid);
+
+	if (v && !v->reaped_ns)
+		v->reaped_ns = bpf_ktime_get_boot_ns();
+	return 0;
+}

@@ -1,0 +1,180 @@
+import path from 'node:path';
+import { BpfObject } from '../../bpf/object';
+import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
+import type { Logger } from '../../observe/logger';
+import type { CollectorDescription } from '../collector';
+import { ensureTracefs } from '../oomkill/hooks';
+
+export const RECLAIM_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/reclaim.bpf.o');
+
+/** Program name → tracepoint it attaches to; each is optional (attached if this kernel has it). */
+export const RECLAIM_PROGRAMS: Record<string, string> = {
+  direct_reclaim_begin: 'vmscan/mm_vmscan_direct_reclaim_begin',
+  direct_reclaim_end: 'vmscan/mm_vmscan_direct_reclaim_end',
+  memcg_reclaim_begin: 'vmscan/mm_vmscan_memcg_reclaim_begin',
+  memcg_reclaim_end: 'vmscan/mm_vmscan_memcg_reclaim_end',
+  victim_marked: 'oom/mark_victim',
+  task_exit: 'sched/sched_process_exit',
+  task_reaped: 'oom/finish_task_reaping',
+};
+const DEATH_PROGRAMS = ['victim_marked', 'task_exit'];
+
+/** struct oomtrail_reclaim_stat (bpf/reclaim.h): six u64. */
+export const RECLAIM_STAT_SIZE = 48;
+/** struct oomtrail_victim_state (bpf/reclaim.h). */
+export const VICTIM_STATE_SIZE = 32;
+
+export interface ReclaimStat {
+  directStallNs: bigint;
+  memcgStallNs: bigint;
+  directReclaimed: bigint;
+  memcgReclaimed: bigint;
+  directCount: bigint;
+  memcgCount: bigint;
+}
+
+export function decodeReclaimStat(b: Buffer): ReclaimStat {
+  return {
+    directStallNs: b.readBigUInt64LE(0),
+    memcgStallNs: b.readBigUInt64LE(8),
+    directReclaimed: b.readBigUInt64LE(16),
+    memcgReclaimed: b.readBigUInt64LE(24),
+    directCount: b.readBigUInt64LE(32),
+    memcgCount: b.readBigUInt64LE(40),
+  };
+}
+
+export interface VictimDeath {
+  markNs: bigint;
+  /** null: not seen to exit (yet) */
+  exitNs: bigint | null;
+  reapedNs: bigint | null;
+}
+
+export function decodeVictim(b: Buffer): VictimDeath {
+  const exit = b.readBigUInt64LE(8);
+  const reaped = b.readBigUInt64LE(16);
+  return { markNs: b.readBigUInt64LE(0), exitNs: exit ? exit : null, reapedNs: reaped ? reaped : null };
+}
+
+export interface ReclaimOptions {
+  logger: Logger;
+  objectPath?: string;
+}
+
+/**
+ * The reclaim collector: reclaim stalls and pages reclaimed aggregated per memory cgroup in the
+ * kernel (read with `read()` once per interval, on the main thread), and OOM victims' deaths.
+ * Unlike oomkill it emits nothing by itself: the trail sampler and the agent pull from it.
+ */
+export class ReclaimCollector {
+  readonly name = 'reclaim';
+  private obj: BpfObject | null = null;
+  private attached: string[] = [];
+  private unavailable: Array<{ hook: string; reason: string }> = [];
+  /** map passes made by user space (one get_next_key walk each), for the aggregation proof */
+  mapReads = 0;
+
+  constructor(private readonly opts: ReclaimOptions) {}
+
+  start(): void {
+    const { logger } = this.opts;
+    installLibbpfLogger(logger);
+    ensureTracefs();
+    const all = Object.keys(RECLAIM_PROGRAMS);
+    const obj = withLibbpfLog(() => {
+      const o = BpfObject.open(this.opts.objectPath ?? RECLAIM_OBJECT_PATH, all, all);
+      try {
+        o.load();
+      } catch (err) {
+        o.close();
+        throw err;
+      }
+      return o;
+    });
+    for (const prog of all) {
+      try {
+        obj.attach(prog);
+        this.attached.push(prog);
+      } catch (err) {
+        this.unavailable.push({ hook: `tracepoint/${RECLAIM_PROGRAMS[prog]}`, reason: (err as Error).message });
+      }
+    }
+    this.obj = obj;
+    if (!this.attached.length) {
+      obj.close();
+      this.obj = null;
+      throw new Error(`reclaim: no tracepoint attached: ${this.unavailable.map((u) => `${u.hook}: ${u.reason}`).join(' | ')}`);
+    }
+    logger.info(`reclaim: attached ${this.attached.map((p) => RECLAIM_PROGRAMS[p]).join(', ')}`);
+    for (const u of this.unavailable) logger.warn(`reclaim: ${u.hook} unavailable: ${u.reason}`);
+  }
+
+  get running(): boolean {
+    return this.obj !== null;
+  }
+
+  get confirmsDeaths(): boolean {
+    return DEATH_PROGRAMS.every((p) => this.attached.includes(p));
+  }
+
+  /** Cumulative counters per memory-cgroup id (kernfs id == the directory's inode number). */
+  read(): Map<bigint, ReclaimStat> {
+    const out = new Map<bigint, ReclaimStat>();
+    if (!this.obj) return out;
+    this.mapReads++;
+    for (const { key, value } of this.obj.readMap('reclaim_by_cg', 8, RECLAIM_STAT_SIZE)) out.set(key.readBigUInt64LE(0), decodeReclaimStat(value));
+    return out;
+  }
+
+  /** Reclaim passes the kernel side aggregated since load. */
+  kernelEvents(): bigint {
+    return this.obj ? this.obj.readCounter('reclaim_events') : 0n;
+  }
+
+  victim(tid: number): VictimDeath | null {
+    if (!this.obj) return null;
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(tid >>> 0);
+    const value = Buffer.alloc(VICTIM_STATE_SIZE);
+    try {
+      return this.obj.lookup('victims', key, value) ? decodeVictim(value) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Waits (polling the map from the main thread every 5 ms) until the victim has exited, at most
+   * until `markBootNs + maxWaitMs` on the boot clock: a burst of kills waits about once, not per kill.
+   */
+  async confirmDeath(tid: number, markBootNs: bigint, maxWaitMs: number, nowBootNs: () => bigint): Promise<VictimDeath | null> {
+    if (!this.obj || !this.confirmsDeaths) return null;
+    const deadline = markBootNs + BigInt(maxWaitMs) * 1_000_000n;
+    for (;;) {
+      const v = this.victim(tid);
+      if (v?.exitNs) {
+        // reaping (oom_reaper) usually finishes within a few ms of the kill; give it a moment
+        if (v.reapedNs === null && nowBootNs() < v.exitNs + 20_000_000n && nowBootNs() < deadline) {
+          await new Promise((r) => setTimeout(r, 5));
+          continue;
+        }
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(tid >>> 0);
+        this.obj?.deleteKey('victims', key);
+        return v;
+      }
+      if (nowBootNs() >= deadline) return v;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  stop(): void {
+    this.obj?.close();
+    this.obj = null;
+  }
+
+  describe(): CollectorDescription {
+    return { name: this.name, hook: this.obj ? 'tracepoint' : null, programs: [...this.attached], unavailable: [...this.unavailable] };
+  }
+}

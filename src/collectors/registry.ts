@@ -1,0 +1,134 @@
+import fs from 'node:fs';
+import type { AppConfig } from '../config/schema';
+import type { Logger } from '../observe/logger';
+import { loadLibBpf } from '../bpf/libbpf';
+import { detectCgroupVersion } from '../pipeline/enrich/host';
+import { TrailSampler, type PressureEvent } from '../pipeline/trail/sampler';
+import { ringBytes } from '../pipeline/trail/store';
+import { ReclaimCollector, RECLAIM_OBJECT_PATH, RECLAIM_PROGRAMS } from './reclaim/collector';
+import { SYSTEM_PSI } from './psi/psi';
+import { AllocCollector, ALLOC_HOOK, ALLOC_OBJECT_PATH, ALLOC_PROGRAM } from './alloc/collector';
+import { ensureTracefs } from './oomkill/hooks';
+import { BpfObject } from '../bpf/object';
+import { withLibbpfLog } from '../bpf/log';
+
+/** Every collector oomtrail knows, its config block (`collectors.<name>`) and the kernel hooks it uses. */
+export interface CollectorInfo {
+  name: string;
+  enabled: boolean;
+  hooks: string[];
+  /** can it run on this host (checked without keeping anything attached) */
+  available: boolean;
+  detail: string;
+}
+
+function memoryRoot(version: 1 | 2 | null): string | null {
+  return version === 1 ? '/sys/fs/cgroup/memory' : version === 2 ? '/sys/fs/cgroup' : null;
+}
+
+/** The collectors beside `oomkill` that `run` starts, and how to wire their output into the agent. */
+export function buildOptionalCollectors(
+  config: AppConfig,
+  logger: Logger,
+): { reclaim: ReclaimCollector | null; trail: TrailSampler | null; connect: (agent: { pushPressure(ev: PressureEvent): void }) => void } {
+  const reclaim = config.collectors.reclaim.enabled ? new ReclaimCollector({ logger }) : null;
+  let sink: ((ev: PressureEvent) => void) | null = null;
+  const version = detectCgroupVersion();
+  if (config.collectors.alloc.enabled && !config.trail.enabled) logger.warn('collectors.alloc.enabled needs trail.enabled: alloc not started');
+  if (config.pressure.enabled && !config.trail.enabled) logger.warn('pressure.enabled needs trail.enabled: no memory_pressure records');
+  const trail = config.trail.enabled
+    ? new TrailSampler({
+        logger,
+        cgroupVersion: version,
+        root: memoryRoot(version),
+        stepMs: config.trail.step_ms,
+        samples: config.trail.samples,
+        maxCgroups: config.trail.max_cgroups,
+        reclaim,
+        alloc: config.collectors.alloc.enabled ? new AllocCollector({ logger }) : null,
+        psi: {
+          enabled: config.collectors.psi.enabled,
+          stallUs: config.collectors.psi.trigger_stall_us,
+          windowUs: config.collectors.psi.trigger_window_us,
+          maxCgroupTriggers: config.collectors.psi.max_cgroup_triggers,
+        },
+        pressure: {
+          enabled: config.pressure.enabled,
+          usageRatio: config.pressure.usage_ratio,
+          psiFullAvg10: config.pressure.psi_full_avg10,
+          minIntervalMs: config.pressure.min_interval_ms,
+        },
+        nowBootNs: () => loadLibBpf().clockGettimeNs('boottime'),
+        onPressure: (ev) => sink?.(ev),
+      })
+    : null;
+  if (trail) {
+    const bound = ((config.trail.max_cgroups + 1) * (ringBytes(config.trail.samples) + 800)) / 1e6;
+    logger.info(`trail: ${config.trail.samples} samples x ${config.trail.step_ms} ms per cgroup, at most ${config.trail.max_cgroups} cgroups (~${bound.toFixed(1)} MB)`);
+  }
+  return { reclaim, trail, connect: (agent) => (sink = (ev) => agent.pushPressure(ev)) };
+}
+
+/** For `oomtrail check`: each collector, its hooks, and whether it can run here. */
+export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; hooks: string[]; detail: string }): CollectorInfo[] {
+  const out: CollectorInfo[] = [
+    { name: 'oomkill', enabled: config.collectors.oomkill.enabled, hooks: oomkill.hooks, available: oomkill.ok, detail: oomkill.detail },
+  ];
+  // reclaim: load the object and attach each tracepoint once, then detach
+  let rAvail = false;
+  let rDetail = '';
+  try {
+    ensureTracefs();
+    const all = Object.keys(RECLAIM_PROGRAMS);
+    const obj = withLibbpfLog(() => BpfObject.open(RECLAIM_OBJECT_PATH, all, all));
+    try {
+      withLibbpfLog(() => obj.load());
+      const failed: string[] = [];
+      for (const p of all) {
+        try {
+          withLibbpfLog(() => obj.attach(p));
+        } catch (err) {
+          failed.push(`${RECLAIM_PROGRAMS[p]}: ${(err as Error).message}`);
+        }
+      }
+      rAvail = failed.length < all.length;
+      rDetail = failed.length ? `unavailable: ${failed.join('; ')}` : 'all tracepoints attach';
+    } finally {
+      obj.close();
+    }
+  } catch (err) {
+    rDetail = (err as Error).message;
+  }
+  out.push({
+    name: 'reclaim',
+    enabled: config.collectors.reclaim.enabled,
+    hooks: Object.values(RECLAIM_PROGRAMS).map((t) => `tracepoint/${t}`),
+    available: rAvail,
+    detail: rDetail,
+  });
+  let aDetail = 'attaches';
+  let aOk = false;
+  try {
+    const obj = withLibbpfLog(() => BpfObject.open(ALLOC_OBJECT_PATH, [ALLOC_PROGRAM], [ALLOC_PROGRAM]));
+    try {
+      withLibbpfLog(() => obj.load());
+      withLibbpfLog(() => obj.attach(ALLOC_PROGRAM));
+      aOk = true;
+    } finally {
+      obj.close();
+    }
+  } catch (err) {
+    aDetail = (err as Error).message;
+  }
+  out.push({ name: 'alloc', enabled: config.collectors.alloc.enabled, hooks: [ALLOC_HOOK], available: aOk, detail: aDetail });
+  const version = detectCgroupVersion();
+  const psiOk = fs.existsSync(SYSTEM_PSI);
+  out.push({
+    name: 'psi',
+    enabled: config.collectors.psi.enabled,
+    hooks: [`${SYSTEM_PSI} (trigger)`, ...(version === 2 ? ['<cgroup>/memory.pressure (trigger)'] : [])],
+    available: psiOk,
+    detail: psiOk ? (version === 2 ? 'system and per-cgroup' : 'system only (no cgroup v2 memory controller)') : `${SYSTEM_PSI} missing (CONFIG_PSI off or psi=0)`,
+  });
+  return out;
+}
