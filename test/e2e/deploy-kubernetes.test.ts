@@ -1,0 +1,86 @@
+/*
+ * deploy/kubernetes/daemonset.yaml against the Kubernetes OpenAPI schemas, offline: PyPI's kubernetes-validate
+ * (which ships the schemas; installed by test/servers/docker/setup.sh) in --strict mode (unknown fields refused),
+ * for Kubernetes 1.37 and 1.30. Also: the validator really rejects a broken manifest, the embedded config.yaml
+ * is a valid agent configuration, and the DaemonSet carries what the README promises.
+ * Runtime: ~3 s.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import yaml from 'js-yaml';
+import { loadConfig } from '../../src/config/load';
+import { REPO } from '../helpers/agent';
+import { CACHE } from '../servers/docker/engine';
+
+const pexec = promisify(execFile);
+const VALIDATOR = path.join(CACHE, 'kv-venv/bin/kubernetes-validate');
+const MANIFEST = path.join(REPO, 'deploy/kubernetes/daemonset.yaml');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-k8s-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function validate(file: string, version: string): Promise<{ ok: boolean; out: string }> {
+  try {
+    const { stdout, stderr } = await pexec(VALIDATOR, ['--strict', '-k', version, file]);
+    return { ok: true, out: stdout + stderr };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    return { ok: false, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const docs = yaml.loadAll(fs.readFileSync(MANIFEST, 'utf8')) as any[];
+const ds = docs.find((d) => d.kind === 'DaemonSet');
+
+describe('deploy/kubernetes/daemonset.yaml', () => {
+  for (const version of ['1.37.0', '1.30.0']) {
+    test(`validates against the Kubernetes ${version} schemas (strict)`, async () => {
+      assert.ok(fs.existsSync(VALIDATOR), `${VALIDATOR} missing: run test/servers/docker/setup.sh`);
+      const r = await validate(MANIFEST, version);
+      assert.ok(r.ok, r.out);
+      assert.equal((r.out.match(/passed for resource/g) ?? []).length, docs.length, r.out);
+    });
+  }
+
+  test('the validator rejects a broken manifest (unknown field, wrong type)', async () => {
+    const bad = structuredClone(ds);
+    bad.spec.template.spec.containers[0].securityContext.capabilites = { add: ['BPF'] };
+    bad.spec.template.spec.hostPID = 'yes';
+    const file = path.join(tmp, 'bad.yaml');
+    fs.writeFileSync(file, yaml.dump(bad));
+    const r = await validate(file, '1.37.0');
+    assert.equal(r.ok, false, r.out);
+    assert.match(r.out, /capabilites|hostPID/);
+  });
+
+  test('the ConfigMap config.yaml is a valid agent configuration', () => {
+    const cm = docs.find((d) => d.kind === 'ConfigMap');
+    const file = path.join(tmp, 'config.yaml');
+    fs.writeFileSync(file, cm.data['config.yaml']);
+    const { config } = loadConfig({ file, env: {} });
+    assert.equal(config.pipeline.spool.dir, '/var/lib/oomtrail/spool');
+  });
+
+  test('least privilege, host access and the spool as documented', () => {
+    const pod = ds.spec.template.spec;
+    const c = pod.containers[0];
+    assert.equal(pod.hostPID, true);
+    assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+    assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'], add: ['BPF', 'PERFMON', 'DAC_READ_SEARCH'] });
+    assert.equal(c.securityContext.privileged, false);
+    assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.ok(c.resources.limits.memory && c.resources.requests.cpu);
+    const mounts = Object.fromEntries(c.volumeMounts.map((m: { name: string; mountPath: string }) => [m.mountPath, m.name]));
+    for (const p of ['/sys/kernel/btf', '/sys/fs/cgroup', '/sys/kernel/tracing', '/var/lib/oomtrail', '/etc/oomtrail/credentials']) assert.ok(mounts[p], p);
+    const vol = Object.fromEntries(pod.volumes.map((v: { name: string }) => [v.name, v]));
+    assert.equal(vol.spool.hostPath.path, '/var/lib/oomtrail');
+    assert.equal(vol.credentials.secret.secretName, 'oomtrail-credentials');
+    assert.equal(vol.config.configMap.name, 'oomtrail-config');
+  });
+});
