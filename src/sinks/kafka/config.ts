@@ -1,0 +1,182 @@
+import type convict from 'convict';
+
+/** `sinks.kafka.*`: see docs/kafka.md (message contract, delivery guarantees) and config/default.yaml for each key. */
+export interface KafkaSinkConfig {
+  enabled: boolean;
+  /** Bootstrap brokers, `host:port` separated by commas. */
+  brokers: string;
+  topic: string;
+  client_id: string;
+  /** Message key: partitions (and compaction) follow it. */
+  key: KafkaKey;
+  compression: KafkaCompression;
+  acks: KafkaAcks;
+  sasl: {
+    mechanism: KafkaSaslMechanism;
+    username: string;
+    /** File holding the password (one trailing newline ignored); read at start. Never logged. */
+    password_file: string;
+  };
+  tls: {
+    enabled: boolean;
+    ca_file: string;
+    cert_file: string;
+    key_file: string;
+    insecure_skip_verify: boolean;
+  };
+  /** Largest produce request (uncompressed value + key + headers); a larger batch is sent as several requests. */
+  message_max_bytes: number;
+  request_timeout_ms: number;
+  /** kafkajs's own retries of one send before the lane's retry/spool takes over. */
+  retries: number;
+  create_topic: boolean;
+  /** Retry delay after errors only an operator can fix (missing topic, authentication, authorization of the cluster). */
+  config_error_retry_ms: number;
+}
+
+export type KafkaKey = 'host' | 'oom_cgroup' | 'event_id';
+export const KAFKA_KEYS: readonly KafkaKey[] = ['host', 'oom_cgroup', 'event_id'];
+/** kafkajs ships gzip only; snappy/lz4/zstd need codec packages that do not install here (docs/kafka.md). */
+export type KafkaCompression = 'gzip' | 'none';
+export const KAFKA_COMPRESSIONS: readonly KafkaCompression[] = ['gzip', 'none'];
+export type KafkaAcks = 'all';
+export const KAFKA_ACKS: readonly KafkaAcks[] = ['all'];
+export type KafkaSaslMechanism = 'none' | 'plain' | 'scram-sha-256' | 'scram-sha-512';
+export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['none', 'plain', 'scram-sha-256', 'scram-sha-512'];
+
+/** Kafka's legal topic names. */
+export const TOPIC_RE = /^[A-Za-z0-9._-]{1,249}$/;
+const BROKER_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/;
+
+/** `host:port[,host:port…]` → the list; throws a message naming what is wrong (never a secret: brokers are not). */
+export function parseBrokers(x: string): string[] {
+  const list = x.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (list.length === 0) throw new Error('must list at least one broker as host:port (comma-separated)');
+  for (const b of list) {
+    const m = BROKER_RE.exec(b);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`${JSON.stringify(b.slice(0, 100))} is not host:port`);
+  }
+  return list;
+}
+
+function brokers(x: unknown): void {
+  if (typeof x !== 'string') throw new Error('must be a string of host:port separated by commas');
+  parseBrokers(x);
+}
+
+function topic(x: unknown): void {
+  if (typeof x !== 'string' || !TOPIC_RE.test(x) || x === '.' || x === '..') {
+    throw new Error('must be a Kafka topic name: 1-249 of letters, digits, ".", "_" and "-"');
+  }
+}
+
+function oneOf<T extends string>(values: readonly T[]): (x: unknown) => void {
+  return (x) => {
+    if (typeof x !== 'string' || !(values as readonly string[]).includes(x)) throw new Error(`must be one of ${values.join(', ')}`);
+  };
+}
+
+function pos(x: unknown): void {
+  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
+}
+
+function nat(x: unknown): void {
+  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw new Error('must be an integer >= 0');
+}
+
+function str(x: unknown): void {
+  if (typeof x !== 'string') throw new Error('must be a string');
+  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
+}
+
+function nonEmpty(x: unknown): void {
+  str(x);
+  if ((x as string).trim() === '') throw new Error('must be a non-empty string');
+}
+
+export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
+  enabled: { doc: 'Publish records to Kafka.', format: Boolean, default: false, env: 'OOMTRAIL_SINKS_KAFKA_ENABLED' },
+  brokers: {
+    doc: 'Bootstrap brokers: host:port, comma-separated.',
+    format: brokers,
+    default: '127.0.0.1:9092',
+    env: 'OOMTRAIL_SINKS_KAFKA_BROKERS',
+  },
+  topic: { doc: 'Topic the records are published to.', format: topic, default: 'oomtrail.records', env: 'OOMTRAIL_SINKS_KAFKA_TOPIC' },
+  client_id: { doc: 'Kafka client id (broker logs, quotas).', format: nonEmpty, default: 'oomtrail', env: 'OOMTRAIL_SINKS_KAFKA_CLIENT_ID' },
+  key: {
+    doc: 'Message key: host, oom_cgroup or event_id.',
+    format: oneOf(KAFKA_KEYS),
+    default: 'host',
+    env: 'OOMTRAIL_SINKS_KAFKA_KEY',
+  },
+  compression: {
+    doc: 'Compression of the record batches: gzip or none.',
+    format: oneOf(KAFKA_COMPRESSIONS),
+    default: 'gzip',
+    env: 'OOMTRAIL_SINKS_KAFKA_COMPRESSION',
+  },
+  acks: {
+    doc: 'Acknowledgement required from the brokers: all (every in-sync replica; required by the idempotent producer).',
+    format: oneOf(KAFKA_ACKS),
+    default: 'all',
+    env: 'OOMTRAIL_SINKS_KAFKA_ACKS',
+  },
+  sasl: {
+    mechanism: {
+      doc: 'SASL mechanism: none, plain, scram-sha-256 or scram-sha-512.',
+      format: oneOf(KAFKA_SASL_MECHANISMS),
+      default: 'none',
+      env: 'OOMTRAIL_SINKS_KAFKA_SASL_MECHANISM',
+    },
+    username: { doc: 'SASL user.', format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_SASL_USERNAME' },
+    password_file: {
+      doc: 'File holding the SASL password (one trailing newline ignored), read at start. Never logged.',
+      format: str,
+      default: '',
+      env: 'OOMTRAIL_SINKS_KAFKA_SASL_PASSWORD_FILE',
+    },
+  },
+  tls: {
+    enabled: { doc: 'Connect to the brokers over TLS.', format: Boolean, default: false, env: 'OOMTRAIL_SINKS_KAFKA_TLS_ENABLED' },
+    ca_file: { doc: "PEM CA bundle of the brokers' certificates; '' = the system CAs.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CA_FILE' },
+    cert_file: { doc: "PEM client certificate (mutual TLS); '' = none.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CERT_FILE' },
+    key_file: { doc: "PEM private key of cert_file; '' = none.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_KEY_FILE' },
+    insecure_skip_verify: {
+      doc: "Do not verify the brokers' certificates (testing only).",
+      format: Boolean,
+      default: false,
+      env: 'OOMTRAIL_SINKS_KAFKA_TLS_INSECURE_SKIP_VERIFY',
+    },
+  },
+  message_max_bytes: {
+    doc: "Largest produce request in uncompressed bytes (keep <= the broker's message.max.bytes); larger batches are split, a larger single record is dead-lettered.",
+    format: pos,
+    default: 1000000,
+    env: 'OOMTRAIL_SINKS_KAFKA_MESSAGE_MAX_BYTES',
+  },
+  request_timeout_ms: {
+    doc: 'Timeout of one request to a broker (milliseconds).',
+    format: pos,
+    default: 30000,
+    env: 'OOMTRAIL_SINKS_KAFKA_REQUEST_TIMEOUT_MS',
+  },
+  retries: {
+    doc: "kafkajs's retries of one send (exponential, 300 ms to 30 s) before the lane's retry and spool take over.",
+    format: nat,
+    default: 8,
+    env: 'OOMTRAIL_SINKS_KAFKA_RETRIES',
+  },
+  create_topic: {
+    doc: 'Create the topic (broker defaults for partitions and replication) when it does not exist.',
+    format: Boolean,
+    default: false,
+    env: 'OOMTRAIL_SINKS_KAFKA_CREATE_TOPIC',
+  },
+  config_error_retry_ms: {
+    doc: 'Retry delay after errors only an operator can fix (missing topic, SASL authentication): records stay spooled.',
+    format: pos,
+    default: 30000,
+    env: 'OOMTRAIL_SINKS_KAFKA_CONFIG_ERROR_RETRY_MS',
+  },
+};

@@ -1,0 +1,269 @@
+import { CompressionTypes, Kafka, logLevel, type Admin, type Producer, type KafkaConfig, type RetryOptions } from 'kafkajs';
+import type { Logger } from '../../observe/logger';
+import type { OomRecord } from '../../record/record';
+import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
+import type { KafkaSinkConfig } from './config';
+import { chunkBySize, encodeMessage, messageSize, type KafkaMessage } from './encoder';
+import { classifyKafkaError, type KafkaClassified } from './errors';
+
+export interface KafkaSinkOptions {
+  config: KafkaSinkConfig;
+  logger: Logger;
+  /** Parsed `brokers`. */
+  brokers: string[];
+  /** SASL password, already read from password_file. */
+  password?: string;
+  /** TLS material, already read. */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+}
+
+/**
+ * kafkajs's retry of one request/send, always explicit: `kafka.producer()` always passes a retry object, so the
+ * idempotent producer's documented "retry forever" (MAX_SAFE_INTEGER) default never applies, and kafkajs's own
+ * default (5 retries, ~10 s) gave up during a 13 s outage. With 8 retries from 300 ms doubling to 30 s a send
+ * keeps trying for about a minute (the broker dedups the resends: same producer id and sequence), then the
+ * lane's retry and spool take over for outages of any length.
+ */
+export function retrySettings(retries: number): RetryOptions {
+  return { retries, initialRetryTime: 300, maxRetryTime: 30_000, multiplier: 2, factor: 0.2 };
+}
+
+/**
+ * Publishes one message per record (encoder.ts) with an idempotent kafkajs producer (acks=all,
+ * maxInFlightRequests 1): broker-side dedup per (producer id, partition, sequence) makes resends after lost
+ * acknowledgements and broker restarts exactly-once in the topic. Writes are serialized (concurrent sends on one
+ * idempotent producer race on sequence numbers). A batch larger than message_max_bytes goes as several sends; if
+ * a later one fails, the event ids already acknowledged are remembered and skipped when the lane retries the
+ * batch, so that path adds no duplicates either. Never throws from write.
+ */
+export class KafkaSink implements Sink {
+  readonly name = 'kafka';
+  private readonly kafka: Kafka;
+  /** The kafkajs client settings (brokers, SASL, TLS, timeouts, retry): the relay's consumer uses the same. */
+  readonly kafkaConfig: KafkaConfig;
+  private producer: Producer | null = null;
+  private connecting: Promise<Producer> | null = null;
+  private topicChecked = false;
+  private closed = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Event ids acknowledged from a batch whose later send failed: skipped when the lane retries it. */
+  private acked = new Set<string>();
+  private lastLogged: { reason: string; at: number } | null = null;
+  private readonly compression: CompressionTypes;
+  /** Counters for tests and the benchmark. */
+  readonly stats = { sends: 0, messages: 0, skippedResends: 0, producerResets: 0 };
+
+  constructor(private readonly opts: KafkaSinkOptions) {
+    const c = opts.config;
+    const logger = opts.logger;
+    const kc: KafkaConfig = {
+      clientId: c.client_id,
+      brokers: opts.brokers,
+      connectionTimeout: Math.min(10_000, c.request_timeout_ms),
+      requestTimeout: c.request_timeout_ms,
+      retry: retrySettings(c.retries),
+      logLevel: logLevel.WARN,
+      // kafkajs's own lines (reconnects, retries) go to debug: the lane logs each failure once
+      logCreator: () => ({ namespace, level, log }) => {
+        logger.debug(`kafka ${namespace}: ${String(log.message)}`, { sink: 'kafka', level });
+      },
+    };
+    if (c.tls.enabled) {
+      kc.ssl = {
+        rejectUnauthorized: !c.tls.insecure_skip_verify,
+        ...(opts.tls?.ca ? { ca: [opts.tls.ca] } : {}),
+        ...(opts.tls?.cert ? { cert: opts.tls.cert } : {}),
+        ...(opts.tls?.key ? { key: opts.tls.key } : {}),
+      };
+    }
+    if (c.sasl.mechanism !== 'none') {
+      const password = opts.password ?? '';
+      kc.sasl = { mechanism: c.sasl.mechanism, username: c.sasl.username, password } as KafkaConfig['sasl'];
+    }
+    this.kafkaConfig = kc;
+    this.kafka = new Kafka(kc);
+    this.compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+  }
+
+  private async getProducer(): Promise<Producer> {
+    if (this.producer) return this.producer;
+    if (!this.connecting) {
+      const p = this.kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        allowAutoTopicCreation: false,
+        retry: retrySettings(this.opts.config.retries),
+      });
+      this.connecting = p
+        .connect()
+        .then(() => {
+          this.producer = p;
+          return p;
+        })
+        .finally(() => {
+          this.connecting = null;
+        });
+    }
+    return this.connecting;
+  }
+
+  private async resetProducer(): Promise<void> {
+    const p = this.producer;
+    this.producer = null;
+    this.stats.producerResets++;
+    if (p) await p.disconnect().catch(() => undefined);
+  }
+
+  private async withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
+    const admin = this.kafka.admin({ retry: retrySettings(Math.min(this.opts.config.retries, 2)) });
+    await admin.connect();
+    try {
+      return await fn(admin);
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  /** Whether the topic exists (a metadata request for all topics: never auto-creates it). */
+  private async topicExists(admin: Admin): Promise<boolean> {
+    return (await admin.listTopics()).includes(this.opts.config.topic);
+  }
+
+  /** Before the first send: with create_topic, creates a missing topic. */
+  private async ensureTopic(): Promise<void> {
+    if (this.topicChecked || !this.opts.config.create_topic) return;
+    await this.withAdmin(async (admin) => {
+      if (!(await this.topicExists(admin))) {
+        await admin.createTopics({ topics: [{ topic: this.opts.config.topic }], waitForLeaders: true });
+        this.opts.logger.info(`kafka: created topic ${this.opts.config.topic}`, { sink: 'kafka' });
+      }
+    });
+    this.topicChecked = true;
+  }
+
+  // --- Sink ----------------------------------------------------------------------------------------------------
+
+  write(batch: readonly OomRecord[]): Promise<WriteResult> {
+    const run = this.queue.then(() => this.writeNow(batch));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeNow(batch: readonly OomRecord[]): Promise<WriteResult> {
+    if (batch.length === 0) return { status: 'delivered' };
+    if (this.closed) return { status: 'retryable', reason: 'sink closed' };
+    const c = this.opts.config;
+    const rejected: RejectedRecord[] = [];
+    const pending: Array<{ record: OomRecord; msg: KafkaMessage; size: number }> = [];
+    for (const record of batch) {
+      if (this.acked.has(record.event_id)) {
+        this.stats.skippedResends++;
+        continue;
+      }
+      let msg: KafkaMessage;
+      try {
+        msg = encodeMessage(record, c.key);
+      } catch (err) {
+        rejected.push({ record, reason: `kafka: encoding failed: ${(err as Error).message}` });
+        continue;
+      }
+      const size = messageSize(msg);
+      if (size > c.message_max_bytes) {
+        rejected.push({ record, reason: `kafka: MESSAGE_TOO_LARGE: the message is ${size} bytes, message_max_bytes is ${c.message_max_bytes}` });
+        continue;
+      }
+      pending.push({ record, msg, size });
+    }
+    let producer: Producer;
+    try {
+      await this.ensureTopic();
+      producer = await this.getProducer();
+    } catch (err) {
+      return this.result(classifyKafkaError(err), 'connect');
+    }
+    for (const chunk of chunkBySize(pending, (p) => p.size, c.message_max_bytes)) {
+      try {
+        await producer.send({
+          topic: c.topic,
+          acks: -1,
+          timeout: c.request_timeout_ms,
+          compression: this.compression,
+          messages: chunk.map((p) => p.msg),
+        });
+        this.stats.sends++;
+        this.stats.messages += chunk.length;
+        for (const p of chunk) this.acked.add(p.record.event_id);
+      } catch (err) {
+        const k = classifyKafkaError(err);
+        if (k.class === 'data') {
+          // the broker refused this send for good: dead-letter its records, keep going with the rest
+          for (const p of chunk) rejected.push({ record: p.record, reason: `kafka ${c.topic}: ${k.reason}` });
+          continue;
+        }
+        if (k.class === 'producer') await this.resetProducer();
+        return this.result(k, 'send');
+      }
+    }
+    this.acked.clear();
+    this.lastLogged = null;
+    if (rejected.length === batch.length) return { status: 'rejected', reason: rejected[0]!.reason };
+    return rejected.length > 0 ? { status: 'delivered', rejectedRecords: rejected } : { status: 'delivered' };
+  }
+
+  async flush(): Promise<void> {
+    await this.queue; // a write resolves only when the brokers acknowledged
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue;
+    const p = this.producer ?? (await this.connecting?.catch(() => null)) ?? null;
+    this.producer = null;
+    if (p) await p.disconnect().catch(() => undefined);
+  }
+
+  /** Metadata request for the topic: brokers reachable (and SASL/TLS accepted), topic present with partitions. */
+  async healthcheck(): Promise<HealthStatus> {
+    const topic = this.opts.config.topic;
+    try {
+      return await this.withAdmin(async (admin) => {
+        if (!(await this.topicExists(admin))) {
+          return {
+            healthy: false,
+            detail: `topic ${topic} does not exist on ${this.opts.brokers.join(',')}${this.opts.config.create_topic ? ' (create_topic: it is created before the first send)' : ' (create it, or set sinks.kafka.create_topic: true)'}`,
+          };
+        }
+        const md = await admin.fetchTopicMetadata({ topics: [topic] });
+        const parts = md.topics[0]?.partitions ?? [];
+        const leaderless = parts.filter((p) => p.leader < 0).length;
+        if (leaderless > 0) return { healthy: false, detail: `topic ${topic}: ${leaderless} of ${parts.length} partitions have no leader` };
+        return { healthy: true, detail: `topic ${topic}: ${parts.length} partitions` };
+      });
+    } catch (err) {
+      return { healthy: false, detail: classifyKafkaError(err).reason };
+    }
+  }
+
+  // --- internals -----------------------------------------------------------------------------------------------
+
+  private result(k: KafkaClassified, step: string): WriteResult {
+    const reason = `kafka ${this.opts.config.topic} ${step}: ${k.reason}`;
+    switch (k.class) {
+      case 'data':
+        return { status: 'rejected', reason };
+      case 'transient':
+      case 'producer':
+        return { status: 'retryable', reason };
+      case 'operator': {
+        const afterMs = this.opts.config.config_error_retry_ms;
+        const now = Date.now();
+        if (!this.lastLogged || this.lastLogged.reason !== reason || now - this.lastLogged.at > 600_000) {
+          this.lastLogged = { reason, at: now };
+          const hint = k.type === 'UNKNOWN_TOPIC_OR_PARTITION' ? ` (does topic ${this.opts.config.topic} exist? create it, or set sinks.kafka.create_topic: true)` : '';
+          this.opts.logger.error(`${reason}${hint}; records stay spooled, next attempt in ${afterMs} ms`, { sink: 'kafka' });
+        }
+        return { status: 'retryable', reason, afterMs };
+      }
+    }
+  }
+}
