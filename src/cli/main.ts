@@ -3,6 +3,7 @@ import type { AppConfig } from '../config/schema';
 import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
 import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
+import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../pipeline/enrich/host';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
@@ -16,6 +17,7 @@ commands:
   run   [--config FILE]            capture OOM kills until SIGINT/SIGTERM, then flush and exit 0
   check [--config FILE] [--json]   what this kernel offers and which hook run would use
   demo  [--config FILE] [--json]   cause one contained OOM kill (root) and print its record
+  relay [--config FILE]            consume sinks.kafka.topic into sinks.clickhouse (the fleet path, docs/kafka.md)
 
 exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook, 78 configuration error`;
 
@@ -41,7 +43,7 @@ function parseArgs(argv: string[]): Args | string {
     else if (a === '--json' && command !== 'run') args.json = true;
     else return `unknown option ${a} for ${command}`;
   }
-  if (!['run', 'check', 'demo'].includes(command)) return `unknown command ${command}`;
+  if (!['run', 'check', 'demo', 'relay'].includes(command)) return `unknown command ${command}`;
   return args;
 }
 
@@ -73,7 +75,18 @@ async function run(args: Args): Promise<number> {
     return EXIT.CONFIG;
   }
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
-  const agent = new Agent({ config, logger, collector, sinks: createSinks(config, logger), sources });
+  const { reclaim, trail, connect } = buildOptionalCollectors(config, logger);
+  const agent = new Agent({
+    config,
+    logger,
+    collector,
+    sinks: createSinks(config, logger),
+    sources,
+    reclaim,
+    trail,
+    deathWaitMs: config.collectors.reclaim.death_wait_ms,
+  });
+  connect(agent);
   await agent.start();
   const deadlineMs = config.shutdown.deadline_ms;
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -121,8 +134,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (args.command === 'run') return run(args);
   const { config, logger } = load(args);
+  if (args.command === 'relay') return (await import('../relay/relay')).runRelay(config, logger);
   if (args.command === 'check') {
-    const report = runCheck(logger, config.collectors.oomkill.hook);
+    const report = runCheck(logger, config.collectors.oomkill.hook, config);
     process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));
     return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;
   }

@@ -1,7 +1,9 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { clickhouseConfigSchema, type ClickHouseSinkConfig } from '../sinks/clickhouse/config';
+import { kafkaConfigSchema, type KafkaSinkConfig } from '../sinks/kafka/config';
 import { checkLokiConfig, lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
+import { checkWebhookConfig, webhookConfigSchema, type WebhookSinkConfig } from '../sinks/webhook/config';
 
 /**
  * The configuration schema. Every key has a default, a doc line, and an env var named
@@ -30,12 +32,19 @@ export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'
 export interface AppConfig {
   collectors: {
     oomkill: { enabled: boolean; hook: HookChoice };
+    reclaim: { enabled: boolean; death_wait_ms: number };
+    psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
+    alloc: { enabled: boolean };
   };
+  trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number };
+  pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
   sinks: {
     console: { enabled: boolean; format: OutputFormat };
     file: { enabled: boolean; path: string };
     clickhouse: ClickHouseSinkConfig;
+    kafka: KafkaSinkConfig;
     loki: LokiSinkConfig;
+    webhook: WebhookSinkConfig;
   };
   pipeline: {
     queue: { capacity: number; overflow: OverflowPolicy };
@@ -101,6 +110,19 @@ export function listenAddress(x: unknown): void {
   }
 }
 
+export function ratio(x: unknown): void {
+  if (typeof x !== 'number' || !(x > 0 && x <= 1)) throw new Error('must be a number in (0, 1]');
+}
+
+export function percent(x: unknown): void {
+  if (typeof x !== 'number' || !(x >= 0 && x <= 100)) throw new Error('must be a number in [0, 100]');
+}
+
+/** PSI trigger windows the kernel accepts: 500 ms .. 10 s, in µs. */
+export function psiWindowUs(x: unknown): void {
+  if (!Number.isInteger(x) || (x as number) < 500000 || (x as number) > 10000000) throw new Error('must be an integer from 500000 to 10000000 (µs)');
+}
+
 // ---- schema --------------------------------------------------------------------------------------------------
 
 export const schema: convict.Schema<AppConfig> = {
@@ -118,6 +140,106 @@ export const schema: convict.Schema<AppConfig> = {
         default: 'auto',
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_HOOK',
       },
+    },
+    reclaim: {
+      enabled: {
+        doc: 'Run the reclaim collector (eBPF tracepoints): reclaim stall and pages reclaimed per cgroup, aggregated in the kernel, and each victim\'s death.',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_COLLECTORS_RECLAIM_ENABLED',
+      },
+      death_wait_ms: {
+        doc: 'Longest wait after a kill for the victim to exit before its record goes out without victim_exit_latency_ms (milliseconds; 0 = do not wait).',
+        format: natural,
+        default: 1000,
+        env: 'OOMTRAIL_COLLECTORS_RECLAIM_DEATH_WAIT_MS',
+      },
+    },
+    psi: {
+      enabled: {
+        doc: 'Read memory PSI (/proc/pressure/memory; per-cgroup memory.pressure on cgroup v2) into trails and arm PSI triggers.',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_COLLECTORS_PSI_ENABLED',
+      },
+      trigger_stall_us: {
+        doc: 'PSI trigger: "some" stall time within the window that wakes the agent (microseconds).',
+        format: positive,
+        default: 100000,
+        env: 'OOMTRAIL_COLLECTORS_PSI_TRIGGER_STALL_US',
+      },
+      trigger_window_us: {
+        doc: 'PSI trigger window (microseconds, 500000 to 10000000); without CAP_SYS_RESOURCE the kernel takes only multiples of 2 s and a refused window is rounded up.',
+        format: psiWindowUs,
+        default: 1000000,
+        env: 'OOMTRAIL_COLLECTORS_PSI_TRIGGER_WINDOW_US',
+      },
+      max_cgroup_triggers: {
+        doc: 'Most per-cgroup PSI triggers armed at once (cgroup v2 only); all share one waiting thread.',
+        format: natural,
+        default: 256,
+        env: 'OOMTRAIL_COLLECTORS_PSI_MAX_CGROUP_TRIGGERS',
+      },
+    },
+    alloc: {
+      enabled: {
+        doc: 'Run the alloc collector (eBPF tracepoint kmem/mm_page_alloc): pages allocated per cgroup per trail step, counted in a per-CPU kernel map. Off by default: it costs more than 2 % on allocation-heavy work (bench/overhead.ts).',
+        format: Boolean,
+        default: false,
+        env: 'OOMTRAIL_COLLECTORS_ALLOC_ENABLED',
+      },
+    },
+  },
+  trail: {
+    enabled: {
+      doc: 'Keep a ring of samples per memory-limited cgroup and attach the OOM cgroup\'s to each record as `trail`.',
+      format: Boolean,
+      default: true,
+      env: 'OOMTRAIL_TRAIL_ENABLED',
+    },
+    step_ms: {
+      doc: 'Sampling interval (milliseconds); also the interval of the reclaim collector\'s map reads.',
+      format: positive,
+      default: 1000,
+      env: 'OOMTRAIL_TRAIL_STEP_MS',
+    },
+    samples: {
+      doc: 'Samples kept per cgroup (samples x step_ms is the trail\'s length).',
+      format: positive,
+      default: 60,
+      env: 'OOMTRAIL_TRAIL_SAMPLES',
+    },
+    max_cgroups: {
+      doc: 'Most cgroups sampled and kept (about 3 kB each at 60 samples: 10000 cgroups ~ 30 MB).',
+      format: positive,
+      default: 10000,
+      env: 'OOMTRAIL_TRAIL_MAX_CGROUPS',
+    },
+  },
+  pressure: {
+    enabled: {
+      doc: 'Emit memory_pressure records (kind: memory_pressure) through the sinks when a cgroup crosses a threshold; needs trail.',
+      format: Boolean,
+      default: false,
+      env: 'OOMTRAIL_PRESSURE_ENABLED',
+    },
+    usage_ratio: {
+      doc: 'Usage at or above this fraction of the limit, and rising since the last sample, is pressure.',
+      format: ratio,
+      default: 0.9,
+      env: 'OOMTRAIL_PRESSURE_USAGE_RATIO',
+    },
+    psi_full_avg10: {
+      doc: 'PSI "full" avg10 (percent) at or above this is pressure (the cgroup\'s on v2, the host\'s for "/").',
+      format: percent,
+      default: 10,
+      env: 'OOMTRAIL_PRESSURE_PSI_FULL_AVG10',
+    },
+    min_interval_ms: {
+      doc: 'At most one memory_pressure record per cgroup in this many milliseconds.',
+      format: natural,
+      default: 60000,
+      env: 'OOMTRAIL_PRESSURE_MIN_INTERVAL_MS',
     },
   },
   sinks: {
@@ -151,7 +273,9 @@ export const schema: convict.Schema<AppConfig> = {
     },
     // each network sink owns its schema part, beside its code
     clickhouse: clickhouseConfigSchema,
+    kafka: kafkaConfigSchema,
     loki: lokiConfigSchema,
+    webhook: webhookConfigSchema,
   },
   pipeline: {
     queue: {
@@ -279,5 +403,6 @@ export function crossCheck(config: AppConfig): Array<{ key: string; message: str
     });
   }
   if (config.sinks.loki.enabled) for (const message of checkLokiConfig(config.sinks.loki)) problems.push({ key: 'sinks.loki', message });
+  for (const message of checkWebhookConfig(config.sinks.webhook)) problems.push({ key: 'sinks.webhook', message });
   return problems;
 }
