@@ -9,39 +9,23 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { CACHE_ROOT, freePort, sleep, track } from '../common';
+
+export { freePort, sleep };
 import { createTableSql } from '../../../src/sinks/clickhouse/schema';
 
 export const REPO = path.resolve(__dirname, '../../../..');
 export const SETUP = 'test/servers/clickhouse/setup.sh';
 export const CHDB_VERSION = process.env.CHDB_CORE_VERSION ?? '26.9.0';
-export const CACHE = path.join(process.env.OOMTRAIL_CACHE ?? path.join(os.homedir(), '.cache', 'oomtrail'), 'v1', 'clickhouse');
+export const CACHE = path.join(CACHE_ROOT, 'clickhouse');
 export const CHDB_PYTHON = path.join(CACHE, `chdb-core-${CHDB_VERSION}`, 'venv', 'bin', 'python');
 export const CHDB_FRONT = path.join(REPO, 'test', 'servers', 'clickhouse', 'chdb_http.py');
 export const CLICKHOUSE_SERVER = '/usr/sbin/clickhouse-server';
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-/** A port free on 127.0.0.1 right now (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ServerHandle {
   kind: 'chdb' | 'clickhouse-18.16';
@@ -131,8 +115,7 @@ function handle(
       if (h.running()) return;
       const c = spawnIt();
       child = c;
-      live.add(c);
-      c.once('exit', () => live.delete(c));
+      track(c);
       await waitPing(url, c, logFile, `${kind} on ${url}`);
     },
     async stop(graceMs = 15_000) {

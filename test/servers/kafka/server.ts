@@ -10,31 +10,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { CACHE_ROOT, freePort, sleep, track } from '../common';
+
+export { freePort, sleep };
 
 export const KAFKA_VERSION = '4.1.1';
 export const SETUP = 'test/servers/kafka/setup.sh';
-export const KAFKA_LIB = path.join(process.env.OOMTRAIL_CACHE ?? path.join(os.homedir(), '.cache', 'oomtrail'), 'v1', 'kafka', KAFKA_VERSION, 'lib');
+export const KAFKA_LIB = path.join(CACHE_ROOT, 'kafka', KAFKA_VERSION, 'lib');
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-/** A port free on 127.0.0.1 right now (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface KafkaHandle {
   /** `127.0.0.1:<port>` of the PLAINTEXT listener. */
@@ -161,9 +146,7 @@ export async function startKafka(opts: KafkaOptions = {}): Promise<KafkaHandle> 
         stdio: ['ignore', out, out],
       });
       fs.closeSync(out);
-      live.add(child);
-      const c = child;
-      c.once('exit', () => live.delete(c));
+      const c = track(child);
       const deadline = Date.now() + 60_000;
       while (Date.now() < deadline) {
         if (c.exitCode !== null || c.signalCode !== null) throw new Error(`kafka exited (${c.exitCode ?? c.signalCode}) at start:\n${handle.log()}`);

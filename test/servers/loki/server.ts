@@ -5,13 +5,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { CACHE_ROOT, freePort, sleep, track } from '../common';
 
 export const LOKI_VERSION = process.env.LOKI_VERSION ?? '3.7.8';
 const HERE = path.resolve(__dirname, '../../../../test/servers/loki');
-const CACHE = path.join(process.env.OOMTRAIL_CACHE ?? path.join(os.homedir(), '.cache', 'oomtrail'), 'v1', 'loki');
+const CACHE = path.join(CACHE_ROOT, 'loki');
 
 export function lokiBinaryPath(): string {
   return path.join(CACHE, LOKI_VERSION, 'loki');
@@ -27,19 +27,6 @@ export function lokiBinary(): string {
   return bin;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export interface LokiOptions {
   /** multi-tenant mode: every request needs X-Scope-OrgID */
@@ -108,9 +95,11 @@ export class LokiServer {
   async run(timeoutMs = 90_000): Promise<void> {
     if (this.child && this.child.exitCode === null) throw new Error('loki already running');
     this.log = '';
-    const child = spawn(this.bin, [`-config.file=${path.join(this.dir, 'loki.yaml')}`, '-ingester.min-ready-duration=0s', '-target=all'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = track(
+      spawn(this.bin, [`-config.file=${path.join(this.dir, 'loki.yaml')}`, '-ingester.min-ready-duration=0s', '-target=all'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
     this.child = child;
     const keep = (d: Buffer): void => {
       this.log = (this.log + d.toString()).slice(-20_000);
