@@ -145,16 +145,20 @@ export class Agent {
         record.victim_exit_latency_ms = ms(death?.exitNs);
         record.victim_reaped_latency_ms = ms(death?.reapedNs);
       }
-      const t = trail?.store.snapshot(record.oom_cgroup || '/', toTime, Date.parse(record.time));
+      const killMs = Date.parse(record.time);
+      const t = trail?.store.snapshot(record.oom_cgroup || '/', toTime, killMs);
       if (t) {
         const now = trail!.sampleNow(record.oom_cgroup || '/');
+        // reclaim since the last sample the trail keeps: samples after the kill are left out of it
+        const late = trail!.store.lateReclaim(record.oom_cgroup || '/', killMs);
+        const plus = (x: number | null, y: number) => (x === null && y === 0 ? null : (x ?? 0) + y);
         if (now)
           t.at_record = {
             time: toTime(now.timeMs),
             usage_bytes: now.usageBytes,
             limit_bytes: now.limitBytes,
-            reclaim_stall_ms: now.reclaimStallMs,
-            reclaimed_pages: now.reclaimedPages,
+            reclaim_stall_ms: plus(now.reclaimStallMs, late.stallMs),
+            reclaimed_pages: plus(now.reclaimedPages, late.reclaimedPages),
             psi_some_avg10: now.psiSome,
             psi_full_avg10: now.psiFull,
           };

@@ -40,6 +40,10 @@ test('samples taken after the kill are left out of its trail', () => {
   assert.equal(s.snapshot('/a', fmt, 12_000)!.start, fmt(10_000));
   assert.equal(s.snapshot('/a', fmt, 9_000), undefined, 'nothing before the kill');
   assert.deepEqual(s.snapshot('/a', fmt, 20_000)!.usage_bytes, [0, 1, 2, 3, 4]);
+  // the stall those late samples counted (the step at the limit before the kill) is not lost
+  assert.deepEqual(s.lateReclaim('/a', 12_500), { stallMs: 0.3 + 0.4, reclaimedPages: 2 });
+  assert.deepEqual(s.lateReclaim('/a', 20_000), { stallMs: 0, reclaimedPages: 0 });
+  assert.deepEqual(s.lateReclaim('/b', 12_500), { stallMs: 0, reclaimedPages: 0 });
 });
 
 test('a tick a cgroup missed is an unknown, not a shifted series', () => {

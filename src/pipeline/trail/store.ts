@@ -137,6 +137,28 @@ export class TrailStore {
   }
 
   /** The cgroup's trail, oldest sample first; undefined when it was never sampled. */
+  /** Samples run to the cgroup's last tick, step_ms apart; `late` of them were taken after `untilMs`. */
+  private lateSamples(r: Ring, untilMs?: number): { lastMs: number; late: number } {
+    const lastMs = this.tickStartMs - (this.tick - r.lastTick) * this.stepMs;
+    const late = untilMs === undefined ? 0 : Math.min(r.count, Math.max(0, Math.ceil((lastMs - untilMs) / this.stepMs)));
+    return { lastMs, late };
+  }
+
+  /**
+   * Reclaim counted by the samples after `untilMs`. Each sample counts the stall of the step that
+   * ends with it, so the stall at the limit just before a kill lands in the first sample after it:
+   * it belongs in the record's `at_record`, not lost with the samples the trail leaves out.
+   */
+  lateReclaim(cgroup: string, untilMs: number): { stallMs: number; reclaimedPages: number } {
+    const r = this.rings.get(cgroup);
+    if (!r || r.count === 0) return { stallMs: 0, reclaimedPages: 0 };
+    const { late } = this.lateSamples(r, untilMs);
+    // same rounding as the trail's own columns (the ring holds float32)
+    const sum = (c: number, digits: number) =>
+      Number(r.column(r.narrow, N, c, digits).slice(r.count - late).reduce<number>((a, b) => a + (b ?? 0), 0).toFixed(digits));
+    return { stallMs: sum(COL.stall, 3), reclaimedPages: sum(COL.reclaimed, 0) };
+  }
+
   /**
    * The cgroup's trail, oldest first. With `untilMs` (the kill's time) samples taken after it are
    * left out: a record is built after the victim's exit, when its memory is already going.
@@ -144,9 +166,7 @@ export class TrailStore {
   snapshot(cgroup: string, formatTime: (ms: number) => string, untilMs?: number): Trail | undefined {
     const r = this.rings.get(cgroup);
     if (!r || r.count === 0) return undefined;
-    // samples run to the cgroup's last tick; ticks are step_ms apart
-    const lastMs = this.tickStartMs - (this.tick - r.lastTick) * this.stepMs;
-    const late = untilMs === undefined ? 0 : Math.min(r.count, Math.max(0, Math.ceil((lastMs - untilMs) / this.stepMs)));
+    const { lastMs, late } = this.lateSamples(r, untilMs);
     const keep = r.count - late;
     if (keep === 0) return undefined;
     const col = (a: Float64Array | Float32Array, stride: number, c: number, digits: number | null) => r.column(a, stride, c, digits).slice(0, keep);
