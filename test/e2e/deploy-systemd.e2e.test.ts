@@ -16,7 +16,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MAIN, REPO, readJsonl, sleep } from '../helpers/agent';
+import { MAIN, REPO, readJsonl, sleep, testConfigYaml } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 
 const UNIT = path.join(REPO, 'systemd/oomtrail.service');
@@ -78,21 +78,7 @@ interface Run {
 function runUnprivileged(caps: string[], prefix: string[] = []): Run {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-lp-'));
   const eventsPath = path.join(dir, 'events.jsonl');
-  fs.writeFileSync(
-    path.join(dir, 'config.yaml'),
-    [
-      'sinks:',
-      '  console:',
-      '    enabled: false',
-      '  file:',
-      `    path: ${JSON.stringify(eventsPath)}`,
-      'pipeline:',
-      '  batch:',
-      '    max_age_ms: 100',
-      '  spool:',
-      `    dir: ${JSON.stringify(path.join(dir, 'spool'))}`,
-    ].join('\n'),
-  );
+  fs.writeFileSync(path.join(dir, 'config.yaml'), testConfigYaml(eventsPath, path.join(dir, 'spool')));
   fs.chownSync(dir, NOBODY, NOBODY);
   fs.chownSync(path.join(dir, 'config.yaml'), NOBODY, NOBODY);
   const set = ['-all', ...caps.map((c) => '+' + setprivName(c))].join(',');

@@ -39,6 +39,23 @@ export interface StartOptions {
   eventsPath?: string;
 }
 
+/** The agent config every e2e test starts from: JSONL sink only, fast batches, a private spool. */
+export function testConfigYaml(eventsPath: string, spoolDir: string, extraConfig = ''): string {
+  return [
+    'sinks:',
+    '  console:',
+    '    enabled: false',
+    '  file:',
+    `    path: ${JSON.stringify(eventsPath)}`,
+    'pipeline:',
+    '  batch:',
+    '    max_age_ms: 100',
+    '  spool:',
+    `    dir: ${JSON.stringify(spoolDir)}`,
+    extraConfig,
+  ].join('\n');
+}
+
 /** Starts the real agent (`oomtrail run`) with the JSONL sink in a temp dir and waits until it is capturing. */
 export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, opts: StartOptions = {}): Promise<RunningAgent> {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-e2e-'));
@@ -47,19 +64,7 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
   const configPath = path.join(dir, 'config.yaml');
   fs.writeFileSync(
     configPath,
-    [
-      'sinks:',
-      '  console:',
-      '    enabled: false',
-      '  file:',
-      `    path: ${JSON.stringify(eventsPath)}`,
-      'pipeline:',
-      '  batch:',
-      '    max_age_ms: 100',
-      '  spool:',
-      `    dir: ${JSON.stringify(path.join(dir, 'spool'))}`,
-      extraConfig,
-    ].join('\n'),
+    testConfigYaml(eventsPath, path.join(dir, 'spool'), extraConfig),
   );
   const child = spawn(process.execPath, [MAIN, 'run', '--config', configPath], {
     env: { ...process.env, ...env },
