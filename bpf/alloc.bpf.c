@@ -9,6 +9,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "alloc.h"
+#include "memcg.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -20,21 +21,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct oomtrail_alloc_stat);
 } alloc_by_cg SEC(".maps");
-
-static __always_inline __u64 current_memcg_id(void)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-
-	if (!cgroups)
-		return 0;
-	bpf_core_read(&css, sizeof(css), &cgroups->subsys[id]);
-	if (!css)
-		return 0;
-	return BPF_CORE_READ(css, cgroup, kn, id);
-}
 
 SEC("tracepoint/kmem/mm_page_alloc")
 int page_alloc(struct trace_event_raw_mm_page_alloc *ctx)

@@ -12,6 +12,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "reclaim.h"
+#include "memcg.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -61,21 +62,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } reclaim_events SEC(".maps");
-
-static __always_inline __u64 current_memcg_id(void)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-
-	if (!cgroups)
-		return 0;
-	bpf_core_read(&css, sizeof(css), &cgroups->subsys[id]);
-	if (!css)
-		return 0;
-	return BPF_CORE_READ(css, cgroup, kn, id);
-}
 
 static __always_inline void begin(void *map)
 {
