@@ -311,34 +311,49 @@ static __always_inline void save_oom_ctx(struct oom_control *oc, __u32 hook)
 
 struct walk_state {
 	__u64 start;
-	__u64 task;
+	__u64 fwd;  /* along tasks.next: from the oldest processes on */
+	__u64 back; /* along tasks.prev: the newest first, where a group kill's members usually are */
 	__u64 found;
 	__s32 pid;
 };
 
+/* One step each way round the ring; stops when the two ends meet, so every task is seen once. */
 static long walk_one(__u32 index, void *data)
 {
 	struct walk_state *w = data;
-	struct task_struct *task = (void *)w->task;
-	struct list_head *next = BPF_CORE_READ(task, tasks.next);
+	__u64 off = bpf_core_field_offset(struct task_struct, tasks);
+	/* plain locals: inside BPF_CORE_READ, w->fwd itself would get a CO-RE relocation */
+	struct task_struct *fwd = (void *)w->fwd;
+	struct task_struct *back = (void *)w->back;
 
-	task = (void *)((char *)next - bpf_core_field_offset(struct task_struct, tasks));
-	if ((__u64)task == w->start)
+	fwd = (void *)((char *)BPF_CORE_READ(fwd, tasks.next) - off);
+	back = (void *)((char *)BPF_CORE_READ(back, tasks.prev) - off);
+
+	if ((__u64)fwd == w->start)
 		return 1;
-	if (BPF_CORE_READ(task, pid) == w->pid) {
-		w->found = (__u64)task;
+	if (BPF_CORE_READ(fwd, pid) == w->pid) {
+		w->found = (__u64)fwd;
 		return 1;
 	}
-	w->task = (__u64)task;
+	if (BPF_CORE_READ(back, pid) == w->pid) {
+		w->found = (__u64)back;
+		return 1;
+	}
+	if ((__u64)fwd == (__u64)back || (__u64)fwd == w->back)
+		return 1;
+	w->fwd = (__u64)fwd;
+	w->back = (__u64)back;
 	return 0;
 }
 
 /* Before 6.8, mark_victim carries only a pid: find its task by walking the circular process
- * list from the current process (init_task is not in kallsyms on every kernel). */
+ * list out from the current process in both directions (init_task is not in kallsyms on every
+ * kernel). Every step delays the OOM killer's own report and the kill; a one-way walk from the
+ * newest process crossed the whole list to reach the bystanders created just before it. */
 static __always_inline struct task_struct *find_task_by_pid(__s32 pid)
 {
 	struct task_struct *leader = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader);
-	struct walk_state w = { .start = (__u64)leader, .task = (__u64)leader, .pid = pid };
+	struct walk_state w = { .start = (__u64)leader, .fwd = (__u64)leader, .back = (__u64)leader, .pid = pid };
 
 	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
 		return NULL;
