@@ -29,6 +29,41 @@ function makeNested(rel: string): string {
   return dir;
 }
 
+interface Rss {
+  anon: number;
+  file: number;
+  shmem: number;
+}
+
+const sameRss = (a: Rss, b: Rss) => a.anon === b.anon && a.file === b.file && a.shmem === b.shmem;
+
+/**
+ * What the kernel counts for a sleeping process (its mm's RSS counters, as /proc/<pid>/status shows
+ * them) and what its page tables map (smaps_rollup). Before 6.2 a task keeps up to 64 faults' worth
+ * of RSS in its own cache (SPLIT_RSS_COUNTING) and folds it into the mm only on the next fault or
+ * in do_exit(), so the two differ until then.
+ */
+function countedRss(pid: number): { counted: Rss; mappedKb: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (re: RegExp, text: string) => Number(re.exec(text)?.[1] ?? NaN);
+  return {
+    counted: { anon: kb(/^RssAnon:\s+(\d+) kB/m, status), file: kb(/^RssFile:\s+(\d+) kB/m, status), shmem: kb(/^RssShmem:\s+(\d+) kB/m, status) },
+    mappedKb: kb(/^Rss:\s+(\d+) kB/m, fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')),
+  };
+}
+
+/**
+ * A group kill sends SIGKILL to a bystander before the kernel prints its "Killed process" line.
+ * On a kernel with split RSS counting the woken bystander can reach do_exit() and fold its cached
+ * RSS into the mm before that print: the kernel then prints more than its counters held a moment
+ * earlier, when our program read them. Only that explains a difference: our record holds exactly
+ * the counters from before the kill, and the kernel's line lies between them and the mapped pages.
+ */
+function raceExplains(ours: Rss, theirs: Rss, before: { counted: Rss; mappedKb: number }): boolean {
+  const grew = theirs.anon >= before.counted.anon && theirs.file >= before.counted.file && theirs.shmem >= before.counted.shmem;
+  return sameRss(ours, before.counted) && grew && theirs.anon + theirs.file + theirs.shmem <= before.mappedKb;
+}
+
 function oomKills(dir: string): number {
   return Number(/^oom_kill (\d+)$/m.exec(fs.readFileSync(path.join(dir, 'memory.events'), 'utf8'))?.[1]);
 }
@@ -70,7 +105,8 @@ describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is 
     assert.equal(rec.pod_uid, '');
   });
 
-  test('kubepods pod with memory.oom.group=1: one OOM, every process a record', async () => {
+  test('kubepods pod with memory.oom.group=1: one OOM, every process a record', async (t) => {
+    const raced: number[] = [];
     const uid = '5f3a9c1e-7b2d-4e8f-9a61-0c4d2b7e8f10';
     const cid = hex('c0e');
     const pod = `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replace(/-/g, '_')}.slice`;
@@ -93,6 +129,7 @@ describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is 
     };
     for (let i = 0; i < 100 && !sleepers.every((s) => settled(s.pid)); i++) await sleep(100);
     assert.ok(sleepers.every((s) => settled(s.pid)), 'bystanders asleep in the container');
+    const counted = new Map(sleepers.map((s) => [s.pid, countedRss(s.pid)]));
     const before = oomKills(dir);
     const hog = await spawnDdHog(procs);
     const ended = await Promise.all(sleepers.map((s) => s.exited));
@@ -125,10 +162,14 @@ describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is 
       const k = kernelReportFor(kmsg.records, r.victim_pid).killed;
       assert.ok(k, `kernel reported the kill of ${r.victim_pid}`);
       assert.equal(r.victim_comm, k.comm);
-      assert.equal(r.victim_anon_rss_kb, k.anonRssKb);
-      assert.equal(r.victim_file_rss_kb, k.fileRssKb);
       assert.equal(r.victim_total_vm_kb, k.totalVmKb);
       assert.equal(r.victim_pgtables_kb, k.pgtablesKb);
+      const ours = { anon: r.victim_anon_rss_kb ?? NaN, file: r.victim_file_rss_kb ?? NaN, shmem: r.victim_shmem_rss_kb ?? NaN };
+      const theirs = { anon: k.anonRssKb, file: k.fileRssKb, shmem: k.shmemRssKb };
+      const before = counted.get(r.victim_pid);
+      if (before !== undefined && !sameRss(ours, theirs) && raceExplains(ours, theirs, before)) raced.push(r.victim_pid);
+      else assert.deepEqual(ours, theirs, `RSS of ${r.victim_pid} (${r.victim_comm}) as the kernel printed it`);
     }
+    t.diagnostic(`bystanders whose kernel line raced their own exit (split RSS counting): ${raced.length ? raced.join(', ') : 'none'}`);
   });
 });
