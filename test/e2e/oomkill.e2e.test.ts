@@ -128,8 +128,8 @@ describe('oomkill e2e: records equal the kernel report', () => {
     const before = cg.oomKills();
     const pids: number[] = [];
     const concurrency = 5;
-    for (let wave = 0; wave < BURST / concurrency; wave++) {
-      const hogs = await Promise.all(Array.from({ length: concurrency }, () => spawnDdHog(cg.procs)));
+    while (pids.length < BURST) {
+      const hogs = await Promise.all(Array.from({ length: Math.min(concurrency, BURST - pids.length) }, () => spawnDdHog(cg.procs)));
       for (const h of hogs) {
         assert.equal(h.signal, 'SIGKILL');
         pids.push(h.pid);

@@ -35,7 +35,7 @@ function runInVm(env: Record<string, string>, command: string[], timeoutS: numbe
 function summary(out: string): string {
   return out
     .split('\n')
-    .filter((l) => /^\[vm\] .*(✔|✖|ℹ (tests|pass|fail))/.test(l))
+    .filter((l) => /^\[vm\] .*(✔|✖|ℹ (tests|pass|fail|bystanders))/.test(l))
     .join('\n');
 }
 
