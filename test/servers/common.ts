@@ -35,3 +35,28 @@ export function track(child: ChildProcess): ChildProcess {
   child.once('exit', () => live.delete(child));
   return child;
 }
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
+/** SIGTERM, wait for the exit; SIGKILL after `graceMs`. A process already gone (or never started) is left alone. */
+export async function stopProcess(child: ChildProcess | null, graceMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  if (!(await waitExit(child, graceMs))) await killProcess(child);
+}
+
+/** SIGKILL, wait for the exit. */
+export async function killProcess(child: ChildProcess | null): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGKILL');
+  await waitExit(child, 10_000);
+}

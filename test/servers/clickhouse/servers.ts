@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CACHE_ROOT, freePort, sleep, track } from '../common';
+import { CACHE_ROOT, freePort, killProcess, sleep, stopProcess, track } from '../common';
 
 export { freePort, sleep };
 import { createTableSql } from '../../../src/sinks/clickhouse/schema';
@@ -23,9 +23,6 @@ export const CACHE = path.join(CACHE_ROOT, 'clickhouse');
 export const CHDB_PYTHON = path.join(CACHE, `chdb-core-${CHDB_VERSION}`, 'venv', 'bin', 'python');
 export const CHDB_FRONT = path.join(REPO, 'test', 'servers', 'clickhouse', 'chdb_http.py');
 export const CLICKHOUSE_SERVER = '/usr/sbin/clickhouse-server';
-
-
-
 
 export interface ServerHandle {
   kind: 'chdb' | 'clickhouse-18.16';
@@ -52,17 +49,6 @@ export interface ServerOptions {
   password?: string;
   /** Seconds the server keeps an idle keep-alive connection. */
   keepAliveTimeout?: number;
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
 }
 
 async function waitPing(url: string, child: ChildProcess, logFile: string, what: string, timeoutMs = 30_000): Promise<void> {
@@ -118,21 +104,8 @@ function handle(
       track(c);
       await waitPing(url, c, logFile, `${kind} on ${url}`);
     },
-    async stop(graceMs = 15_000) {
-      const c = child;
-      if (!c || c.exitCode !== null || c.signalCode !== null) return;
-      c.kill('SIGTERM');
-      if (!(await waitExit(c, graceMs))) {
-        c.kill('SIGKILL');
-        await waitExit(c, 10_000);
-      }
-    },
-    async kill() {
-      const c = child;
-      if (!c || c.exitCode !== null || c.signalCode !== null) return;
-      c.kill('SIGKILL');
-      await waitExit(c, 10_000);
-    },
+    stop: (graceMs = 15_000) => stopProcess(child, graceMs),
+    kill: () => killProcess(child),
     log: () => tail(logFile, 20_000),
   };
   return h;

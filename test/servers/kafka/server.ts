@@ -10,16 +10,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CACHE_ROOT, freePort, sleep, track } from '../common';
+import { CACHE_ROOT, freePort, killProcess, sleep, stopProcess, track } from '../common';
 
 export { freePort, sleep };
 
 export const KAFKA_VERSION = '4.1.1';
 export const SETUP = 'test/servers/kafka/setup.sh';
 export const KAFKA_LIB = path.join(CACHE_ROOT, 'kafka', KAFKA_VERSION, 'lib');
-
-
-
 
 export interface KafkaHandle {
   /** `127.0.0.1:<port>` of the PLAINTEXT listener. */
@@ -35,17 +32,6 @@ export interface KafkaHandle {
   stop: (graceMs?: number) => Promise<void>;
   kill: () => Promise<void>;
   log: () => string;
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
 }
 
 /** The broker answers an ApiVersions request (Kafka's first request of any client) on the port. */
@@ -156,21 +142,8 @@ export async function startKafka(opts: KafkaOptions = {}): Promise<KafkaHandle> 
       await handle.kill();
       throw new Error(`kafka did not answer on ${port} within 60 s:\n${handle.log()}`);
     },
-    stop: async (graceMs = 30_000) => {
-      const c = child;
-      if (!c || c.exitCode !== null || c.signalCode !== null) return;
-      c.kill('SIGTERM');
-      if (!(await waitExit(c, graceMs))) {
-        c.kill('SIGKILL');
-        await waitExit(c, 10_000);
-      }
-    },
-    kill: async () => {
-      const c = child;
-      if (!c || c.exitCode !== null || c.signalCode !== null) return;
-      c.kill('SIGKILL');
-      await waitExit(c, 10_000);
-    },
+    stop: (graceMs = 30_000) => stopProcess(child, graceMs),
+    kill: () => killProcess(child),
   };
   await handle.start();
   return handle;

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CACHE_ROOT, freePort, sleep, track } from '../common';
+import { CACHE_ROOT, freePort, sleep, stopProcess, track } from '../common';
 
 export const LOKI_VERSION = process.env.LOKI_VERSION ?? '3.7.8';
 const HERE = path.resolve(__dirname, '../../../../test/servers/loki');
@@ -45,15 +45,6 @@ export interface QueryStream {
 export class LokiServer {
   child: ChildProcess | null = null;
   private log = '';
-  private exitHook = (): void => {
-    if (this.child?.pid && this.child.exitCode === null) {
-      try {
-        process.kill(this.child.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  };
 
   private constructor(
     readonly bin: string,
@@ -106,7 +97,6 @@ export class LokiServer {
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
-    process.on('exit', this.exitHook);
     const t0 = Date.now();
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`loki exited (${child.exitCode ?? child.signalCode}) before ready:\n${this.log.slice(-3000)}`);
@@ -129,21 +119,8 @@ export class LokiServer {
   readyMs = 0;
 
   /** SIGTERM by PID, SIGKILL after `graceMs`; resolves once the process is gone. */
-  async stop(graceMs = 10_000): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    process.kill(child.pid!, 'SIGTERM');
-    const t = setTimeout(() => {
-      try {
-        process.kill(child.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }, graceMs);
-    await exited;
-    clearTimeout(t);
-    process.off('exit', this.exitHook);
+  stop(graceMs = 10_000): Promise<void> {
+    return stopProcess(this.child, graceMs);
   }
 
   /** stop() and remove the data dir. */
