@@ -19,10 +19,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Anchors the event struct in the object's BTF, so a test can compare it with the decoder. */
 const struct oomtrail_event *unused_event __attribute__((unused));
 
-/* 1 MiB holds ~240 events: a burst of kills is read long before that fills. */
+/* 2 MiB holds ~245 events (8.4 kB each, two whole cgroup paths): a burst is read long before that fills. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 2 << 20);
 } events SEC(".maps");
 
 /* Events that could not be reserved: never silent, user space reports the count. */
@@ -86,12 +86,39 @@ struct oom_ctx {
 	__u32 _pad;
 };
 
+/* LRU: an entry is only needed for the few mark_victim calls right after it is saved, and nothing
+ * deletes it (a group kill reads it once per member); a plain hash filled up after 1,024 threads. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct oom_ctx);
 } oom_ctx_by_tid SEC(".maps");
+
+/* Saves that failed (never expected with LRU): those victims fall back to inference, counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ctx_save_failures SEC(".maps");
+
+/* The task the OOM killer just sent SIGKILL to, by the killing thread: __oom_kill_process() sends
+ * the signal and then calls mark_oom_victim() on the same task, and before 6.8 mark_victim carries
+ * only that task's pid. */
+struct kill_target {
+	__u64 boot_ns;
+	__u64 task; /* struct task_struct *, referenced by the OOM killer until after mark_victim */
+	__s32 pid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct kill_target);
+} kill_target_by_tid SEC(".maps");
 
 /* oom_kill_process() calls mark_oom_victim() synchronously; an older entry belongs to another OOM. */
 #define OOM_CTX_MAX_AGE_NS 1000000000ULL
@@ -99,7 +126,8 @@ struct {
  * one failed charge is at most a THP (512 pages) plus the per-cpu charge batch (64). */
 #define MEMCG_AT_LIMIT_SLACK_PAGES 576
 #define PAGE_COUNTER_UNLIMITED (1ULL << 50)
-#define TASK_WALK_LIMIT 65536
+#define SIGKILL 9
+#define SEND_SIG_PRIV ((void *)1)
 
 /* Layouts that changed across kernels; the ___suffix flavors let one object run on both. */
 struct kernfs_node___pre615 {
@@ -306,59 +334,38 @@ static __always_inline void save_oom_ctx(struct oom_control *oc, __u32 hook)
 	c.chosen = (__u64)BPF_CORE_READ(oc, chosen);
 	c.constraint = map_constraint(BPF_CORE_READ(oc, constraint));
 	c.hook = hook;
-	bpf_map_update_elem(&oom_ctx_by_tid, &tid, &c, BPF_ANY);
+	if (bpf_map_update_elem(&oom_ctx_by_tid, &tid, &c, BPF_ANY)) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&ctx_save_failures, &zero);
+
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
 }
 
-struct walk_state {
-	__u64 start;
-	__u64 fwd;  /* along tasks.next: from the oldest processes on */
-	__u64 back; /* along tasks.prev: the newest first, where a group kill's members usually are */
-	__u64 found;
-	__s32 pid;
-};
-
-/* One step each way round the ring; stops when the two ends meet, so every task is seen once. */
-static long walk_one(__u32 index, void *data)
+static __always_inline void save_kill_target(int sig, void *info, struct task_struct *task)
 {
-	struct walk_state *w = data;
-	__u64 off = bpf_core_field_offset(struct task_struct, tasks);
-	/* plain locals: inside BPF_CORE_READ, w->fwd itself would get a CO-RE relocation */
-	struct task_struct *fwd = (void *)w->fwd;
-	struct task_struct *back = (void *)w->back;
+	struct kill_target t = {};
+	__u32 tid;
 
-	fwd = (void *)((char *)BPF_CORE_READ(fwd, tasks.next) - off);
-	back = (void *)((char *)BPF_CORE_READ(back, tasks.prev) - off);
-
-	if ((__u64)fwd == w->start)
-		return 1;
-	if (BPF_CORE_READ(fwd, pid) == w->pid) {
-		w->found = (__u64)fwd;
-		return 1;
-	}
-	if (BPF_CORE_READ(back, pid) == w->pid) {
-		w->found = (__u64)back;
-		return 1;
-	}
-	if ((__u64)fwd == (__u64)back || (__u64)fwd == w->back)
-		return 1;
-	w->fwd = (__u64)fwd;
-	w->back = (__u64)back;
-	return 0;
+	/* only the kernel's own SIGKILL (SEND_SIG_PRIV), as __oom_kill_process() sends it */
+	if (sig != SIGKILL || info != SEND_SIG_PRIV || !task)
+		return;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	t.boot_ns = bpf_ktime_get_boot_ns();
+	t.task = (__u64)task;
+	t.pid = BPF_CORE_READ(task, pid);
+	bpf_map_update_elem(&kill_target_by_tid, &tid, &t, BPF_ANY);
 }
 
-/* Before 6.8, mark_victim carries only a pid: find its task by walking the circular process
- * list out from the current process in both directions (init_task is not in kallsyms on every
- * kernel). Every step delays the OOM killer's own report and the kill; a one-way walk from the
- * newest process crossed the whole list to reach the bystanders created just before it. */
-static __always_inline struct task_struct *find_task_by_pid(__s32 pid)
+/* Before 6.8, mark_victim carries only a pid: the task is the one this thread just killed. */
+static __always_inline struct task_struct *killed_task(__u32 tid, __s32 pid, __u64 now)
 {
-	struct task_struct *leader = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader);
-	struct walk_state w = { .start = (__u64)leader, .fwd = (__u64)leader, .back = (__u64)leader, .pid = pid };
+	struct kill_target *t = bpf_map_lookup_elem(&kill_target_by_tid, &tid);
 
-	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
+	if (!t || t->pid != pid || now - t->boot_ns > OOM_CTX_MAX_AGE_NS)
 		return NULL;
-	bpf_loop(TASK_WALK_LIMIT, walk_one, &w, 0);
-	return (struct task_struct *)w.found;
+	return (struct task_struct *)t->task;
 }
 
 static __always_inline void fill_victim_from_task(struct oomtrail_event *e, struct task_struct *task)
@@ -471,7 +478,7 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	struct oom_ctx *c = bpf_map_lookup_elem(&oom_ctx_by_tid, &tid);
 	struct oomtrail_event *e;
 	__u64 now = bpf_ktime_get_boot_ns();
-	__u32 found_by_walk = 0;
+	__u32 from_signal = 0;
 
 	if (c && now - c->boot_ns > OOM_CTX_MAX_AGE_NS)
 		c = NULL;
@@ -489,9 +496,10 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 			victim = leader; /* another thread of the victim ran into the limit */
 	}
 	if (!victim) {
-		/* the task also gives the victim's cgroup, which no tracepoint field carries */
-		victim = find_task_by_pid(tp_pid);
-		found_by_walk = victim ? OOMTRAIL_F_TASK_FROM_WALK : 0;
+		/* a group kill's other members: the task also gives the victim's cgroup, which no
+		 * tracepoint field carries */
+		victim = killed_task(tid, tp_pid, now);
+		from_signal = victim ? OOMTRAIL_F_TASK_FROM_SIGNAL : 0;
 	}
 	if (victim && !first_mark(victim))
 		return 0;
@@ -513,7 +521,7 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	e->hook = c ? c->hook : hook;
 	e->trigger_pid = pid_tgid >> 32;
 	e->trigger_tid = tid;
-	e->flags = found_by_walk;
+	e->flags = from_signal;
 	bpf_get_current_comm(e->trigger_comm, sizeof(e->trigger_comm));
 
 	if (victim) {
@@ -555,4 +563,20 @@ SEC("tracepoint/oom/mark_victim")
 int tracepoint_mark_victim(struct trace_event_raw_mark_victim___68 *ctx)
 {
 	return emit_victim(ctx, OOMTRAIL_HOOK_TRACEPOINT, NULL, BPF_CORE_READ(ctx, pid));
+}
+
+/* Companions of the pid-only mark_victim: remember whom the OOM killer just sent SIGKILL to. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task)
+{
+	save_kill_target(sig, info, task);
+	return 0;
+}
+
+/* The same without BTF-typed arguments (args: sig, info, task, group, result). */
+SEC("raw_tp/signal_generate")
+int raw_tp_signal_generate(struct bpf_raw_tracepoint_args *ctx)
+{
+	save_kill_target((int)ctx->args[0], (void *)ctx->args[1], (struct task_struct *)ctx->args[2]);
+	return 0;
 }

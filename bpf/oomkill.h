@@ -4,9 +4,10 @@
 #define OOMTRAIL_OOMKILL_H
 
 #define OOMTRAIL_COMM_LEN 16
-/* Container ids in cgroup names are 64 characters; scope names reach ~90. */
-#define OOMTRAIL_CG_NAME_LEN 128
-#define OOMTRAIL_CG_DEPTH 12
+/* A kernfs name is at most NAME_MAX (255) bytes: every legal cgroup name fits whole. */
+#define OOMTRAIL_CG_NAME_LEN 256
+/* Deeper paths keep their 16 leaf-most names; user space completes or flags them. */
+#define OOMTRAIL_CG_DEPTH 16
 
 enum oomtrail_hook {
 	OOMTRAIL_HOOK_FENTRY = 1,
@@ -31,7 +32,7 @@ enum oomtrail_flags {
 	OOMTRAIL_F_CONSTRAINT_INFERRED = 1 << 4,
 	OOMTRAIL_F_VICTIM_CG_VALID = 1 << 5,
 	OOMTRAIL_F_OOM_CG_VALID = 1 << 6,
-	OOMTRAIL_F_TASK_FROM_WALK = 1 << 7,  /* victim found by walking the task list (old mark_victim) */
+	OOMTRAIL_F_TASK_FROM_SIGNAL = 1 << 7, /* victim task taken from the SIGKILL just sent (pid-only mark_victim) */
 };
 
 struct oomtrail_cgroup_path {

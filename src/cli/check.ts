@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
 import { loadLibBpf } from '../bpf/libbpf';
-import { ensureTracefs, planFor, probeHooks } from '../collectors/oomkill/hooks';
+import { degradations, ensureTracefs, planFor, probeCompanions, probeHooks, type CompanionProbe } from '../collectors/oomkill/hooks';
 import { detectCgroupVersion } from '../pipeline/enrich/host';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
@@ -20,7 +20,13 @@ export interface CheckReport {
   lockdown: string | null;
   cgroup: { version: 1 | 2 | null; memory_controller: string | null; layout: string };
   hooks: Array<{ hook: Hook; ok: boolean; reason?: string }>;
+  /** the signal companions of a pid-only mark_victim */
+  companions: CompanionProbe[];
   selected: Hook | null;
+  /** the programs `run` would load */
+  programs: string[];
+  /** what this kernel lacks and what it costs the records */
+  degraded: string[];
   ok: boolean;
   /** every collector, its hooks and whether it can run here (when a config was given) */
   collectors?: CollectorInfo[];
@@ -46,8 +52,10 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
   }
   const tracefs = ensureTracefs();
   const hooks = libbpf ? probeHooks(withLibbpfLog) : HOOK_ORDER.map((h) => ({ hook: h, ok: false, reason: 'libbpf.so.1 not loadable' }));
+  const companions = libbpf ? probeCompanions(withLibbpfLog) : [];
   const candidates = hook === 'auto' ? HOOK_ORDER : [hook];
-  const selected = candidates.find((h) => planFor(h, hooks) !== null) ?? null;
+  const selected = candidates.find((h) => planFor(h, hooks, companions) !== null) ?? null;
+  const programs = selected ? (planFor(selected, hooks, companions) ?? []) : [];
   let lockdown: string | null = null;
   try {
     lockdown = readFileSync('/sys/kernel/security/lockdown', 'utf8').match(/\[(\w+)\]/)?.[1] ?? null;
@@ -72,7 +80,10 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
     lockdown,
     cgroup: cgroupLayout(),
     hooks,
+    companions,
     selected,
+    programs,
+    degraded: degradations(selected, programs, hooks, companions, tracefs),
     ok: selected !== null,
   };
 }
@@ -90,7 +101,10 @@ export function formatCheck(r: CheckReport): string {
     `cgroups         ${r.cgroup.layout}; memory controller ${r.cgroup.memory_controller ?? 'not found'} (v${r.cgroup.version ?? '?'})`,
     'hooks (tried in this order):',
     ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
-    r.selected ? `selected hook   ${r.selected}` : 'selected hook   NONE: no hook can capture OOM kills on this host',
+    'signal companions (find a pid-only mark_victim\'s task):',
+    ...r.companions.map((c) => `  ${c.program.padEnd(24)} ${c.ok ? 'available' : `unavailable: ${c.reason}`}`),
+    r.selected ? `selected hook   ${r.selected} (programs: ${r.programs.join(', ')})` : 'selected hook   NONE: no hook can capture OOM kills on this host',
+    ...(r.selected ? (r.degraded.length ? ['degraded on this kernel:', ...r.degraded.map((d) => `  - ${d}`)] : ['degraded on this kernel: nothing']) : []),
     ...(r.collectors
       ? [
           'collectors:',

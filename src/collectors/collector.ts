@@ -4,6 +4,8 @@ export interface CollectorDescription {
   hook: string | null;
   programs: string[];
   unavailable: Array<{ hook: string; reason: string }>;
+  /** What this kernel lacks and what that costs the records (empty: nothing). */
+  degraded?: string[];
 }
 
 /**

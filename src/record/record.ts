@@ -58,6 +58,10 @@ export interface OomRecord {
   victim_exit_latency_ms?: number | null;
   /** Kill → oom_reaper finished reaping its memory; null when the reaper did not run (the exit freed it first). */
   victim_reaped_latency_ms?: number | null;
+  /** Present (true) only when oom_cgroup or victim_cgroup could not be carried whole: deeper than the
+   *  kernel side's 16 levels and gone from cgroupfs before it could be completed. Such a path starts
+   *  with `/…/` and keeps its 16 leaf-most names. */
+  cgroup_truncated?: boolean;
   /** Set on memory_pressure records: why it fired. */
   pressure?: PressureInfo;
 }

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { decodeEvent, EVENT_FIELDS, EVENT_LAYOUT, EVENT_SIZE, CGROUP_PATH_SIZE, FLAG, HOOK_IDS } from '../../src/collectors/oomkill/event';
+import { decodeEvent, EVENT_FIELDS, EVENT_LAYOUT, EVENT_SIZE, CGROUP_PATH_SIZE, CG_DEPTH, CG_NAME_LEN, FLAG, HOOK_IDS } from '../../src/collectors/oomkill/event';
 
 const REPO = path.resolve(__dirname, '../../..');
 const HEADER = path.join(REPO, 'bpf/oomkill.h');
@@ -84,7 +84,7 @@ test('decodeEvent reads a hand-built event', () => {
   buf.writeBigUInt64LE(77n, cg);
   buf.writeUInt32LE(2, cg + 8);
   buf.write('leaf ü\0', cg + 16); // names are leaf first
-  buf.write('parent\0', cg + 16 + 128);
+  buf.write('parent\0', cg + 16 + CG_NAME_LEN);
   // oom_cg depth 0: the root
   const ev = decodeEvent(buf);
   assert.equal(ev.bootNs, 123456789n);
@@ -99,6 +99,28 @@ test('decodeEvent reads a hand-built event', () => {
   assert.deepEqual(ev.victimCgroup, { id: 77n, path: '/parent/leaf ü', truncated: false });
   assert.equal(ev.oomCgroup?.path, '/');
   assert.equal(ev.memcgLimitPages, null, 'no HAS_MEMCG flag');
+});
+
+test('decodeEvent keeps 255-byte names and 16 levels whole, and marks a deeper path as cut', () => {
+  const buf = Buffer.alloc(EVENT_SIZE);
+  const o = EVENT_LAYOUT.offsets;
+  buf.writeUInt32LE(FLAG.HAS_TASK | FLAG.VICTIM_CG_VALID | FLAG.OOM_CG_VALID, o.flags);
+  const long = 'n'.repeat(254) + 'z'; // 255 bytes, NAME_MAX
+  assert.equal(CG_DEPTH, 16);
+  const names = Array.from({ length: CG_DEPTH }, (_, i) => (i === 0 ? long : `l${CG_DEPTH - i}`)); // leaf first
+  for (const [cg, truncated] of [[o.victim_cg, 0], [o.oom_cg, 1]] as const) {
+    buf.writeBigUInt64LE(9n, cg);
+    buf.writeUInt32LE(CG_DEPTH, cg + 8);
+    buf.writeUInt32LE(truncated, cg + 12);
+    names.forEach((n, i) => buf.write(n + '\0', cg + 16 + i * CG_NAME_LEN));
+  }
+  const ev = decodeEvent(buf);
+  const whole = '/' + [...names].reverse().join('/');
+  assert.equal(ev.victimCgroup?.path, whole);
+  assert.equal(ev.victimCgroup?.path.split('/').pop()!.length, 255);
+  assert.equal(ev.victimCgroup?.truncated, false);
+  assert.equal(ev.oomCgroup?.path, '/…' + whole);
+  assert.equal(ev.oomCgroup?.truncated, true);
 });
 
 test('decodeEvent refuses a buffer of another size', () => {

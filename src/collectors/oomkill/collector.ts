@@ -1,11 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { BpfObject, RingBufferReader } from '../../bpf/object';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { decodeEvent, type RawOomEvent } from './event';
-import { ALL_PROGRAMS, OBJECT_PATH, planFor, probeHooks, type HookProbe } from './hooks';
+import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
+import { ALL_PROGRAMS, OBJECT_PATH, companionNeeded, companionOrder, degradations, ensureTracefs, planFor, probeHooks, victimHookOf, type CompanionProbe, type HookProbe } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 
 export class CollectorError extends Error {
@@ -38,6 +39,42 @@ function procMemoryCgroup(pid: number): string | null {
   }
 }
 
+const MEMORY_HIERARCHIES = ['/sys/fs/cgroup/memory', '/sys/fs/cgroup'];
+
+/**
+ * A path deeper than the kernel side's 16 slots arrives cut at the root side; its kernfs id is
+ * the cgroup directory's inode number, so the whole path is found in cgroupfs while the cgroup
+ * exists. Only the directories whose tail matches are descended into past the cut depth.
+ */
+export function resolveTruncatedCgroup(cg: CgroupPath, roots = MEMORY_HIERARCHIES, maxDirs = 200_000): CgroupPath {
+  if (!cg.truncated || cg.id === 0n) return cg;
+  for (const root of roots) {
+    let seen = 0;
+    const stack = [''];
+    while (stack.length && seen < maxDirs) {
+      const rel = stack.pop()!;
+      seen++;
+      let entries;
+      try {
+        entries = readdirSync(path.join(root, rel), { withFileTypes: true });
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        if (!e.isDirectory()) continue;
+        const child = `${rel}/${e.name}`;
+        try {
+          if (statSync(path.join(root, child), { bigint: true }).ino === cg.id) return { id: cg.id, path: child, truncated: false };
+        } catch {
+          continue;
+        }
+        stack.push(child);
+      }
+    }
+  }
+  return cg;
+}
+
 /** The oomkill collector: one RawOomEvent per victim, through the first hook this kernel allows. */
 export class OomKillCollector implements Collector<RawOomEvent> {
   readonly name = 'oomkill';
@@ -47,6 +84,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private chosen: Hook | null = null;
   private programs: string[] = [];
   private probes: HookProbe[] = [];
+  private companions: CompanionProbe[] = [];
+  private degraded: string[] = [];
   private emit: (e: RawOomEvent) => Promise<void> = async () => {};
 
   constructor(private readonly opts: OomKillOptions) {}
@@ -58,24 +97,42 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     installLibbpfLogger(logger);
     this.probes = probeHooks(withLibbpfLog, objectPath);
     for (const p of this.probes) if (!p.ok) logger.info(`oomkill: hook ${p.hook} unavailable: ${p.reason}`);
+    const tracefs = ensureTracefs();
 
     const candidates = this.opts.hook === 'auto' ? HOOK_ORDER : [this.opts.hook];
     for (const hook of candidates) {
-      const plan = planFor(hook, this.probes);
-      if (!plan) continue;
-      const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
-      try {
-        obj.load();
-        for (const prog of plan) obj.attach(prog);
-      } catch (err) {
-        obj.close();
-        logger.info(`oomkill: hook ${hook} failed to attach with its partner program: ${(err as Error).message}`);
-        continue;
+      const base = planFor(hook, this.probes);
+      if (!base) continue;
+      // with a signal companion where mark_victim lacks the task, first that works; else without
+      const victimHook = victimHookOf(base);
+      const extras = companionNeeded(victimHook, tracefs) ? companionOrder(victimHook).map((c) => [c]) : [];
+      for (const extra of [...extras, []]) {
+        const plan = [...base, ...extra];
+        const attempt = withLibbpfLog(() => {
+          const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
+          try {
+            obj.load();
+            for (const prog of plan) obj.attach(prog);
+            return { obj };
+          } catch (err) {
+            obj.close();
+            return { err: err as Error };
+          }
+        });
+        if (attempt.err) {
+          if (extra.length) {
+            this.companions.push({ program: extra[0] as CompanionProbe['program'], ok: false, reason: attempt.err.message });
+            logger.info(`oomkill: companion ${extra[0]} unavailable: ${attempt.err.message}`);
+          } else logger.info(`oomkill: hook ${hook} failed to attach with its partner program: ${attempt.err.message}`);
+          continue;
+        }
+        if (extra.length) this.companions.push({ program: extra[0] as CompanionProbe['program'], ok: true });
+        this.obj = attempt.obj!;
+        this.chosen = hook;
+        this.programs = plan;
+        break;
       }
-      this.obj = obj;
-      this.chosen = hook;
-      this.programs = plan;
-      break;
+      if (this.obj) break;
     }
     if (!this.obj || !this.chosen) {
       const why = this.probes.filter((p) => !p.ok && candidates.includes(p.hook)).map((p) => `${p.hook}: ${p.reason}`);
@@ -85,6 +142,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       );
     }
     logger.info(`oomkill: attached hook ${this.chosen} (programs: ${this.programs.join(', ')})`);
+    this.degraded = degradations(this.chosen, this.programs, this.probes, this.companions, tracefs);
+    for (const d of this.degraded) logger.info(`oomkill: degraded on this kernel: ${d}`);
 
     this.reader = new RingBufferReader(
       this.obj.mapFd('events'),
@@ -106,6 +165,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     const event = decodeEvent(data);
     // the context hook names the record even though a mark_victim program emitted it
     if (this.chosen) event.hook = this.chosen;
+    if (event.victimCgroup?.truncated) event.victimCgroup = resolveTruncatedCgroup(event.victimCgroup);
+    if (event.oomCgroup?.truncated) event.oomCgroup = resolveTruncatedCgroup(event.oomCgroup);
     if (!event.victimCgroup) {
       const path = procMemoryCgroup(event.victimPid);
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
@@ -140,6 +201,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       hook: this.chosen,
       programs: this.programs,
       unavailable: this.probes.filter((p) => !p.ok).map((p) => ({ hook: p.hook, reason: p.reason ?? '' })),
+      degraded: this.degraded,
     };
   }
 }

@@ -6,8 +6,8 @@ import type { Constraint, Hook } from '../../record/record';
  * header (compiled by the host C compiler) and with the BTF of the committed object.
  */
 export const COMM_LEN = 16;
-export const CG_NAME_LEN = 128;
-export const CG_DEPTH = 12;
+export const CG_NAME_LEN = 256;
+export const CG_DEPTH = 16;
 
 type FieldType = 'u64' | 'u32' | 's32' | 'comm' | 'cgroup_path';
 
@@ -68,7 +68,7 @@ export const FLAG = {
   CONSTRAINT_INFERRED: 1 << 4,
   VICTIM_CG_VALID: 1 << 5,
   OOM_CG_VALID: 1 << 6,
-  TASK_FROM_WALK: 1 << 7,
+  TASK_FROM_SIGNAL: 1 << 7,
 } as const;
 
 const HOOKS: Record<number, Hook> = { 1: 'fentry', 2: 'kprobe', 3: 'tp_btf', 4: 'tracepoint' };

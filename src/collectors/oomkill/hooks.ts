@@ -13,7 +13,15 @@ export const PROGRAMS: Record<Hook, string> = {
   tp_btf: 'tp_btf_mark_victim',
   tracepoint: 'tracepoint_mark_victim',
 };
-export const ALL_PROGRAMS = Object.values(PROGRAMS);
+
+/**
+ * Companions of a pid-only mark_victim (kernels before 6.8, and the tracepoint hook everywhere):
+ * they remember whom the OOM killer just sent SIGKILL to, so every member of a group kill is
+ * recorded from its task (sizes, uid, cgroup). Tried in the order that suits the victim hook.
+ */
+export const SIGNAL_PROGRAMS = ['tp_btf_signal_generate', 'raw_tp_signal_generate'] as const;
+export type SignalProgram = (typeof SIGNAL_PROGRAMS)[number];
+export const ALL_PROGRAMS: readonly string[] = [...Object.values(PROGRAMS), ...SIGNAL_PROGRAMS];
 
 /** fentry/kprobe only read oom_control; every victim is emitted from a mark_victim program. */
 export const CONTEXT_HOOKS: readonly Hook[] = ['fentry', 'kprobe'];
@@ -21,6 +29,12 @@ export const VICTIM_HOOKS: readonly Hook[] = ['tp_btf', 'tracepoint'];
 
 export interface HookProbe {
   hook: Hook;
+  ok: boolean;
+  reason?: string;
+}
+
+export interface CompanionProbe {
+  program: SignalProgram;
   ok: boolean;
   reason?: string;
 }
@@ -82,26 +96,105 @@ export function probeHooks(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, ob
   ensureTracefs();
   return HOOK_ORDER.map((hook) =>
     withLibbpfLog((log) => {
-      let obj: BpfObject | null = null;
       try {
-        obj = BpfObject.open(objectPath, [PROGRAMS[hook]], ALL_PROGRAMS);
-        obj.load();
-        obj.attach(PROGRAMS[hook]);
+        tryLoadAttach(objectPath, PROGRAMS[hook]);
         return { hook, ok: true };
       } catch (err) {
         return { hook, ok: false, reason: explain(hook, err, log) };
-      } finally {
-        obj?.close();
       }
     }),
   );
 }
 
-/** The programs to load for a hook: a context hook pairs with the first victim hook that works. */
-export function planFor(hook: Hook, probes: HookProbe[]): string[] | null {
+function tryLoadAttach(objectPath: string, program: string): void {
+  let obj: BpfObject | null = null;
+  try {
+    obj = BpfObject.open(objectPath, [program], ALL_PROGRAMS);
+    obj.load();
+    obj.attach(program);
+  } finally {
+    obj?.close();
+  }
+}
+
+/** Loads and attaches each signal companion alone: which of them this kernel takes. */
+export function probeCompanions(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, objectPath = OBJECT_PATH): CompanionProbe[] {
+  return SIGNAL_PROGRAMS.map((program) =>
+    withLibbpfLog((log) => {
+      try {
+        tryLoadAttach(objectPath, program);
+        return { program, ok: true };
+      } catch (err) {
+        const base = err instanceof BpfError ? err.message : String(err);
+        const last = log.filter((l) => /error|fail|invalid|denied|not supported/i.test(l) && !/failed to load object/.test(l)).slice(-1)[0];
+        return { program, ok: false, reason: last ? `${base}; ${last}` : base };
+      }
+    }),
+  );
+}
+
+/**
+ * The programs to load for a hook: a context hook pairs with the first victim hook that works,
+ * and the victim hook with the first signal companion that works (none: degraded, not fatal).
+ */
+export function planFor(hook: Hook, probes: HookProbe[], companions: CompanionProbe[] = []): string[] | null {
   const ok = (h: Hook) => probes.find((p) => p.hook === h)?.ok === true;
   if (!ok(hook)) return null;
-  if (!CONTEXT_HOOKS.includes(hook)) return [PROGRAMS[hook]];
-  const victim = VICTIM_HOOKS.find(ok);
-  return victim ? [PROGRAMS[hook], PROGRAMS[victim]] : null;
+  const victim = CONTEXT_HOOKS.includes(hook) ? VICTIM_HOOKS.find(ok) : hook;
+  if (!victim) return null;
+  const companion = companionOrder(victim).find((c) => companions.find((p) => p.program === c)?.ok === true);
+  return [...(victim === hook ? [] : [PROGRAMS[hook]]), PROGRAMS[victim], ...(companion ? [companion] : [])];
+}
+
+/** The classic tracepoint hook stays off BTF-typed attachment where it can. */
+export function companionOrder(victimHook: Hook): SignalProgram[] {
+  return victimHook === 'tracepoint' ? ['raw_tp_signal_generate', 'tp_btf_signal_generate'] : [...SIGNAL_PROGRAMS];
+}
+
+/** The victim hook of a plan (its mark_victim program). */
+export function victimHookOf(plan: string[]): Hook {
+  return plan.includes(PROGRAMS.tp_btf) ? 'tp_btf' : 'tracepoint';
+}
+
+/** A companion is needed where mark_victim does not hand over the task: before 6.8, and the classic tracepoint. */
+export function companionNeeded(victimHook: Hook, tracefs: string | null): boolean {
+  return victimHook === 'tracepoint' || markVictimCarriesTask(tracefs) !== true;
+}
+
+/** What this kernel's mark_victim tracepoint carries, read from its tracefs format (a feature check). */
+export function markVictimCarriesTask(tracefs: string | null = ensureTracefs()): boolean | null {
+  if (!tracefs) return null;
+  const format = readTrim(path.join(tracefs, 'events/oom/mark_victim/format'));
+  if (format === null) return null;
+  return /\btotal_vm\b/.test(format);
+}
+
+/**
+ * Features this kernel lacks and what each costs the records, in words for `check` and the log.
+ * Feature checks only: tracefs formats and what loaded, never version numbers.
+ */
+export function degradations(selected: Hook | null, plan: string[] | null, probes: HookProbe[], companions: CompanionProbe[], tracefs: string | null): string[] {
+  const out: string[] = [];
+  if (!selected || !plan) return out;
+  const carriesTask = markVictimCarriesTask(tracefs);
+  const victimHook = victimHookOf(plan);
+  const companion = plan.find((p) => (SIGNAL_PROGRAMS as readonly string[]).includes(p));
+  if (carriesTask === false) {
+    out.push(
+      'mark_victim carries only a pid (its task and sizes arrive with 6.8): the victim task is the one the OOM killer just sent SIGKILL to' +
+        (companion ? ` (${companion})` : ''),
+    );
+  }
+  if ((carriesTask !== true || victimHook === 'tracepoint') && !companion) {
+    const why = companions.map((c) => `${c.program}: ${c.reason ?? 'unavailable'}`).join(' | ');
+    out.push(`no signal companion loads (${why}): group-kill members other than the chosen victim are recorded with pid only`);
+  }
+  if (!CONTEXT_HOOKS.includes(selected)) {
+    const fentry = probes.find((p) => p.hook === 'fentry');
+    const kprobe = probes.find((p) => p.hook === 'kprobe');
+    if (fentry && !fentry.ok && kprobe && !kprobe.ok) {
+      out.push('no oom_kill_process hook (fentry and kprobe unavailable): constraint and OOM cgroup inferred; gfp_mask, order and domain_pages unknown');
+    }
+  }
+  return out;
 }

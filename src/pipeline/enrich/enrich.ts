@@ -46,6 +46,7 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     ...parseContainer(victimCgroup),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
+    ...(ev.victimCgroup?.truncated || ev.oomCgroup?.truncated ? { cgroup_truncated: true } : {}),
   };
 }
 
