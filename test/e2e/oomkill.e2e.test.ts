@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { kernelReportFor, KmsgReader } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
-import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
+import { makeNestedTestCgroup, makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import type { OomRecord } from '../../src/record/record';
 
 const CONSTRAINTS: Record<string, OomRecord['constraint']> = {
@@ -49,7 +49,7 @@ describe('oomkill e2e: records equal the kernel report', () => {
   after(async () => {
     const stopped = await agent?.stop('SIGTERM');
     kmsg?.close();
-    for (const cg of cgroups) await removeCgroup(cg.dir);
+    for (const cg of cgroups) for (const dir of (cg as TestCgroup & { dirs?: string[] }).dirs ?? [cg.dir]) await removeCgroup(dir);
     assert.equal(stopped?.code, 0, `agent exit on SIGTERM; log:\n${agent?.stderr().slice(-3000)}`);
   });
 
@@ -59,10 +59,32 @@ describe('oomkill e2e: records equal the kernel report', () => {
     if (forcedHook) assert.equal(m[1], forcedHook);
   });
 
-  for (const name of ['oomtrail-e2e-plain', 'oomtrail e2e ünïcødé ☃ name']) {
-    test(`one kill in memory cgroup ${JSON.stringify(name)}`, async () => {
-      const cg = makeTestCgroup(`${name}-${process.pid}`);
+  /** A name of exactly `bytes` UTF-8 bytes (NAME_MAX is 255), unique to this run. */
+  const nameOfBytes = (prefix: string, bytes: number) => {
+    const head = `${prefix}-${process.pid}-ü☃-`;
+    return head + 'x'.repeat(bytes - Buffer.byteLength(head));
+  };
+  /** `depth` names from the top: the first unique to this run, the others `bytes` long. */
+  const chain = (depth: number, bytes: number) =>
+    Array.from({ length: depth }, (_, i) => (i === 0 ? nameOfBytes(`e2e-deep${depth}`, 32) : `d${i + 1}-`.padEnd(bytes, 'x')));
+  const layouts: Array<[string, () => TestCgroup]> = [
+    ['"oomtrail-e2e-plain"', () => makeTestCgroup(`oomtrail-e2e-plain-${process.pid}`)],
+    ['"oomtrail e2e ünïcødé ☃ name"', () => makeTestCgroup(`oomtrail e2e ünïcødé ☃ name-${process.pid}`)],
+    // the longest legal name: the record must carry it whole, as the kernel prints it
+    ['with a 255-byte name', () => makeTestCgroup(nameOfBytes('oomtrail-e2e-255', 255))],
+    // 16 levels from the hierarchy root (all the kernel side carries): the whole path, root to leaf.
+    // Names stay short enough for the kernel's own "oom-kill:" line, which printk cuts at ~1 kB.
+    ['nested 16 levels deep', () => makeNestedTestCgroup(chain(16, 20))],
+    // deeper than the kernel side carries: completed in user space from the cgroup id (its inode)
+    ['nested 20 levels deep', () => makeNestedTestCgroup(chain(20, 10))],
+  ];
+  for (const [label, make] of layouts) {
+    test(`one kill in memory cgroup ${label}`, async () => {
+      const cg = make();
       cgroups.push(cg);
+      if (label.startsWith('with a 255')) assert.equal(Buffer.byteLength(cg.kernelPath.slice(1)), 255);
+      const depth = /nested (\d+) levels/.exec(label)?.[1];
+      if (depth) assert.equal(cg.kernelPath.split('/').length - 1, Number(depth));
       await waitForOomLogWindow(kmsg);
       const before = cg.oomKills();
       const hog = await spawnDdHog(cg.procs);
@@ -97,6 +119,7 @@ describe('oomkill e2e: records equal the kernel report', () => {
       assert.equal(rec.oom_cgroup, constraint.oomMemcg ?? '/', 'oom_memcg');
       assert.equal(rec.victim_cgroup, constraint.taskMemcg, 'task_memcg');
       assert.equal(rec.victim_cgroup, cg.kernelPath, 'the cgroup we made, name intact');
+      assert.equal(rec.cgroup_truncated, undefined, 'a whole path is not flagged as cut');
 
       assert.equal(rec.memcg_limit_bytes, 64 * 1024 * 1024);
       assert.ok(rec.memcg_usage_bytes !== null && rec.memcg_usage_bytes > 60 * 1024 * 1024, 'usage at the limit');

@@ -76,7 +76,8 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
-  const deadline = Date.now() + 30_000;
+  // loading BPF objects takes seconds under software emulation (the VM matrix) on a busy host
+  const deadline = Date.now() + 60_000;
   while (!/oomtrail \S+ started:/.test(err)) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');

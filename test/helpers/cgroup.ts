@@ -27,6 +27,30 @@ export function makeTestCgroup(name: string): TestCgroup {
   };
 }
 
+/**
+ * A 64 MiB memory cgroup at the end of a chain of nested ones (`parts` from the top): every level
+ * but the leaf is a plain parent (with +memory delegated on cgroup v2). `dirs` lists them leaf first,
+ * for removal.
+ */
+export function makeNestedTestCgroup(parts: string[]): TestCgroup & { dirs: string[] } {
+  const version = detectCgroupVersion();
+  const root = version === 1 ? '/sys/fs/cgroup/memory' : '/sys/fs/cgroup';
+  const dirs: string[] = [];
+  let dir = root;
+  for (const part of parts.slice(0, -1)) {
+    if (version === 2) {
+      const sc = path.join(dir, 'cgroup.subtree_control');
+      if (!fs.readFileSync(sc, 'utf8').includes('memory')) fs.writeFileSync(sc, '+memory');
+    }
+    dir = path.join(dir, part);
+    fs.mkdirSync(dir);
+    dirs.unshift(dir);
+  }
+  if (version === 2) fs.writeFileSync(path.join(dir, 'cgroup.subtree_control'), '+memory');
+  const leaf = makeTestCgroup(path.relative(root, path.join(dir, parts[parts.length - 1])));
+  return { ...leaf, dirs: [leaf.dir, ...dirs] };
+}
+
 export interface HogResult {
   pid: number;
   signal: NodeJS.Signals | null;

@@ -81,7 +81,14 @@ if [[ -n "${OOMTRAIL_VM_MODULES-virtio_pci virtio_net}" ]]; then
       local n="${1//-/_}" f d
       [[ -n "${MOD_SEEN[$n]:-}" ]] && return 0
       MOD_SEEN[$n]=1
-      f="$(find "$MODROOT" -name "$n.ko" -o -name "${n//_/-}.ko" | head -n1)"
+      # trixie ships xz-compressed modules: unpacked on the way in (busybox insmod takes plain .ko)
+      f="$(find "$MODROOT" \( -name "$n.ko" -o -name "${n//_/-}.ko" -o -name "$n.ko.xz" -o -name "${n//_/-}.ko.xz" \) | head -n1)"
+      if [[ "$f" == *.xz ]]; then
+        mkdir -p "$ICACHE/modules-$(basename "$MODROOT")"
+        local plain="$ICACHE/modules-$(basename "$MODROOT")/$(basename "${f%.xz}")"
+        [[ -f "$plain" ]] || xz -dc "$f" > "$plain"
+        f="$plain"
+      fi
       if [[ -z "$f" ]]; then
         grep -q "/$n.ko" "$MODROOT/modules.builtin" 2>/dev/null && return 0
         log "kernel module $n not found in $MODROOT"; return 1

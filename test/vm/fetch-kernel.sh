@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# Download and unpack a Debian 6.1 cloud kernel for the e2e VM (no install).
+# Download and unpack a Debian cloud kernel for the e2e VM (no install).
+#
+#   fetch-kernel.sh [bookworm|bullseye|trixie]     (default: $OOMTRAIL_VM_RELEASE or bookworm)
+#
+#   bookworm  Debian 12, linux-image-6.1.0-<N>-cloud-amd64     (the host's own apt lists)
+#   bullseye  Debian 11, linux-image-5.10.0-<N>-cloud-amd64    (private apt lists, see below)
+#   trixie    Debian 13, linux-image-6.12.<n>+deb13-cloud-amd64 (private apt lists)
+#
+# Releases other than the host's are looked up with a private apt configuration under the cache
+# (sources, lists, archives of its own), pointed at the mirror the host's own apt sources use, so
+# the system's sources and lists are never touched.
 #
 # Result (cache dir = ${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}/v1/vm):
-#   kernel/vmlinuz          the bzImage
-#   kernel/config           its /boot/config-*
-#   kernel/System.map
-#   kernel/modules/<ver>/   its /lib/modules/<ver>
-#   kernel/version          e.g. 6.1.0-50-cloud-amd64
-#   kernel/package          e.g. linux-image-6.1.0-50-cloud-amd64 6.1.164-1
+#   kernel[-<release>]/vmlinuz          the bzImage   (bookworm keeps the plain "kernel" dir)
+#   kernel[-<release>]/config           its /boot/config-*
+#   kernel[-<release>]/System.map
+#   kernel[-<release>]/modules/<ver>/   its modules (/lib/modules or /usr/lib/modules in the package)
+#   kernel[-<release>]/version          e.g. 6.1.0-50-cloud-amd64
+#   kernel[-<release>]/package          e.g. linux-image-6.1.0-50-cloud-amd64 6.1.164-1
 #
-# Idempotent: does nothing when kernel/.complete exists.
-# Env: OOMTRAIL_VM_KERNEL_PKG=<package name> to force a package.
+# Idempotent: does nothing when the directory's .complete exists.
+# Env: OOMTRAIL_VM_KERNEL_PKG=<package name> to force a package (of the chosen release).
 # Prints the kernel directory on the last line of stdout (progress goes to stderr).
 set -euo pipefail
 
+RELEASE="${1:-${OOMTRAIL_VM_RELEASE:-bookworm}}"
+case "$RELEASE" in
+  bookworm) KPAT='6\.1\.0-[0-9]+'; SUFFIX='' ;;
+  bullseye) KPAT='5\.10\.0-[0-9]+'; SUFFIX="-$RELEASE" ;;
+  trixie) KPAT='6\.12\.[0-9]+\+deb13'; SUFFIX="-$RELEASE" ;;
+  *) echo "[fetch-kernel] unknown release '$RELEASE' (bookworm|bullseye|trixie)" >&2; exit 2 ;;
+esac
+
 CACHE_ROOT="${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}"
 VM_CACHE="$CACHE_ROOT/v1/vm"
-KDIR="$VM_CACHE/kernel"
+KDIR="$VM_CACHE/kernel$SUFFIX"
 
-log() { printf '[fetch-kernel] %s\n' "$*" >&2; }
+log() { printf '[fetch-kernel] %s: %s\n' "$RELEASE" "$*" >&2; }
 
 if [[ -f "$KDIR/.complete" ]]; then
   log "cached: $(cat "$KDIR/package") in $KDIR"
@@ -44,34 +62,58 @@ fi
 work="$(mktemp -d "$VM_CACHE/.fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-# Candidate package names, newest ABI first: the signed image, then the -unsigned one
-# (same kernel). The meta package's target may be missing from the mirror, so every
-# name apt knows about is tried.
+# apt options: the host's configuration for bookworm, a private one for the other releases
+APT_OPTS=()
+PRIVATE_UPDATED=0
+if [[ -n "$SUFFIX" ]]; then
+  adir="$VM_CACHE/apt-$RELEASE"
+  mkdir -p "$adir/lists/partial" "$adir/archives/partial" "$adir/parts" "$adir/prefs"
+  # the mirror the host already uses (deb822 .sources or one-line sources.list), never a fixed host name
+  mirrors="$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/{for(i=2;i<=NF;i++)print $i}'
+               cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '$1=="deb"{for(i=2;i<=NF;i++)if($i ~ /^[a-z]+:\/\//){print $i; break}}'
+             } | grep -E '/debian(-security)?/?$' | sort -u || true)"
+  main_uri="$(grep -v -- '-security' <<<"$mirrors" | head -n1 || true)"
+  sec_uri="$(grep -- '-security' <<<"$mirrors" | head -n1 || true)"
+  [[ -n "$main_uri" ]] || { log "ERROR: no Debian mirror found in /etc/apt/sources.list*"; exit 1; }
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  {
+    echo "deb [signed-by=$keyring] $main_uri $RELEASE main"
+    [[ -n "$sec_uri" ]] && echo "deb [signed-by=$keyring] $sec_uri $RELEASE-security main"
+  } > "$adir/sources.list"
+  APT_OPTS=(-o "Dir::Etc::SourceList=$adir/sources.list" -o "Dir::Etc::SourceParts=$adir/parts"
+            -o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir" -o "Dir::Cache::archives=$adir/archives"
+            -o "Dir::Etc::Preferences=$adir/prefs/none" -o "Dir::Etc::PreferencesParts=$adir/prefs"
+            -o "APT::Architecture=amd64")
+  if ! ls "$adir/lists/"*_Packages >/dev/null 2>&1; then
+    log "apt-get update (private lists in $adir)"
+    apt-get "${APT_OPTS[@]}" update -q >&2 || { log "ERROR: apt-get update for $RELEASE failed"; exit 1; }
+    PRIVATE_UPDATED=1
+  fi
+fi
+
+# Candidate package names, newest ABI first: the signed image, then the -unsigned one (same
+# kernel). Every name apt knows about is tried: the mirror may lack the newest one's file.
 candidates() {
   if [[ -n "${OOMTRAIL_VM_KERNEL_PKG:-}" ]]; then
     echo "$OOMTRAIL_VM_KERNEL_PKG"
     return
   fi
-  {
-    apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-amd64\)$/\1/p'
-    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64' 2>/dev/null | awk '{print $1}'
-  } | grep -E '^linux-image-6\.1\.0-[0-9]+-cloud-amd64(-unsigned)?$' \
-    | sed -E 's/-unsigned$//' | sort -u \
-    | sort -t- -k4,4nr \
+  apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" 2>/dev/null | awk '{print $1}' \
+    | grep -E "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" \
+    | sed -E 's/-unsigned$//' | sort -u | sort -rV \
     | while read -r p; do echo "$p"; echo "$p-unsigned"; done
 }
 
 try_download() {
-  local all c
+  local all c ok
   all="$(candidates)"
   [[ -n "$all" ]] || return 1
   # One apt-cache call: keep names that have an installable candidate version.
-  local ok
-  ok="$(apt-cache policy $all 2>/dev/null | awk '/^[^ ]/{p=$1; sub(":$","",p)} /Candidate: [0-9]/{print p}')"
+  ok="$(apt-cache "${APT_OPTS[@]}" policy $all 2>/dev/null | awk '/^[^ ]/{p=$1; sub(":$","",p)} /Candidate: [0-9]/{print p}')"
   for c in $all; do
     grep -qxF "$c" <<<"$ok" || continue
     log "trying $c"
-    if (cd "$work" && apt-get download -q "$c" >&2 2>"$work/err"); then
+    if (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "$c" >&2 2>"$work/err"); then
       log "downloaded $(basename "$(ls "$work"/*.deb)")"
       return 0
     fi
@@ -83,10 +125,10 @@ try_download() {
 
 t0=$(date +%s.%N)
 if ! try_download; then
-  if [[ $(id -u) -eq 0 ]]; then
+  if [[ $(id -u) -eq 0 && $PRIVATE_UPDATED -eq 0 ]]; then
     log "no candidate downloadable; running apt-get update once and retrying"
-    apt-get update -q >&2 || true
-    try_download || { log "ERROR: could not download any linux-image-6.1.0-*-cloud-amd64"; exit 1; }
+    apt-get "${APT_OPTS[@]}" update -q >&2 || true
+    try_download || { log "ERROR: could not download any linux-image-${KPAT//\\/}-cloud-amd64"; exit 1; }
   else
     log "ERROR: no candidate downloadable (try 'apt-get update' as root)"
     exit 1
@@ -107,7 +149,11 @@ mkdir -p "$stage/modules"
 mv "$vmlinuz" "$stage/vmlinuz"
 mv "$work/x/boot/config-$kver" "$stage/config"
 [[ -f "$work/x/boot/System.map-$kver" ]] && mv "$work/x/boot/System.map-$kver" "$stage/System.map"
-mv "$work/x/lib/modules/$kver" "$stage/modules/$kver"
+# bookworm and older ship /lib/modules, trixie /usr/lib/modules (merged /usr)
+for m in "$work/x/lib/modules/$kver" "$work/x/usr/lib/modules/$kver"; do
+  [[ -d "$m" ]] && { mv "$m" "$stage/modules/$kver"; break; }
+done
+[[ -d "$stage/modules/$kver" ]] || log "warning: no modules directory for $kver in the package"
 echo "$kver" > "$stage/version"
 echo "$pkgname $pkgver" > "$stage/package"
 touch "$stage/.complete"

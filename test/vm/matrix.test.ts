@@ -1,7 +1,9 @@
 /*
- * The kernel matrix: the e2e OOM tests inside a Debian 6.1 VM (kprobes, fentry, cgroup v2 with the
- * memory controller), once per forced hook. Each run boots the kernel under QEMU (TCG), runs the
- * tests as root in the guest, and fails here with the guest's output when anything fails there.
+ * The kernel matrix: the e2e OOM tests inside VMs of Debian's cloud kernels — 11's 5.10, 12's 6.1 and
+ * 13's 6.12 (kprobes, fentry, BTF, cgroup v2 with the memory controller) — once per kernel and forced
+ * hook. Each run boots the kernel under QEMU (TCG), runs the tests as root in the guest, and fails
+ * here with the guest's output when anything fails there. OOMTRAIL_VM_KERNELS (comma-separated
+ * releases) narrows the matrix for a local run.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,15 +21,30 @@ const TRAIL_TESTS = ['dist/test/e2e/trail.e2e.test.js'];
 // one OOM costs ~10x more under software emulation: the burst is shorter than on the host
 const BURST = process.env.OOMTRAIL_VM_BURST ?? '10';
 
-function runInVm(env: Record<string, string>, command: string[], timeoutS: number): Promise<{ code: number | null; out: string }> {
-  const args = ['--timeout', String(timeoutS), ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]), '--', ...command];
+interface GuestKernel {
+  release: 'bullseye' | 'bookworm' | 'trixie';
+  label: string;
+  /** what run.sh prints for the booted kernel: proves the matrix ran the kernel it names */
+  uname: RegExp;
+}
+const KERNELS: GuestKernel[] = [
+  { release: 'bullseye', label: 'Debian 11 5.10', uname: /\[vm-run\] kernel 5\.10\./ },
+  { release: 'bookworm', label: 'Debian 12 6.1', uname: /\[vm-run\] kernel 6\.1\./ },
+  { release: 'trixie', label: 'Debian 13 6.12', uname: /\[vm-run\] kernel 6\.12\./ },
+];
+const only = process.env.OOMTRAIL_VM_KERNELS?.split(',').map((k) => k.trim());
+
+function runInVm(release: string, env: Record<string, string>, command: string[], timeoutS: number): Promise<{ code: number | null; out: string }> {
+  const args = ['--kernel', release, '--timeout', String(timeoutS), ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]), '--', ...command];
   const child = spawn('bash', [RUN, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => {
     out += d.toString();
     // progress of the long steps (kernel download, initramfs) on the host's stderr
-    for (const line of d.toString().split('\n')) if (line.startsWith('[vm-run]') || line.startsWith('[initramfs]')) process.stderr.write(line + '\n');
+    for (const line of d.toString().split('\n')) {
+      if (line.startsWith('[vm-run]') || line.startsWith('[initramfs]') || line.startsWith('[fetch-kernel]')) process.stderr.write(line + '\n');
+    }
   });
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
 }
@@ -39,19 +56,25 @@ function summary(out: string): string {
     .join('\n');
 }
 
-for (const hook of HOOK_ORDER) {
-  test(`Debian 6.1 VM, hook ${hook}: e2e OOM tests${hook === TRAIL_HOOK ? ' + memory trail' : ''} pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
-    const { code, out } = await runInVm(
-      { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
-      ['node', '--test', '--test-concurrency=1', ...GUEST_TESTS, ...(hook === TRAIL_HOOK ? TRAIL_TESTS : [])],
-      600,
-    );
-    assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
-    // the guest really ran the tests, under the hook we forced, on the 6.1 kernel
-    assert.match(out, /\[vm\] ℹ fail 0/);
-    assert.match(out, /\[vm\] ℹ pass [1-9]/);
-    assert.match(out, /\[vm-run\] kernel 6\.1\./);
-    assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${summary(out)}`);
-    process.stderr.write(`[vm] ${hook}:\n${summary(out)}\n`);
-  });
+for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
+  for (const hook of HOOK_ORDER) {
+    const trail = hook === TRAIL_HOOK;
+    test(`${k.label} VM, hook ${hook}: e2e OOM tests${trail ? ' + memory trail' : ''} pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
+      const t0 = Date.now();
+      const { code, out } = await runInVm(
+        k.release,
+        { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
+        ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : [])].join(' ')}`],
+        600,
+      );
+      assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
+      // the guest really ran the tests, under the hook we forced, on the kernel we named
+      assert.match(out, /\[vm\] ℹ fail 0/);
+      assert.match(out, /\[vm\] ℹ pass [1-9]/);
+      assert.match(out, k.uname);
+      assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${summary(out)}`);
+      const check = out.split('\n').filter((l) => /^\[vm\] (selected hook|degraded|  - )/.test(l)).join('\n');
+      process.stderr.write(`[vm] ${k.label} ${hook} (${Math.round((Date.now() - t0) / 1000)} s):\n${check}\n${summary(out)}\n`);
+    });
+  }
 }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Run a command inside a Debian 6.1 kernel VM (QEMU TCG, no KVM) with the project packed
+# Run a command inside a Debian cloud kernel VM (QEMU TCG, no KVM) with the project packed
 # into the initramfs. The command runs as root in the guest, in the project directory
-# (same absolute path as on the host), with kprobes/fentry/BTF and cgroup v2 (+memory).
+# (same absolute path as on the host), with BTF and cgroup v2 (+memory); kprobes/fentry on
+# every kernel of the matrix (Debian 11's 5.10, 12's 6.1, 13's 6.12).
 #
 #   test/vm/run.sh [options] -- <command> [args...]
 #
 # Options:
+#   --kernel RELEASE    bookworm (6.1, default) | bullseye (5.10) | trixie (6.12); env
+#                       OOMTRAIL_VM_RELEASE (fetch-kernel.sh downloads and caches it)
 #   --timeout SECONDS   kill the VM after this long (default 600; exit code 124)
 #   --boot-timeout S    if the command has not started after S seconds of boot, kill the
 #                       VM and boot once more (default 120; env OOMTRAIL_VM_BOOT_TIMEOUT)
@@ -39,11 +42,14 @@ SHELL_MODE=0
 NET=0
 ENVS=()
 PREFIX="${OOMTRAIL_VM_PREFIX-[vm] }"
+RELEASE="${OOMTRAIL_VM_RELEASE:-bookworm}"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --kernel) RELEASE="$2"; shift 2 ;;
+    --kernel=*) RELEASE="${1#*=}"; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --timeout=*) TIMEOUT="${1#*=}"; shift ;;
     --boot-timeout) BOOT_TIMEOUT="$2"; shift 2 ;;
@@ -79,7 +85,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. kernel
-KDIR="$("$HERE/fetch-kernel.sh" | tail -n1)"
+KDIR="$("$HERE/fetch-kernel.sh" "$RELEASE" | tail -n1)"
 T_KERNEL="$(now)"
 
 # 2. initramfs (base + project archives are cached by build-initramfs.sh)
