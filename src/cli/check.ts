@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
 import { loadLibBpf } from '../bpf/libbpf';
-import { degradations, ensureTracefs, planFor, probeCompanions, probeHooks, type CompanionProbe } from '../collectors/oomkill/hooks';
+import { companionNeeded, degradations, ensureTracefs, planFor, probeCompanions, probeHooks, victimHookOf, type CompanionProbe } from '../collectors/oomkill/hooks';
 import { detectCgroupVersion } from '../pipeline/enrich/host';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
@@ -54,8 +54,10 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
   const hooks = libbpf ? probeHooks(withLibbpfLog) : HOOK_ORDER.map((h) => ({ hook: h, ok: false, reason: 'libbpf.so.1 not loadable' }));
   const companions = libbpf ? probeCompanions(withLibbpfLog) : [];
   const candidates = hook === 'auto' ? HOOK_ORDER : [hook];
-  const selected = candidates.find((h) => planFor(h, hooks, companions) !== null) ?? null;
-  const programs = selected ? (planFor(selected, hooks, companions) ?? []) : [];
+  const selected = candidates.find((h) => planFor(h, hooks) !== null) ?? null;
+  // as `run` does: a signal companion only where mark_victim does not hand over the task
+  const base = selected ? planFor(selected, hooks) : null;
+  const programs = base ? (companionNeeded(victimHookOf(base), tracefs) ? planFor(selected!, hooks, companions)! : base) : [];
   let lockdown: string | null = null;
   try {
     lockdown = readFileSync('/sys/kernel/security/lockdown', 'utf8').match(/\[(\w+)\]/)?.[1] ?? null;

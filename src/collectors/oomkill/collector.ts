@@ -6,7 +6,7 @@ import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
 import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
-import { ALL_PROGRAMS, OBJECT_PATH, companionNeeded, companionOrder, degradations, ensureTracefs, planFor, probeHooks, victimHookOf, type CompanionProbe, type HookProbe } from './hooks';
+import { ALL_PROGRAMS, CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 
 export class CollectorError extends Error {
@@ -95,44 +95,58 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     const objectPath = this.opts.objectPath ?? OBJECT_PATH;
     this.emit = emit;
     installLibbpfLogger(logger);
-    this.probes = probeHooks(withLibbpfLog, objectPath);
-    for (const p of this.probes) if (!p.ok) logger.info(`oomkill: hook ${p.hook} unavailable: ${p.reason}`);
     const tracefs = ensureTracefs();
+    // Start-up loads as few objects as it can (each load costs seconds under emulation): a context
+    // hook is probed alone first (its failure is cheap and names the reason), a victim hook is
+    // loaded straight with its partners and probed alone only to explain a failure.
+    const probe = (hook: Hook): HookProbe => {
+      let p = this.probes.find((x) => x.hook === hook);
+      if (!p) {
+        p = probeHook(withLibbpfLog, hook, objectPath);
+        this.probes.push(p);
+        if (!p.ok) logger.info(`oomkill: hook ${hook} unavailable: ${p.reason}`);
+      }
+      return p;
+    };
+    const tryPlan = (plan: string[]): Error | null =>
+      withLibbpfLog(() => {
+        const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
+        try {
+          obj.load();
+          for (const prog of plan) obj.attach(prog);
+        } catch (err) {
+          obj.close();
+          return err as Error;
+        }
+        this.obj = obj;
+        this.programs = plan;
+        return null;
+      });
 
     const candidates = this.opts.hook === 'auto' ? HOOK_ORDER : [this.opts.hook];
     for (const hook of candidates) {
-      const base = planFor(hook, this.probes);
-      if (!base) continue;
-      // with a signal companion where mark_victim lacks the task, first that works; else without
-      const victimHook = victimHookOf(base);
-      const extras = companionNeeded(victimHook, tracefs) ? companionOrder(victimHook).map((c) => [c]) : [];
-      for (const extra of [...extras, []]) {
-        const plan = [...base, ...extra];
-        const attempt = withLibbpfLog(() => {
-          const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
-          try {
-            obj.load();
-            for (const prog of plan) obj.attach(prog);
-            return { obj };
-          } catch (err) {
-            obj.close();
-            return { err: err as Error };
+      const context = CONTEXT_HOOKS.includes(hook);
+      if (context && !probe(hook).ok) continue;
+      for (const victimHook of context ? VICTIM_HOOKS : [hook]) {
+        const base = context ? [PROGRAMS[hook], PROGRAMS[victimHook]] : [PROGRAMS[hook]];
+        // with a signal companion where mark_victim lacks the task, the first that works; else without
+        const extras = companionNeeded(victimHook, tracefs) ? companionOrder(victimHook).map((c) => [c]) : [];
+        for (const extra of [...extras, []]) {
+          const err = tryPlan([...base, ...extra]);
+          if (extra.length && !this.companions.some((c) => c.program === extra[0])) {
+            this.companions.push({ program: extra[0] as SignalProgram, ok: !err, reason: err?.message });
+            if (err) logger.info(`oomkill: companion ${extra[0]} unavailable: ${err.message}`);
           }
-        });
-        if (attempt.err) {
-          if (extra.length) {
-            this.companions.push({ program: extra[0] as CompanionProbe['program'], ok: false, reason: attempt.err.message });
-            logger.info(`oomkill: companion ${extra[0]} unavailable: ${attempt.err.message}`);
-          } else logger.info(`oomkill: hook ${hook} failed to attach with its partner program: ${attempt.err.message}`);
-          continue;
+          if (!err) break;
         }
-        if (extra.length) this.companions.push({ program: extra[0] as CompanionProbe['program'], ok: true });
-        this.obj = attempt.obj!;
+        if (this.obj) break;
+        if (!probe(victimHook).ok) continue;
+        logger.info(`oomkill: hook ${hook} failed to attach with its partner program ${PROGRAMS[victimHook]}`);
+      }
+      if (this.obj) {
         this.chosen = hook;
-        this.programs = plan;
         break;
       }
-      if (this.obj) break;
     }
     if (!this.obj || !this.chosen) {
       const why = this.probes.filter((p) => !p.ok && candidates.includes(p.hook)).map((p) => `${p.hook}: ${p.reason}`);

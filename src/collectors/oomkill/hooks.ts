@@ -94,16 +94,19 @@ export function explain(hook: Hook, err: unknown, libbpfLog: string[]): string {
  */
 export function probeHooks(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, objectPath = OBJECT_PATH): HookProbe[] {
   ensureTracefs();
-  return HOOK_ORDER.map((hook) =>
-    withLibbpfLog((log) => {
-      try {
-        tryLoadAttach(objectPath, PROGRAMS[hook]);
-        return { hook, ok: true };
-      } catch (err) {
-        return { hook, ok: false, reason: explain(hook, err, log) };
-      }
-    }),
-  );
+  return HOOK_ORDER.map((hook) => probeHook(withLibbpfLog, hook, objectPath));
+}
+
+/** One hook's program alone: loads, attaches, detaches. */
+export function probeHook(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, hook: Hook, objectPath = OBJECT_PATH): HookProbe {
+  return withLibbpfLog((log) => {
+    try {
+      tryLoadAttach(objectPath, PROGRAMS[hook]);
+      return { hook, ok: true };
+    } catch (err) {
+      return { hook, ok: false, reason: explain(hook, err, log) };
+    }
+  });
 }
 
 function tryLoadAttach(objectPath: string, program: string): void {
