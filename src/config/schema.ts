@@ -314,8 +314,8 @@ export const schema: convict.Schema<AppConfig> = {
     },
     retry: {
       initial_ms: {
-        doc: 'First retry delay after a retryable sink failure (milliseconds); doubles with jitter up to max_ms.',
-        format: natural,
+        doc: 'First retry delay after a retryable sink failure (milliseconds, > 0: 0 would retry a failing sink in a busy loop); doubles with jitter up to max_ms.',
+        format: positive,
         default: 500,
         env: 'OOMTRAIL_PIPELINE_RETRY_INITIAL_MS',
       },

@@ -5,7 +5,7 @@ import type { Sink, WriteResult } from '../sinks/sink';
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { Batcher, type BatchLimits } from './batcher';
-import { backoffMs, type BackoffOptions } from './retry';
+import { backoffMs, MAX_TIMER_MS, type BackoffOptions } from './retry';
 import { Spool, SpoolError, SpoolFullError, type FsyncPolicy, type SpooledRecord } from './spool';
 
 export type LaneErrorCode = 'LANE_CONFIG' | 'LANE_STATE';
@@ -459,7 +459,7 @@ export class Lane {
       const t = setTimeout(() => {
         this.sleepers.delete(cancel);
         resolve(true);
-      }, ms);
+      }, Math.min(MAX_TIMER_MS, ms)); // a longer timer fires after 1 ms
       t.unref();
       this.sleepers.add(cancel);
     });

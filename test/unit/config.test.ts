@@ -323,6 +323,12 @@ describe('rejections from files', () => {
     assert.equal(err.file, f);
   });
 
+  test('retry.initial_ms 0 (a busy retry loop) is refused naming the key', () => {
+    const f = file('c.yaml', 'pipeline:\n  retry:\n    initial_ms: 0\n');
+    rejects(() => loadConfig({ file: f, env: {} }), 'CONFIG_INVALID', 'pipeline.retry.initial_ms', f);
+    rejects(() => loadConfig({ etcDir: EMPTY, env: { OOMTRAIL_PIPELINE_RETRY_INITIAL_MS: '0' } }), 'CONFIG_INVALID', 'OOMTRAIL_PIPELINE_RETRY_INITIAL_MS', 'pipeline.retry.initial_ms');
+  });
+
   test('all problems are reported at once, the first one in the fields', () => {
     const f = file('c.yaml', 'sinks:\n  fiel: {}\nlog:\n  level: loud\n');
     const err = rejects(
