@@ -396,7 +396,26 @@ function convictProblem(line: string, origins: Map<string, Origin>): ConfigProbl
   if (!m) return { code: 'CONFIG_INVALID', message: `configuration: ${line}` };
   const key = m[1]!;
   const origin = origins.get(key);
-  return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${m[2]}` };
+  let reason = m[2]!;
+  // A URL may carry a password (userinfo) or a token (webhook paths): show only scheme://host[:port]/….
+  const shown = /^(.*): value was "(.*)"$/s.exec(reason);
+  if (shown && /(^|[._])url$/.test(key)) reason = `${shown[1]}: value was "${redactUrl(shown[2]!)}"`;
+  return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${reason}` };
+}
+
+/**
+ * `scheme://host[:port]`, plus `/…` when the URL has more (path, query, fragment): never its userinfo, nor a
+ * path that may be a token (Slack/Teams-style webhook URLs). Text that is not a URL prints as `…`.
+ */
+export function redactUrl(text: string): string {
+  try {
+    const u = new URL(text);
+    if (!u.host) return '…';
+    const more = (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '';
+    return `${u.protocol}//${u.host}${more ? '/…' : ''}`;
+  } catch {
+    return '…';
+  }
 }
 
 function where(origin: Origin | undefined): string {

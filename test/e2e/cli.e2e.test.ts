@@ -88,3 +88,16 @@ test('usage errors exit 2', () => {
   assert.equal(oomtrail(['run', '--json']).status, 2);
   assert.equal(oomtrail(['--help']).status, 0);
 });
+
+test('a sink URL with a password or a token: exit 78 naming the variable, the secret nowhere on stderr', () => {
+  for (const [name, value] of [
+    ['OOMTRAIL_SINKS_CLICKHOUSE_URL', 'http://default:hunter2pw@127.0.0.1:8123'],
+    ['OOMTRAIL_SINKS_LOKI_URL', 'http://admin:hunter2pw@127.0.0.1:3100'],
+    ['OOMTRAIL_SINKS_WEBHOOK_URL', 'https://u:hunter2pw@hooks.example/services/T0/B0/xoxbhunter2pw'],
+  ]) {
+    const r = oomtrail(['run'], { [name]: value });
+    assert.equal(r.status, 78, r.stderr);
+    assert.ok(r.stderr.includes(name), r.stderr);
+    assert.ok(!r.stderr.includes('hunter2pw') && !r.stdout.includes('hunter2pw'), r.stderr);
+  }
+});
