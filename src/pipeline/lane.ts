@@ -385,7 +385,7 @@ export class Lane {
     const lines = refused.map(({ record, reason }) => JSON.stringify({ reason, sink: this.name, time, record }) + '\n').join('');
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
-        const fh = await fsp.open(this.deadLetterPath, 'a');
+        const fh = await fsp.open(this.deadLetterPath, 'a', 0o600);
         try {
           await fh.writeFile(lines);
           if (this.opts.fsync !== 'never') await fh.datasync();

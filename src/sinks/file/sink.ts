@@ -17,8 +17,10 @@ export class FileSink implements Sink {
 
   private async open(): Promise<fs.FileHandle> {
     if (!this.handle) {
-      await fs.mkdir(path.dirname(this.config.path), { recursive: true });
-      this.handle = await fs.open(this.config.path, 'a', 0o640);
+      // records name every tenant's commands and cgroups: private, whatever the umask (Docker's is 022);
+      // an existing file keeps the mode its owner (or logrotate's `create`) gave it
+      await fs.mkdir(path.dirname(this.config.path), { recursive: true, mode: 0o700 });
+      this.handle = await fs.open(this.config.path, 'a', 0o600);
     }
     return this.handle;
   }
@@ -56,7 +58,7 @@ export class FileSink implements Sink {
 
   async healthcheck(): Promise<HealthStatus> {
     try {
-      await fs.mkdir(path.dirname(this.config.path), { recursive: true });
+      await fs.mkdir(path.dirname(this.config.path), { recursive: true, mode: 0o700 });
       await fs.access(path.dirname(this.config.path), fs.constants?.W_OK ?? 2);
       return { healthy: true };
     } catch (err) {
