@@ -76,11 +76,17 @@ async function run(args: Args): Promise<number> {
   }
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
   const { reclaim, trail, connect } = buildOptionalCollectors(config, logger);
+  const sinks = createSinks(config, logger);
+  // logrotate's postrotate convention; Node's default for SIGHUP would be to die
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reopening files before the next write');
+    for (const sink of sinks) sink.reopen?.();
+  });
   const agent = new Agent({
     config,
     logger,
     collector,
-    sinks: createSinks(config, logger),
+    sinks,
     sources,
     reclaim,
     trail,

@@ -97,3 +97,69 @@ test('under umask 022 (Docker, Kubernetes) events.jsonl, spool, ack state and de
     process.umask(old);
   }
 });
+
+const ids = (file: string): string[] => lines(file).map((l) => (JSON.parse(l) as OomRecord).event_id);
+
+test('mv of events.jsonl: the next batch goes to a new file at the path, the earlier one stays in the moved file', async () => {
+  const events = path.join(tmpDir(), 'events.jsonl');
+  const sink = new FileSink({ path: events });
+  assert.equal((await sink.write([rec(0)])).status, 'delivered');
+  fs.renameSync(events, `${events}.1`);
+  assert.equal((await sink.write([rec(1)])).status, 'delivered');
+  assert.deepEqual(ids(`${events}.1`), [rec(0).event_id]);
+  assert.deepEqual(ids(events), [rec(1).event_id], 'the record acked after the mv is at the path');
+  await sink.close();
+});
+
+test('rm of events.jsonl: the next batch is not acked into the deleted inode', async () => {
+  const events = path.join(tmpDir(), 'events.jsonl');
+  const sink = new FileSink({ path: events });
+  await sink.write([rec(0)]);
+  fs.unlinkSync(events);
+  assert.equal((await sink.write([rec(1)])).status, 'delivered');
+  assert.deepEqual(ids(events), [rec(1).event_id]);
+  await sink.close();
+});
+
+test('logrotate create mode: rename, then a new empty file with its own mode: records go to it, mode kept', async () => {
+  const events = path.join(tmpDir(), 'events.jsonl');
+  const sink = new FileSink({ path: events });
+  await sink.write([rec(0), rec(1)]);
+  fs.renameSync(events, `${events}-20261130`);
+  fs.writeFileSync(events, '', { mode: 0o640 }); // what `create 0640 root adm` does
+  fs.chmodSync(events, 0o640);
+  await sink.write([rec(2)]);
+  await sink.write([rec(3)]);
+  assert.deepEqual(ids(`${events}-20261130`), [rec(0).event_id, rec(1).event_id]);
+  assert.deepEqual(ids(events), [rec(2).event_id, rec(3).event_id]);
+  assert.equal((fs.statSync(events).mode & 0o777).toString(8), '640');
+  await sink.close();
+});
+
+test('dead letters rotate at pipeline.dead_letter.max_bytes, keeping .1 .. .keep, the newest at the path', async () => {
+  const spoolDir = tmpDir();
+  const maxBytes = 4000;
+  const lane = new Lane(
+    laneOpts(new AnsweringSink('refused', { status: 'rejected', reason: 'HTTP 400: bad' }), spoolDir, {
+      batch: { maxEvents: 1, maxBytes: 1 << 20, maxAgeMs: 1 },
+      deadLetter: { maxBytes, keep: 2 },
+    }),
+  );
+  await lane.open();
+  const total = 40;
+  for (let i = 0; i < total; i++) await lane.accept(rec(i));
+  await until(() => lane.rejected === total, 10_000);
+  await lane.close();
+  const base = path.join(spoolDir, 'refused.dead-letter.jsonl');
+  const files = [`${base}.2`, `${base}.1`, base];
+  for (const f of files) {
+    assert.ok(fs.existsSync(f), f);
+    assert.ok(fs.statSync(f).size <= maxBytes, `${f}: ${fs.statSync(f).size} bytes`);
+    assert.equal((fs.statSync(f).mode & 0o777).toString(8), '600');
+  }
+  assert.ok(!fs.existsSync(`${base}.3`), 'no more than keep rotated files');
+  const kept = files.flatMap((f) => lines(f).map((l) => JSON.parse(l) as { reason: string; record: OomRecord }));
+  assert.ok(kept.length < total, `${kept.length} of ${total}: the oldest were dropped`);
+  assert.deepEqual(kept.map((d) => d.record.event_id), Array.from({ length: total }, (_, i) => rec(i).event_id).slice(total - kept.length), 'the newest, in order');
+  assert.equal(kept[0]!.reason, 'HTTP 400: bad');
+});
