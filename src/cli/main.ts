@@ -1,4 +1,5 @@
 import { ConfigError, loadConfig } from '../config/load';
+import { MetricsError } from '../observe/metrics';
 import type { AppConfig } from '../config/schema';
 import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
 import { createLogger, type Logger } from '../observe/logger';
@@ -74,13 +75,25 @@ async function run(args: Args): Promise<number> {
     logger.error('collectors.oomkill.enabled is false: no collector to run');
     return EXIT.CONFIG;
   }
+  const enabled = Object.values(config.sinks).filter((s) => s.enabled).length;
+  if (enabled === 0) {
+    throw new ConfigError([
+      { code: 'CONFIG_INVALID', key: 'sinks', message: 'sinks: every sink is disabled, so OOM kills would be captured into nothing; enable at least one sinks.<name>.enabled' },
+    ]);
+  }
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
   const { reclaim, trail, connect } = buildOptionalCollectors(config, logger);
+  const sinks = createSinks(config, logger);
+  // logrotate's postrotate convention; Node's default for SIGHUP would be to die
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reopening files before the next write');
+    for (const sink of sinks) sink.reopen?.();
+  });
   const agent = new Agent({
     config,
     logger,
     collector,
-    sinks: createSinks(config, logger),
+    sinks,
     sources,
     reclaim,
     trail,
@@ -152,6 +165,12 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) {
       process.stderr.write(`oomtrail: configuration error: ${err.message}\n`);
+      process.exit(EXIT.CONFIG);
+    }
+    if (err instanceof MetricsError && err.code === 'METRICS_LISTEN') {
+      // The address is the operator's to fix (taken by another program, not local, privileged port):
+      // restarting every few seconds cannot help, so this is a configuration error systemd does not restart.
+      process.stderr.write(`oomtrail: configuration error: metrics.listen: ${err.message}\n`);
       process.exit(EXIT.CONFIG);
     }
     if (err instanceof CollectorError) {

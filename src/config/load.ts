@@ -14,7 +14,9 @@ import { crossCheck, schema as appSchema, type AppConfig } from './schema';
  *   no dates, duplicate keys rejected). An empty file sets nothing.
  * - Environment: each key's `env` name from the schema. Convict's own env import is switched off because its
  *   coercion is lossy (`"12abc"` → 12, any boolean text but `"false"` → true); values are coerced here strictly,
- *   and a bad one is reported with the variable's name. Other `OOMTRAIL_*` variables are returned as warnings.
+ *   and a bad one is reported with the variable's name. Any other `OOMTRAIL_*` variable is an error (a typo such
+ *   as `OOMTRAIL_SINKS_FILE_PAHT` would otherwise be ignored in silence), except those starting with one of
+ *   `NON_CONFIG_ENV_PREFIXES`: the project's own test, VM, cache and Grafana variables.
  * - Validation: unknown keys, wrong types and bad values in the file are collected first (naming key and file);
  *   then convict validates the merged result with `allowed: 'strict'`, each problem traced back to the file or
  *   env var that set it. Every problem is reported at once in one `ConfigError`.
@@ -72,6 +74,21 @@ export class ConfigError extends Error {
 export const DEFAULT_ETC_DIR = '/etc/oomtrail';
 export const CONFIG_FILE_NAMES: readonly string[] = ['config.yaml', 'config.yml', 'config.json'];
 export const ENV_PREFIX = 'OOMTRAIL_';
+/**
+ * `OOMTRAIL_*` names that are not configuration, so never refused: test knobs (`OOMTRAIL_E2E_BURST`,
+ * `OOMTRAIL_TEST_VERBOSE`, `OOMTRAIL_LOKI_BURST`), the VM matrix (`OOMTRAIL_VM_*`, `OOMTRAIL_SKIP_VM`), the
+ * test-server cache (`OOMTRAIL_CACHE`) and Grafana's provisioning (`OOMTRAIL_GRAFANA_*`). Configuration keys
+ * never start with these (a test in config.test.ts checks it).
+ */
+export const NON_CONFIG_ENV_PREFIXES: readonly string[] = [
+  'OOMTRAIL_E2E_',
+  'OOMTRAIL_TEST_',
+  'OOMTRAIL_VM_',
+  'OOMTRAIL_SKIP_',
+  'OOMTRAIL_CACHE',
+  'OOMTRAIL_GRAFANA_',
+  'OOMTRAIL_LOKI_BURST',
+];
 
 export interface LoadOptions {
   /** `--config FILE`: must exist and be readable; the etcDir lookup is skipped. */
@@ -87,7 +104,7 @@ export interface LoadResult<T> {
   config: T;
   /** Where values came from, in order of precedence: `defaults`, then the file path, then `env NAME` each. */
   sources: string[];
-  /** Non-fatal findings for the caller to log, e.g. an `OOMTRAIL_*` variable that configures nothing. */
+  /** Non-fatal findings for the caller to log (none at present: an unknown `OOMTRAIL_*` variable is an error). */
   warnings: string[];
 }
 
@@ -115,8 +132,10 @@ interface Leaf {
 type Origin = { file: string } | { env: string };
 
 export interface GenericLoadOptions<T> extends LoadOptions {
-  /** Prefix of the env vars the schema uses; unknown ones with it become warnings. Default `OOMTRAIL_`. */
+  /** Prefix of the env vars the schema uses; unknown ones with it are errors. Default `OOMTRAIL_`. */
   envPrefix?: string;
+  /** Names with the prefix that are not configuration and are never checked. Default `NON_CONFIG_ENV_PREFIXES`. */
+  ignoreEnvPrefixes?: readonly string[];
   /** Cross-key checks run on the validated config. */
   check?: (config: T) => Array<{ key: string; message: string }>;
 }
@@ -160,10 +179,15 @@ export function loadConfigWithSchema<T>(schema: convict.Schema<T>, opts: Generic
     sources.push(`env ${name}`);
     assignments.push([leaf.path, coerced.value, { env: name }]);
   }
+  const ignored = opts.ignoreEnvPrefixes ?? NON_CONFIG_ENV_PREFIXES;
   for (const name of Object.keys(env).sort()) {
-    if (name.startsWith(envPrefix) && !envNames.has(name)) {
+    if (name.startsWith(envPrefix) && !envNames.has(name) && !ignored.some((p) => name.startsWith(p))) {
       const hint = suggest(name, [...envNames.keys()]);
-      warnings.push(`env ${name} is not a configuration variable and is ignored${hint ? ` (did you mean ${hint}?)` : ''}`);
+      problems.push({
+        code: 'CONFIG_UNKNOWN_KEY',
+        env: name,
+        message: `env ${name} is not a configuration variable${hint ? ` (did you mean ${hint}?)` : ''}`,
+      });
     }
   }
 
@@ -396,7 +420,26 @@ function convictProblem(line: string, origins: Map<string, Origin>): ConfigProbl
   if (!m) return { code: 'CONFIG_INVALID', message: `configuration: ${line}` };
   const key = m[1]!;
   const origin = origins.get(key);
-  return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${m[2]}` };
+  let reason = m[2]!;
+  // A URL may carry a password (userinfo) or a token (webhook paths): show only scheme://host[:port]/….
+  const shown = /^(.*): value was "(.*)"$/s.exec(reason);
+  if (shown && /(^|[._])url$/.test(key)) reason = `${shown[1]}: value was "${redactUrl(shown[2]!)}"`;
+  return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${reason}` };
+}
+
+/**
+ * `scheme://host[:port]`, plus `/…` when the URL has more (path, query, fragment): never its userinfo, nor a
+ * path that may be a token (Slack/Teams-style webhook URLs). Text that is not a URL prints as `…`.
+ */
+export function redactUrl(text: string): string {
+  try {
+    const u = new URL(text);
+    if (!u.host) return '…';
+    const more = (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '';
+    return `${u.protocol}//${u.host}${more ? '/…' : ''}`;
+  } catch {
+    return '…';
+  }
 }
 
 function where(origin: Origin | undefined): string {

@@ -51,6 +51,7 @@ export interface AppConfig {
     batch: { max_events: number; max_bytes: number; max_age_ms: number };
     retry: { initial_ms: number; max_ms: number };
     spool: { dir: string; fsync: FsyncPolicy; max_bytes: number };
+    dead_letter: { max_bytes: number; keep: number };
   };
   shutdown: { deadline_ms: number };
   metrics: { listen: string; sink_failing_after_ms: number };
@@ -314,8 +315,8 @@ export const schema: convict.Schema<AppConfig> = {
     },
     retry: {
       initial_ms: {
-        doc: 'First retry delay after a retryable sink failure (milliseconds); doubles with jitter up to max_ms.',
-        format: natural,
+        doc: 'First retry delay after a retryable sink failure (milliseconds, > 0: 0 would retry a failing sink in a busy loop); doubles with jitter up to max_ms.',
+        format: positive,
         default: 500,
         env: 'OOMTRAIL_PIPELINE_RETRY_INITIAL_MS',
       },
@@ -344,6 +345,20 @@ export const schema: convict.Schema<AppConfig> = {
         format: positive,
         default: 268435456,
         env: 'OOMTRAIL_PIPELINE_SPOOL_MAX_BYTES',
+      },
+    },
+    dead_letter: {
+      max_bytes: {
+        doc: 'Size of <spool dir>/<sink>.dead-letter.jsonl (bytes) past which it is renamed to .1 (.1 to .2, ...) before the next append.',
+        format: positive,
+        default: 16777216,
+        env: 'OOMTRAIL_PIPELINE_DEAD_LETTER_MAX_BYTES',
+      },
+      keep: {
+        doc: 'Rotated dead-letter files kept per sink (.1 .. .keep; older ones are deleted); 0 = delete the full file.',
+        format: natural,
+        default: 3,
+        env: 'OOMTRAIL_PIPELINE_DEAD_LETTER_KEEP',
       },
     },
   },

@@ -1,4 +1,5 @@
 import winston from 'winston';
+import { escapeControl } from './escape';
 
 export type Logger = winston.Logger;
 
@@ -6,7 +7,8 @@ export type Logger = winston.Logger;
 export function createLogger(level = 'info', format: 'text' | 'json' = 'text'): Logger {
   const text = winston.format.printf(({ level: lvl, message, timestamp, ...meta }) => {
     const rest = Object.keys(meta).length ? ' ' + JSON.stringify(meta) : '';
-    return `${timestamp} ${lvl} ${message}${rest}`;
+    // messages quote comm and cgroup names: escaped, so none can forge a log line or drive the terminal
+    return escapeControl(`${timestamp} ${lvl} ${message}${rest}`);
   });
   return winston.createLogger({
     level,

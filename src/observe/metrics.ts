@@ -246,6 +246,17 @@ export function parseListen(listen: string): { host: string | undefined; port: n
   return { host: host ? host : undefined, port };
 }
 
+function listenReason(err: NodeJS.ErrnoException): string {
+  const why: Record<string, string> = {
+    EADDRINUSE: 'address already in use by another program',
+    EADDRNOTAVAIL: 'not an address of this host',
+    EACCES: 'permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE)',
+    ENOTFOUND: 'host name not found',
+    EAI_AGAIN: 'host name not resolvable now',
+  };
+  return err.code ? `${err.code}${why[err.code] ? ` (${why[err.code]})` : ''}` : err.message;
+}
+
 /**
  * Serves `GET /metrics` (Prometheus text) and `GET /healthz` (200 `ok`, or 503 with the reason).
  * Resolves `null` when `listen` is empty (metrics off).
@@ -263,7 +274,7 @@ export async function startMetricsServer(
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new MetricsError('METRICS_LISTEN', `cannot listen on ${listen}: ${err.code ?? err.message}`, false, { cause: err })),
+      reject(new MetricsError('METRICS_LISTEN', `cannot listen on ${listen}: ${listenReason(err)}`, false, { cause: err })),
     );
     server.listen(port, host, () => resolve());
   });

@@ -78,6 +78,7 @@ export class Agent {
             maxAgeMs: config.pipeline.batch.max_age_ms,
           },
           retry: { initialMs: config.pipeline.retry.initial_ms, maxMs: config.pipeline.retry.max_ms },
+          deadLetter: { maxBytes: config.pipeline.dead_letter.max_bytes, keep: config.pipeline.dead_letter.keep },
           logger,
           metrics: this.metrics,
         }),

@@ -5,7 +5,7 @@ import type { Sink, WriteResult } from '../sinks/sink';
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { Batcher, type BatchLimits } from './batcher';
-import { backoffMs, type BackoffOptions } from './retry';
+import { backoffMs, MAX_TIMER_MS, type BackoffOptions } from './retry';
 import { Spool, SpoolError, SpoolFullError, type FsyncPolicy, type SpooledRecord } from './spool';
 
 export type LaneErrorCode = 'LANE_CONFIG' | 'LANE_STATE';
@@ -29,6 +29,12 @@ export interface LaneOptions {
   retry: BackoffOptions;
   logger: Logger;
   metrics?: PipelineMetrics;
+  /**
+   * `pipeline.dead_letter.*`: before an append would take the dead-letter file past `maxBytes`, it is renamed
+   * to `.1` (`.1` to `.2`, …, `.keep` dropped), so it takes at most (keep + 1) x maxBytes (plus one batch).
+   * Default 16 MiB, keep 3.
+   */
+  deadLetter?: { maxBytes: number; keep: number };
   /** How long `close()` waits for a sink write still in flight. Default 2000 ms. */
   closeGraceMs?: number;
   /** Test seams. */
@@ -64,6 +70,7 @@ export interface LaneStats {
 }
 
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+const DEAD_LETTER_DEFAULTS = { maxBytes: 16 << 20, keep: 3 };
 
 /**
  * One per sink: accepted records go to the lane's durable spool first; a pump reads them back in
@@ -385,7 +392,8 @@ export class Lane {
     const lines = refused.map(({ record, reason }) => JSON.stringify({ reason, sink: this.name, time, record }) + '\n').join('');
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
-        const fh = await fsp.open(this.deadLetterPath, 'a');
+        await this.rotateDeadLetters(Buffer.byteLength(lines));
+        const fh = await fsp.open(this.deadLetterPath, 'a', 0o600);
         try {
           await fh.writeFile(lines);
           if (this.opts.fsync !== 'never') await fh.datasync();
@@ -399,6 +407,21 @@ export class Lane {
       }
     }
     return false;
+  }
+
+  /** Shifts `<file>` to `<file>.1`, `.1` to `.2` … when `adding` more bytes would pass the size cap. */
+  private async rotateDeadLetters(adding: number): Promise<void> {
+    const { maxBytes, keep } = this.opts.deadLetter ?? DEAD_LETTER_DEFAULTS;
+    const size = await fsp.stat(this.deadLetterPath).then((st) => st.size, () => 0);
+    if (size === 0 || size + adding <= maxBytes) return;
+    const name = (i: number): string => (i === 0 ? this.deadLetterPath : `${this.deadLetterPath}.${i}`);
+    if (keep === 0) await fsp.rm(this.deadLetterPath, { force: true });
+    for (let i = keep; i >= 1; i--) {
+      await fsp.rename(name(i - 1), name(i)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+    this.opts.logger.info('lane: dead-letter file rotated', { sink: this.name, file: this.deadLetterPath, bytes: size, keep });
   }
 
   private async ack(seqs: number[]): Promise<void> {
@@ -459,7 +482,7 @@ export class Lane {
       const t = setTimeout(() => {
         this.sleepers.delete(cancel);
         resolve(true);
-      }, ms);
+      }, Math.min(MAX_TIMER_MS, ms)); // a longer timer fires after 1 ms
       t.unref();
       this.sleepers.add(cancel);
     });

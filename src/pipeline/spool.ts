@@ -324,7 +324,7 @@ export class Spool {
 
   private async recover(): Promise<void> {
     const dir = this.opts.dir;
-    await fsp.mkdir(dir, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 }); // records name every tenant's commands and cgroups
     await fsp.rm(path.join(dir, STATE_TMP), { force: true });
     await this.loadState();
     const names = (await fsp.readdir(dir)).filter((n) => SEGMENT_RE.test(n)).sort();
@@ -403,7 +403,7 @@ export class Spool {
     buf.writeUInt32LE(crc32(body), 4);
     body.copy(buf, 8);
     const tmp = path.join(this.opts.dir, STATE_TMP);
-    const fh = await fsp.open(tmp, 'w');
+    const fh = await fsp.open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(buf);
       if (this.opts.fsync !== 'never') await fh.datasync();
@@ -470,7 +470,7 @@ export class Spool {
       prev.fh = undefined;
     }
     const file = `${String(this.nextSeq).padStart(20, '0')}.seg`;
-    const fh = await fsp.open(path.join(this.opts.dir, file), 'wx');
+    const fh = await fsp.open(path.join(this.opts.dir, file), 'wx', 0o600);
     const seg: Segment = { first: this.nextSeq, last: this.nextSeq - 1, size: 0, file, fh };
     this.segments.push(seg);
     await this.syncDir();

@@ -29,4 +29,6 @@ export interface Sink {
   flush(): Promise<void>;
   close(): Promise<void>;
   healthcheck(): Promise<HealthStatus>;
+  /** Reopen local files before the next write (SIGHUP, after log rotation). Sinks without files leave it out. */
+  reopen?(): void;
 }

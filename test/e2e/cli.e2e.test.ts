@@ -88,3 +88,101 @@ test('usage errors exit 2', () => {
   assert.equal(oomtrail(['run', '--json']).status, 2);
   assert.equal(oomtrail(['--help']).status, 0);
 });
+
+test('a sink URL with a password or a token: exit 78 naming the variable, the secret nowhere on stderr', () => {
+  for (const [name, value] of [
+    ['OOMTRAIL_SINKS_CLICKHOUSE_URL', 'http://default:hunter2pw@127.0.0.1:8123'],
+    ['OOMTRAIL_SINKS_LOKI_URL', 'http://admin:hunter2pw@127.0.0.1:3100'],
+    ['OOMTRAIL_SINKS_WEBHOOK_URL', 'https://u:hunter2pw@hooks.example/services/T0/B0/xoxbhunter2pw'],
+  ]) {
+    const r = oomtrail(['run'], { [name]: value });
+    assert.equal(r.status, 78, r.stderr);
+    assert.ok(r.stderr.includes(name), r.stderr);
+    assert.ok(!r.stderr.includes('hunter2pw') && !r.stdout.includes('hunter2pw'), r.stderr);
+  }
+});
+
+/** A config writing only under a fresh temp dir, plus `extra` YAML. */
+function tmpConfig(extra = ''): { dir: string; file: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-cli-'));
+  const file = path.join(dir, 'config.yaml');
+  fs.writeFileSync(
+    file,
+    [
+      'sinks:',
+      '  console:',
+      '    enabled: false',
+      '  file:',
+      `    path: ${JSON.stringify(path.join(dir, 'events.jsonl'))}`,
+      'pipeline:',
+      '  spool:',
+      `    dir: ${JSON.stringify(path.join(dir, 'spool'))}`,
+      extra,
+    ].join('\n'),
+  );
+  return { dir, file };
+}
+
+/** Exit 78, stderr names every one of `mentions`, and no stack trace (systemd shows the one line). */
+function assertConfigExit(r: ReturnType<typeof oomtrail>, ...mentions: string[]): void {
+  assert.equal(r.status, 78, `exit ${r.status}; stderr:\n${r.stderr}`);
+  assert.match(r.stderr, /^oomtrail: configuration error: /m);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+  for (const m of mentions) assert.ok(r.stderr.includes(m), `stderr names ${m}:\n${r.stderr}`);
+}
+
+test('unreadable Loki TLS, password or token files exit 78 naming the key, not 1 with a stack trace', () => {
+  const { dir, file } = tmpConfig();
+  const missing = path.join(dir, 'missing');
+  const loki = { OOMTRAIL_SINKS_LOKI_ENABLED: 'true' };
+  assertConfigExit(oomtrail(['run', '--config', file], { ...loki, OOMTRAIL_SINKS_LOKI_URL: 'https://127.0.0.1:3100', OOMTRAIL_SINKS_LOKI_TLS_CA_FILE: missing }), 'sinks.loki.tls.ca_file', 'ENOENT');
+  assertConfigExit(oomtrail(['run', '--config', file], { ...loki, OOMTRAIL_SINKS_LOKI_URL: 'https://127.0.0.1:3100', OOMTRAIL_SINKS_LOKI_TLS_CA_FILE: dir }), 'sinks.loki.tls.ca_file', 'EISDIR');
+  assertConfigExit(
+    oomtrail(['run', '--config', file], { ...loki, OOMTRAIL_SINKS_LOKI_BASIC_AUTH_USER: 'u', OOMTRAIL_SINKS_LOKI_BASIC_AUTH_PASSWORD_FILE: missing }),
+    'sinks.loki.basic_auth_password_file',
+  );
+  assertConfigExit(oomtrail(['run', '--config', file], { ...loki, OOMTRAIL_SINKS_LOKI_BEARER_TOKEN_FILE: missing }), 'sinks.loki.bearer_token_file');
+});
+
+test('a missing webhook bearer_token_file is found at start: exit 78 naming the key', () => {
+  const { dir, file } = tmpConfig();
+  const r = oomtrail(['run', '--config', file], {
+    OOMTRAIL_SINKS_WEBHOOK_ENABLED: 'true',
+    OOMTRAIL_SINKS_WEBHOOK_URL: 'http://127.0.0.1:9/hook',
+    OOMTRAIL_SINKS_WEBHOOK_BEARER_TOKEN_FILE: path.join(dir, 'no-token'),
+  });
+  assertConfigExit(r, 'sinks.webhook.bearer_token_file', 'ENOENT');
+});
+
+test('every sink disabled: exit 78 naming sinks instead of capturing into nothing', () => {
+  const { file } = tmpConfig();
+  const r = oomtrail(['run', '--config', file], { OOMTRAIL_SINKS_FILE_ENABLED: 'false' });
+  assertConfigExit(r, 'sinks', 'every sink is disabled');
+});
+
+test('an unknown OOMTRAIL_ variable exits 78 naming it; the project\'s test variables do not', () => {
+  const { file } = tmpConfig();
+  assertConfigExit(oomtrail(['run', '--config', file], { OOMTRAIL_SINKS_FILE_PAHT: '/tmp/x' }), 'OOMTRAIL_SINKS_FILE_PAHT', 'OOMTRAIL_SINKS_FILE_PATH');
+  const r = oomtrail(['check', '--json', '--config', file], { OOMTRAIL_E2E_BURST: '5', OOMTRAIL_VM_KERNEL_DIR: '/x', OOMTRAIL_CACHE: '/c', OOMTRAIL_SKIP_VM: '1' });
+  assert.notEqual(r.status, 78, r.stderr);
+  assert.ok(JSON.parse(r.stdout).hooks, r.stdout);
+});
+
+test('metrics.listen on an address in use: exit 78 naming the address and why, no stack trace', async () => {
+  const net = await import('node:net');
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', () => resolve()));
+  const address = `127.0.0.1:${(holder.address() as { port: number }).port}`;
+  try {
+    const { file } = tmpConfig();
+    const { spawn } = await import('node:child_process');
+    // async: the holder must keep accepting while the agent tries to bind
+    const child = spawn(process.execPath, [MAIN, 'run', '--config', file], { env: { ...process.env, OOMTRAIL_METRICS_LISTEN: address } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    assertConfigExit({ status, stderr, stdout: '' } as ReturnType<typeof oomtrail>, 'metrics.listen', address, 'EADDRINUSE');
+  } finally {
+    holder.close();
+  }
+});

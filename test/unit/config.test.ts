@@ -10,6 +10,7 @@ import {
   effectiveHostName,
   loadConfig,
   loadConfigWithSchema,
+  NON_CONFIG_ENV_PREFIXES,
   type ConfigErrorCode,
 } from '../../src/config/load';
 import { parseHostPort, positive, schema, type AppConfig } from '../../src/config/schema';
@@ -244,11 +245,41 @@ describe('environment', () => {
     assert.equal(err.env, 'OOMTRAIL_LOG_LEVEL');
   });
 
-  test('an env var that configures nothing is a warning, with a suggestion', () => {
-    const { warnings } = loadConfig({ etcDir: EMPTY, env: { OOMTRAIL_SINKS_FILE_PATHS: '/x', OOMTRAIL_WHATEVER: 'secret-ish' } });
-    assert.equal(warnings.length, 2);
-    assert.match(warnings.find((w) => w.includes('OOMTRAIL_SINKS_FILE_PATHS'))!, /did you mean OOMTRAIL_SINKS_FILE_PATH\?/);
-    assert.ok(!warnings.join('\n').includes('secret-ish'), 'warnings never print values');
+  test('an OOMTRAIL_ variable that configures nothing is an error naming it, with a suggestion, never its value', () => {
+    const err = rejects(
+      () => loadConfig({ etcDir: EMPTY, env: { OOMTRAIL_SINKS_FILE_PAHT: '/x', OOMTRAIL_WHATEVER: 'secret-ish' } }),
+      'CONFIG_UNKNOWN_KEY',
+      'OOMTRAIL_SINKS_FILE_PAHT',
+      'OOMTRAIL_WHATEVER',
+    );
+    assert.equal(err.problems.length, 2);
+    assert.match(err.problems.find((p) => p.env === 'OOMTRAIL_SINKS_FILE_PAHT')!.message, /did you mean OOMTRAIL_SINKS_FILE_PATH\?/);
+    assert.ok(!err.message.includes('secret-ish'), 'errors never print values');
+  });
+
+  test('the project\'s own non-config OOMTRAIL_ variables (tests, VM, cache, Grafana) are left alone', () => {
+    const env = {
+      OOMTRAIL_E2E_BURST: '50',
+      OOMTRAIL_TEST_VERBOSE: '1',
+      OOMTRAIL_LOKI_BURST: '30',
+      OOMTRAIL_VM_KERNEL_DIR: '/k',
+      OOMTRAIL_SKIP_VM: '1',
+      OOMTRAIL_CACHE: '/c',
+      OOMTRAIL_GRAFANA_CLICKHOUSE_PASSWORD: 'x',
+    };
+    for (const name of Object.keys(env)) assert.ok(NON_CONFIG_ENV_PREFIXES.some((p) => name.startsWith(p)), name);
+    assert.deepEqual(loadConfig({ etcDir: EMPTY, env }).warnings, []);
+    // and no configuration variable could ever be mistaken for one of them
+    const envNames: string[] = [];
+    const walk = (node: Record<string, unknown>): void => {
+      for (const v of Object.values(node)) {
+        if (v && typeof v === 'object' && 'env' in v) envNames.push((v as { env: string }).env);
+        else if (v && typeof v === 'object') walk(v as Record<string, unknown>);
+      }
+    };
+    walk(schema as unknown as Record<string, unknown>);
+    assert.ok(envNames.length > 100);
+    for (const name of envNames) assert.ok(!NON_CONFIG_ENV_PREFIXES.some((p) => name.startsWith(p)), name);
   });
 });
 
@@ -321,6 +352,12 @@ describe('rejections from files', () => {
     const f = file('c.yaml', 'pipeline:\n  retry:\n    max_ms: 100\n');
     const err = rejects(() => loadConfig({ file: f, env: {} }), 'CONFIG_INVALID', 'pipeline.retry.max_ms', f, 'initial_ms');
     assert.equal(err.file, f);
+  });
+
+  test('retry.initial_ms 0 (a busy retry loop) is refused naming the key', () => {
+    const f = file('c.yaml', 'pipeline:\n  retry:\n    initial_ms: 0\n');
+    rejects(() => loadConfig({ file: f, env: {} }), 'CONFIG_INVALID', 'pipeline.retry.initial_ms', f);
+    rejects(() => loadConfig({ etcDir: EMPTY, env: { OOMTRAIL_PIPELINE_RETRY_INITIAL_MS: '0' } }), 'CONFIG_INVALID', 'OOMTRAIL_PIPELINE_RETRY_INITIAL_MS', 'pipeline.retry.initial_ms');
   });
 
   test('all problems are reported at once, the first one in the fields', () => {

@@ -39,3 +39,46 @@ test('a memory_pressure record is one warning line, not a kill block', () => {
   assert.match(text, /^memory pressure .* cgroup \/oomtrail-test  \[usage\] usage 93% of 64\.0 MiB\n$/);
   assert.doesNotMatch(text, /OOM kill/);
 });
+
+// What any process can put in its comm (15 bytes, any byte but NUL) and any tenant in a cgroup name.
+const FORGED_COMM = 'x\n  event_id 0\x1b[2J';
+const FORGED_CGROUP = '/t\r\nOOM kill  forged\x1b]0;pwned\x07\u009b31m';
+
+test('control bytes in comm and cgroup names are escaped as \\xNN: no forged line, no terminal escape', async () => {
+  const rec = baseRecord({ victim_comm: FORGED_COMM, trigger_comm: FORGED_COMM, victim_cgroup: FORGED_CGROUP, oom_cgroup: FORGED_CGROUP });
+  const honest = formatKillBlock(baseRecord({}));
+  const text = formatKillBlock(rec);
+  assert.equal(text.split('\n').length, honest.split('\n').length, 'as many lines as an honest block');
+  assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.test(text), JSON.stringify(text));
+  assert.match(text, /victim   pid 4242 \(x\\x0a  event_id 0\\x1b\[2J\)/);
+  assert.ok(text.includes('/t\\x0d\\x0aOOM kill  forged\\x1b]0;pwned\\x07\\x9b31m'), text);
+  const pressure = formatKillBlock(baseRecord({ kind: 'memory_pressure', oom_cgroup: FORGED_CGROUP, pressure: { reasons: ['usage'], usage_ratio: 0.9, psi_some_avg10: null, psi_full_avg10: null, reclaim_stall_ms: null } }));
+  assert.equal(pressure.split('\n').length, 2);
+  assert.ok(!/\u001b/.test(pressure));
+
+  // json stays exact: the console sink's json output parses back to the very bytes
+  const { ConsoleSink } = await import('../../src/sinks/console/sink');
+  const { PassThrough } = await import('node:stream');
+  const out = new PassThrough();
+  let json = '';
+  out.on('data', (d) => (json += d));
+  await new ConsoleSink({ format: 'json' }, out).write([rec]);
+  assert.equal(JSON.parse(json).victim_comm, FORGED_COMM);
+  assert.equal(JSON.parse(json).victim_cgroup, FORGED_CGROUP);
+});
+
+test('the text log escapes control bytes in messages; the json log keeps them exact', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const path = await import('node:path');
+  const logger = path.resolve(__dirname, '../../src/observe/logger.js');
+  const script = (format: string) =>
+    `require(${JSON.stringify(logger)}).createLogger('info', '${format}').info('memory pressure in ' + ${JSON.stringify(FORGED_CGROUP)}, { comm: ${JSON.stringify(FORGED_COMM)} })`;
+  const text = spawnSync(process.execPath, ['-e', script('text')], { encoding: 'utf8' }).stderr;
+  assert.equal(text.split('\n').length, 2, JSON.stringify(text));
+  assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.test(text), JSON.stringify(text));
+  assert.ok(text.includes('memory pressure in /t\\x0d\\x0aOOM kill  forged\\x1b]0;pwned\\x07\\x9b31m'), text);
+  const json = spawnSync(process.execPath, ['-e', script('json')], { encoding: 'utf8' }).stderr;
+  const line = JSON.parse(json);
+  assert.equal(line.message, 'memory pressure in ' + FORGED_CGROUP);
+  assert.equal(line.comm, FORGED_COMM);
+});

@@ -319,3 +319,16 @@ test('close(graceMs): a write that never returns is waited for at most graceMs; 
   assert.equal(again.spoolRecords, 3, 'the abandoned batch is still spooled');
   await again.close();
 });
+
+test('a Retry-After beyond ~24.8 days does not spin: the lane waits instead of retrying every millisecond', async () => {
+  const dir = tmpDir();
+  const thirtyDays = 30 * 24 * 3600 * 1000;
+  const sink = new ScriptedTestSink('far', () => ({ status: 'retryable', reason: 'HTTP 429', afterMs: thirtyDays }));
+  const lane = new Lane(laneOpts(sink, dir));
+  await lane.open();
+  await lane.accept(makeRecord(1));
+  await until(() => sink.calls.length >= 1);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(sink.calls.length, 1, `one attempt, then a long wait (got ${sink.calls.length} attempts in 300 ms)`);
+  await lane.close(50);
+});

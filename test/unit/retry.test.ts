@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffMs } from '../../src/pipeline/retry';
+import { backoffMs, MAX_TIMER_MS } from '../../src/pipeline/retry';
 
 const opts = { initialMs: 100, maxMs: 5000 };
 
@@ -31,4 +31,19 @@ test('tolerates nonsense inputs', () => {
   assert.equal(backoffMs(NaN, opts, NaN, () => 1), 100);
   assert.equal(backoffMs(2, opts, -5, () => 2), 400, 'random clamped to 1');
   assert.equal(backoffMs(2, { initialMs: 100, maxMs: 10 }, undefined, () => 1), 100, 'max below initial');
+});
+
+test('a Retry-After beyond what a Node timer holds is clamped to 2^31-1 ms, not wrapped to 1 ms', async () => {
+  const thirtyDays = 30 * 24 * 3600 * 1000;
+  const d = backoffMs(0, opts, thirtyDays, () => 0);
+  assert.equal(d, MAX_TIMER_MS);
+  assert.equal(MAX_TIMER_MS, 2 ** 31 - 1);
+  assert.equal(backoffMs(3, { initialMs: 1000, maxMs: 2 ** 40 }, undefined, () => 1), 8000);
+  assert.equal(backoffMs(60, { initialMs: 1000, maxMs: 2 ** 40 }, undefined, () => 1), MAX_TIMER_MS, 'a huge max_ms too');
+  // and the clamped value really waits: a timer of it has not fired 50 ms later
+  let fired = false;
+  const t = setTimeout(() => (fired = true), d);
+  await new Promise((r) => setTimeout(r, 50));
+  clearTimeout(t);
+  assert.equal(fired, false);
 });

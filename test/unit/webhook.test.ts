@@ -69,3 +69,90 @@ describe('webhook: config', () => {
     assert.throws(() => parseWebhookLabels('1a=2'), /label name/);
   });
 });
+
+describe('webhook: no token from the URL in reasons, logs or /healthz', () => {
+  // Slack/Teams-style: the path is the credential
+  const TOKEN = 'T0SECRET/B0SECRET/xoxbSECRETSECRETTOKEN';
+
+  test('a receiver that echoes the path, a refused connection and /healthz never show the token', async () => {
+    const http = await import('node:http');
+    const server = http.createServer((req, res) => {
+      res.writeHead(503, { 'retry-after': '0' });
+      res.end(`no_service for ${req.url}`); // echoes the whole path, as some receivers do
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const sink = new WebhookSink(config({ url: `http://127.0.0.1:${port}/services/${TOKEN}` }));
+      const answered = await sink.write([REC]);
+      assert.equal(answered.status, 'retryable');
+      const reason = (answered as { reason: string }).reason;
+      assert.match(reason, /^HTTP 503/);
+      for (const part of TOKEN.split('/')) assert.ok(!reason.includes(part), `reason ${JSON.stringify(reason)} leaks ${part}`);
+
+      const refused = await new WebhookSink(config({ url: `http://127.0.0.1:1/services/${TOKEN}` })).write([REC]);
+      const why = (refused as { reason: string }).reason;
+      assert.match(why, /^POST http:\/\/127\.0\.0\.1:1\/…: /);
+      assert.ok(!why.includes('SECRET') && !why.includes('services'), why);
+
+      // the lane's failure reason is what /healthz serves
+      const { Lane } = await import('../../src/pipeline/lane');
+      const { Router } = await import('../../src/pipeline/router');
+      const { MetricsRegistry, startMetricsServer } = await import('../../src/observe/metrics');
+      const { silentLogger } = await import('../../src/observe/logger');
+      const fs = await import('node:fs');
+      const os = await import('node:os');
+      const path = await import('node:path');
+      const lane = new Lane({
+        sink: sink,
+        spoolDir: fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-webhook-')),
+        fsync: 'never',
+        maxSpoolBytes: 0,
+        batch: { maxEvents: 1, maxBytes: 1 << 20, maxAgeMs: 1 },
+        retry: { initialMs: 20, maxMs: 50 },
+        logger: silentLogger(),
+      });
+      const router = new Router([lane], silentLogger());
+      await router.open();
+      const metrics = await startMetricsServer('127.0.0.1:0', new MetricsRegistry(), () => router.health(0));
+      try {
+        await lane.accept(REC);
+        const end = Date.now() + 5000;
+        while (lane.lastFailureReason === null && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+        const res = await fetch(`http://127.0.0.1:${metrics!.port}/healthz`);
+        const body = await res.text();
+        assert.equal(res.status, 503, body);
+        assert.match(body, /webhook/);
+        assert.ok(!body.includes('SECRET'), `/healthz leaks the token: ${body}`);
+      } finally {
+        await metrics!.close();
+        await router.close(100);
+      }
+    } finally {
+      server.close();
+    }
+  });
+
+  test('a config error about a URL with a password or a token prints neither (ClickHouse, Loki, webhook)', async () => {
+    const { loadConfig, ConfigError } = await import('../../src/config/load');
+    const cases: Record<string, string>[] = [
+      { OOMTRAIL_SINKS_CLICKHOUSE_URL: 'http://default:hunter2pw@ch:8123' },
+      { OOMTRAIL_SINKS_LOKI_URL: 'https://u:hunter2pw@loki:3100' },
+      { OOMTRAIL_SINKS_WEBHOOK_URL: 'https://u:hunter2pw@hooks.example/x' },
+      { OOMTRAIL_SINKS_WEBHOOK_URL: `hooks.example/services/${TOKEN}` }, // no scheme: not a URL at all
+      { OOMTRAIL_SINKS_WEBHOOK_URL: `ftp://hooks.example/services/${TOKEN}` },
+    ];
+    for (const env of cases) {
+      let err: unknown;
+      try {
+        loadConfig({ etcDir: '/nonexistent-oomtrail-etc', env });
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err instanceof ConfigError, JSON.stringify(env));
+      const name = Object.keys(env)[0]!;
+      assert.ok(err.message.includes(name), err.message);
+      assert.ok(!err.message.includes('hunter2pw') && !err.message.includes('SECRET'), err.message);
+    }
+  });
+});

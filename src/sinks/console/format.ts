@@ -1,4 +1,5 @@
 import type { OomRecord } from '../../record/record';
+import { escapeControl } from '../../observe/escape';
 
 const mib = (kb: number | null) => (kb === null ? '?' : `${(kb / 1024).toFixed(1)} MiB`);
 const bytesMib = (b: number | null) => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MiB`);
@@ -7,11 +8,11 @@ const bytesMib = (b: number | null) => (b === null ? '?' : `${(b / 1048576).toFi
 function formatPressureLine(r: OomRecord): string {
   const p = r.pressure;
   const pct = p?.usage_ratio === null || p?.usage_ratio === undefined ? '?' : `${(p.usage_ratio * 100).toFixed(0)}%`;
-  return (
+  return escapeControl(
     `memory pressure  ${r.time}  host ${r.host}  cgroup ${r.oom_cgroup || r.victim_cgroup || '/'}  ` +
     `[${p?.reasons.join(',') ?? '?'}] usage ${pct} of ${bytesMib(r.memcg_limit_bytes)}` +
-    `${p?.psi_full_avg10 !== null && p?.psi_full_avg10 !== undefined ? `  psi full avg10 ${p.psi_full_avg10}` : ''}\n`
-  );
+    `${p?.psi_full_avg10 !== null && p?.psi_full_avg10 !== undefined ? `  psi full avg10 ${p.psi_full_avg10}` : ''}`,
+  ) + '\n';
 }
 
 /** One human-readable block per kill, in the spirit of the classic oom monitors. */
@@ -31,7 +32,8 @@ export function formatKillBlock(r: OomRecord): string {
     ...(r.victim_exit_latency_ms !== undefined && r.victim_exit_latency_ms !== null ? [`  exited   ${r.victim_exit_latency_ms.toFixed(1)} ms after the kill`] : []),
     `  event_id ${r.event_id}`,
   ];
-  return lines.join('\n') + '\n';
+  // comm, cgroup and container names come from other tenants: one escaped line each, whatever they hold
+  return lines.map(escapeControl).join('\n') + '\n';
 }
 
 /** First → last usage over the trail and the reclaim stall in it: was it coming? */

@@ -8,23 +8,56 @@ export interface FileSinkConfig {
   path: string;
 }
 
-/** JSON Lines, one record per line; every batch is written in one append and fsync'd before it counts. */
+/**
+ * JSON Lines, one record per line; every batch is written in one append and fsync'd before it counts.
+ * Before each batch the sink checks that its path still names the open file and reopens it otherwise,
+ * so logrotate (`create` or `copytruncate`), `mv` and `rm` need no signal; SIGHUP forces a reopen.
+ */
 export class FileSink implements Sink {
   readonly name = 'file';
   private handle: fs.FileHandle | null = null;
+  private reopenRequested = false;
 
   constructor(private readonly config: FileSinkConfig) {}
 
+  /**
+   * Reopen the file before the next write: SIGHUP, logrotate's `postrotate` convention. Writes notice a
+   * renamed or deleted path on their own, so this only makes the reopen unconditional.
+   */
+  reopen(): void {
+    this.reopenRequested = true;
+  }
+
   private async open(): Promise<fs.FileHandle> {
+    if (this.handle && (this.reopenRequested || (await this.moved(this.handle)))) await this.close();
+    this.reopenRequested = false;
     if (!this.handle) {
-      await fs.mkdir(path.dirname(this.config.path), { recursive: true });
-      this.handle = await fs.open(this.config.path, 'a', 0o640);
+      // records name every tenant's commands and cgroups: private, whatever the umask (Docker's is 022);
+      // an existing file keeps the mode its owner (or logrotate's `create`) gave it
+      await fs.mkdir(path.dirname(this.config.path), { recursive: true, mode: 0o700 });
+      this.handle = await fs.open(this.config.path, 'a', 0o600);
     }
     return this.handle;
   }
 
+  /** True when the path no longer names the open file: rotated (logrotate `create`, mv) or deleted (rm). */
+  private async moved(handle: fs.FileHandle): Promise<boolean> {
+    const [open, now] = await Promise.all([handle.stat(), fs.stat(this.config.path).catch(() => null)]);
+    return now === null || now.ino !== open.ino || now.dev !== open.dev;
+  }
+
   async write(batch: readonly OomRecord[]): Promise<WriteResult> {
     const data = batch.map((r) => encodeRecordJson(r) + '\n').join('');
+    // A file deleted between the check in open() and the write took the batch with it: write it again to
+    // the new file (a rename keeps the batch in the rotated file, which is where it belongs).
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.append(data);
+      if (res !== 'unlinked') return res;
+      if (attempt >= 2) return { status: 'retryable', reason: `${this.config.path}: deleted while being written` };
+    }
+  }
+
+  private async append(data: string): Promise<WriteResult | 'unlinked'> {
     let handle: fs.FileHandle | null = null;
     let size = -1;
     try {
@@ -32,6 +65,10 @@ export class FileSink implements Sink {
       size = (await handle.stat()).size;
       await handle.appendFile(data);
       await handle.sync();
+      if ((await handle.stat()).nlink === 0) {
+        await this.close();
+        return 'unlinked';
+      }
       return { status: 'delivered' };
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'UNKNOWN';
@@ -56,7 +93,7 @@ export class FileSink implements Sink {
 
   async healthcheck(): Promise<HealthStatus> {
     try {
-      await fs.mkdir(path.dirname(this.config.path), { recursive: true });
+      await fs.mkdir(path.dirname(this.config.path), { recursive: true, mode: 0o700 });
       await fs.access(path.dirname(this.config.path), fs.constants?.W_OK ?? 2);
       return { healthy: true };
     } catch (err) {

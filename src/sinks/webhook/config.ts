@@ -86,7 +86,7 @@ export const webhookConfigSchema: convict.Schema<WebhookSinkConfig> = {
     env: 'OOMTRAIL_SINKS_WEBHOOK_FORMAT',
   },
   bearer_token_file: {
-    doc: "File holding a bearer token sent as Authorization: Bearer (read at each request; never logged); '' = none.",
+    doc: "File holding a bearer token sent as Authorization: Bearer (checked at start, read at each request; never logged); '' = none.",
     format: noControl,
     default: '',
     sensitive: true,

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { redactUrl } from '../../config/load';
 import type { OomRecord } from '../../record/record';
 import { encodeRecordJson } from '../../record/json';
 import type { HealthStatus, Sink, WriteResult } from '../sink';
@@ -96,9 +97,21 @@ export class WebhookSink implements Sink {
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
       const why = e.name === 'TimeoutError' ? `timeout after ${this.config.request_timeout_ms} ms` : (e.cause?.code ?? e.message);
-      return { status: 'retryable', reason: `POST ${redact(this.config.url)}: ${why}` };
+      return { status: 'retryable', reason: this.scrub(`POST ${redactUrl(this.config.url)}: ${why}`) };
     }
-    return classifyWebhookStatus(res.status, text, res.headers.get('retry-after'));
+    const result = classifyWebhookStatus(res.status, text, res.headers.get('retry-after'));
+    // the receiver's answer may echo the URL's path (its token); reasons reach logs and /healthz
+    return result.status === 'delivered' ? result : { ...result, reason: this.scrub(result.reason) };
+  }
+
+  /** Removes the URL and every part of its path or query that could be a token from `text`. */
+  private scrub(text: string): string {
+    const u = new URL(this.config.url);
+    const parts = [this.config.url, u.href, `${u.pathname}${u.search}`, ...u.pathname.split('/'), ...u.search.slice(1).split(/[&=]/)];
+    const secrets = [...new Set(parts.filter((p) => p.length >= 4))].sort((a, b) => b.length - a.length);
+    let out = text;
+    for (const secret of secrets) out = out.split(secret).join('…');
+    return out;
   }
 
   async flush(): Promise<void> {}
@@ -111,15 +124,9 @@ export class WebhookSink implements Sink {
       await res.arrayBuffer().catch(() => undefined);
       return res.status >= 500 ? { healthy: false, detail: `HTTP ${res.status}` } : { healthy: true };
     } catch (err) {
-      return { healthy: false, detail: (err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message };
+      return { healthy: false, detail: this.scrub((err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message) };
     }
   }
-}
-
-/** URL without query string (which may carry a token). */
-function redact(url: string): string {
-  const u = new URL(url);
-  return `${u.origin}${u.pathname}`;
 }
 
 /** Retry-After: seconds or an HTTP date → milliseconds (undefined when absent or unparsable). */
