@@ -244,6 +244,25 @@ describe('clickhouse sink: answers', () => {
     }
   });
 
+  test('a batch holding things that are not records (null, no event_id) is answered, never thrown', async () => {
+    const srv = await scripted((s) => {
+      if (/version\(\)/.test(s.query)) return { body: '26.9.2.1\n' };
+      return s.body.toString('utf8').includes('"a":1')
+        ? { status: 400, body: 'Code: 117. DB::Exception: Unknown row. (INCORRECT_DATA) (version 26.9.2.1)\n' }
+        : {};
+    });
+    const sink = createClickHouseSink(config({ url: srv.url }), { logger: memoryLogger().logger });
+    try {
+      const junk = { a: 1 } as unknown as ReturnType<typeof sampleRecord>;
+      const r = await sink.write([sampleRecord({ event_id: 'g1' }), junk, null as unknown as typeof junk]);
+      assert.equal(r.status, 'delivered');
+      assert.deepEqual(r.status === 'delivered' ? r.rejectedRecords?.map((x) => x.record) : [], [junk, null]);
+    } finally {
+      await sink.close();
+      await srv.close();
+    }
+  });
+
   test('isolation: the row the server names is cut out (~2 inserts per bad record); a wrong row number loses nothing', async () => {
     for (const lie of [false, true]) {
       const inserted: string[] = [];
