@@ -284,6 +284,56 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     for (const s of [good, wrong, missing]) await s.close();
   });
 
+  test('a 1,000-row batch with 8 bad rows through the lane: exactly the 8 are dead-lettered, the 992 others are in the table', async () => {
+    // issue #15 item 5: with a fixed isolation budget (64 inserts) this dead-lettered 380 rows, 372 of them good
+    const table = 'oom_kills_isolation';
+    const records = syntheticRecords(1000, 41);
+    const badAt = [3, 130, 131, 377, 500, 640, 871, 998];
+    const spoilers: Array<(r: OomRecord) => OomRecord> = [
+      (r) => ({ ...r, victim_pid: 'not a pid' }) as unknown as OomRecord,
+      (r) => ({ ...r, time: 'yesterday at noon' }),
+      (r) => ({ ...r, victim_tid: { nested: true } }) as unknown as OomRecord,
+      (r) => ({ ...r, schema_version: -1e30 }) as unknown as OomRecord,
+    ];
+    badAt.forEach((i, k) => (records[i] = spoilers[k % spoilers.length]!(records[i]!)));
+    const bad = new Set(badAt.map((i) => records[i]!.event_id));
+    const spoolDir = path.join(base, 'lane-isolation');
+    const sink = createClickHouseSink(sinkConfig(ch, { table }), { logger: silentLogger() });
+    // the table first (a write of one good record), so that the counters below see the batch's inserts only
+    const warm = syntheticRecords(1, 42);
+    assert.equal((await sink.write(warm)).status, 'delivered');
+    const lane = new Lane({
+      sink, // closed by lane.close()
+      spoolDir,
+      fsync: 'never',
+      maxSpoolBytes: 0,
+      batch: { maxEvents: 1000, maxBytes: 1 << 24, maxAgeMs: 600_000 }, // one batch of exactly 1,000
+      retry: { initialMs: 50, maxMs: 200 },
+      logger: silentLogger(),
+    });
+    await lane.open();
+    const before = await frontStats(ch);
+    const t0 = Date.now();
+    for (const r of records) await lane.accept(r);
+    await until('the lane to settle 1,000 records', 120_000, async () => lane.delivered + lane.rejected === 1000);
+    const ms = Date.now() - t0;
+    await lane.close();
+    const after = await frontStats(ch);
+    const dead = fs.readFileSync(lane.deadLetterPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string; record: OomRecord });
+    const inserts = after.inserts! - before.inserts!;
+    console.log(`# isolation: 1000 rows, 8 bad: ${inserts} inserts, ${after.insert_rows! - before.insert_rows!} rows sent, ${ms} ms; dead-lettered ${dead.length}`);
+    assert.equal(lane.delivered, 992);
+    assert.equal(lane.rejected, 8);
+    assert.deepEqual(dead.map((d) => d.record.event_id).sort(), [...bad].sort(), 'exactly the bad rows are dead-lettered');
+    for (const d of dead) assert.match(d.reason, /HTTP \d+, code \d+/, 'each with the server\'s reason');
+    const n = async (final: string) => (await rows<{ n: number }>(ch, `SELECT count() AS n FROM oomtrail.${table} ${final}`))[0]!.n;
+    assert.equal(await n('FINAL'), 993, '992 good rows + the warm-up row');
+    const ids = records.filter((r) => !bad.has(r.event_id)).map((r) => `'${r.event_id}'`).join(',');
+    assert.deepEqual(await rows(ch, `SELECT uniqExact(event_id) AS u FROM oomtrail.${table} WHERE event_id IN (${ids})`), [{ u: 992 }]);
+    // bounded: a few inserts per bad row, not one per row (2·8·log2(1000) ≈ 160 at worst)
+    assert.ok(inserts <= 2 * badAt.length * 10 + 1, `${inserts} inserts`);
+  });
+
   test('cookbook: every query in docs/queries.md runs on the production schema and answers as the history says', async () => {
     assert.ok(realRecords.length >= 5, 'the real kills are part of the history');
     const now = Date.now();

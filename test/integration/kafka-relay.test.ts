@@ -4,7 +4,10 @@
  * production schema created by the ClickHouse sink). The relay is SIGKILLed in the middle and started again: it
  * re-reads what it had not committed, and the re-inserted rows collapse by event_id, so
  * count() FINAL = uniqExact(event_id) = 100,000, and the group's committed offsets reach the end of every partition.
- * Never skipped. Runtime ~2 min.
+ * Poison: messages that are not records (bad JSON, null, no event_id, binary, no value) and records ClickHouse
+ * refuses go to the relay's dead-letter file (0600, with topic/partition/offset and the reason) and the partition
+ * moves on (issue #15 items 3 and 4: the relay used to stop for ever on the first, and to drop the second silently).
+ * Never skipped. Runtime ~2.5 min.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
@@ -15,6 +18,8 @@ import path from 'node:path';
 import { MAIN } from '../helpers/agent';
 import { loadConfig } from '../../src/config/load';
 import { createKafkaSink } from '../../src/sinks/kafka';
+import type { OomRecord } from '../../src/record/record';
+import type { RelayDeadLetter } from '../../src/relay/relay';
 import { sql, startChdb, type ServerHandle } from '../servers/clickhouse/servers';
 import { syntheticRecords } from '../servers/clickhouse/records';
 import { client, createTopic, sleep, startKafka, type KafkaHandle } from '../servers/kafka/server';
@@ -71,7 +76,7 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
       'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
       '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${TOPIC}`, '    client_id: relaytest',
       '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`,
-      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000',
+      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${path.join(base, 'relay-spool')}`,
     ].join('\n') + '\n');
 
     t0 = Date.now();
@@ -115,5 +120,92 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     assert.equal(distinct, N);
     assert.equal(committed, BigInt(N));
     assert.equal(code, 0, `relay exit on SIGTERM:\n${second.log().slice(-2000)}`);
+  });
+
+  test('poison messages and records ClickHouse refuses go to the relay dead-letter file; the partition moves on', async () => {
+    const topic = 'poison';
+    await createTopic(kafka.broker, topic, 1);
+    const good = syntheticRecords(20, 51);
+    const refusedByCh = syntheticRecords(3, 52).map((r) => ({ ...r, victim_pid: 'not a pid' }) as unknown as OomRecord);
+    const poison: Array<{ value: Buffer | null; why: RegExp }> = [
+      { value: Buffer.from('{"a":1}'), why: /not a record: no event_id/ },
+      { value: Buffer.from('null'), why: /not a record: a JSON null/ },
+      { value: Buffer.from('{"event_id": "x", "time": '), why: /not a record: not JSON/ },
+      { value: Buffer.from('[1,2,3]'), why: /not a record: a JSON array/ },
+      { value: Buffer.from([0xff, 0xfe, 0x00, 0x81]), why: /not a record: not JSON/ },
+      { value: null, why: /not a record: the message has no value/ },
+    ];
+    // interleaved: poison first (the old relay never got past offset 0), refused records in the middle
+    const msgs: Array<{ value: Buffer | null; kind: 'good' | 'poison' | 'refused'; i: number }> = [];
+    poison.forEach((p, i) => msgs.push({ value: p.value, kind: 'poison', i }));
+    good.forEach((r, i) => {
+      msgs.push({ value: Buffer.from(JSON.stringify(r)), kind: 'good', i });
+      if (i % 7 === 3) msgs.push({ value: Buffer.from(JSON.stringify(refusedByCh[(i - 3) / 7]!)), kind: 'refused', i: (i - 3) / 7 });
+    });
+    const producer = client(kafka.broker).producer();
+    await producer.connect();
+    await producer.send({ topic, acks: -1, messages: msgs.map((m) => ({ value: m.value })) });
+    await producer.disconnect();
+
+    const spool = path.join(base, 'poison-spool');
+    const pw = path.join(base, 'ch-password-poison');
+    fs.writeFileSync(pw, ch.password + '\n', { mode: 0o600 });
+    const cfg = path.join(base, 'relay-poison.yaml');
+    fs.writeFileSync(cfg, [
+      'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
+      '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${topic}`, '    client_id: poisontest',
+      '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`, '    table: poison_kills',
+      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${spool}`,
+    ].join('\n') + '\n');
+    const relay = startRelay(cfg);
+    const admin = client(kafka.broker).admin();
+    await admin.connect();
+    let committed = -1n;
+    const end = Date.now() + 90_000;
+    try {
+      for (;;) {
+        // NOT_COORDINATOR until the group's coordinator is up: not committed yet
+        const offs = await admin.fetchOffsets({ groupId: 'poisontest-relay', topics: [topic] }).catch(() => null);
+        if (offs) committed = BigInt(offs[0]!.partitions[0]!.offset);
+        if (committed >= BigInt(msgs.length)) break;
+        if (Date.now() > end || relay.child.exitCode !== null) {
+          throw new Error(`the relay did not get through the partition: committed ${committed} of ${msgs.length}:\n${relay.log().slice(-3000)}`);
+        }
+        await sleep(500);
+      }
+    } finally {
+      await admin.disconnect();
+    }
+    relay.child.kill('SIGTERM');
+    assert.equal(await relay.exited, 0, relay.log().slice(-2000));
+    assert.equal(committed, BigInt(msgs.length));
+    const inTable = (await sql(ch, 'SELECT event_id FROM oomtrail.poison_kills FINAL ORDER BY event_id FORMAT TabSeparated')).trim().split('\n');
+    assert.deepEqual(inTable, good.map((r) => r.event_id).sort(), 'every good record once, nothing else');
+
+    const file = path.join(spool, 'relay.dead-letter.jsonl');
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    const dead = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RelayDeadLetter);
+    console.log(`# relay poison: ${msgs.length} messages, committed ${committed}, ${inTable.length} rows, ${dead.length} dead letters`);
+    assert.equal(dead.length, poison.length + refusedByCh.length);
+    for (const d of dead) {
+      assert.equal(d.topic, topic);
+      assert.equal(d.partition, 0);
+      assert.ok(!Number.isNaN(Date.parse(d.time)));
+    }
+    msgs.forEach((m, offset) => {
+      const d = dead.find((x) => x.offset === String(offset));
+      if (m.kind === 'good') return assert.equal(d, undefined);
+      assert.ok(d, `offset ${offset} (${m.kind}) is dead-lettered`);
+      if (m.kind === 'poison') {
+        assert.match(d.reason, poison[m.i]!.why);
+        if (m.value === null) assert.equal(d.value, null);
+        else if (m.i === 4) assert.equal(d.value_base64, m.value.toString('base64'));
+        else assert.equal(d.value, m.value.toString('utf8'));
+      } else {
+        assert.equal(d.record?.event_id, refusedByCh[m.i]!.event_id);
+        assert.deepEqual(d.record, refusedByCh[m.i]);
+        assert.match(d.reason, /^clickhouse: .*HTTP \d+, code \d+ \(CANNOT_PARSE/);
+      }
+    });
   });
 });

@@ -33,6 +33,8 @@ before(async () => {
       // ~52 KB/s, burst ~52 KB: a 300-record batch (~400 KB) must be refused with 429 and sent in pieces
       slow: { ingestion_rate_mb: 0.05, ingestion_burst_size_mb: 0.05 },
       tight: { max_label_names_per_series: 6, max_structured_metadata_entries_count: 3, max_structured_metadata_size: 200 },
+      // old entries pass the distributor, so that the ingester's "too far behind" (1 h behind the stream's newest) decides
+      behind: { reject_old_samples_max_age: '168h' },
     },
   });
   proxy = new RecordingProxy(loki.url);
@@ -211,6 +213,41 @@ describe('loki sink → real Loki', () => {
     await sleep(1000);
     assert.equal((await entriesOf(tenant)).length, 4, 'still 4: nothing was sent again');
     assertEachOnce(tenant, fresh);
+  });
+
+  test('400 naming 10 of 25 ignored entries ("total ignored: 25 out of 50"): exactly the 25 dead-lettered, the 25 others written, none acked unwritten', async () => {
+    // issue #15 item 6: Loki's ingester names at most 10 failed entries; the other 15 used to be acked and lost
+    const tenant = 'behind';
+    const sec = 1_000_000_000n;
+    const newest = (nowNs() / sec - 600n) * sec + 950_000_000n; // 10 min ago, at .95 s
+    const head = makeRecord(500, {}, newest);
+    const first = await throughLane({ tenant_id: tenant }, [head]);
+    assert.equal(first.lane.delivered, 1, 'the stream\'s newest entry');
+    // the ingester refuses what is older than newest − max_chunk_age/2 (1 h), and prints that cutoff in whole seconds
+    const cutoff = newest - 3600n * sec;
+    const bad = Array.from({ length: 25 }, (_, i) => makeRecord(600 + i, {}, cutoff - 950_000_000n + BigInt(i) * 30_000_000n));
+    const sameSecond = Array.from({ length: 5 }, (_, i) => makeRecord(700 + i, {}, cutoff + BigInt(i + 1) * 1_000_000n));
+    const later = Array.from({ length: 20 }, (_, i) => makeRecord(800 + i, {}, newest - 1800n * sec + BigInt(i) * sec));
+    const good = [...sameSecond, ...later];
+    const run = await throughLane({ tenant_id: tenant }, [...later.slice(0, 10), ...bad, ...sameSecond, ...later.slice(10)]);
+    const pushes = proxy.pushes.filter((p) => p.tenant === tenant).slice(1);
+    console.log(`# 400 with 25 ignored: ${pushes.length} requests (${pushes.map((p) => p.status).join(',')}), delivered ${run.lane.delivered}, dead-lettered ${run.deadLetters.length}, sink ${JSON.stringify(run.sink.stats())}`);
+    assert.match(pushes[0]!.answer, /total ignored: 25 out of 50/);
+    assert.equal((pushes[0]!.answer.match(/ignored, reason:/g) ?? []).length, 10, 'Loki names 10 of them');
+    assert.equal(run.lane.rejected, 25);
+    assert.equal(run.lane.delivered, 25);
+    assert.deepEqual(run.deadLetters.map((d) => d.record.event_id).sort(), bad.map((r) => r.event_id).sort());
+    for (const d of run.deadLetters) assert.match(d.reason, /^Loki HTTP 400: .*entry too far behind/);
+    const got = await waitEntries(tenant, 26);
+    assert.deepEqual(got.map((e) => (JSON.parse(e.line) as OomRecord).event_id).sort(), [head, ...good].map((r) => r.event_id).sort());
+    assert.equal(got.length, 26, 'each written entry once');
+    // a good entry goes out at most twice: in the first request and, unsure, once more (Loki drops the exact duplicate)
+    const ok = proxy.countsBy((st) => st >= 200 && st < 300, tenant);
+    const partial = proxy.countsBy((st) => st === 400, tenant);
+    for (const r of good) {
+      const n = (ok.get(r.event_id) ?? 0) + (partial.get(r.event_id) ?? 0);
+      assert.ok(n >= 1 && n <= 2, `${r.event_id} in ${n} requests`);
+    }
   });
 
   test('429 (tenant ingestion rate limit set low): retried in smaller requests, nothing lost, no duplicates', async () => {

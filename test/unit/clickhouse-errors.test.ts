@@ -43,6 +43,12 @@ describe('clickhouse errors: parsing', () => {
     assert.equal(parseCode('<html>502 Bad Gateway</html>'), undefined);
   });
 
+  test('the row an insert stopped at, when the server names it', () => {
+    const body = "Code: 27. DB::Exception: Cannot parse input: expected '\"' before: 'x': (while reading the value of key victim_pid): (at row 131)\n: While executing ParallelParsingBlockInputFormat. (CANNOT_PARSE_INPUT_ASSERTION_FAILED) (version 26.9.2.1)";
+    assert.equal(classifyResponse(400, body).row, 131);
+    assert.equal(classifyResponse(400, 'Code: 27. DB::Exception: Cannot parse input').row, undefined);
+  });
+
   test('the message without tails', () => {
     assert.equal(serverMessage(OLD.unknownTable), "Table default.nope doesn't exist.");
     assert.equal(serverMessage(NEW.unknownTable), 'Table oomtrail.nope does not exist. Maybe you meant system.one?.');

@@ -244,6 +244,61 @@ describe('clickhouse sink: answers', () => {
     }
   });
 
+  test('a batch holding things that are not records (null, no event_id) is answered, never thrown', async () => {
+    const srv = await scripted((s) => {
+      if (/version\(\)/.test(s.query)) return { body: '26.9.2.1\n' };
+      return s.body.toString('utf8').includes('"a":1')
+        ? { status: 400, body: 'Code: 117. DB::Exception: Unknown row. (INCORRECT_DATA) (version 26.9.2.1)\n' }
+        : {};
+    });
+    const sink = createClickHouseSink(config({ url: srv.url }), { logger: memoryLogger().logger });
+    try {
+      const junk = { a: 1 } as unknown as ReturnType<typeof sampleRecord>;
+      const r = await sink.write([sampleRecord({ event_id: 'g1' }), junk, null as unknown as typeof junk]);
+      assert.equal(r.status, 'delivered');
+      assert.deepEqual(r.status === 'delivered' ? r.rejectedRecords?.map((x) => x.record) : [], [junk, null]);
+    } finally {
+      await sink.close();
+      await srv.close();
+    }
+  });
+
+  test('isolation: the row the server names is cut out (~2 inserts per bad record); a wrong row number loses nothing', async () => {
+    for (const lie of [false, true]) {
+      const inserted: string[] = [];
+      let inserts = 0;
+      const srv = await scripted((s) => {
+        if (/version\(\)/.test(s.query)) return { body: '26.9.2.1\n' };
+        inserts++;
+        const lines = s.body.toString('utf8').split('\n').filter(Boolean);
+        const at = lines.findIndex((l) => l.includes('"victim_comm":"BAD'));
+        if (at >= 0) {
+          // the real server's row (1-based), or a made-up one
+          const row = lie ? 1 : at + 1;
+          return { status: 400, body: `Code: 27. DB::Exception: Cannot parse input: expected '"': (at row ${row})\n: While executing ParallelParsingBlockInputFormat. (CANNOT_PARSE_INPUT_ASSERTION_FAILED) (version 26.9.2.1)\n` };
+        }
+        for (const l of lines) inserted.push(JSON.parse(l).event_id);
+        return {};
+      });
+      const sink = createClickHouseSink(config({ url: srv.url }), { logger: memoryLogger().logger });
+      try {
+        const bad = new Set([7, 300, 301, 999]);
+        const batch = Array.from({ length: 1000 }, (_, i) => sampleRecord({ event_id: `e${i}`, victim_comm: bad.has(i) ? 'BAD' : 'ok' }));
+        const r = await sink.write(batch);
+        assert.equal(r.status, 'delivered');
+        const refused = r.status === 'delivered' ? r.rejectedRecords ?? [] : [];
+        assert.deepEqual(refused.map((x) => x.record.event_id).sort(), ['e7', 'e300', 'e301', 'e999'].sort());
+        assert.equal(inserted.length, 996);
+        assert.equal(new Set(inserted).size, 996);
+        // truthful rows: 1 + 3 per bad record at most; a lying server falls back to bisection (≤ 2·4·log2(1000) + 1)
+        assert.ok(inserts <= (lie ? 81 : 13), `${inserts} inserts (lie=${lie})`);
+      } finally {
+        await sink.close();
+        await srv.close();
+      }
+    }
+  });
+
   test('wrong password: retryable after config_error_retry_ms, one error log, password_file re-read, password never logged', async () => {
     const file = path.join(tmp, 'pw');
     fs.writeFileSync(file, 'wrong-secret-1\n');

@@ -35,12 +35,23 @@ test('retryable: network, LEADER_NOT_AVAILABLE, NOT_ENOUGH_REPLICAS, REQUEST_TIM
   }
 });
 
-test("rejected: MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, INVALID_TOPIC_EXCEPTION, with the broker's error name", () => {
-  for (const t of ['MESSAGE_TOO_LARGE', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION', 'RECORD_LIST_TOO_LARGE']) {
+test("rejected: MESSAGE_TOO_LARGE, INVALID_TOPIC_EXCEPTION, with the broker's error name", () => {
+  for (const t of ['MESSAGE_TOO_LARGE', 'INVALID_TOPIC_EXCEPTION', 'RECORD_LIST_TOO_LARGE']) {
     const c = classifyKafkaError(bailed(protocol(t, false)));
     assert.equal(c.class, 'data', t);
     assert.equal(c.type, t);
     assert.match(c.reason, new RegExp(`^${t}: `));
+  }
+});
+
+test('authorization failures (ACLs) are the operator\'s: records stay spooled, never dead-lettered', () => {
+  // as kafkajs throws them: a non-retriable protocol error at once, or wrapped after retries
+  for (const t of ['TOPIC_AUTHORIZATION_FAILED', 'CLUSTER_AUTHORIZATION_FAILED', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']) {
+    for (const err of [protocol(t, false), bailed(protocol(t, false)), exhausted(protocol(t, false))]) {
+      const c = classifyKafkaError(err);
+      assert.equal(c.class, 'operator', t);
+      assert.equal(c.type, t);
+    }
   }
 });
 

@@ -108,6 +108,35 @@ describe('loki answers', () => {
     assert.deepEqual(out.delivered, [es[1], es[2]]);
   });
 
+  test('400 "total ignored: N" with more ignored than named (Loki names at most 10): the unnamed are unsure, never delivered', () => {
+    // the cutoff's second: 25 entries before the exact cutoff (refused), 5 after it (written), 20 well after (written)
+    const cutoff = T0 - H + 950_000_000n;
+    const secondStart = T0 - H;
+    const bad = Array.from({ length: 25 }, (_, i) => secondStart + BigInt(i) * 30_000_000n);
+    const okSame = [1n, 2n, 3n, 4n, 5n].map((i) => cutoff + i * 1_000_000n);
+    const okLater = Array.from({ length: 20 }, (_, i) => T0 - 1800n * 1_000_000_000n + BigInt(i) * 1_000_000_000n);
+    const es = entries([...bad, ...okSame, ...okLater]);
+    const named = bad.slice(0, 10).map((t) => `entry with timestamp ${goTime(t)} ignored, reason: 'entry too far behind, entry timestamp is: ${rfc3339(t)}, oldest acceptable timestamp is: ${rfc3339(cutoff)}',\n`);
+    const msg = named.join('') + `user 'fake', total ignored: 25 out of 50 for stream: ${STREAM}`;
+    const out = classifyPush(400, msg, es);
+    assert.deepEqual(out.rejected.map((r) => r.entry), es.slice(0, 10));
+    assert.deepEqual(out.delivered, [], 'none acked: Loki wrote 25 of the 40 unnamed, which ones it did not say');
+    assert.deepEqual(out.unsure, es.slice(10));
+    assert.deepEqual(out.retry, []);
+    // a request of the unsure ones small enough for Loki to name each failure: exact again
+    const small = es.slice(10, 20);
+    const msg2 = small.map((e) => `entry with timestamp ${goTime(e.tsNs)} ignored, reason: 'entry too far behind, entry timestamp is: ${rfc3339(e.tsNs)}, oldest acceptable timestamp is: ${rfc3339(cutoff)}',\n`).join('') + `user 'fake', total ignored: 10 out of 10 for stream: ${STREAM}`;
+    const out2 = classifyPush(400, msg2, small);
+    assert.equal(out2.rejected.length, 10);
+    assert.equal(out2.unsure, undefined);
+    // every entry of the request ignored, fewer named: the unnamed are refused without another request
+    const three = es.slice(0, 3);
+    const out3 = classifyPush(400, named[0]! + `user 'fake', total ignored: 3 out of 3 for stream: ${STREAM}`, three);
+    assert.equal(out3.rejected.length, 3);
+    assert.deepEqual(out3.delivered, []);
+    assert.equal(out3.unsure, undefined);
+  });
+
   test('400 line too long: matched by the length Loki names', () => {
     const es = new StreamBuilder(LIMITS, []).build([makeRecord(0, {}, T0), makeRecord(1, { victim_comm: 'longer-comm' }, T0 + 1n)]).streams[0]!.entries;
     const msg = `max entry size '100' bytes exceeded for stream '${STREAM}' while adding an entry with length '${es[1]!.lineBytes}' bytes`;

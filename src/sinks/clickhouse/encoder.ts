@@ -99,7 +99,9 @@ export function encodeBatch(records: readonly OomRecord[]): Buffer {
  */
 export function dedupToken(records: readonly OomRecord[]): string {
   const h = createHash('sha256');
-  for (const r of records) h.update(r.event_id).update('\n');
+  // a message that is not a record (the relay reads whatever is in the topic) still gets a token, so that the
+  // insert fails as data and is refused, instead of this throwing
+  for (const r of records) h.update(String((r as Partial<OomRecord> | null)?.event_id ?? '')).update('\n');
   return `oomtrail-${records.length}-${h.digest('hex').slice(0, 40)}`;
 }
 

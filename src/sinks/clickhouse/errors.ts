@@ -30,6 +30,8 @@ export interface Classified {
   reason: string;
   /** Server-requested delay (Retry-After), ms. */
   retryAfterMs?: number;
+  /** The 1-based row of the insert the server stopped at (`(at row N)` in parse errors), when it says. */
+  row?: number;
 }
 
 const AUTH = new Set([516, 192, 193, 194, 195]);
@@ -99,11 +101,14 @@ export function classifyResponse(status: number, body: string, headers: Record<s
   const code = Number.isInteger(headerCode) && headerCode > 0 ? headerCode : parseCode(body);
   const msg = serverMessage(body) || '(empty body)';
   const retryAfterMs = parseRetryAfter(headers['retry-after']);
+  const rowMatch = /\(at row (\d+)\)/.exec(body);
+  const row = rowMatch ? Number(rowMatch[1]) : undefined;
   const name = code !== undefined ? CODE_NAMES[code] : undefined;
   const reason = `HTTP ${status}${code !== undefined ? `, code ${code}${name ? ` (${name})` : ''}` : ''}: ${msg}`;
   const out = (c: FailureClass, extra: Partial<Classified> = {}): Classified => {
     const r: Classified = { class: c, reason, ...extra };
     if (code !== undefined) r.code = code;
+    if (row !== undefined) r.row = row;
     if (retryAfterMs !== undefined && r.retryAfterMs === undefined) r.retryAfterMs = retryAfterMs;
     return r;
   };

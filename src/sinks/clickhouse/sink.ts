@@ -13,9 +13,6 @@ import { MIGRATIONS, migrate, tableRef, type Migration, type MigrationResult } f
 
 const gzip = promisify(zlib.gzip);
 
-/** At most this many extra inserts to find the records ClickHouse refuses in a batch (~2·log2(batch) per bad record). */
-const MAX_ISOLATION_INSERTS = 64;
-
 /** The server's version, e.g. 26.9 → [26, 9]. */
 export type ServerVersion = readonly [number, number];
 
@@ -133,30 +130,43 @@ export class ClickHouseSink implements Sink {
       return { status: 'delivered' };
     }
     if (first.class !== 'data' || batch.length === 1) return this.result(first, 'insert');
-    // One bad record must not take the batch with it: bisect, insert the good halves (each with its own token,
-    // derived from its event ids, so a retry bisects the same way and is deduplicated), refuse only the bad.
+    // One bad record must not take the batch with it: split, insert the good parts (each with its own token,
+    // derived from its event ids, so a retry splits the same way and is deduplicated), refuse only the bad.
     const refused: RejectedRecord[] = [];
-    const trouble = await this.isolate(batch, first, refused, { inserts: MAX_ISOLATION_INSERTS });
+    const trouble = await this.isolate(batch, first, refused, { hints: true });
     if (trouble) return this.result(trouble, 'insert');
     this.lastLoggedFailure = null;
     if (refused.length === batch.length) return this.result(first, 'insert');
     return { status: 'delivered', rejectedRecords: refused };
   }
 
-  /** Splits a batch ClickHouse refused as data until the refused records are alone; null when every part is settled. */
-  private async isolate(records: readonly OomRecord[], why: Classified, refused: RejectedRecord[], budget: { inserts: number }): Promise<Classified | null> {
-    if (records.length === 1 || budget.inserts <= 0) {
-      const reason = `${this.opts.config.url} insert: ${why.reason}`;
-      for (const record of records) refused.push({ record, reason });
+  /**
+   * Splits a part ClickHouse refused as data until each refused record is alone; null when every part is settled.
+   * A record is refused only after an insert of it alone was refused, so no good record is ever dead-lettered.
+   * Where the server names the row it stopped at (`(at row N)`, parse errors), the part is cut around that row:
+   * ~2 inserts per bad record. Otherwise (or once a named row turned out to be fine) it is halved: at most
+   * ~2·log2(n) inserts per bad record, and 2n−1 for a part whose every record is bad. No budget: a budget that
+   * runs out can only refuse good records or keep the whole batch retrying for ever.
+   */
+  private async isolate(records: readonly OomRecord[], why: Classified, refused: RejectedRecord[], opts: { hints: boolean }): Promise<Classified | null> {
+    if (records.length === 1) {
+      refused.push({ record: records[0]!, reason: `${this.opts.config.url} insert: ${why.reason}` });
       return null;
     }
-    const mid = records.length >> 1;
-    for (const part of [records.slice(0, mid), records.slice(mid)]) {
-      budget.inserts--;
+    const at = opts.hints && why.row !== undefined && why.row >= 1 && why.row <= records.length ? why.row - 1 : -1;
+    const parts =
+      at >= 0
+        ? [records.slice(0, at), records.slice(at, at + 1), records.slice(at + 1)].filter((p) => p.length > 0)
+        : [records.slice(0, records.length >> 1), records.slice(records.length >> 1)];
+    for (const part of parts) {
       const r = await this.insert(part);
-      if (r === 'ok') continue;
+      if (r === 'ok') {
+        // the named row went in alone: the server's row numbers are not to be trusted for this batch
+        if (at >= 0 && part.length === 1 && part[0] === records[at]) opts.hints = false;
+        continue;
+      }
       if (r.class !== 'data') return r;
-      const trouble = await this.isolate(part, r, refused, budget);
+      const trouble = await this.isolate(part, r, refused, opts);
       if (trouble) return trouble;
     }
     return null;

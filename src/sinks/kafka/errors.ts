@@ -9,9 +9,12 @@
  * | producer  | OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_EPOCH            | retryable, with a new |
  * |           | (the idempotent producer's state is gone: a new producer id is needed)               | producer              |
  * | operator  | UNKNOWN_TOPIC_OR_PARTITION (missing topic), SASL authentication failures,            | retryable, afterMs =  |
- * |           | CLUSTER_AUTHORIZATION_FAILED, TLS certificate errors                                 | config_error_retry_ms |
- * | data      | MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED,                | rejected, with the    |
+ * |           | TOPIC_/CLUSTER_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED (ACLs), TLS certificate errors | config_error_retry_ms |
+ * | data      | MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE,                                            | rejected, with the    |
  * |           | INVALID_TOPIC_EXCEPTION, INVALID_RECORD, CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT | broker's error name |
+ *
+ * An authorization failure is the operator's to fix (an ACL), not the records' fault: like ClickHouse's and Loki's
+ * auth errors it keeps the records spooled and retries slowly, with one error line.
  *
  * kafkajs wraps the broker's error: KafkaJSNumberOfRetriesExceeded / KafkaJSNonRetriableError carry it in
  * `originalError` (or `cause`), KafkaJSAggregateError in `errors`; the innermost KafkaJSProtocolError's `type` is
@@ -29,12 +32,12 @@ export interface KafkaClassified {
 }
 
 const DATA = new Set([
-  'MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION', 'INVALID_RECORD',
+  'MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_TOPIC_EXCEPTION', 'INVALID_RECORD',
   'CORRUPT_MESSAGE', 'UNSUPPORTED_FOR_MESSAGE_FORMAT', 'INVALID_REQUIRED_ACKS', 'POLICY_VIOLATION', 'UNSUPPORTED_COMPRESSION_TYPE',
 ]);
 const PRODUCER = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
 const OPERATOR = new Set([
-  'UNKNOWN_TOPIC_OR_PARTITION', 'CLUSTER_AUTHORIZATION_FAILED', 'SASL_AUTHENTICATION_FAILED', 'UNSUPPORTED_SASL_MECHANISM',
+  'UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'CLUSTER_AUTHORIZATION_FAILED', 'SASL_AUTHENTICATION_FAILED', 'UNSUPPORTED_SASL_MECHANISM',
   'ILLEGAL_SASL_STATE', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
 ]);
 const TLS_CODES = /^(CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|ERR_TLS_CERT_ALTNAME_INVALID|ERR_SSL_|EPROTO$)/;

@@ -34,7 +34,10 @@ export function retrySettings(retries: number): RetryOptions {
  * acknowledgements and broker restarts exactly-once in the topic. Writes are serialized (concurrent sends on one
  * idempotent producer race on sequence numbers). A batch larger than message_max_bytes goes as several sends; if
  * a later one fails, the event ids already acknowledged are remembered and skipped when the lane retries the
- * batch, so that path adds no duplicates either. Never throws from write.
+ * batch, so that path adds no duplicates either. Not exactly-once everywhere: after UNKNOWN_PRODUCER_ID /
+ * OUT_OF_ORDER_SEQUENCE_NUMBER the producer is replaced (a new producer id, kafkajs has no way to keep the old
+ * one's sequence), and a send whose outcome was unknown is resent under the new id, which the broker cannot
+ * dedup: at-least-once per event_id, exactly once after the relay's ReplacingMergeTree (FINAL). Never throws.
  */
 export class KafkaSink implements Sink {
   readonly name = 'kafka';
@@ -259,7 +262,12 @@ export class KafkaSink implements Sink {
         const now = Date.now();
         if (!this.lastLogged || this.lastLogged.reason !== reason || now - this.lastLogged.at > 600_000) {
           this.lastLogged = { reason, at: now };
-          const hint = k.type === 'UNKNOWN_TOPIC_OR_PARTITION' ? ` (does topic ${this.opts.config.topic} exist? create it, or set sinks.kafka.create_topic: true)` : '';
+          const hint =
+            k.type === 'UNKNOWN_TOPIC_OR_PARTITION'
+              ? ` (does topic ${this.opts.config.topic} exist? create it, or set sinks.kafka.create_topic: true)`
+              : /AUTHORIZATION_FAILED$/.test(k.type ?? '')
+                ? ` (the broker's ACLs: allow this principal WRITE and DESCRIBE on topic ${this.opts.config.topic}${k.type === 'CLUSTER_AUTHORIZATION_FAILED' ? ' and IDEMPOTENT_WRITE on the cluster' : ''})`
+                : '';
           this.opts.logger.error(`${reason}${hint}; records stay spooled, next attempt in ${afterMs} ms`, { sink: 'kafka' });
         }
         return { status: 'retryable', reason, afterMs };

@@ -20,6 +20,12 @@ export interface PushOutcome {
   rejected: Array<{ entry: LokiEntry; reason: string }>;
   /** Entries to send again (all of them on a whole-request retry). */
   retry: LokiEntry[];
+  /**
+   * Entries Loki may or may not have written: it ignored more entries ("total ignored: N out of M") than its
+   * answer names (it lists at most 10). They are sent again in requests small enough for Loki to name every
+   * failure; the ones it had written are exact duplicates (same stream, time, line, metadata), which Loki drops.
+   */
+  unsure?: LokiEntry[];
   /** Set when `retry` is non-empty. */
   retryReason?: string;
   afterMs?: number;
@@ -194,13 +200,26 @@ export function classifyPush(status: number, body: string, entries: LokiEntry[],
   }
   if (status === 400) {
     const ms = mentions(text);
-    if (ms.length === 0) {
+    const total = totalIgnored(text);
+    if (ms.length === 0 && !total) {
       // the message does not say which entries (labels invalid, a format we do not know): the whole request is
       // refused as far as we can tell; Loki may have written part of it, so it is never resent
       return { delivered: [], rejected: entries.map((entry) => ({ entry, reason: `${label}: ${clip(text)}` })), retry: [] };
     }
     const split = partition(entries, ms, label);
-    return { ...split, ...(split.retry.length > 0 ? { retryReason: `${label}: ${clip(text)}` } : {}) };
+    const out: PushOutcome = { ...split, ...(split.retry.length > 0 ? { retryReason: `${label}: ${clip(text)}` } : {}) };
+    // Loki wrote exactly M − N entries of this request (the distributor's refusals are not even in M): if more are
+    // left unnamed, some of them were ignored too, and which ones only a smaller request can tell
+    const written = total ? Math.max(0, total.of - total.n) : Infinity;
+    if (split.delivered.length > written) {
+      if (written === 0) {
+        out.rejected.push(...split.delivered.map((entry) => ({ entry, reason: `${label}: ${clip(text)}` })));
+      } else {
+        out.unsure = split.delivered;
+      }
+      out.delivered = [];
+    }
+    return out;
   }
   // other 4xx (415, 422 …): the request is malformed for this server; resending it cannot help
   return { delivered: [], rejected: entries.map((entry) => ({ entry, reason: `${label}: ${clip(text)}` })), retry: [] };

@@ -12,6 +12,11 @@ export const PUSH_PATH = '/loki/api/v1/push';
 export const READY_PATH = '/ready';
 /** Smallest request the adaptive splitting goes down to (it always sends at least one entry). */
 const MIN_REQUEST_BYTES = 1024;
+/**
+ * Entries per request when finding out which of them Loki ignored without naming them: Loki's ingester names at
+ * most `max_returned_stream_errors` (default 10) failed entries per stream; smaller still if that does not suffice.
+ */
+const RECHECK_ENTRIES = 10;
 /** Loki's answers are short; more than this is cut (and never needed for classification). */
 const MAX_ANSWER_BYTES = 256 * 1024;
 
@@ -39,7 +44,7 @@ export interface LokiSinkOptions {
 
 /** Per lane batch: what is still to be sent, kept across the lane's retries of the same (frozen) batch array. */
 interface BatchProgress {
-  streams: Array<{ stream: LokiStream; pending: LokiEntry[] }>;
+  streams: Array<{ stream: LokiStream; pending: LokiEntry[]; recheck: LokiEntry[]; recheckMax: number }>;
   rejected: RejectedRecord[];
 }
 
@@ -130,7 +135,7 @@ export class LokiSink implements Sink {
       const { streams, invalid } = this.builder.build(batch);
       this.warnDegradations();
       p = {
-        streams: streams.map((stream) => ({ stream, pending: [...stream.entries] })),
+        streams: streams.map((stream) => ({ stream, pending: [...stream.entries], recheck: [], recheckMax: RECHECK_ENTRIES })),
         rejected: invalid.map(({ record, reason }) => ({ record, reason })),
       };
       this.counters.entries_rejected += invalid.length;
@@ -143,7 +148,7 @@ export class LokiSink implements Sink {
     } catch (err) {
       return { status: 'retryable', reason: (err as Error).message };
     }
-    const outcomes = await Promise.all(p.streams.filter((s) => s.pending.length > 0).map((s) => this.sendStream(s, p, auth)));
+    const outcomes = await Promise.all(p.streams.filter((s) => s.pending.length + s.recheck.length > 0).map((s) => this.sendStream(s, p, auth)));
     const retry = outcomes.filter((o): o is { reason: string; afterMs?: number } => o !== null);
     if (retry.length > 0) {
       const afterMs = retry.reduce<number | undefined>((m, o) => (o.afterMs === undefined ? m : Math.max(m ?? 0, o.afterMs)), undefined);
@@ -157,20 +162,38 @@ export class LokiSink implements Sink {
     return { status: 'delivered', rejectedRecords: p.rejected };
   }
 
-  /** Sends a stream's pending entries in order, in requests of at most `sizeCap` bytes; null when none is left. */
+  /**
+   * Sends a stream's pending entries in order, in requests of at most `sizeCap` bytes; null when none is left.
+   * Entries a partial answer left unsure (see PushOutcome.unsure) are sent again first, a few per request.
+   */
   private async sendStream(
     s: BatchProgress['streams'][number],
     p: BatchProgress,
     auth: Record<string, string>,
   ): Promise<{ reason: string; afterMs?: number } | null> {
-    while (s.pending.length > 0) {
+    while (s.pending.length + s.recheck.length > 0) {
+      const rechecking = s.recheck.length > 0;
+      const queue = rechecking ? s.recheck : s.pending;
       let n = 0;
       let bytes = 0;
-      while (n < s.pending.length && (n === 0 || bytes + s.pending[n]!.size <= this.sizeCap)) bytes += s.pending[n++]!.size;
-      const chunk = s.pending.slice(0, n);
+      while (n < queue.length && (n === 0 || bytes + queue[n]!.size <= this.sizeCap) && (!rechecking || n < s.recheckMax)) bytes += queue[n++]!.size;
+      const chunk = queue.slice(0, n);
       const outcome = await this.push(s.stream, chunk, auth);
-      const done = new Set<LokiEntry>([...outcome.delivered, ...outcome.rejected.map((r) => r.entry)]);
-      s.pending = s.pending.filter((e) => !done.has(e));
+      const unsure = outcome.unsure ?? [];
+      const settled = new Set<LokiEntry>([...outcome.delivered, ...outcome.rejected.map((r) => r.entry), ...unsure]);
+      if (rechecking) s.recheck = s.recheck.filter((e) => !settled.has(e));
+      else s.pending = s.pending.filter((e) => !settled.has(e));
+      if (unsure.length > 0) {
+        // unsure again in a recheck: Loki names fewer than we hoped (max_returned_stream_errors); halve the requests
+        if (rechecking) s.recheckMax = Math.max(1, Math.floor(chunk.length / 2));
+        s.recheck.push(...unsure);
+        this.counters.entries_resent += unsure.length;
+        this.logger?.warn('loki: Loki ignored more entries than it named; sending the unnamed ones again in small requests to find out which', {
+          stream: s.stream.key,
+          unsure: unsure.length,
+          per_request: s.recheckMax,
+        });
+      }
       this.counters.entries_delivered += outcome.delivered.length;
       this.counters.entries_rejected += outcome.rejected.length;
       for (const r of outcome.rejected) p.rejected.push({ record: r.entry.record, reason: r.reason });
