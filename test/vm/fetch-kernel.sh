@@ -25,9 +25,12 @@
 set -euo pipefail
 
 RELEASE="${1:-${OOMTRAIL_VM_RELEASE:-bookworm}}"
+# PREFER: tried before the newest. bullseye's 5.10.0-32 (Debian 11.11, the last point release) has
+# the pid-only mark_victim of kernels before 6.8; Debian's newer 5.10 builds carry the 6.8 fields.
+PREFER=''
 case "$RELEASE" in
   bookworm) KPAT='6\.1\.0-[0-9]+'; SUFFIX='' ;;
-  bullseye) KPAT='5\.10\.0-[0-9]+'; SUFFIX="-$RELEASE" ;;
+  bullseye) KPAT='5\.10\.0-[0-9]+'; SUFFIX="-$RELEASE"; PREFER=linux-image-5.10.0-32-cloud-amd64 ;;
   trixie) KPAT='6\.12\.[0-9]+\+deb13'; SUFFIX="-$RELEASE" ;;
   *) echo "[fetch-kernel] unknown release '$RELEASE' (bookworm|bullseye|trixie)" >&2; exit 2 ;;
 esac
@@ -38,7 +41,12 @@ KDIR="$VM_CACHE/kernel$SUFFIX"
 
 log() { printf '[fetch-kernel] %s: %s\n' "$RELEASE" "$*" >&2; }
 
-if [[ -f "$KDIR/.complete" ]]; then
+cached_ok() { # a complete kernel dir, holding the preferred package when there is one
+  [[ -f "$KDIR/.complete" ]] || return 1
+  [[ -z "$PREFER" || -n "${OOMTRAIL_VM_KERNEL_PKG:-}" || -f "$KDIR/.not-preferred-checked" ]] && return 0
+  [[ "$(cut -d' ' -f1 "$KDIR/package")" == "$PREFER" ]]
+}
+if cached_ok; then
   log "cached: $(cat "$KDIR/package") in $KDIR"
   echo "$KDIR"
   exit 0
@@ -53,7 +61,7 @@ mkdir -p "$VM_CACHE"
 if command -v flock >/dev/null; then
   exec 9>"$VM_CACHE/.fetch.lock"
   flock 9
-  if [[ -f "$KDIR/.complete" ]]; then
+  if cached_ok; then
     log "cached (fetched meanwhile): $(cat "$KDIR/package")"
     echo "$KDIR"
     exit 0
@@ -98,6 +106,7 @@ candidates() {
     echo "$OOMTRAIL_VM_KERNEL_PKG"
     return
   fi
+  [[ -n "$PREFER" ]] && echo "$PREFER"
   apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" 2>/dev/null | awk '{print $1}' \
     | grep -E "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" \
     | sed -E 's/-unsigned$//' | sort -u | sort -rV \
@@ -157,6 +166,8 @@ done
 echo "$kver" > "$stage/version"
 echo "$pkgname $pkgver" > "$stage/package"
 touch "$stage/.complete"
+# the preferred package was not to be had: do not look for it again on every run
+if [[ -n "$PREFER" && "$pkgname" != "$PREFER" ]]; then touch "$stage/.not-preferred-checked"; fi
 
 rm -rf "$KDIR"
 mv "$stage" "$KDIR"
