@@ -8,6 +8,7 @@ import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
+import { recordedThisBoot } from '../pipeline/ledger';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -24,6 +25,20 @@ export interface CheckReport {
   ok: boolean;
   /** every collector, its hooks and whether it can run here (when a config was given) */
   collectors?: CollectorInfo[];
+  /** kills since boot: the kernel's count (/proc/vmstat oom_kill) and the records this host's state dir holds */
+  kills?: { kernel: number | null; recorded: number };
+}
+
+function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
+  let kernel: number | null = null;
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
+    if (m) kernel = Number(m[1]);
+  } catch {
+    /* no /proc/vmstat */
+  }
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  return { kernel, recorded: recordedThisBoot(spoolDir, bootId) };
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {
@@ -64,6 +79,7 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
       : undefined;
   return {
     collectors,
+    kills: config ? killsSinceBoot(config.pipeline.spool.dir) : undefined,
     kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     libbpf,
@@ -90,6 +106,7 @@ export function formatCheck(r: CheckReport): string {
     `cgroups         ${r.cgroup.layout}; memory controller ${r.cgroup.memory_controller ?? 'not found'} (v${r.cgroup.version ?? '?'})`,
     'hooks (tried in this order):',
     ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
+    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`] : []),
     r.selected ? `selected hook   ${r.selected}` : 'selected hook   NONE: no hook can capture OOM kills on this host',
     ...(r.collectors
       ? [
