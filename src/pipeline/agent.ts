@@ -9,7 +9,7 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { enrich, enrichKmsg, enrichPressure } from './enrich/enrich';
 import type { OomRecord } from '../record/record';
-import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
+import { KillLineDeduper, KmsgFollower, killsFromKmsg, parseKilled, readKmsgRing } from '../collectors/kmsg/kmsg';
 import { DirLock } from './lock';
 import { KillLedger, printkNowUs } from './ledger';
 import { Spool } from './spool';
@@ -102,6 +102,10 @@ export class Agent {
   private auditSamples: Array<{ at: number; unexplained: number }> = [];
   private kernelReported: number | null = null;
   private missedReported = 0;
+  /** the kernel log, read as it grows, for kills the kernel counted twice (memory.oom.group sweeps) */
+  private kmsgFollower: KmsgFollower | null = null;
+  private readonly repeats = new KillLineDeduper();
+  private repeatedSinceBase = 0;
 
   constructor(private readonly parts: AgentParts) {
     const { config, logger } = parts;
@@ -164,7 +168,10 @@ export class Agent {
     const { config, logger, collector } = this.parts;
     const dir = config.pipeline.spool.dir;
     this.ledger = KillLedger.open(dir, this.facts!.bootId);
-    this.journal = await Spool.open({ dir: path.join(dir, JOURNAL_DIR), fsync: config.pipeline.spool.fsync, maxBytes: 0, logger });
+    // `batch` gives each append the guarantee of `always` (resolved after an fsync that began after its
+    // write) with fsyncs shared across a burst, so a kill's journal ack does not queue behind a burst's fsyncs
+    const journalFsync = config.pipeline.spool.fsync === 'never' ? 'never' : 'batch';
+    this.journal = await Spool.open({ dir: path.join(dir, JOURNAL_DIR), fsync: journalFsync, maxBytes: 0, logger });
     const replay = await this.readJournal();
     await this.router.open();
     await this.replayJournal(replay);
@@ -259,6 +266,7 @@ export class Agent {
       }
       if (any) {
         emitted++;
+        logger.info(`journal: re-emitting the record of pid ${record.victim_pid} (${record.victim_comm})`, { event_id: record.event_id });
         this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
       }
       this.addToLedger(record.victim_pid, entry.t_us, record.event_id);
@@ -350,6 +358,11 @@ export class Agent {
         this.parts.logger.warn(`audit: cannot save its baseline: ${(err as Error).message}`);
       }
     }
+    try {
+      this.kmsgFollower = new KmsgFollower();
+    } catch (err) {
+      this.parts.logger.info(`audit: no kernel log (${(err as Error).message}): kills the kernel counts twice (memory.oom.group) cannot be told apart`);
+    }
     const tick = () => {
       this.audit();
       if (this.stopping) return;
@@ -370,7 +383,23 @@ export class Agent {
     if (this.kernelReported === null) this.metrics.kernelOomKills.inc({}, kernel);
     else if (kernel > this.kernelReported) this.metrics.kernelOomKills.inc({}, kernel - this.kernelReported);
     this.kernelReported = kernel;
-    const unexplained = Math.max(0, kernel - ledger.state.audit_base_kills - ledger.countSince(ledger.state.audit_base_us));
+    // Read the log after the counter: a kill counted is then either logged below or still to come
+    // (and explained at a later tick, within the grace).
+    try {
+      for (const r of this.kmsgFollower?.read() ?? []) {
+        const k = parseKilled(r.message);
+        // a memory.oom.group sweep logs its victim twice, and each line is counted in oom_kill
+        if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= ledger.state.audit_base_us) this.repeatedSinceBase++;
+      }
+    } catch (err) {
+      this.parts.logger.warn(`audit: kernel log unreadable, stop reading it: ${(err as Error).message}`);
+      this.kmsgFollower?.close();
+      this.kmsgFollower = null;
+    }
+    const unexplained = Math.max(
+      0,
+      kernel - ledger.state.audit_base_kills - this.repeatedSinceBase - ledger.countSince(ledger.state.audit_base_us),
+    );
     const now = Date.now();
     const grace = this.parts.config.collectors.oomkill.audit_grace_ms;
     this.auditSamples.push({ at: now, unexplained });
@@ -480,6 +509,7 @@ export class Agent {
     await this.server?.close();
     this.parts.reclaim?.stop();
     await this.journal?.close().catch(() => undefined);
+    this.kmsgFollower?.close();
     this.lock?.release();
     this.lock = null;
     return left;

@@ -40,18 +40,25 @@ export function parseKmsgLine(raw: string): KmsgRecord | null {
 }
 
 /**
- * Every record the kernel's printk ring still holds, oldest first, read without blocking. Records
- * overwritten while reading are skipped (EPIPE), as the kernel reports them.
+ * Reads /dev/kmsg without blocking, from the oldest record the ring still holds on; each `read()`
+ * returns what was logged since the last. Records overwritten before they were read are skipped
+ * (EPIPE), as the kernel reports them.
  */
-export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
-  const fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const out: KmsgRecord[] = [];
-  const buf = Buffer.alloc(16384);
-  try {
+export class KmsgFollower {
+  private fd: number | null;
+  private readonly buf = Buffer.alloc(16384);
+
+  constructor(device = '/dev/kmsg') {
+    this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  }
+
+  read(): KmsgRecord[] {
+    const out: KmsgRecord[] = [];
+    if (this.fd === null) return out;
     for (;;) {
       let n: number;
       try {
-        n = fs.readSync(fd, buf, 0, buf.length, null);
+        n = fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') break;
@@ -59,13 +66,26 @@ export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
         throw err;
       }
       // latin1 keeps every byte; the kernel escaped everything outside printable ASCII anyway
-      const r = parseKmsgLine(buf.toString('latin1', 0, n));
+      const r = parseKmsgLine(this.buf.toString('latin1', 0, n));
       if (r) out.push(r);
     }
-  } finally {
-    fs.closeSync(fd);
+    return out;
   }
-  return out;
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** Every record the kernel's printk ring still holds, oldest first. */
+export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
+  const f = new KmsgFollower(device);
+  try {
+    return f.read();
+  } finally {
+    f.close();
+  }
 }
 
 export interface KernelKillReport {
@@ -143,6 +163,22 @@ export interface KmsgKill {
 const SAME_KILL_US = 5_000_000;
 
 /**
+ * Tells a repeated "Killed process" line from a new kill: a memory.oom.group sweep logs (and, on
+ * 6.1, counts in oom_kill) its chosen victim twice — once as the victim, once as a group member.
+ */
+export class KillLineDeduper {
+  private readonly lastByPid = new Map<number, number>();
+
+  /** True when this line repeats a kill of the same pid logged just before. */
+  isRepeat(pid: number, usec: number): boolean {
+    const prev = this.lastByPid.get(pid);
+    this.lastByPid.set(pid, usec);
+    if (this.lastByPid.size > 4096) this.lastByPid.delete(this.lastByPid.keys().next().value as number);
+    return prev !== undefined && usec - prev >= 0 && usec - prev < SAME_KILL_US;
+  }
+}
+
+/**
  * The kills in `records` (oldest first). The `oom-kill:` line and the `invoked oom-killer` line of
  * the same report precede the kill line; they are attached only when they name the same pid.
  * A memory.oom.group sweep logs its chosen victim twice: the second line is dropped (one kill).
@@ -152,7 +188,7 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   let invoked: KernelInvokedReport | null = null;
   let constraint: KernelConstraintReport | null = null;
   let invokedForConstraint: KernelInvokedReport | null = null;
-  const lastByPid = new Map<number, number>();
+  const dedup = new KillLineDeduper();
   for (const r of records) {
     const inv = parseInvoked(r.message);
     if (inv) {
@@ -168,9 +204,7 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
     }
     const k = parseKilled(r.message);
     if (!k) continue;
-    const prev = lastByPid.get(k.pid);
-    if (prev !== undefined && r.usec - prev < SAME_KILL_US) continue;
-    lastByPid.set(k.pid, r.usec);
+    if (dedup.isRepeat(k.pid, r.usec)) continue;
     const mine = constraint && constraint.pid === k.pid ? constraint : null;
     out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null });
     constraint = null;
