@@ -73,11 +73,16 @@ export class KillLedger {
     return this.ids.has(eventId);
   }
 
-  /** Kills recorded this boot at or after `sinceUs` (printk clock). */
+  private since: { us: number; n: number } | null = null;
+
+  /** Kills recorded this boot at or after `sinceUs` (printk clock); counted once per threshold, then kept up to date. */
   countSince(sinceUs: number): number {
-    let n = 0;
-    for (const e of this.entries) if (e.t >= sinceUs) n++;
-    return n;
+    if (this.since?.us !== sinceUs) {
+      let n = 0;
+      for (const e of this.entries) if (e.t >= sinceUs) n++;
+      this.since = { us: sinceUs, n };
+    }
+    return this.since.n;
   }
 
   /** Records a kill (idempotent per event_id). */
@@ -102,6 +107,7 @@ export class KillLedger {
 
   private remember(e: LedgerEntry): void {
     this.entries.push(e);
+    if (this.since && e.t >= this.since.us) this.since.n++;
     this.ids.add(e.e);
     const list = this.byPid.get(e.p) ?? [];
     list.push(e.t);
