@@ -178,7 +178,7 @@ export class Agent {
     const beforeAttachUs = printkNowUs();
     await collector.start((ev) => this.capture(ev));
     const afterAttachUs = printkNowUs();
-    this.startAudit(beforeAttachUs);
+    this.startAudit();
     if (config.collectors.oomkill.backfill) this.backfillDone = this.backfill(beforeAttachUs, afterAttachUs);
     const { reclaim, trail } = this.parts;
     if (reclaim) {
@@ -345,8 +345,11 @@ export class Agent {
    * this boot on. A shortfall counts as missed only once it stays unexplained for the grace period
    * (records in flight, a backfill still running).
    */
-  private startAudit(startUs: number): void {
+  private startAudit(): void {
     const ledger = this.ledger!;
+    // the counter and the clock read together: a kill before this instant is in the base and not
+    // counted as recorded, one after it is both counted by the kernel and (by its time) recorded
+    const startUs = printkNowUs();
     const kernel = readVmstatOomKills();
     if (kernel === null) return;
     if (ledger.state.audit_base_kills === null || ledger.state.audit_base_us === null) {
