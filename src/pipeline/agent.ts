@@ -219,13 +219,13 @@ export class Agent {
         event_id: record.event_id,
       });
     }
-    this.addToLedger(ev.victimPid, tUs, record.event_id);
+    this.addToLedger(ev.victimPid, tUs, record.event_id, record.victim_cgroup);
     await this.queue.push({ kind: 'kill', ev, record, journalSeq });
   }
 
-  private addToLedger(pid: number, tUs: number, eventId: string): void {
+  private addToLedger(pid: number, tUs: number, eventId: string, cgroup = ''): void {
     try {
-      this.ledger!.add(pid, tUs, eventId);
+      this.ledger!.add(pid, tUs, eventId, cgroup);
     } catch (err) {
       this.parts.logger.warn(`kill ledger: cannot record pid ${pid}: ${(err as Error).message}`);
     }
@@ -269,7 +269,7 @@ export class Agent {
         logger.info(`journal: re-emitting the record of pid ${record.victim_pid} (${record.victim_comm})`, { event_id: record.event_id });
         this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
       }
-      this.addToLedger(record.victim_pid, entry.t_us, record.event_id);
+      this.addToLedger(record.victim_pid, entry.t_us, record.event_id, record.victim_cgroup);
       await this.journal!.ack([seq]);
     }
     if (emitted > 0) {
@@ -334,7 +334,7 @@ export class Agent {
       this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
       this.parts.logger.info(`backfilled OOM kill of pid ${record.victim_pid} (${record.victim_comm}) from the kernel log`, { event_id: record.event_id });
       await this.router.route(record);
-      this.addToLedger(kill.killed.pid, kill.usec, record.event_id);
+      this.addToLedger(kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup);
       n++;
     }
     return n;
@@ -379,8 +379,67 @@ export class Agent {
     tick();
   }
 
+  /** A memory cgroup's own OOM kill count: v1 memory.oom_control, v2 memory.events.local (not its descendants'). */
+  private cgroupKills(dir: string): number | null {
+    const v2 = this.facts?.cgroupVersion === 2;
+    for (const f of v2 ? ['memory.events.local', 'memory.events'] : ['memory.oom_control']) {
+      try {
+        const m = /^oom_kill (\d+)$/m.exec(readFileSync(path.join(dir, f), 'utf8'));
+        if (m) return Number(m[1]);
+      } catch {
+        /* gone, or an older kernel without the file */
+      }
+    }
+    return null;
+  }
+
+  /** Notes the own kill counter of every memory-limited cgroup the trail sampler found, at first sight this boot. */
+  private baseCgroups(): void {
+    const trail = this.parts.trail;
+    const state = this.ledger!.state;
+    if (!trail) return;
+    const base = (state.cg_base ??= {});
+    let added = false;
+    const seen = new Set<string>();
+    for (const { rel, dir } of trail.cgroups()) {
+      seen.add(rel);
+      if (base[rel]) continue;
+      const n = this.cgroupKills(dir);
+      if (n === null) continue;
+      base[rel] = [n, printkNowUs()];
+      added = true;
+    }
+    if (!added) return;
+    // bounded by the cgroups that exist: forget removed ones when adding
+    for (const rel of Object.keys(base)) if (!seen.has(rel)) delete base[rel];
+    try {
+      this.ledger!.saveState();
+    } catch {
+      /* retried with the next new cgroup */
+    }
+  }
+
+  /** Cgroups whose own counter grew by more than the kills recorded in them since first seen. */
+  private cgroupShortfalls(): Array<[string, number]> {
+    const trail = this.parts.trail;
+    const base = this.ledger!.state.cg_base;
+    if (!trail || !base) return [];
+    const since = new Map(Object.entries(base).map(([rel, [, t]]) => [rel, t]));
+    const recorded = this.ledger!.countByCgroupSince(since);
+    const out: Array<[string, number]> = [];
+    for (const { rel, dir } of trail.cgroups()) {
+      const b = base[rel];
+      const n = b ? this.cgroupKills(dir) : null;
+      if (!b || n === null) continue;
+      const short = n - b[0] - (recorded.get(rel) ?? 0);
+      if (short > 0) out.push([rel, short]);
+    }
+    return out;
+  }
+
   private audit(): void {
     const ledger = this.ledger!;
+    this.baseCgroups();
     const kernel = readVmstatOomKills();
     if (kernel === null || ledger.state.audit_base_kills === null || ledger.state.audit_base_us === null) return;
     if (this.kernelReported === null) this.metrics.kernelOomKills.inc({}, kernel);
@@ -412,9 +471,11 @@ export class Agent {
     const settled = Math.min(...this.auditSamples.map((x) => x.unexplained));
     if (settled > this.missedReported) {
       this.metrics.missedKills.inc({}, settled - this.missedReported);
+      const where = this.cgroupShortfalls();
       this.parts.logger.warn(
         `audit: the kernel counted ${kernel - ledger.state.audit_base_kills} OOM kill(s) since the first agent start of this boot, ` +
-          `this host recorded ${ledger.countSince(ledger.state.audit_base_us)}: ${settled} missed`,
+          `this host recorded ${ledger.countSince(ledger.state.audit_base_us)}: ${settled} missed` +
+          (where.length ? `; by the cgroups' own counters: ${where.map(([cg, n]) => `${cg} ${n}`).join(', ')}` : ''),
       );
       this.missedReported = settled;
     }

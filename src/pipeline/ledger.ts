@@ -11,6 +11,8 @@ export interface LedgerEntry {
   t: number;
   /** event_id of the record */
   e: string;
+  /** the victim's memory cgroup, when known */
+  c?: string;
 }
 
 /** Per-boot state beside the ledger: how far the kernel log was read, and the audit's baseline. */
@@ -21,6 +23,8 @@ export interface LedgerState {
   /** /proc/vmstat oom_kill when the first agent of this boot started, and when (printk clock, µs) */
   audit_base_kills: number | null;
   audit_base_us: number | null;
+  /** per memory cgroup: its own oom_kill counter when the audit first saw it this boot, and when (printk µs) */
+  cg_base?: Record<string, [number, number]>;
 }
 
 export const LEDGER_FILE = 'kills.jsonl';
@@ -86,11 +90,21 @@ export class KillLedger {
   }
 
   /** Records a kill (idempotent per event_id). */
-  add(pid: number, tUs: number, eventId: string): void {
+  add(pid: number, tUs: number, eventId: string, cgroup = ''): void {
     if (this.ids.has(eventId)) return;
-    const e: LedgerEntry = { b: this.bootId, p: pid, t: Math.round(tUs), e: eventId };
+    const e: LedgerEntry = { b: this.bootId, p: pid, t: Math.round(tUs), e: eventId, ...(cgroup ? { c: cgroup } : {}) };
     fs.appendFileSync(this.file, JSON.stringify(e) + '\n');
     this.remember(e);
+  }
+
+  /** Kills recorded per victim cgroup, each counted from that cgroup's own start time on. */
+  countByCgroupSince(since: ReadonlyMap<string, number>): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const e of this.entries) {
+      const t = e.c === undefined ? undefined : since.get(e.c);
+      if (t !== undefined && e.t >= t) out.set(e.c!, (out.get(e.c!) ?? 0) + 1);
+    }
+    return out;
   }
 
   /** Whether a kill of `pid` logged at `usec` was already recorded (live capture or an earlier backfill). */

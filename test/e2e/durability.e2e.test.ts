@@ -215,6 +215,9 @@ describe('durability e2e: spool lock, journal, kernel-log backfill, audit', () =
     const second = await launch(extra, env, { dir });
     const s2 = await waitForMetrics(second, (s) => (s.get('oomtrail_missed_kills_total') ?? 0) >= 3, 10_000, 'missed kills counted');
     assert.match(second.stderr(), /audit: the kernel counted \d+ OOM kill\(s\) since the first agent start of this boot, this host recorded \d+: \d+ missed/);
+    // the cgroup's own counter (memory.oom_control / memory.events.local) names where: exactly this test's 3
+    const esc = cg.kernelPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    assert.match(second.stderr(), new RegExp(`by the cgroups' own counters: (.*, )?${esc} 3(,|$)`, 'm'));
     assert.equal((await second.stop('SIGTERM')).code, 0);
     assert.equal([...byPid(readJsonl(second.eventsPath), missed).values()].flat().length, 0, 'with backfill off, the missed kills have no record');
     t.diagnostic(`missed ${s2.get('oomtrail_missed_kills_total')} (>= the 3 kills while stopped; other agents' kills on this host count too), kernel ${s2.get('oomtrail_kernel_oom_kills_total')}`);
