@@ -8,6 +8,7 @@ import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
+import { recordedThisBoot } from '../pipeline/ledger';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -30,6 +31,20 @@ export interface CheckReport {
   ok: boolean;
   /** every collector, its hooks and whether it can run here (when a config was given) */
   collectors?: CollectorInfo[];
+  /** kills since boot: the kernel's count (/proc/vmstat oom_kill) and the records this host's state dir holds */
+  kills?: { kernel: number | null; recorded: number };
+}
+
+function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
+  let kernel: number | null = null;
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
+    if (m) kernel = Number(m[1]);
+  } catch {
+    /* no /proc/vmstat */
+  }
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  return { kernel, recorded: recordedThisBoot(spoolDir, bootId) };
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {
@@ -74,6 +89,7 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
       : undefined;
   return {
     collectors,
+    kills: config ? killsSinceBoot(config.pipeline.spool.dir) : undefined,
     kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     libbpf,
@@ -105,6 +121,7 @@ export function formatCheck(r: CheckReport): string {
     ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
     'signal companions (find a pid-only mark_victim\'s task):',
     ...r.companions.map((c) => `  ${c.program.padEnd(24)} ${c.ok ? 'available' : `unavailable: ${c.reason}`}`),
+    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`] : []),
     r.selected ? `selected hook   ${r.selected} (programs: ${r.programs.join(', ')})` : 'selected hook   NONE: no hook can capture OOM kills on this host',
     ...(r.selected ? (r.degraded.length ? ['degraded on this kernel:', ...r.degraded.map((d) => `  - ${d}`)] : ['degraded on this kernel: nothing']) : []),
     ...(r.collectors

@@ -11,6 +11,7 @@ import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
 import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
 import { runDemo } from './demo';
+import { SpoolLockError } from '../pipeline/lock';
 
 const USAGE = `usage: oomtrail <command> [options]
 
@@ -20,7 +21,7 @@ commands:
   demo  [--config FILE] [--json]   cause one contained OOM kill (root) and print its record
   relay [--config FILE]            consume sinks.kafka.topic into sinks.clickhouse (the fleet path, docs/kafka.md)
 
-exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook, 78 configuration error`;
+exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook, 78 configuration error (incl. spool dir in use)`;
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, UNAVAILABLE: EXIT_UNAVAILABLE, CONFIG: 78 } as const;
 
@@ -171,6 +172,11 @@ main(process.argv.slice(2)).then(
       // The address is the operator's to fix (taken by another program, not local, privileged port):
       // restarting every few seconds cannot help, so this is a configuration error systemd does not restart.
       process.stderr.write(`oomtrail: configuration error: metrics.listen: ${err.message}\n`);
+      process.exit(EXIT.CONFIG);
+    }
+    if (err instanceof SpoolLockError && err.code === 'SPOOL_LOCKED') {
+      // another agent owns pipeline.spool.dir: a restart would not help, so a configuration exit
+      process.stderr.write(`oomtrail: ${err.message}\n`);
       process.exit(EXIT.CONFIG);
     }
     if (err instanceof CollectorError) {

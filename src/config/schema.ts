@@ -31,7 +31,7 @@ export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'
 /** The loaded configuration: a plain nested object, e.g. `config.sinks.file.path`. */
 export interface AppConfig {
   collectors: {
-    oomkill: { enabled: boolean; hook: HookChoice };
+    oomkill: { enabled: boolean; hook: HookChoice; backfill: boolean; audit_grace_ms: number };
     reclaim: { enabled: boolean; death_wait_ms: number };
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
     alloc: { enabled: boolean };
@@ -140,6 +140,18 @@ export const schema: convict.Schema<AppConfig> = {
         format: [...HOOK_CHOICES],
         default: 'auto',
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_HOOK',
+      },
+      backfill: {
+        doc: 'At start, record the kills the kernel log (/dev/kmsg) still holds that no agent captured (hook "kmsg").',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL',
+      },
+      audit_grace_ms: {
+        doc: 'A kernel OOM kill (/proc/vmstat oom_kill) still without a record after this long counts as missed (milliseconds).',
+        format: positive,
+        default: 10000,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_AUDIT_GRACE_MS',
       },
     },
     reclaim: {

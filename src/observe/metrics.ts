@@ -189,6 +189,8 @@ export class PipelineMetrics {
   readonly spoolBytes: Gauge;
   readonly sinkLastSuccess: Gauge;
   readonly sinkBuffered: Gauge;
+  readonly kernelOomKills: Counter;
+  readonly missedKills: Counter;
 
   constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
     const r = registry;
@@ -211,6 +213,11 @@ export class PipelineMetrics {
       'oomtrail_sink_buffered_records',
       'Records read back from the spool and held in memory (open and in-flight batch); bounded by 2 x pipeline.batch.max_events.',
       ['sink'],
+    );
+    this.kernelOomKills = r.counter('oomtrail_kernel_oom_kills_total', "The kernel's own OOM kill count since boot (/proc/vmstat oom_kill).");
+    this.missedKills = r.counter(
+      'oomtrail_missed_kills_total',
+      'Kernel OOM kills since the first agent start of this boot with no record (live or backfilled), once unexplained past collectors.oomkill.audit_grace_ms.',
     );
   }
 

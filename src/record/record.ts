@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 /** Which kernel hook produced the record. `fentry`/`kprobe` read `oom_control`; the `mark_victim` hooks infer. */
 export type Hook = 'fentry' | 'kprobe' | 'tp_btf' | 'tracepoint';
 export const HOOK_ORDER: readonly Hook[] = ['fentry', 'kprobe', 'tp_btf', 'tracepoint'];
+/** A record's source: a kernel hook, or `kmsg` for a kill recovered from the kernel log at start (backfill). */
+export type RecordHook = Hook | 'kmsg';
 
 export type Constraint = 'memcg' | 'global' | 'cpuset' | 'mempolicy' | 'unknown';
 
@@ -18,7 +20,7 @@ export interface OomRecord {
   host: string;
   boot_id: string;
   kernel_release: string;
-  hook: Hook;
+  hook: RecordHook;
   victim_pid: number;
   victim_tid: number;
   victim_comm: string;

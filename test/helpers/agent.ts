@@ -39,9 +39,16 @@ export interface StartOptions {
   eventsPath?: string;
 }
 
-/** The agent config every e2e test starts from: JSONL sink only, fast batches, a private spool. */
+/**
+ * The agent config every e2e test starts from: JSONL sink only, fast batches, a private spool, no
+ * kernel-log backfill (a fresh state dir would record every kill the kernel log holds, other tests'
+ * too). An `extraConfig` with its own top-level `collectors:` replaces that part (backfill then on,
+ * unless it says otherwise); OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL=true in the env turns it on.
+ */
 export function testConfigYaml(eventsPath: string, spoolDir: string, extraConfig = ''): string {
+  const collectors = /^collectors:/m.test(extraConfig) ? [] : ['collectors:', '  oomkill:', '    backfill: false'];
   return [
+    ...collectors,
     'sinks:',
     '  console:',
     '    enabled: false',

@@ -1,6 +1,7 @@
 import type { RawOomEvent } from '../../collectors/oomkill/event';
 import { FLAG } from '../../collectors/oomkill/event';
 import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/record';
+import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
 import { formatRfc3339Nanos, type HostFacts } from './host';
 
@@ -98,4 +99,64 @@ export function enrichPressure(
     kind: 'memory_pressure',
     pressure: ev.info,
   };
+}
+
+const KMSG_CONSTRAINTS: Record<string, OomRecord['constraint']> = {
+  CONSTRAINT_NONE: 'global',
+  CONSTRAINT_CPUSET: 'cpuset',
+  CONSTRAINT_MEMORY_POLICY: 'mempolicy',
+  CONSTRAINT_MEMCG: 'memcg',
+};
+
+/**
+ * A kill recovered from the kernel log (`hook: "kmsg"`): every field the kernel's lines give. The
+ * `oom-kill:` and `invoked oom-killer` lines are rate limited; without them constraint details,
+ * cgroups, gfp_mask and order stay unknown ('' / null) rather than guessed. `toRealtimeNs` maps the
+ * printk clock (ns since boot) to wall-clock ns.
+ */
+export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (printkNs: bigint) => bigint): OomRecord {
+  const k = kill.killed;
+  const c = kill.constraint;
+  const printkNs = BigInt(kill.usec) * 1000n;
+  const constraint: OomRecord['constraint'] = c ? (KMSG_CONSTRAINTS[c.constraint] ?? 'unknown') : k.global ? 'unknown' : 'memcg';
+  const victimCgroup = c?.taskMemcg ?? '';
+  return {
+    schema_version: SCHEMA_VERSION,
+    event_id: kmsgEventId(facts.bootId, kill.usec, k.pid),
+    time: formatRfc3339Nanos(toRealtimeNs(printkNs)),
+    host: facts.host,
+    boot_id: facts.bootId,
+    kernel_release: facts.kernelRelease,
+    hook: 'kmsg',
+    victim_pid: k.pid,
+    victim_tid: k.pid,
+    victim_comm: k.comm,
+    victim_uid: k.uid,
+    victim_total_vm_kb: k.totalVmKb,
+    victim_anon_rss_kb: k.anonRssKb,
+    victim_file_rss_kb: k.fileRssKb,
+    victim_shmem_rss_kb: k.shmemRssKb,
+    victim_pgtables_kb: k.pgtablesKb,
+    victim_oom_score_adj: k.oomScoreAdj,
+    trigger_pid: 0,
+    trigger_comm: kill.invoked?.comm ?? '',
+    constraint,
+    constraint_inferred: c === null,
+    oom_cgroup: c ? (c.oomMemcg ?? '/') : '',
+    victim_cgroup: victimCgroup,
+    cgroup_version: facts.cgroupVersion,
+    memcg_limit_bytes: null,
+    memcg_usage_bytes: null,
+    domain_pages: null,
+    gfp_mask: kill.invoked?.gfpMask ?? null,
+    order: kill.invoked?.order ?? null,
+    ...parseContainer(victimCgroup),
+    agent_version: facts.agentVersion,
+    kind: 'oom_kill',
+  };
+}
+
+/** The id of a kill read from the kernel log: the same log line always gives the same id. */
+export function kmsgEventId(bootId: string, usec: number, pid: number): string {
+  return deriveEventId(bootId, BigInt(usec) * 1000n, pid);
 }

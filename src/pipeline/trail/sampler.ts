@@ -269,6 +269,11 @@ export class TrailSampler {
    * since the last regular sample (the stall right before a kill happens at the limit, after it).
    * Leaves the rings and the reclaim baseline untouched.
    */
+  /** The memory-limited cgroups the last walk found (for the kill-count audit's per-cgroup counters). */
+  cgroups(): ReadonlyArray<{ rel: string; dir: string }> {
+    return this.tracked;
+  }
+
   sampleNow(rel: string): (TrailSample & { timeMs: number }) | null {
     const { cgroupVersion } = this.opts;
     const timeMs = Date.now();

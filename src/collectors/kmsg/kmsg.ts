@@ -1,0 +1,214 @@
+import fs from 'node:fs';
+
+/*
+ * The kernel log (/dev/kmsg) as a second, after-the-fact source of OOM kills: the "Killed process"
+ * line is never rate limited, so every kill the ring still holds can be recovered from it.
+ */
+
+/** One /dev/kmsg record, its message unescaped (the kernel writes non-printable bytes as \xNN). */
+export interface KmsgRecord {
+  seq: number;
+  /** printk time: local_clock() in µs since boot (CLOCK_MONOTONIC-like, suspend not counted) */
+  usec: number;
+  message: string;
+}
+
+export function unescapeKmsg(text: string): string {
+  if (!text.includes('\\x')) return text;
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; ) {
+    const m = /^\\x([0-9a-fA-F]{2})/.exec(text.slice(i, i + 4));
+    if (m) {
+      bytes.push(parseInt(m[1], 16));
+      i += 4;
+    } else {
+      for (const b of Buffer.from(text[i], 'utf8')) bytes.push(b);
+      i += 1;
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Parses one read() of /dev/kmsg: `prio,seq,usec,flags[,…];message\n[ KEY=value\n]*`. */
+export function parseKmsgLine(raw: string): KmsgRecord | null {
+  const semi = raw.indexOf(';');
+  if (semi < 0) return null;
+  const [, seq, usec] = raw.slice(0, semi).split(',');
+  if (!/^\d+$/.test(seq ?? '') || !/^\d+$/.test(usec ?? '')) return null;
+  const message = raw.slice(semi + 1).split('\n')[0];
+  return { seq: Number(seq), usec: Number(usec), message: unescapeKmsg(message) };
+}
+
+/**
+ * Reads /dev/kmsg without blocking, from the oldest record the ring still holds on; each `read()`
+ * returns what was logged since the last. Records overwritten before they were read are skipped
+ * (EPIPE), as the kernel reports them.
+ */
+export class KmsgFollower {
+  private fd: number | null;
+  private readonly buf = Buffer.alloc(16384);
+
+  constructor(device = '/dev/kmsg') {
+    this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  }
+
+  read(): KmsgRecord[] {
+    const out: KmsgRecord[] = [];
+    if (this.fd === null) return out;
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') break;
+        if (code === 'EPIPE') continue;
+        throw err;
+      }
+      // latin1 keeps every byte; the kernel escaped everything outside printable ASCII anyway
+      const r = parseKmsgLine(this.buf.toString('latin1', 0, n));
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** Every record the kernel's printk ring still holds, oldest first. */
+export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
+  const f = new KmsgFollower(device);
+  try {
+    return f.read();
+  } finally {
+    f.close();
+  }
+}
+
+export interface KernelKillReport {
+  pid: number;
+  comm: string;
+  totalVmKb: number;
+  anonRssKb: number;
+  fileRssKb: number;
+  shmemRssKb: number;
+  uid: number;
+  pgtablesKb: number;
+  oomScoreAdj: number;
+  global: boolean;
+}
+
+export interface KernelConstraintReport {
+  constraint: string;
+  oomMemcg: string | null;
+  taskMemcg: string;
+  task: string;
+  pid: number;
+  uid: number;
+}
+
+export interface KernelInvokedReport {
+  comm: string;
+  gfpMask: string;
+  order: number;
+  oomScoreAdj: number;
+}
+
+const KILLED = /(Memory cgroup out of memory|Out of memory): Killed process (\d+) \((.*)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, shmem-rss:(\d+)kB, UID:(\d+) pgtables:(\d+)kB oom_score_adj:(-?\d+)/;
+const CONSTRAINT = /^oom-kill:constraint=(\w+),.*?(?:,oom_memcg=(.*)|,global_oom),task_memcg=(.*),task=(.*),pid=(\d+),uid=(\d+)$/;
+const INVOKED = /^(.*) invoked oom-killer: gfp_mask=(0x[0-9a-f]+)\(.*\), order=(-?\d+), oom_score_adj=(-?\d+)/;
+
+export function parseKilled(message: string): KernelKillReport | null {
+  const m = KILLED.exec(message);
+  if (!m) return null;
+  return {
+    global: m[1] === 'Out of memory',
+    pid: Number(m[2]),
+    comm: m[3],
+    totalVmKb: Number(m[4]),
+    anonRssKb: Number(m[5]),
+    fileRssKb: Number(m[6]),
+    shmemRssKb: Number(m[7]),
+    uid: Number(m[8]),
+    pgtablesKb: Number(m[9]),
+    oomScoreAdj: Number(m[10]),
+  };
+}
+
+export function parseConstraint(message: string): KernelConstraintReport | null {
+  const m = CONSTRAINT.exec(message);
+  if (!m) return null;
+  return { constraint: m[1], oomMemcg: m[2] ?? null, taskMemcg: m[3], task: m[4], pid: Number(m[5]), uid: Number(m[6]) };
+}
+
+export function parseInvoked(message: string): KernelInvokedReport | null {
+  const m = INVOKED.exec(message);
+  if (!m) return null;
+  return { comm: m[1], gfpMask: m[2], order: Number(m[3]), oomScoreAdj: Number(m[4]) };
+}
+
+/** One kill as the kernel logged it; `constraint`/`invoked` are null when rate limiting dropped them. */
+export interface KmsgKill {
+  seq: number;
+  usec: number;
+  killed: KernelKillReport;
+  constraint: KernelConstraintReport | null;
+  invoked: KernelInvokedReport | null;
+}
+
+/** A second "Killed process" line for the same pid within this many µs is the same kill. */
+const SAME_KILL_US = 5_000_000;
+
+/**
+ * Tells a repeated "Killed process" line from a new kill: a memory.oom.group sweep logs (and, on
+ * 6.1, counts in oom_kill) its chosen victim twice — once as the victim, once as a group member.
+ */
+export class KillLineDeduper {
+  private readonly lastByPid = new Map<number, number>();
+
+  /** True when this line repeats a kill of the same pid logged just before. */
+  isRepeat(pid: number, usec: number): boolean {
+    const prev = this.lastByPid.get(pid);
+    this.lastByPid.set(pid, usec);
+    if (this.lastByPid.size > 4096) this.lastByPid.delete(this.lastByPid.keys().next().value as number);
+    return prev !== undefined && usec - prev >= 0 && usec - prev < SAME_KILL_US;
+  }
+}
+
+/**
+ * The kills in `records` (oldest first). The `oom-kill:` line and the `invoked oom-killer` line of
+ * the same report precede the kill line; they are attached only when they name the same pid.
+ * A memory.oom.group sweep logs its chosen victim twice: the second line is dropped (one kill).
+ */
+export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
+  const out: KmsgKill[] = [];
+  let invoked: KernelInvokedReport | null = null;
+  let constraint: KernelConstraintReport | null = null;
+  let invokedForConstraint: KernelInvokedReport | null = null;
+  const dedup = new KillLineDeduper();
+  for (const r of records) {
+    const inv = parseInvoked(r.message);
+    if (inv) {
+      invoked = inv;
+      continue;
+    }
+    const c = parseConstraint(r.message);
+    if (c) {
+      constraint = c;
+      invokedForConstraint = invoked;
+      invoked = null;
+      continue;
+    }
+    const k = parseKilled(r.message);
+    if (!k) continue;
+    if (dedup.isRepeat(k.pid, r.usec)) continue;
+    const mine = constraint && constraint.pid === k.pid ? constraint : null;
+    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null });
+    constraint = null;
+    invokedForConstraint = null;
+  }
+  return out;
+}
