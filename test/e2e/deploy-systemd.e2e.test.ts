@@ -127,9 +127,13 @@ describe('systemd unit: hardening and least privilege', () => {
     assert.ok(exposure <= 2.5, `exposure ${exposure} > 2.5:\n${out}`);
   });
 
-  test('the unit runs as an unprivileged user with only CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH', () => {
-    assert.deepEqual(unitValues('CapabilityBoundingSet').sort(), ['CAP_BPF', 'CAP_DAC_READ_SEARCH', 'CAP_PERFMON']);
-    assert.deepEqual(unitValues('AmbientCapabilities').sort(), ['CAP_BPF', 'CAP_DAC_READ_SEARCH', 'CAP_PERFMON']);
+  test('the unit runs as an unprivileged user with only CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYSLOG', () => {
+    assert.deepEqual(unitValues('CapabilityBoundingSet').sort(), ['CAP_BPF', 'CAP_DAC_READ_SEARCH', 'CAP_PERFMON', 'CAP_SYSLOG']);
+    assert.deepEqual(unitValues('AmbientCapabilities').sort(), ['CAP_BPF', 'CAP_DAC_READ_SEARCH', 'CAP_PERFMON', 'CAP_SYSLOG']);
+    // the kernel log backfill reads /dev/kmsg, and only that device, read-only
+    assert.deepEqual(unitValues('ProtectKernelLogs'), ['no']);
+    assert.deepEqual(unitValues('BindReadOnlyPaths'), ['/dev/kmsg']);
+    assert.deepEqual(unitValues('DeviceAllow'), ['/dev/kmsg', 'r']);
     assert.deepEqual(unitValues('DynamicUser'), ['yes']);
     assert.deepEqual(unitValues('NoNewPrivileges'), ['yes']);
   });
