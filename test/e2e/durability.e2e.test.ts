@@ -96,7 +96,7 @@ describe('durability e2e: spool lock, journal, kernel-log backfill, audit', () =
   });
 
   test('agent SIGKILLed 0-300 ms after a kill: after restart every kill is recorded exactly once', async (t) => {
-    const TRIALS = 8;
+    const TRIALS = 10;
     const dir = tmpdir('crash');
     const cg = cgroup('crash');
     const pids: number[] = [];
