@@ -49,6 +49,14 @@ function runInVm(release: string, env: Record<string, string>, command: string[]
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
 }
 
+/** The guest panicked on an int3 trap in kernel text (a jump-label patch site), with no BPF program in the trace. */
+export function isEmulatorTextPatchOops(out: string): boolean {
+  const oops = out.indexOf('Oops: int3');
+  if (oops < 0 || !/Kernel panic/.test(out)) return false;
+  const trace = out.slice(oops, out.indexOf('Kernel panic', oops) + 1 || undefined);
+  return !/bpf_prog_|bpf_trace|\[bpf\]/.test(trace);
+}
+
 function summary(out: string): string {
   return out
     .split('\n')
@@ -61,12 +69,23 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
     const trail = hook === TRAIL_HOOK;
     test(`${k.label} VM, hook ${hook}: e2e OOM tests${trail ? ' + memory trail' : ''} pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
       const t0 = Date.now();
-      const { code, out } = await runInVm(
-        k.release,
-        { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
-        ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : [])].join(' ')}`],
-        600,
-      );
+      const run = () =>
+        runInVm(
+          k.release,
+          { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
+          ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : [])].join(' ')}`],
+          600,
+        );
+      let { code, out } = await run();
+      // Software emulation (TCG) with 2 vCPUs can run a stale copy of kernel text that another vCPU is
+      // live-patching (jump labels flip whenever a tracepoint is attached or detached): the guest dies
+      // on "Oops: int3" at a patch site in kernel code, not in a BPF program. Seen once in 12 runs on
+      // a heavily loaded host. Such a run says nothing about the agent: it is run once more, and
+      // said so. Any other oops or panic fails the test.
+      if (code !== 0 && isEmulatorTextPatchOops(out)) {
+        process.stderr.write(`[vm] ${k.label} ${hook}: guest died on an int3 oops at a kernel text-patch site (emulator); running it once more\n`);
+        ({ code, out } = await run());
+      }
       assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
       // the guest really ran the tests, under the hook we forced, on the kernel we named
       assert.match(out, /\[vm\] ℹ fail 0/);
