@@ -101,7 +101,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} ctx_save_failures SEC(".maps");
+} oom_ctx_unsaved SEC(".maps");
 
 /* The task the OOM killer just sent SIGKILL to, by the killing thread: __oom_kill_process() sends
  * the signal and then calls mark_oom_victim() on the same task, and before 6.8 mark_victim carries
@@ -336,7 +336,7 @@ static __always_inline void save_oom_ctx(struct oom_control *oc, __u32 hook)
 	c.hook = hook;
 	if (bpf_map_update_elem(&oom_ctx_by_tid, &tid, &c, BPF_ANY)) {
 		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&ctx_save_failures, &zero);
+		__u64 *n = bpf_map_lookup_elem(&oom_ctx_unsaved, &zero);
 
 		if (n)
 			__sync_fetch_and_add(n, 1);

@@ -51,5 +51,5 @@ test('maps the OOM path writes per thread or process are LRU: none refuses an up
     assert.ok(def.max_entries >= 4096, `${map} holds ${def.max_entries}`);
   }
   // a failed save is counted, never silent
-  assert.ok(types.some((x) => x.kind === 'VAR' && x.name === 'ctx_save_failures'));
+  assert.ok(types.some((x) => x.kind === 'VAR' && x.name === 'oom_ctx_unsaved'));
 });
