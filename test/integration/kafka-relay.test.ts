@@ -31,6 +31,20 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
   let kafka: KafkaHandle;
   let ch: ServerHandle;
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-kafka-relay-'));
+
+  /** A relay config (Kafka topic → the ClickHouse server) with its password file; returns its path. */
+  function relayConfig(name: string, topic: string, clientId: string, spoolDir: string, table?: string): string {
+    const pw = path.join(base, `${name}.password`);
+    fs.writeFileSync(pw, ch.password + '\n', { mode: 0o600 });
+    const cfg = path.join(base, `${name}.yaml`);
+    fs.writeFileSync(cfg, [
+      'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
+      '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${topic}`, `    client_id: ${clientId}`,
+      '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`, ...(table ? [`    table: ${table}`] : []),
+      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${spoolDir}`,
+    ].join('\n') + '\n');
+    return cfg;
+  }
   const relays: ChildProcess[] = [];
 
   before(async () => {
@@ -69,15 +83,7 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     await sink.close();
     const produceMs = Date.now() - t0;
 
-    const pw = path.join(base, 'ch-password');
-    fs.writeFileSync(pw, ch.password + '\n', { mode: 0o600 });
-    const cfg = path.join(base, 'relay.yaml');
-    fs.writeFileSync(cfg, [
-      'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
-      '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${TOPIC}`, '    client_id: relaytest',
-      '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`,
-      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${path.join(base, 'relay-spool')}`,
-    ].join('\n') + '\n');
+    const cfg = relayConfig('relay', TOPIC, 'relaytest', path.join(base, 'relay-spool'));
 
     t0 = Date.now();
     const first = startRelay(cfg);
@@ -148,15 +154,7 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     await producer.disconnect();
 
     const spool = path.join(base, 'poison-spool');
-    const pw = path.join(base, 'ch-password-poison');
-    fs.writeFileSync(pw, ch.password + '\n', { mode: 0o600 });
-    const cfg = path.join(base, 'relay-poison.yaml');
-    fs.writeFileSync(cfg, [
-      'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
-      '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${topic}`, '    client_id: poisontest',
-      '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`, '    table: poison_kills',
-      'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${spool}`,
-    ].join('\n') + '\n');
+    const cfg = relayConfig('relay-poison', topic, 'poisontest', spool, 'poison_kills');
     const relay = startRelay(cfg);
     const admin = client(kafka.broker).admin();
     await admin.connect();
