@@ -17,9 +17,11 @@ import { makeDemoCgroup, removeCgroup } from '../src/cli/demo';
 
 const SIZES = (process.env.FP_SIZES ?? '0,1000,10000').split(',').map(Number);
 const WINDOW_S = Number(process.env.FP_WINDOW_S ?? 30);
-const WARMUP_S = Number(process.env.FP_WARMUP_S ?? 10);
+const WARMUP_S = Number(process.env.FP_WARMUP_S ?? 15);
 const KILLS = Number(process.env.FP_KILLS ?? 50);
 const STEP_MS = 1000; // trail.step_ms default
+/** as systemd/oomtrail.service, the Dockerfile and scripts/run.sh start it */
+const NODE_FLAGS = ['--max-semi-space-size=1'];
 const MAIN = path.resolve(__dirname, '../src/cli/main.js');
 const FLOOR_C = path.resolve(__dirname, '../../bench/footprint-floor.c');
 
@@ -103,7 +105,7 @@ async function startAgent(tag: string): Promise<Agent> {
   const events = path.join(dir, 'events.jsonl');
   const config = path.join(dir, 'config.yaml');
   fs.writeFileSync(config, `sinks:\n  file:\n    path: ${JSON.stringify(events)}\npipeline:\n  spool:\n    dir: ${JSON.stringify(path.join(dir, 'spool'))}\n`);
-  const child = spawn(process.execPath, [MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const until = Date.now() + 120_000;
@@ -160,6 +162,7 @@ async function killLatency(kills: number): Promise<number[]> {
   const agent = await startAgent('kills');
   const cg = makeDemoCgroup(`oomtrail-fp-kill-${process.pid}`);
   const lat: number[] = [];
+  const mine = '/' + path.relative(ROOT, cg.dir);
   try {
     fs.writeFileSync(agent.events, '', { flag: 'a' });
     let seen = 0;
@@ -168,8 +171,9 @@ async function killLatency(kills: number): Promise<number[]> {
       const at = Date.now() * 1e6;
       const lines = fs.readFileSync(agent.events, 'utf8').split('\n').filter(Boolean);
       for (const l of lines.slice(seen)) {
-        const r = JSON.parse(l) as { time: string; kind?: string };
-        if (r.kind && r.kind !== 'oom_kill') continue;
+        const r = JSON.parse(l) as { time: string; kind?: string; oom_cgroup?: string };
+        // other processes on the host cause kills too: only this bench's cgroup counts
+        if ((r.kind && r.kind !== 'oom_kill') || r.oom_cgroup !== mine) continue;
         const [sec, frac = ''] = r.time.replace(/Z$/, '').split('.');
         const killNs = Date.parse(sec + 'Z') * 1e6 + Number(frac.padEnd(9, '0').slice(0, 9));
         lat.push((at - killNs) / 1e6);
