@@ -27,6 +27,8 @@ export interface LibBpf {
   eventfdSignal?(fd: number): number;
   /** glibc malloc_trim(0): hands freed heap (libbpf's BTF parse at load) back to the kernel. */
   mallocTrim?(): number;
+  /** pread(2) into buf from offset 0: bytes read, or < 0. ~0.7 us cheaper per call than fs.readSync. */
+  pread?(fd: number, buf: Buffer, n: number): number;
   /** glibc mallopt(M_ARENA_MAX, n): fewer per-thread malloc arenas (each libuv/V8 thread would get one). */
   mallocArenaMax?(n: number): number;
   ringBufferNew(mapFd: number, sample: (data: unknown, size: number) => number): unknown | null;
@@ -73,6 +75,7 @@ export function loadLibBpf(): LibBpf {
   const writeFd = libc.func('long write(int fd, const void *buf, size_t count)');
   const mallocTrim = libc.func('int malloc_trim(size_t pad)');
   const mallopt = libc.func('int mallopt(int param, int value)');
+  const pread = libc.func('long pread(int fd, void *buf, size_t count, long offset)');
   const one = Buffer.alloc(8);
   one.writeBigUInt64LE(1n);
   const rbNew = lib.func('void *ring_buffer__new(int map_fd, ring_buffer_sample_fn *cb, void *ctx, void *opts)');
@@ -140,6 +143,7 @@ export function loadLibBpf(): LibBpf {
     eventfdSignal: (fd) => Number(writeFd(fd, one, 8)),
     mallocTrim: () => mallocTrim(0),
     mallocArenaMax: (n) => mallopt(-8 /* M_ARENA_MAX */, n),
+    pread: (fd, buf, n) => Number(pread(fd, buf, n, 0)),
     ringBufferNew(mapFd, sample) {
       const cb = koffi.register((_ctx: unknown, data: unknown, size: number) => sample(data, Number(size)), koffi.pointer(sampleFn));
       sampleCallbacks.add(cb);

@@ -6,6 +6,7 @@ import { PsiTriggers, readPsi, SYSTEM_PSI, type Psi } from '../../collectors/psi
 import type { Logger } from '../../observe/logger';
 import type { PressureInfo } from '../../record/record';
 import { TrailStore, type TrailSample } from './store';
+import { loadLibBpf } from '../../bpf/libbpf';
 
 /** Without inotify (tick() driven by hand, or no watch could be set), past this many limited
  *  cgroups the hierarchy is walked (and limits re-read) only every REDISCOVER_TICKS steps: at
@@ -60,7 +61,25 @@ interface Dir {
   watcher: fs.FSWatcher | null;
 }
 
-const readBuf = Buffer.allocUnsafe(64);
+const readBuf = Buffer.allocUnsafe(32);
+
+/** libc pread through koffi when libbpf/libc load (the agent), else fs.readSync (~0.7 us more per call). */
+let nativePread: ((fd: number, buf: Buffer, n: number) => number) | null | undefined;
+function preadUsage(fd: number): number {
+  if (nativePread === undefined) {
+    try {
+      nativePread = loadLibBpf().pread ?? null;
+    } catch {
+      nativePread = null;
+    }
+  }
+  if (nativePread) {
+    const n = nativePread(fd, readBuf, readBuf.length);
+    if (n < 0) throw new Error('pread failed');
+    return n;
+  }
+  return fs.readSync(fd, readBuf, 0, readBuf.length, 0);
+}
 
 /** Parses the number at the start of readBuf[0, len): bytes as v1/v2 print them, or 'max'. */
 function parseBuf(len: number): number | null {
@@ -334,7 +353,7 @@ export class TrailSampler {
   private readUsage(t: Tracked): number | null {
     if (t.fd < 0) return readNumber(path.join(t.dir, this.usageFile));
     try {
-      return parseBuf(fs.readSync(t.fd, readBuf, 0, readBuf.length, 0));
+      return parseBuf(preadUsage(t.fd));
     } catch {
       // ENODEV: the cgroup was removed; its parent's rescan (or the next walk) forgets the rest
       this.untrack(t.dir, t);
