@@ -22,6 +22,15 @@ export interface LibBpf {
   /** epoll_wait into a private buffer; ready holds (events, data) of each ready fd. */
   epollWaitEventsAsync?(epfd: number, max: number, timeoutMs: number, cb: (err: unknown, ready: Array<{ events: number; data: number }>) => void): void;
   close?(fd: number): number;
+  /** A non-blocking eventfd (-1 on failure), and a write of 1 to it: wakes an epoll_wait that watches it. */
+  eventfd?(): number;
+  eventfdSignal?(fd: number): number;
+  /** glibc malloc_trim(0): hands freed heap (libbpf's BTF parse at load) back to the kernel. */
+  mallocTrim?(): number;
+  /** pread(2) into buf from offset 0: bytes read, or < 0. ~0.7 us cheaper per call than fs.readSync. */
+  pread?(fd: number, buf: Buffer, n: number): number;
+  /** glibc mallopt(M_ARENA_MAX, n): fewer per-thread malloc arenas (each libuv/V8 thread would get one). */
+  mallocArenaMax?(n: number): number;
   ringBufferNew(mapFd: number, sample: (data: unknown, size: number) => number): unknown | null;
   ringBufferEpollFd(rb: unknown): number;
   ringBufferConsume(rb: unknown): number;
@@ -62,6 +71,13 @@ export function loadLibBpf(): LibBpf {
   const epollCreate1 = libc.func('int epoll_create1(int flags)');
   const epollCtl = libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
   const closeFd = libc.func('int close(int fd)');
+  const eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+  const writeFd = libc.func('long write(int fd, const void *buf, size_t count)');
+  const mallocTrim = libc.func('int malloc_trim(size_t pad)');
+  const mallopt = libc.func('int mallopt(int param, int value)');
+  const pread = libc.func('long pread(int fd, void *buf, size_t count, long offset)');
+  const one = Buffer.alloc(8);
+  one.writeBigUInt64LE(1n);
   const rbNew = lib.func('void *ring_buffer__new(int map_fd, ring_buffer_sample_fn *cb, void *ctx, void *opts)');
   const rbEpollFd = lib.func('int ring_buffer__epoll_fd(void *rb)');
   const rbConsume = lib.func('int ring_buffer__consume(void *rb)');
@@ -123,6 +139,11 @@ export function loadLibBpf(): LibBpf {
       });
     },
     close: (fd) => closeFd(fd),
+    eventfd: () => eventfd(0, 0o2000000 /* EFD_CLOEXEC */ | 0o4000 /* EFD_NONBLOCK */),
+    eventfdSignal: (fd) => Number(writeFd(fd, one, 8)),
+    mallocTrim: () => mallocTrim(0),
+    mallocArenaMax: (n) => mallopt(-8 /* M_ARENA_MAX */, n),
+    pread: (fd, buf, n) => Number(pread(fd, buf, n, 0)),
     ringBufferNew(mapFd, sample) {
       const cb = koffi.register((_ctx: unknown, data: unknown, size: number) => sample(data, Number(size)), koffi.pointer(sampleFn));
       sampleCallbacks.add(cb);

@@ -112,6 +112,8 @@ export class RingBufferReader {
   private stopped = false;
   private waiting = false;
   private stopWaiters: Array<() => void> = [];
+  /** in the ring's epoll set: stop() writes it, so the wait needs no timeout (-1 when unavailable) */
+  private wakeFd = -1;
 
   constructor(
     mapFd: number,
@@ -130,6 +132,10 @@ export class RingBufferReader {
       this.lib.errno,
     );
     this.epfd = checkStatus('ring_buffer__epoll_fd', this.lib.ringBufferEpollFd(this.rb));
+    // an idle agent then sleeps in epoll_wait until a record or stop() instead of waking 5 times a second
+    const fd = this.lib.eventfd?.() ?? -1;
+    if (fd >= 0 && (this.lib.epollCtl?.(this.epfd, 1 /* EPOLL_CTL_ADD */, fd, 1 /* EPOLLIN */, 0xffffffff) ?? -1) >= 0) this.wakeFd = fd;
+    else if (fd >= 0) this.lib.close?.(fd);
   }
 
   start(): void {
@@ -146,7 +152,7 @@ export class RingBufferReader {
   private wait(): void {
     if (this.stopped) return this.finish();
     this.waiting = true;
-    this.lib.epollWaitAsync(this.epfd, this.pollTimeoutMs, (err, ret) => {
+    this.lib.epollWaitAsync(this.epfd, this.wakeFd >= 0 ? -1 : this.pollTimeoutMs, (err, ret) => {
       this.waiting = false;
       if (this.stopped) return this.finish();
       void (async () => {
@@ -177,12 +183,15 @@ export class RingBufferReader {
       this.lib.ringBufferFree(this.rb);
       this.rb = null;
     }
+    if (this.wakeFd >= 0) this.lib.close?.(this.wakeFd);
+    this.wakeFd = -1;
     for (const w of this.stopWaiters.splice(0)) w();
   }
 
-  /** Stops after the in-flight epoll_wait returns (at most pollTimeoutMs) and drains the buffer. */
+  /** Stops after the in-flight epoll_wait returns (woken at once, or within pollTimeoutMs without an eventfd) and drains the buffer. */
   stop(): Promise<void> {
     this.stopped = true;
+    if (this.waiting && this.wakeFd >= 0) this.lib.eventfdSignal?.(this.wakeFd);
     const done = new Promise<void>((resolve) => this.stopWaiters.push(resolve));
     this.finish();
     return done;

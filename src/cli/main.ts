@@ -9,6 +9,7 @@ import { agentVersion } from '../pipeline/enrich/host';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
+import { loadLibBpf } from '../bpf/libbpf';
 import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
 import { runDemo } from './demo';
 import { SpoolLockError } from '../pipeline/lock';
@@ -71,6 +72,8 @@ function terminate(signal: NodeJS.Signals): never {
 }
 
 async function run(args: Args): Promise<number> {
+  // before the worker threads exist: each would otherwise keep its own malloc arena (~7 MB of idle RSS)
+  if (!process.env.MALLOC_ARENA_MAX) loadLibBpf().mallocArenaMax?.(2);
   const { config, sources, logger } = load(args);
   if (!config.collectors.oomkill.enabled) {
     logger.error('collectors.oomkill.enabled is false: no collector to run');
@@ -102,6 +105,9 @@ async function run(args: Args): Promise<number> {
   });
   connect(agent);
   await agent.start();
+  // loading the BPF objects parsed the kernel's BTF (~10 MB of malloc'd memory, freed but kept by
+  // glibc in the main heap): give it back once, or it stays in the idle agent's RSS for good
+  setTimeout(() => loadLibBpf().mallocTrim?.(), 2000).unref();
   const deadlineMs = config.shutdown.deadline_ms;
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {

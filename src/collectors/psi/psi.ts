@@ -55,13 +55,15 @@ export interface PsiTriggerOptions {
  * PSI triggers (Documentation/accounting/psi.rst): write "<some|full> <stall us> <window us>" to
  * an O_RDWR fd and wait for EPOLLPRI. All trigger fds sit in one epoll set waited on by one libuv
  * worker thread: no busy loop, one thread however many cgroups. The kernel wakes it at most once per
- * window per file; the 250 ms timeout only re-checks for stop. Needs root and CONFIG_PSI.
+ * window per file; stop() wakes it through an eventfd in the same set (without one, a 250 ms timeout
+ * re-checks for stop). Needs root and CONFIG_PSI.
  */
 export class PsiTriggers {
   private readonly files = new Map<string, { fd: number; id: number }>();
   private readonly byId = new Map<number, string>();
   private nextId = 1;
   private epfd = -1;
+  private wakeFd = -1;
   private stopped = false;
   private waiting: Promise<void> | null = null;
   private toClose: number[] = [];
@@ -77,6 +79,10 @@ export class PsiTriggers {
     if (this.epfd < 0) {
       this.epfd = lib.epollCreate();
       if (this.epfd < 0) return false;
+      const w = lib.eventfd?.() ?? -1;
+      // data 0 is no trigger's id (they start at 1)
+      if (w >= 0 && lib.epollCtl(this.epfd, EPOLL_CTL_ADD, w, 1 /* EPOLLIN */, 0) >= 0) this.wakeFd = w;
+      else if (w >= 0) lib.close?.(w);
     }
     let fd = -1;
     // without CAP_SYS_RESOURCE (e.g. in a container) the kernel (>= 6.5) takes only windows that are
@@ -116,7 +122,7 @@ export class PsiTriggers {
     const lib = loadLibBpf();
     while (!this.stopped && this.files.size) {
       const ready = await new Promise<Array<{ events: number; data: number }>>((resolve) =>
-        lib.epollWaitEventsAsync!(this.epfd, 16, 250, (_err, r) => resolve(r)),
+        lib.epollWaitEventsAsync!(this.epfd, 16, this.wakeFd >= 0 ? -1 : 250, (_err, r) => resolve(r)),
       );
       // fds unwatched while the wait was in flight are closed only now
       for (const fd of this.toClose.splice(0)) fs.closeSync(fd);
@@ -156,10 +162,13 @@ export class PsiTriggers {
   async stop(): Promise<void> {
     this.stopped = true;
     const w = this.waiting;
+    if (w && this.wakeFd >= 0) loadLibBpf().eventfdSignal?.(this.wakeFd);
     for (const f of [...this.files.keys()]) this.unwatch(f);
     await w;
     for (const fd of this.toClose.splice(0)) fs.closeSync(fd);
     if (this.epfd >= 0) loadLibBpf().close?.(this.epfd);
+    if (this.wakeFd >= 0) loadLibBpf().close?.(this.wakeFd);
     this.epfd = -1;
+    this.wakeFd = -1;
   }
 }

@@ -6,9 +6,11 @@ import { PsiTriggers, readPsi, SYSTEM_PSI, type Psi } from '../../collectors/psi
 import type { Logger } from '../../observe/logger';
 import type { PressureInfo } from '../../record/record';
 import { TrailStore, type TrailSample } from './store';
+import { loadLibBpf } from '../../bpf/libbpf';
 
-/** Past this many limited cgroups the hierarchy is walked (and limits re-read) only every
- *  REDISCOVER_TICKS steps: at 10,000 cgroups a full walk costs ~250 ms of main-thread time. */
+/** Without inotify (tick() driven by hand, or no watch could be set), past this many limited
+ *  cgroups the hierarchy is walked (and limits re-read) only every REDISCOVER_TICKS steps: at
+ *  10,000 cgroups a full walk costs ~250 ms of main-thread time. */
 const LARGE_HOST_CGROUPS = 1000;
 const REDISCOVER_TICKS = 5;
 
@@ -45,8 +47,51 @@ interface Tracked {
   rel: string;
   dir: string;
   ino: bigint;
-  /** as read at discovery */
+  /** as last read: at discovery, at each inotify event on the limit file, or at each walk */
   limit: number;
+  /** the usage file, kept open and pread each step (-1: could not be opened, read by path) */
+  fd: number;
+}
+
+/** A directory of the memory hierarchy the sampler knows, limited or not. */
+interface Dir {
+  rel: string;
+  ino: bigint;
+  children: Set<string>;
+  watcher: fs.FSWatcher | null;
+}
+
+const readBuf = Buffer.allocUnsafe(32);
+
+/** libc pread through koffi when libbpf/libc load (the agent), else fs.readSync (~0.7 us more per call). */
+let nativePread: ((fd: number, buf: Buffer, n: number) => number) | null | undefined;
+function preadUsage(fd: number): number {
+  if (nativePread === undefined) {
+    try {
+      nativePread = loadLibBpf().pread ?? null;
+    } catch {
+      nativePread = null;
+    }
+  }
+  if (nativePread) {
+    const n = nativePread(fd, readBuf, readBuf.length);
+    if (n < 0) throw new Error('pread failed');
+    return n;
+  }
+  return fs.readSync(fd, readBuf, 0, readBuf.length, 0);
+}
+
+/** Parses the number at the start of readBuf[0, len): bytes as v1/v2 print them, or 'max'. */
+function parseBuf(len: number): number | null {
+  if (len >= 3 && readBuf[0] === 0x6d /* m */ && readBuf[1] === 0x61 && readBuf[2] === 0x78) return Infinity;
+  let n = 0;
+  let i = 0;
+  for (; i < len; i++) {
+    const c = readBuf[i] - 0x30;
+    if (c < 0 || c > 9) break;
+    n = n * 10 + c;
+  }
+  return i === 0 ? null : n;
 }
 
 function readNumber(file: string): number | null {
@@ -85,13 +130,26 @@ export class TrailSampler {
   private lastPressure = new Map<string, number>();
   private triggered = new Set<string>();
   private triggers: PsiTriggers | null = null;
-  private tracked: Tracked[] = [];
+  /** limited cgroups sampled each step, by directory, in discovery order */
+  private tracked = new Map<string, Tracked>();
+  private byRel = new Map<string, Tracked>();
+  /** every directory of the hierarchy seen, by absolute path, and by id (reclaim/alloc maps key by it) */
+  private dirs = new Map<string, Dir>();
+  private byIno = new Map<bigint, string>();
+  /** inotify on every directory (start()): the hierarchy is then rescanned only where it changed */
+  private watching = false;
+  private dirty = new Set<string>();
+  private renamed = new Set<string>();
+  private readonly limitFile: string;
+  private readonly usageFile: string;
   ticks = 0;
   lastTickMs = 0;
 
   constructor(private readonly opts: SamplerOptions) {
     this.store = new TrailStore(opts.samples, opts.stepMs, opts.maxCgroups + 1);
     this.store.psiScope = !opts.psi?.enabled ? 'none' : opts.cgroupVersion === 2 ? 'cgroup' : 'system';
+    this.limitFile = opts.cgroupVersion === 1 ? 'memory.limit_in_bytes' : 'memory.max';
+    this.usageFile = opts.cgroupVersion === 1 ? 'memory.usage_in_bytes' : 'memory.current';
   }
 
   start(): void {
@@ -118,6 +176,9 @@ export class TrailSampler {
       logger.warn(`psi: ${SYSTEM_PSI} not found (CONFIG_PSI off or psi=0): no PSI in trails`);
       this.store.psiScope = 'none';
     }
+    // mkdir/rmdir and limit writes raise inotify events on cgroupfs like on any file system: with a
+    // watch per directory, steps read only the kept-open usage files instead of walking the hierarchy
+    this.watching = this.opts.root !== null;
     this.tick();
     this.timer = setInterval(() => this.tick(), this.opts.stepMs);
   }
@@ -125,6 +186,13 @@ export class TrailSampler {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.watching = false;
+    for (const d of this.dirs.values()) d.watcher?.close();
+    for (const t of this.tracked.values()) if (t.fd >= 0) fs.closeSync(t.fd);
+    this.dirs.clear();
+    this.byIno.clear();
+    this.tracked.clear();
+    this.byRel.clear();
     await this.triggers?.stop();
     this.opts.alloc?.stop();
   }
@@ -138,7 +206,7 @@ export class TrailSampler {
     const now = alloc.read();
     const perPath = new Map<string, number>();
     let host = 0;
-    const trackedPaths = new Set(this.tracked.map((t) => t.rel));
+    const trackedPaths = this.byRel;
     for (const [id, st] of now) {
       const d = Number(st.pages - (this.prevAlloc.get(id)?.pages ?? 0n));
       if (d <= 0) continue;
@@ -160,32 +228,139 @@ export class TrailSampler {
     this.triggered.add(rel);
   }
 
-  /** Limited cgroups under the root, breadth first, at most maxCgroups. */
-  private discover(): Tracked[] {
-    const { root, maxCgroups, cgroupVersion } = this.opts;
-    const out: Tracked[] = [];
-    if (!root) return out;
-    const limitFile = cgroupVersion === 1 ? 'memory.limit_in_bytes' : 'memory.max';
-    const queue = [root];
-    while (queue.length && out.length < maxCgroups) {
-      const dir = queue.shift()!;
-      let entries: fs.Dirent[];
-      try {
-        entries = fs.readdirSync(dir, { withFileTypes: true });
-      } catch {
-        continue;
-      }
-      for (const e of entries) if (e.isDirectory()) queue.push(path.join(dir, e.name));
-      if (dir === root) continue;
-      const limit = readNumber(path.join(dir, limitFile));
-      if (limit === null || limit >= UNLIMITED_BYTES) continue;
-      try {
-        out.push({ rel: '/' + path.relative(root, dir), dir, ino: fs.statSync(dir, { bigint: true }).ino, limit });
-      } catch {
-        /* removed meanwhile */
-      }
+  private watch(dir: string): fs.FSWatcher | null {
+    if (!this.watching) return null;
+    try {
+      const w = fs.watch(dir, { persistent: false }, (ev, name) => {
+        // a write to another control file (cgroup.procs, ...) changes nothing the sampler keeps
+        if (ev === 'change' && name !== this.limitFile) return;
+        // a child made, removed or renamed: forgotten and rescanned whole (a name can come back as a new cgroup)
+        if (ev === 'rename' && name) this.renamed.add(path.join(dir, name.toString()));
+        this.dirty.add(dir);
+      });
+      w.on('error', () => this.dirty.add(dir));
+      return w;
+    } catch (err) {
+      // ENOSPC (fs.inotify.max_user_watches) and the like: back to walking the hierarchy each step
+      this.opts.logger.warn(`trail: cannot watch ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): walking the hierarchy each step`);
+      this.unwatchAll();
+      return null;
     }
-    return out;
+  }
+
+  private unwatchAll(): void {
+    this.watching = false;
+    for (const d of this.dirs.values()) {
+      d.watcher?.close();
+      d.watcher = null;
+    }
+  }
+
+  /** Reads the limit file of `dir` and starts or stops sampling it. */
+  private checkLimit(dir: string, d: Dir): void {
+    const limit = readNumber(path.join(dir, this.limitFile));
+    const t = this.tracked.get(dir);
+    if (limit === null || limit >= UNLIMITED_BYTES) {
+      if (t) this.untrack(dir, t);
+      return;
+    }
+    if (t) {
+      t.limit = limit;
+      return;
+    }
+    if (this.tracked.size >= this.opts.maxCgroups) return;
+    let fd = -1;
+    try {
+      fd = fs.openSync(path.join(dir, this.usageFile), 'r');
+    } catch {
+      /* EMFILE and the like: read by path each step */
+    }
+    const nt: Tracked = { rel: d.rel, dir, ino: d.ino, limit, fd };
+    this.tracked.set(dir, nt);
+    this.byRel.set(d.rel, nt);
+  }
+
+  private untrack(dir: string, t: Tracked): void {
+    if (t.fd >= 0) fs.closeSync(t.fd);
+    this.tracked.delete(dir);
+    if (this.byRel.get(t.rel) === t) this.byRel.delete(t.rel);
+  }
+
+  private forget(dir: string): void {
+    const d = this.dirs.get(dir);
+    if (!d) return;
+    for (const c of d.children) this.forget(c);
+    d.watcher?.close();
+    this.dirs.delete(dir);
+    if (this.byIno.get(d.ino) === d.rel) this.byIno.delete(d.ino);
+    const t = this.tracked.get(dir);
+    if (t) this.untrack(dir, t);
+  }
+
+  /**
+   * Brings what is known of `dir` up to date: its limit and its children. New children are scanned
+   * whole; known ones only when `deep` (a walk without inotify), since their own watches report them.
+   */
+  private scan(dir: string, deep: boolean): void {
+    const root = this.opts.root!;
+    let d = this.dirs.get(dir);
+    let entries: fs.Dirent[];
+    try {
+      if (!d) {
+        const ino = fs.statSync(dir, { bigint: true }).ino;
+        d = { rel: dir === root ? '/' : '/' + path.relative(root, dir), ino, children: new Set(), watcher: null };
+        this.dirs.set(dir, d);
+        this.byIno.set(ino, d.rel);
+        d.watcher = this.watch(dir); // before readdir: a child made in between still raises an event
+      }
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      this.forget(dir); // removed meanwhile
+      return;
+    }
+    if (dir !== root) this.checkLimit(dir, d);
+    const seen = new Set<string>();
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const c = path.join(dir, e.name);
+      seen.add(c);
+      if (deep || !this.dirs.has(c)) this.scan(c, deep);
+    }
+    for (const c of d.children) if (!seen.has(c)) this.forget(c);
+    d.children = seen;
+  }
+
+  /** Keeps the known hierarchy current: rescans changed directories, or walks it all without inotify. */
+  private discover(): void {
+    const root = this.opts.root;
+    if (!root) return;
+    if (this.watching && this.dirs.size > 0) {
+      if (this.dirty.size === 0) return;
+      const dirty = [...this.dirty];
+      this.dirty.clear();
+      for (const c of this.renamed) if (c !== root) this.forget(c);
+      this.renamed.clear();
+      for (const dir of dirty) if (this.dirs.has(dir) || dir === root) this.scan(dir, false);
+      return;
+    }
+    this.dirty.clear();
+    this.renamed.clear();
+    const large = this.tracked.size > LARGE_HOST_CGROUPS;
+    if (!large || this.ticks % REDISCOVER_TICKS === 0 || this.dirs.size === 0) this.scan(root, true);
+  }
+
+  /** Usage of a tracked cgroup: pread of its kept-open file; null (and forgotten) once removed. */
+  private readUsage(t: Tracked): number | null {
+    if (t.fd < 0) return readNumber(path.join(t.dir, this.usageFile));
+    try {
+      return parseBuf(preadUsage(t.fd));
+    } catch {
+      // ENODEV: the cgroup was removed; its parent's rescan (or the next walk) forgets the rest
+      this.untrack(t.dir, t);
+      this.dirty.add(t.dir);
+      this.dirty.add(path.dirname(t.dir));
+      return null;
+    }
   }
 
   /** Per-step reclaim deltas, each credited to its cgroup and every tracked ancestor. */
@@ -195,7 +370,7 @@ export class TrailSampler {
     const reclaim = this.opts.reclaim;
     if (!reclaim?.running) return { perPath, host };
     const now = reclaim.read();
-    const trackedPaths = new Set(byIno.values());
+    const trackedPaths = this.byRel;
     // ids unknown to the walk (unlimited cgroups) are resolved lazily only for the host total
     for (const [id, st] of now) {
       const prev = this.prevReclaim.get(id);
@@ -225,24 +400,17 @@ export class TrailSampler {
       this.store.beginTick(nowMs);
       this.ticks++;
       this.lastTickMs = nowMs;
-      // the walk (readdir + stat per cgroup) is the expensive part: redone every REDISCOVER_TICKS
-      // ticks; in between the known cgroups are read (a removed one drops out when its read fails)
-      const large = this.tracked.length > LARGE_HOST_CGROUPS;
-      if (!large || this.ticks % REDISCOVER_TICKS === 0) this.tracked = this.discover();
-      // stall of tasks in unlimited child cgroups is credited to their limited ancestor: map every
-      // cgroup directory's id only when the reclaim map names ids we do not know
-      const byIno = new Map<bigint, string>(this.tracked.map((t) => [t.ino, t.rel]));
-      this.lastIds = this.withChildIds(byIno);
-      const { perPath, host } = this.reclaimDeltas(this.lastIds);
-      const allocs = this.allocDeltas(this.lastIds);
+      this.discover();
+      // stall of tasks in unlimited child cgroups is credited to their limited ancestor: every
+      // known directory's id maps to its path
+      const { perPath, host } = this.reclaimDeltas(this.byIno);
+      const allocs = this.allocDeltas(this.byIno);
       this.pendingAlloc = allocs ? allocs.host : null;
       const systemPsi = this.store.psiScope === 'none' ? null : readPsi(SYSTEM_PSI);
       const mem = hostMemory();
       this.sample('/', mem?.usage ?? null, mem?.limit ?? null, host.stallMs, host.pages, systemPsi);
-      for (const t of this.tracked) {
-        const usage = readNumber(path.join(t.dir, cgroupVersion === 1 ? 'memory.usage_in_bytes' : 'memory.current'));
-        // small hosts re-read the limit every step (discover() just did); large ones at each walk
-        const limit = t.limit;
+      for (const t of this.tracked.values()) {
+        const usage = this.readUsage(t);
         if (usage === null) continue; // removed since the walk
         let psi = systemPsi;
         if (cgroupVersion === 2 && this.store.psiScope === 'cgroup') {
@@ -250,9 +418,9 @@ export class TrailSampler {
           psi = readPsi(f);
           this.triggers?.watch(f); // bounded by max_cgroup_triggers
         }
-        const r = perPath.get(t.rel);
+        const r = perPath.size ? perPath.get(t.rel) : undefined;
         this.pendingAlloc = allocs ? allocs.perPath.get(t.rel) ?? 0 : null;
-        this.sample(t.rel, usage, limit, r?.stallMs ?? 0, r?.pages ?? 0, psi);
+        this.sample(t.rel, usage, t.limit, r?.stallMs ?? 0, r?.pages ?? 0, psi);
       }
       this.triggered.clear();
       if (this.ticks % this.opts.samples === 0) this.store.prune();
@@ -261,7 +429,6 @@ export class TrailSampler {
     }
   }
 
-  private lastIds = new Map<bigint, string>();
   private pendingAlloc: number | null = null;
 
   /**
@@ -275,9 +442,8 @@ export class TrailSampler {
   }
 
   sampleNow(rel: string): (TrailSample & { timeMs: number }) | null {
-    const { cgroupVersion } = this.opts;
     const timeMs = Date.now();
-    const { perPath, host } = this.reclaimDeltas(this.lastIds, false);
+    const { perPath, host } = this.reclaimDeltas(this.byIno, false);
     const r = rel === '/' ? host : perPath.get(rel);
     const running = this.opts.reclaim?.running ?? false;
     if (rel === '/') {
@@ -285,10 +451,10 @@ export class TrailSampler {
       const psi = this.store.psiScope === 'none' ? null : readPsi(SYSTEM_PSI);
       return { timeMs, usageBytes: mem?.usage ?? null, limitBytes: mem?.limit ?? null, reclaimStallMs: running ? r?.stallMs ?? 0 : null, reclaimedPages: running ? r?.pages ?? 0 : null, psiSome: psi?.some?.avg10 ?? null, psiFull: psi?.full?.avg10 ?? null };
     }
-    const t = this.tracked.find((x) => x.rel === rel);
+    const t = this.byRel.get(rel);
     if (!t) return null;
-    const usage = readNumber(path.join(t.dir, cgroupVersion === 1 ? 'memory.usage_in_bytes' : 'memory.current'));
-    const limit = readNumber(path.join(t.dir, cgroupVersion === 1 ? 'memory.limit_in_bytes' : 'memory.max'));
+    const usage = readNumber(path.join(t.dir, this.usageFile));
+    const limit = readNumber(path.join(t.dir, this.limitFile));
     const psi = this.store.psiScope === 'cgroup' ? readPsi(path.join(t.dir, 'memory.pressure')) : this.store.psiScope === 'system' ? readPsi(SYSTEM_PSI) : null;
     return {
       timeMs,
@@ -301,43 +467,6 @@ export class TrailSampler {
     };
   }
 
-  private childIds = new Map<bigint, string>();
-  private childIdsTick = -1;
-
-  /** Adds ids of unlimited descendants of tracked cgroups (refreshed at most every `samples` ticks). */
-  private withChildIds(byIno: Map<bigint, string>): Map<bigint, string> {
-    if ((!this.opts.reclaim?.running && !this.opts.alloc?.running) || !this.opts.root) return byIno;
-    if (this.childIdsTick < 0 || this.ticks - this.childIdsTick >= 10) {
-      this.childIds.clear();
-      for (const t of this.tracked) {
-        const stack = [t.dir];
-        while (stack.length && this.childIds.size < this.opts.maxCgroups) {
-          const d = stack.pop()!;
-          let entries: fs.Dirent[];
-          try {
-            entries = fs.readdirSync(d, { withFileTypes: true });
-          } catch {
-            continue;
-          }
-          for (const e of entries) {
-            if (!e.isDirectory()) continue;
-            const sub = path.join(d, e.name);
-            stack.push(sub);
-            try {
-              this.childIds.set(fs.statSync(sub, { bigint: true }).ino, '/' + path.relative(this.opts.root, sub));
-            } catch {
-              /* gone */
-            }
-          }
-        }
-      }
-      this.childIdsTick = this.ticks;
-    }
-    const all = new Map(this.childIds);
-    for (const [k, v] of byIno) all.set(k, v);
-    return all;
-  }
-
   private sample(rel: string, usage: number | null, limit: number | null, stallMs: number, pages: number, psi: Psi | null): void {
     const s: TrailSample = {
       usageBytes: usage,
@@ -348,7 +477,8 @@ export class TrailSampler {
       psiFull: psi?.full?.avg10 ?? null,
       allocPages: this.pendingAlloc,
     };
-    const prev = this.store.latest(rel);
+    // the previous sample is read back only for the pressure check (off by default)
+    const prev = this.opts.pressure?.enabled ? this.store.latest(rel) : null;
     this.store.record(rel, s);
     this.checkPressure(rel, s, prev);
   }

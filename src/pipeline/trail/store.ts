@@ -20,6 +20,8 @@ const W = 2;
 const N = 5;
 const COL = { usage: 0, limit: 1, stall: 0, reclaimed: 1, psiSome: 2, psiFull: 3, alloc: 4 } as const;
 
+const v = (x: number | null | undefined): number => (x === null || x === undefined ? NaN : x);
+
 class Ring {
   readonly wide: Float64Array;
   readonly narrow: Float32Array;
@@ -36,7 +38,6 @@ class Ring {
 
   push(s: TrailSample | null): void {
     const i = this.head;
-    const v = (x: number | null | undefined) => (x === null || x === undefined ? NaN : x);
     this.wide[i * W + COL.usage] = v(s?.usageBytes);
     this.wide[i * W + COL.limit] = v(s?.limitBytes);
     this.narrow[i * N + COL.stall] = v(s?.reclaimStallMs);
@@ -100,16 +101,23 @@ export class TrailStore {
 
   record(cgroup: string, s: TrailSample): void {
     let ring = this.rings.get(cgroup);
-    if (ring) {
-      this.rings.delete(cgroup); // re-inserted: Map order is recency order
-    } else {
+    if (!ring) {
+      // full: the least recently sampled ring goes. Found by a scan, only when a new cgroup comes to
+      // a full store: keeping Map order as recency order cost a delete + set per cgroup and step
       if (this.rings.size >= this.maxCgroups) {
-        const oldest = this.rings.keys().next().value as string;
-        this.rings.delete(oldest);
+        let oldest: string | undefined;
+        let oldestTick = Infinity;
+        for (const [k, r] of this.rings) {
+          if (r.lastTick < oldestTick) {
+            oldest = k;
+            oldestTick = r.lastTick;
+          }
+        }
+        if (oldest !== undefined) this.rings.delete(oldest);
       }
       ring = new Ring(this.samples);
+      this.rings.set(cgroup, ring);
     }
-    this.rings.set(cgroup, ring);
     if (ring.lastTick >= 0) for (let t = ring.lastTick + 1; t < this.tick && t - ring.lastTick <= this.samples; t++) ring.push(null);
     ring.lastTick = this.tick;
     ring.push(s);
