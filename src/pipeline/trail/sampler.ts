@@ -431,16 +431,16 @@ export class TrailSampler {
 
   private pendingAlloc: number | null = null;
 
+  /** The memory-limited cgroups the sampler follows (for the kill-count audit's per-cgroup counters). */
+  cgroups(): ReadonlyArray<{ rel: string; dir: string }> {
+    return [...this.tracked.values()];
+  }
+
   /**
    * The cgroup's state now (at a kill), off the regular schedule: usage, limit and what reclaim did
    * since the last regular sample (the stall right before a kill happens at the limit, after it).
    * Leaves the rings and the reclaim baseline untouched.
    */
-  /** The memory-limited cgroups the last walk found (for the kill-count audit's per-cgroup counters). */
-  cgroups(): ReadonlyArray<{ rel: string; dir: string }> {
-    return this.tracked;
-  }
-
   sampleNow(rel: string): (TrailSample & { timeMs: number }) | null {
     const timeMs = Date.now();
     const { perPath, host } = this.reclaimDeltas(this.byIno, false);
