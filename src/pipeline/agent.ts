@@ -100,6 +100,7 @@ export class Agent {
   private readonly wakers = new Set<() => void>();
   private backfillDone: Promise<void> = Promise.resolve();
   private auditSamples: Array<{ at: number; unexplained: number }> = [];
+  private cgroupsSeenVersion = -1;
   private kernelReported: number | null = null;
   private missedReported = 0;
   /** the kernel log, read as it grows, for kills the kernel counted twice (memory.oom.group sweeps) */
@@ -399,6 +400,9 @@ export class Agent {
     const trail = this.parts.trail;
     const state = this.ledger!.state;
     if (!trail) return;
+    // every second at 10,000 cgroups: only when the sampler's set changed
+    if (trail.cgroupsVersion() === this.cgroupsSeenVersion) return;
+    this.cgroupsSeenVersion = trail.cgroupsVersion();
     const base = (state.cg_base ??= {});
     let added = false;
     const seen = new Set<string>();

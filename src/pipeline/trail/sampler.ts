@@ -132,6 +132,8 @@ export class TrailSampler {
   private triggers: PsiTriggers | null = null;
   /** limited cgroups sampled each step, by directory, in discovery order */
   private tracked = new Map<string, Tracked>();
+  /** bumped whenever a cgroup starts or stops being tracked: lets a reader skip an unchanged set */
+  private trackedChanges = 0;
   private byRel = new Map<string, Tracked>();
   /** every directory of the hierarchy seen, by absolute path, and by id (reclaim/alloc maps key by it) */
   private dirs = new Map<string, Dir>();
@@ -278,10 +280,12 @@ export class TrailSampler {
     const nt: Tracked = { rel: d.rel, dir, ino: d.ino, limit, fd };
     this.tracked.set(dir, nt);
     this.byRel.set(d.rel, nt);
+    this.trackedChanges++;
   }
 
   private untrack(dir: string, t: Tracked): void {
     if (t.fd >= 0) fs.closeSync(t.fd);
+    this.trackedChanges++;
     this.tracked.delete(dir);
     if (this.byRel.get(t.rel) === t) this.byRel.delete(t.rel);
   }
@@ -432,8 +436,13 @@ export class TrailSampler {
   private pendingAlloc: number | null = null;
 
   /** The memory-limited cgroups the sampler follows (for the kill-count audit's per-cgroup counters). */
-  cgroups(): ReadonlyArray<{ rel: string; dir: string }> {
-    return [...this.tracked.values()];
+  cgroups(): Iterable<{ rel: string; dir: string }> {
+    return this.tracked.values();
+  }
+
+  /** Changes whenever the set of `cgroups()` does. */
+  cgroupsVersion(): number {
+    return this.trackedChanges;
   }
 
   /**
