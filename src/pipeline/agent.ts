@@ -159,6 +159,16 @@ export class Agent {
     try {
       await this.startLocked();
     } catch (err) {
+      // Whatever started must stop before the error reaches the exit: a reader blocked in epoll_wait
+      // (ring buffer, PSI) holds a libuv worker, and Node's exit joins those workers.
+      this.stopping = true;
+      for (const t of this.timers) clearTimeout(t);
+      this.timers.clear();
+      await this.parts.collector.stop().catch(() => undefined);
+      await Promise.resolve(this.parts.trail?.stop()).catch(() => undefined);
+      this.parts.reclaim?.stop();
+      this.kmsgFollower?.close();
+      this.kmsgFollower = null;
       await this.journal?.close().catch(() => undefined);
       this.lock.release();
       this.lock = null;

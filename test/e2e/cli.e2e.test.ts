@@ -180,7 +180,11 @@ test('metrics.listen on an address in use: exit 78 naming the address and why, n
     const child = spawn(process.execPath, [MAIN, 'run', '--config', file], { env: { ...process.env, OOMTRAIL_METRICS_LISTEN: address } });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // bounded: an agent that hangs on its way out (a reader still blocked in epoll_wait) fails the test
+    const hung = setTimeout(() => child.kill('SIGKILL'), 20_000);
     const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    clearTimeout(hung);
+    assert.notEqual(status, null, `the agent did not exit within 20 s after the bind failure:\n${stderr}`);
     assertConfigExit({ status, stderr, stdout: '' } as ReturnType<typeof oomtrail>, 'metrics.listen', address, 'EADDRINUSE');
   } finally {
     holder.close();
