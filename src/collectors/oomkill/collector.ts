@@ -131,15 +131,21 @@ export class OomKillCollector implements Collector<RawOomEvent> {
         const base = context ? [PROGRAMS[hook], PROGRAMS[victimHook]] : [PROGRAMS[hook]];
         // with a signal companion where mark_victim lacks the task, the first that works; else without
         const extras = companionNeeded(victimHook, tracefs) ? companionOrder(victimHook).map((c) => [c]) : [];
+        const refused: CompanionProbe[] = [];
         for (const extra of [...extras, []]) {
           const err = tryPlan([...base, ...extra]);
-          if (extra.length && !this.companions.some((c) => c.program === extra[0])) {
-            this.companions.push({ program: extra[0] as SignalProgram, ok: !err, reason: err?.message });
-            if (err) logger.info(`oomkill: companion ${extra[0]} unavailable: ${err.message}`);
+          if (extra.length) {
+            if (err) refused.push({ program: extra[0] as SignalProgram, ok: false, reason: err.message });
+            else this.companions.push({ program: extra[0] as SignalProgram, ok: true });
           }
           if (!err) break;
         }
-        if (this.obj) break;
+        if (this.obj) {
+          // a companion refused while its hook then attached without it: the companion's own failure
+          for (const c of refused) logger.info(`oomkill: companion ${c.program} unavailable: ${c.reason}`);
+          this.companions.push(...refused);
+          break;
+        }
         if (!probe(victimHook).ok) continue;
         logger.info(`oomkill: hook ${hook} failed to attach with its partner program ${PROGRAMS[victimHook]}`);
       }
