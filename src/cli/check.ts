@@ -8,7 +8,7 @@ import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
-import { recordedThisBoot } from '../pipeline/ledger';
+import { readVmstatOomKills, recordedThisBoot } from '../pipeline/ledger';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -36,13 +36,7 @@ export interface CheckReport {
 }
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
-  let kernel: number | null = null;
-  try {
-    const m = /^oom_kill (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
-    if (m) kernel = Number(m[1]);
-  } catch {
-    /* no /proc/vmstat */
-  }
+  const kernel = readVmstatOomKills();
   const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   return { kernel, recorded: recordedThisBoot(spoolDir, bootId) };
 }

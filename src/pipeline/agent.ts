@@ -11,7 +11,7 @@ import { enrich, enrichKmsg, enrichPressure } from './enrich/enrich';
 import type { OomRecord } from '../record/record';
 import { KillLineDeduper, KmsgFollower, killsFromKmsg, parseKilled, readKmsgRing } from '../collectors/kmsg/kmsg';
 import { DirLock } from './lock';
-import { KillLedger, printkNowUs } from './ledger';
+import { KillLedger, printkNowUs, readVmstatOomKills } from './ledger';
 import { Spool } from './spool';
 import { formatRfc3339Nanos } from './enrich/host';
 import type { PressureEvent, TrailSampler } from './trail/sampler';
@@ -65,15 +65,6 @@ export const JOURNAL_DIR = '.journal';
 /** Kernel-log lines this close to the collector's attach are checked against live captures a little later. */
 const BACKFILL_SETTLE_MS = 2000;
 const AUDIT_INTERVAL_MS = 1000;
-
-function readVmstatOomKills(): number | null {
-  try {
-    const m = /^oom_kill (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
 
 function isPressure(item: QueueItem): item is { kind: 'memory_pressure' } & PressureEvent {
   return (item as { kind?: string }).kind === 'memory_pressure';

@@ -163,6 +163,16 @@ function readLedgerState(file: string): LedgerState | null {
 }
 
 /** Kills recorded this boot per the ledger in `dir`, for `oomtrail check` (0 when there is none). */
+/** The kernel's OOM kill count since boot (/proc/vmstat oom_kill); null where it cannot be read. */
+export function readVmstatOomKills(): number | null {
+  try {
+    const m = /^oom_kill (\d+)$/m.exec(fs.readFileSync('/proc/vmstat', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 export function recordedThisBoot(dir: string, bootId: string): number {
   try {
     return new Set(readLedger(path.join(dir, LEDGER_FILE), bootId).entries.map((e) => e.e)).size;

@@ -6,7 +6,7 @@ import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
 import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
-import { ALL_PROGRAMS, CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
+import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 
 export class CollectorError extends Error {
@@ -110,15 +110,11 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     };
     const tryPlan = (plan: string[]): Error | null =>
       withLibbpfLog(() => {
-        const obj = BpfObject.open(objectPath, plan, ALL_PROGRAMS);
         try {
-          obj.load();
-          for (const prog of plan) obj.attach(prog);
+          this.obj = loadAndAttach(objectPath, plan);
         } catch (err) {
-          obj.close();
           return err as Error;
         }
-        this.obj = obj;
         this.programs = plan;
         return null;
       });

@@ -82,10 +82,14 @@ export function explain(hook: Hook, err: unknown, libbpfLog: string[]): string {
     hints.push('tracepoint oom/mark_victim not found in tracefs');
   }
   if (code === 'EPERM' && hook !== 'fentry') hints.push('missing CAP_BPF/CAP_PERFMON (or root)');
-  // the program-specific line says more than libbpf's closing "failed to load object"
-  const failures = libbpfLog.filter((l) => /error|fail|invalid|denied|not supported/i.test(l) && !/failed to load object/.test(l));
-  const lastLog = failures.find((l) => /^libbpf: prog '/.test(l)) ?? failures.slice(-1)[0];
+  const lastLog = failureLine(libbpfLog);
   return [base, ...hints, ...(lastLog ? [lastLog] : [])].join('; ');
+}
+
+/** The libbpf line that says why a load failed: a program-specific one says more than the closing "failed to load object". */
+function failureLine(libbpfLog: string[]): string | undefined {
+  const failures = libbpfLog.filter((l) => /error|fail|invalid|denied|not supported/i.test(l) && !/failed to load object/.test(l));
+  return failures.find((l) => /^libbpf: prog '/.test(l)) ?? failures.slice(-1)[0];
 }
 
 /**
@@ -109,15 +113,21 @@ export function probeHook(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, hoo
   });
 }
 
-function tryLoadAttach(objectPath: string, program: string): void {
-  let obj: BpfObject | null = null;
+/** Opens the object with only `programs` to load, loads and attaches them; closed again on failure. */
+export function loadAndAttach(objectPath: string, programs: readonly string[]): BpfObject {
+  const obj = BpfObject.open(objectPath, programs, ALL_PROGRAMS);
   try {
-    obj = BpfObject.open(objectPath, [program], ALL_PROGRAMS);
     obj.load();
-    obj.attach(program);
-  } finally {
-    obj?.close();
+    for (const prog of programs) obj.attach(prog);
+    return obj;
+  } catch (err) {
+    obj.close();
+    throw err;
   }
+}
+
+function tryLoadAttach(objectPath: string, program: string): void {
+  loadAndAttach(objectPath, [program]).close();
 }
 
 /** Loads and attaches each signal companion alone: which of them this kernel takes. */
@@ -129,7 +139,7 @@ export function probeCompanions(withLibbpfLog: <T>(fn: (log: string[]) => T) => 
         return { program, ok: true };
       } catch (err) {
         const base = err instanceof BpfError ? err.message : String(err);
-        const last = log.filter((l) => /error|fail|invalid|denied|not supported/i.test(l) && !/failed to load object/.test(l)).slice(-1)[0];
+        const last = failureLine(log);
         return { program, ok: false, reason: last ? `${base}; ${last}` : base };
       }
     }),
@@ -161,7 +171,11 @@ export function victimHookOf(plan: string[]): Hook {
 
 /** A companion is needed where mark_victim does not hand over the task: before 6.8, and the classic tracepoint. */
 export function companionNeeded(victimHook: Hook, tracefs: string | null): boolean {
-  return victimHook === 'tracepoint' || markVictimCarriesTask(tracefs) !== true;
+  return needsCompanion(victimHook, markVictimCarriesTask(tracefs));
+}
+
+function needsCompanion(victimHook: Hook, carriesTask: boolean | null): boolean {
+  return victimHook === 'tracepoint' || carriesTask !== true;
 }
 
 /** What this kernel's mark_victim tracepoint carries, read from its tracefs format (a feature check). */
@@ -188,7 +202,7 @@ export function degradations(selected: Hook | null, plan: string[] | null, probe
         (companion ? ` (${companion})` : ''),
     );
   }
-  if ((carriesTask !== true || victimHook === 'tracepoint') && !companion) {
+  if (needsCompanion(victimHook, carriesTask) && !companion) {
     const why = companions.map((c) => `${c.program}: ${c.reason ?? 'unavailable'}`).join(' | ');
     out.push(`no signal companion loads (${why}): group-kill members other than the chosen victim are recorded with pid only`);
   }
