@@ -29,21 +29,24 @@ export interface MetricOptions {
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
-abstract class Metric {
+type PromClient = typeof import('prom-client');
+type PromMetric = import('prom-client').Counter<string> | import('prom-client').Gauge<string>;
+
+/**
+ * One metric: its values live here (the cap on label sets and the synchronous `get` that the
+ * health logic reads need them); prom-client renders them once an endpoint is attached.
+ */
+abstract class Metric<M extends PromMetric> {
   abstract readonly type: 'counter' | 'gauge';
-  private readonly series = new Map<string, { values: string[]; value: number }>();
+  private readonly series = new Map<string, { labels: Record<string, string>; value: number }>();
+  protected prom: M | null = null;
 
   constructor(
     readonly name: string,
     readonly help: string,
     readonly labelNames: readonly string[],
     private readonly opts: MetricOptions = {},
-  ) {
-    if (!NAME_RE.test(name)) throw new MetricsError('METRICS_NAME', `invalid metric name ${name}`);
-    for (const l of labelNames) {
-      if (!LABEL_RE.test(l) || l.startsWith('__')) throw new MetricsError('METRICS_LABELS', `invalid label name ${l}`);
-    }
-  }
+  ) {}
 
   /** Current value for a label set (0 when never touched). */
   get(labels: Labels = {}): number {
@@ -55,34 +58,33 @@ abstract class Metric {
     return this.series.size;
   }
 
+  /** Hands the metric to prom-client, with every value so far. */
+  attach(prom: M): void {
+    this.prom = prom;
+    for (const s of this.series.values()) this.publish(s.labels, 0, s.value);
+  }
+
   protected update(labels: Labels, fn: (old: number) => number): void {
     let values = this.values(labels);
     let key = values.join('\u0000');
+    if (!this.series.has(key) && this.series.size >= (this.opts.maxSeries ?? Infinity)) {
+      values = values.map(() => this.opts.overflowValue ?? '__other__');
+      key = values.join('\u0000');
+    }
     let s = this.series.get(key);
     if (!s) {
-      const max = this.opts.maxSeries ?? Infinity;
-      if (this.series.size >= max) {
-        values = values.map(() => this.opts.overflowValue ?? '__other__');
-        key = values.join('\u0000');
-        s = this.series.get(key);
-      }
-      if (!s) {
-        s = { values, value: 0 };
-        this.series.set(key, s);
-      }
+      // every label always given, in declaration order: the exposition stays stable (`b=""` for unset)
+      const full: Record<string, string> = {};
+      this.labelNames.forEach((l, i) => (full[l] = values[i]));
+      s = { labels: full, value: 0 };
+      this.series.set(key, s);
     }
-    s.value = fn(s.value);
+    const old = s.value;
+    s.value = fn(old);
+    if (this.prom) this.publish(s.labels, old, s.value);
   }
 
-  render(): string {
-    let out = `# HELP ${this.name} ${escapeHelp(this.help)}\n# TYPE ${this.name} ${this.type}\n`;
-    if (this.series.size === 0 && this.labelNames.length === 0) return out + `${this.name} 0\n`;
-    for (const s of this.series.values()) {
-      const labels = this.labelNames.map((l, i) => `${l}="${escapeLabelValue(s.values[i])}"`).join(',');
-      out += `${this.name}${labels ? `{${labels}}` : ''} ${formatValue(s.value)}\n`;
-    }
-    return out;
-  }
+  protected abstract publish(labels: Record<string, string>, old: number, value: number): void;
 
   private values(labels: Labels): string[] {
     for (const k of Object.keys(labels)) {
@@ -92,16 +94,20 @@ abstract class Metric {
   }
 }
 
-export class Counter extends Metric {
+export class Counter extends Metric<import('prom-client').Counter<string>> {
   readonly type = 'counter' as const;
 
   inc(labels: Labels = {}, by = 1): void {
     if (!(by >= 0)) throw new MetricsError('METRICS_VALUE', `${this.name}: counter increment must be >= 0, got ${by}`);
     this.update(labels, (v) => v + by);
   }
+
+  protected publish(labels: Record<string, string>, old: number, value: number): void {
+    this.prom?.inc(labels, value - old);
+  }
 }
 
-export class Gauge extends Metric {
+export class Gauge extends Metric<import('prom-client').Gauge<string>> {
   readonly type = 'gauge' as const;
 
   set(labels: Labels, value: number): void {
@@ -115,21 +121,30 @@ export class Gauge extends Metric {
   dec(labels: Labels = {}, by = 1): void {
     this.update(labels, (v) => v - by);
   }
+
+  protected publish(labels: Record<string, string>, _old: number, value: number): void {
+    this.prom?.set(labels, value);
+  }
 }
 
-/** A minimal Prometheus text-format (0.0.4) registry. */
+/**
+ * The agent's metrics, exposed through prom-client (with its standard `process_*` and `nodejs_*`
+ * metrics). prom-client is loaded only when an endpoint is started: it pulls in ~90 modules
+ * (~12 MB RSS measured), which an agent without `metrics.listen` (the default) should not carry.
+ */
 export class MetricsRegistry {
-  private readonly metrics = new Map<string, Metric>();
+  private readonly metrics = new Map<string, Counter | Gauge>();
   private readonly collectors: (() => void)[] = [];
+  private client: { lib: PromClient; registry: import('prom-client').Registry; defaults: boolean } | null = null;
 
   /** Registers (or returns the already registered, identical) counter. */
   counter(name: string, help: string, labelNames: readonly string[] = [], opts?: MetricOptions): Counter {
-    return this.register(name, labelNames, 'counter', () => new Counter(name, help, labelNames, opts)) as Counter;
+    return this.register(name, help, labelNames, 'counter', opts) as Counter;
   }
 
   /** Registers (or returns the already registered, identical) gauge. */
   gauge(name: string, help: string, labelNames: readonly string[] = [], opts?: MetricOptions): Gauge {
-    return this.register(name, labelNames, 'gauge', () => new Gauge(name, help, labelNames, opts)) as Gauge;
+    return this.register(name, help, labelNames, 'gauge', opts) as Gauge;
   }
 
   /** Runs before every render, to refresh gauges sampled from elsewhere (e.g. queue depth). */
@@ -137,14 +152,47 @@ export class MetricsRegistry {
     this.collectors.push(fn);
   }
 
-  render(): string {
-    for (const c of this.collectors) c();
-    let out = '';
-    for (const m of this.metrics.values()) out += m.render();
-    return out;
+  /**
+   * Loads prom-client, hands it every metric, and adds its default `process_*`/`nodejs_*` metrics.
+   * Idempotent; `startMetricsServer` calls it, `render` too.
+   */
+  expose(opts: { defaultMetrics?: boolean } = {}): void {
+    if (!this.client) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const lib = require('prom-client') as PromClient;
+      this.client = { lib, registry: new lib.Registry(), defaults: false };
+      for (const m of this.metrics.values()) this.attach(m);
+    }
+    if (opts.defaultMetrics && !this.client.defaults) {
+      this.client.defaults = true;
+      // 1 s precision: the default (10 ms) makes the event-loop monitor wake the process 100 times a second
+      this.client.lib.collectDefaultMetrics({ register: this.client.registry, eventLoopMonitoringPrecision: 1000 });
+    }
   }
 
-  private register(name: string, labelNames: readonly string[], type: string, make: () => Metric): Metric {
+  get contentType(): string {
+    this.expose();
+    return this.client!.registry.contentType;
+  }
+
+  async render(): Promise<string> {
+    this.expose();
+    for (const c of this.collectors) c();
+    return this.client!.registry.metrics();
+  }
+
+  private attach(m: Counter | Gauge): void {
+    const { lib, registry } = this.client!;
+    const conf = { name: m.name, help: m.help, labelNames: [...m.labelNames], registers: [registry] };
+    if (m instanceof Counter) m.attach(new lib.Counter(conf));
+    else m.attach(new lib.Gauge(conf));
+  }
+
+  private register(name: string, help: string, labelNames: readonly string[], type: 'counter' | 'gauge', opts?: MetricOptions): Counter | Gauge {
+    if (!NAME_RE.test(name)) throw new MetricsError('METRICS_NAME', `invalid metric name ${name}`);
+    for (const l of labelNames) {
+      if (!LABEL_RE.test(l) || l.startsWith('__')) throw new MetricsError('METRICS_LABELS', `invalid label name ${l}`);
+    }
     const existing = this.metrics.get(name);
     if (existing) {
       if (existing.type !== type || existing.labelNames.join(',') !== labelNames.join(',')) {
@@ -152,25 +200,11 @@ export class MetricsRegistry {
       }
       return existing;
     }
-    const m = make();
+    const m = type === 'counter' ? new Counter(name, help, labelNames, opts) : new Gauge(name, help, labelNames, opts);
     this.metrics.set(name, m);
+    if (this.client) this.attach(m);
     return m;
   }
-}
-
-export function escapeLabelValue(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
-
-function escapeHelp(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-}
-
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return '+Inf';
-  if (v === -Infinity) return '-Inf';
-  return String(v);
 }
 
 /** Default cap on distinct `cgroup` values of `oomtrail_oom_kills_total`. */
@@ -275,6 +309,7 @@ export async function startMetricsServer(
 ): Promise<MetricsServer | null> {
   if (listen.trim() === '') return null;
   const { host, port } = parseListen(listen);
+  registry.expose({ defaultMetrics: true });
   const server = http.createServer((req, res) => {
     void handle(req, res, registry, health);
   });
@@ -313,7 +348,7 @@ async function handle(
       res.setHeader('Allow', 'GET, HEAD');
       return send(405, 'method not allowed\n');
     }
-    if (url === '/metrics') return send(200, registry.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    if (url === '/metrics') return send(200, await registry.render(), registry.contentType);
     if (url === '/healthz') {
       const h = await health();
       return h.healthy ? send(200, 'ok\n') : send(503, `${h.reason ?? 'unhealthy'}\n`);

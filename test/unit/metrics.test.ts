@@ -15,7 +15,7 @@ function get(port: number, p: string, method = 'GET'): Promise<{ status: number;
   });
 }
 
-test('renders Prometheus text with HELP, TYPE, labels and escaping', () => {
+test('renders Prometheus text with HELP, TYPE, labels and escaping', async () => {
   const r = new MetricsRegistry();
   const c = r.counter('oomtrail_test_total', 'A help line with \\ and\nnewline.', ['a', 'b']);
   c.inc({ a: 'x', b: 'quote " back \\ nl \n end' });
@@ -24,15 +24,17 @@ test('renders Prometheus text with HELP, TYPE, labels and escaping', () => {
   const g = r.gauge('oomtrail_plain', 'Unlabelled.');
   r.gauge('oomtrail_frac', 'Float.').set({}, 0.25);
   assert.equal(
-    r.render(),
+    await r.render(),
     [
       '# HELP oomtrail_test_total A help line with \\\\ and\\nnewline.',
       '# TYPE oomtrail_test_total counter',
       'oomtrail_test_total{a="x",b="quote \\" back \\\\ nl \\n end"} 3',
       'oomtrail_test_total{a="y",b=""} 1',
+      '',
       '# HELP oomtrail_plain Unlabelled.',
       '# TYPE oomtrail_plain gauge',
       'oomtrail_plain 0',
+      '',
       '# HELP oomtrail_frac Float.',
       '# TYPE oomtrail_frac gauge',
       'oomtrail_frac 0.25',
@@ -40,7 +42,7 @@ test('renders Prometheus text with HELP, TYPE, labels and escaping', () => {
     ].join('\n'),
   );
   g.set({}, Infinity);
-  assert.match(r.render(), /^oomtrail_plain \+Inf$/m);
+  assert.match(await r.render(), /^oomtrail_plain \+Inf$/m);
 });
 
 test('typed errors for bad names, labels and values; re-registration is idempotent', () => {
@@ -53,7 +55,7 @@ test('typed errors for bad names, labels and values; re-registration is idempote
   assert.throws(() => c.inc({ sink: 'a' }, -1), (e: unknown) => e instanceof MetricsError && e.code === 'METRICS_VALUE');
 });
 
-test('oom_kills_total caps distinct cgroups and counts the overflow under __other__', () => {
+test('oom_kills_total caps distinct cgroups and counts the overflow under __other__', async () => {
   const m = new PipelineMetrics(new MetricsRegistry(), { maxCgroups: 3 });
   for (let i = 0; i < 6; i++) m.recordCapture('fentry', `/pod${i}`);
   m.recordCapture('fentry', '/pod0');
@@ -62,7 +64,7 @@ test('oom_kills_total caps distinct cgroups and counts the overflow under __othe
   assert.equal(m.oomKills.get({ cgroup: '/pod0' }), 2);
   assert.equal(m.oomKills.get({ cgroup: '__other__' }), 4);
   assert.equal(m.eventsCaptured.get({ hook: 'fentry' }), 7);
-  const text = m.registry.render();
+  const text = await m.registry.render();
   for (const name of [
     'events_captured_total',
     'sink_delivered_total',
@@ -103,6 +105,11 @@ test('metrics server: /metrics, /healthz 200/503, 404, 405, off when listen is e
     assert.equal(m.status, 200);
     assert.match(m.type, /^text\/plain; version=0\.0\.4/);
     assert.match(m.body, /^oomtrail_queue_depth 1$/m);
+    // prom-client's standard process and Node metrics, as on every Node target
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+      assert.match(m.body, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    }
+    assert.doesNotMatch(await new MetricsRegistry().render(), /process_|nodejs_/, 'without an endpoint no default metrics (their sampler would wake an idle agent)');
     assert.deepEqual(await get(srv.port, '/healthz'), { status: 200, type: 'text/plain; charset=utf-8', body: 'ok\n' });
     health = { healthy: false, reason: 'sink loki failing for 400s: http 503' };
     const h = await get(srv.port, '/healthz?verbose=1');
