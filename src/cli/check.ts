@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
 import { loadLibBpf } from '../bpf/libbpf';
 import { companionNeeded, degradations, ensureTracefs, planFor, probeCompanions, probeHooks, victimHookOf, type CompanionProbe } from '../collectors/oomkill/hooks';
-import { detectCgroupVersion } from '../pipeline/enrich/host';
+import { detectCgroupVersion } from '../host/facts';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
