@@ -4,13 +4,12 @@ import type { RawOomEvent } from '../collectors/oomkill/event';
 import type { Logger } from '../observe/logger';
 import { MetricsRegistry, PipelineMetrics, startMetricsServer, type MetricsServer } from '../observe/metrics';
 import type { Sink } from '../sinks/sink';
-import type { ReclaimCollector } from '../collectors/reclaim/collector';
 import type { OomRecord } from '../record/record';
-import type { PressureEvent, TrailSampler } from '../collectors/trail/sampler';
+import type { PressureEvent, TrailSource } from '../collectors/trail/sampler';
 import { systemClock, type Clock } from '../host/clock';
 import { readHostFacts, type HostFacts } from '../host/facts';
-import { RecordAssembler } from './assemble/assemble';
-import { KillAudit } from './audit';
+import { RecordAssembler, type DeathSource } from './assemble/assemble';
+import { KillAudit, type AuditedCgroups } from './audit';
 import { Backfill } from './backfill';
 import { KillJournal } from './journal';
 import { DirLock } from './lock';
@@ -25,6 +24,9 @@ export { JOURNAL_DIR } from './journal';
 const LANE_CLOSE_GRACE_MS = 2000;
 const LANE_CLOSE_MIN_GRACE_MS = 100;
 
+/** What the agent needs of the trail sampler: its lifetime, trails for records, its cgroups for the audit. */
+export type AgentTrail = TrailSource & AuditedCgroups & { start(): void; stop(): Promise<void> };
+
 export interface AgentParts {
   config: AppConfig;
   logger: Logger;
@@ -33,9 +35,9 @@ export interface AgentParts {
   /** where the configuration came from, for the start-up line */
   sources: string[];
   /** optional: reclaim stalls and victims' deaths (kill→exit latency) */
-  reclaim?: ReclaimCollector | null;
+  reclaim?: (DeathSource & { start(): void; stop(): void }) | null;
   /** optional: per-cgroup trails attached to records, and memory_pressure records (given where they go) */
-  trail?: ((onPressure: (ev: PressureEvent) => void) => TrailSampler) | null;
+  trail?: ((onPressure: (ev: PressureEvent) => void) => AgentTrail) | null;
   /** longest wait after a kill for the victim's exit before its record goes out */
   deathWaitMs?: number;
   /** host clocks (tests may steer them); the system's by default */
@@ -67,7 +69,7 @@ export class Agent {
   private readonly router: Router;
   readonly metrics: PipelineMetrics;
   private readonly clock: Clock;
-  private readonly trail: TrailSampler | null;
+  private readonly trail: AgentTrail | null;
   private facts: HostFacts | null = null;
   private assembler: RecordAssembler | null = null;
   private consumer: Promise<void> = Promise.resolve();
