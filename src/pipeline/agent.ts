@@ -119,8 +119,8 @@ export class Agent {
     });
   }
 
-  /** Queues a memory_pressure record (the trail sampler's `onPressure`). */
-  pushPressure(ev: PressureEvent): void {
+  /** The trail sampler's `onPressure`: queues a memory_pressure record. */
+  private pushPressure(ev: PressureEvent): void {
     if (this.stopping) return;
     void this.queue.push({ kind: 'memory_pressure', ...ev });
   }
