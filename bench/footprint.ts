@@ -12,7 +12,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { detectCgroupVersion } from '../src/pipeline/enrich/host';
+import { detectCgroupVersion } from '../src/host/facts';
 import { makeDemoCgroup, removeCgroup } from '../src/cli/demo';
 
 const SIZES = (process.env.FP_SIZES ?? '0,1000,10000').split(',').map(Number);

@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { TrailSampler } from '../src/pipeline/trail/sampler';
-import { ringBytes } from '../src/pipeline/trail/store';
+import { TrailSampler } from '../src/collectors/trail/sampler';
+import { ringBytes } from '../src/collectors/trail/store';
 import { silentLogger } from '../src/observe/logger';
 
 const N = Number(process.argv[2] ?? 10_000);

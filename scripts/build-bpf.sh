@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the committed CO-RE object bpf/oomkill.bpf.o. Hosts never need this: the object is in git.
+# Rebuilds the committed CO-RE objects bpf/*.bpf.o (oomkill, reclaim, alloc). Hosts never need this: the objects are in git.
 # Needs clang, bpftool and libbpf-dev (apt-get install clang llvm libbpf-dev bpftool).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
 import { loadLibBpf } from '../bpf/libbpf';
 import { companionNeeded, degradations, ensureTracefs, planFor, probeCompanions, probeHooks, victimHookOf, type CompanionProbe } from '../collectors/oomkill/hooks';
-import { detectCgroupVersion } from '../pipeline/enrich/host';
+import { detectCgroupVersion, readBootId } from '../host/facts';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
@@ -37,8 +37,7 @@ export interface CheckReport {
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
   const kernel = readVmstatOomKills();
-  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  return { kernel, recorded: recordedThisBoot(spoolDir, bootId) };
+  return { kernel, recorded: recordedThisBoot(spoolDir, readBootId()) };
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {

@@ -3,8 +3,9 @@ import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { OomKillCollector } from '../collectors/oomkill/collector';
 import type { RawOomEvent } from '../collectors/oomkill/event';
-import { enrich } from '../pipeline/enrich/enrich';
-import { bootToRealtimeNs, detectCgroupVersion, readHostFacts } from '../pipeline/enrich/host';
+import { enrich } from '../pipeline/assemble/enrich';
+import { bootToRealtimeNs } from '../host/clock';
+import { detectCgroupVersion, readHostFacts } from '../host/facts';
 import type { OomRecord, Hook } from '../record/record';
 import type { Logger } from '../observe/logger';
 

@@ -5,7 +5,7 @@ import { CollectorError, OomKillCollector } from '../collectors/oomkill/collecto
 import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
-import { agentVersion } from '../pipeline/enrich/host';
+import { agentVersion } from '../host/facts';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -86,7 +86,7 @@ async function run(args: Args): Promise<number> {
     ]);
   }
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
-  const { reclaim, trail, connect } = buildOptionalCollectors(config, logger);
+  const { reclaim, trail } = buildOptionalCollectors(config, logger);
   const sinks = createSinks(config, logger);
   // logrotate's postrotate convention; Node's default for SIGHUP would be to die
   process.on('SIGHUP', () => {
@@ -103,7 +103,6 @@ async function run(args: Args): Promise<number> {
     trail,
     deathWaitMs: config.collectors.reclaim.death_wait_ms,
   });
-  connect(agent);
   await agent.start();
   // loading the BPF objects parsed the kernel's BTF (~10 MB of malloc'd memory, freed but kept by
   // glibc in the main heap): give it back once, or it stays in the idle agent's RSS for good

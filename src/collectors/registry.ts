@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import type { AppConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
-import { loadLibBpf } from '../bpf/libbpf';
-import { detectCgroupVersion } from '../pipeline/enrich/host';
-import { TrailSampler, type PressureEvent } from '../pipeline/trail/sampler';
-import { ringBytes } from '../pipeline/trail/store';
+import { systemClock } from '../host/clock';
+import { detectCgroupVersion, memoryRoot } from '../host/facts';
+import { TrailSampler, type PressureEvent } from './trail/sampler';
+import { ringBytes } from './trail/store';
 import { ReclaimCollector, RECLAIM_OBJECT_PATH, RECLAIM_PROGRAMS } from './reclaim/collector';
 import { SYSTEM_PSI } from './psi/psi';
 import { AllocCollector, ALLOC_HOOK, ALLOC_OBJECT_PATH, ALLOC_PROGRAM } from './alloc/collector';
@@ -22,51 +22,47 @@ export interface CollectorInfo {
   detail: string;
 }
 
-function memoryRoot(version: 1 | 2 | null): string | null {
-  return version === 1 ? '/sys/fs/cgroup/memory' : version === 2 ? '/sys/fs/cgroup' : null;
-}
+/** Builds the trail sampler around the receiver of its memory_pressure events. */
+export type TrailFactory = (onPressure: (ev: PressureEvent) => void) => TrailSampler;
 
-/** The collectors beside `oomkill` that `run` starts, and how to wire their output into the agent. */
-export function buildOptionalCollectors(
-  config: AppConfig,
-  logger: Logger,
-): { reclaim: ReclaimCollector | null; trail: TrailSampler | null; connect: (agent: { pushPressure(ev: PressureEvent): void }) => void } {
+/**
+ * The collectors beside `oomkill` that `run` starts. The trail comes as a factory: its pressure
+ * events go to whoever builds it (the agent, into its queue).
+ */
+export function buildOptionalCollectors(config: AppConfig, logger: Logger): { reclaim: ReclaimCollector | null; trail: TrailFactory | null } {
   const reclaim = config.collectors.reclaim.enabled ? new ReclaimCollector({ logger }) : null;
-  let sink: ((ev: PressureEvent) => void) | null = null;
   const version = detectCgroupVersion();
   if (config.collectors.alloc.enabled && !config.trail.enabled) logger.warn('collectors.alloc.enabled needs trail.enabled: alloc not started');
   if (config.pressure.enabled && !config.trail.enabled) logger.warn('pressure.enabled needs trail.enabled: no memory_pressure records');
-  const trail = config.trail.enabled
-    ? new TrailSampler({
-        logger,
-        cgroupVersion: version,
-        root: memoryRoot(version),
-        stepMs: config.trail.step_ms,
-        samples: config.trail.samples,
-        maxCgroups: config.trail.max_cgroups,
-        reclaim,
-        alloc: config.collectors.alloc.enabled ? new AllocCollector({ logger }) : null,
-        psi: {
-          enabled: config.collectors.psi.enabled,
-          stallUs: config.collectors.psi.trigger_stall_us,
-          windowUs: config.collectors.psi.trigger_window_us,
-          maxCgroupTriggers: config.collectors.psi.max_cgroup_triggers,
-        },
-        pressure: {
-          enabled: config.pressure.enabled,
-          usageRatio: config.pressure.usage_ratio,
-          psiFullAvg10: config.pressure.psi_full_avg10,
-          minIntervalMs: config.pressure.min_interval_ms,
-        },
-        nowBootNs: () => loadLibBpf().clockGettimeNs('boottime'),
-        onPressure: (ev) => sink?.(ev),
-      })
-    : null;
-  if (trail) {
-    const bound = ((config.trail.max_cgroups + 1) * (ringBytes(config.trail.samples) + 800)) / 1e6;
-    logger.info(`trail: ${config.trail.samples} samples x ${config.trail.step_ms} ms per cgroup, at most ${config.trail.max_cgroups} cgroups (~${bound.toFixed(1)} MB)`);
-  }
-  return { reclaim, trail, connect: (agent) => (sink = (ev) => agent.pushPressure(ev)) };
+  if (!config.trail.enabled) return { reclaim, trail: null };
+  const bound = ((config.trail.max_cgroups + 1) * (ringBytes(config.trail.samples) + 800)) / 1e6;
+  logger.info(`trail: ${config.trail.samples} samples x ${config.trail.step_ms} ms per cgroup, at most ${config.trail.max_cgroups} cgroups (~${bound.toFixed(1)} MB)`);
+  const trail: TrailFactory = (onPressure) =>
+    new TrailSampler({
+      logger,
+      cgroupVersion: version,
+      root: memoryRoot(version),
+      stepMs: config.trail.step_ms,
+      samples: config.trail.samples,
+      maxCgroups: config.trail.max_cgroups,
+      reclaim,
+      alloc: config.collectors.alloc.enabled ? new AllocCollector({ logger }) : null,
+      psi: {
+        enabled: config.collectors.psi.enabled,
+        stallUs: config.collectors.psi.trigger_stall_us,
+        windowUs: config.collectors.psi.trigger_window_us,
+        maxCgroupTriggers: config.collectors.psi.max_cgroup_triggers,
+      },
+      pressure: {
+        enabled: config.pressure.enabled,
+        usageRatio: config.pressure.usage_ratio,
+        psiFullAvg10: config.pressure.psi_full_avg10,
+        minIntervalMs: config.pressure.min_interval_ms,
+      },
+      nowBootNs: systemClock.bootNowNs,
+      onPressure,
+    });
+  return { reclaim, trail };
 }
 
 /** For `oomtrail check`: each collector, its hooks, and whether it can run here. */

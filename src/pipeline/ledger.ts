@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Logger } from '../observe/logger';
 
 /** One kill this host recorded (live or backfilled), as kept in `<spool.dir>/kills.jsonl`. */
 export interface LedgerEntry {
@@ -181,7 +182,11 @@ export function recordedThisBoot(dir: string, bootId: string): number {
   }
 }
 
-/** The printk clock now, in µs: CLOCK_MONOTONIC (libuv's hrtime), which printk's local_clock follows closely. */
-export function printkNowUs(): number {
-  return Number(process.hrtime.bigint() / 1000n);
+/** Enters a kill in the ledger; a write failure is logged, never thrown: the record still goes out. */
+export function noteKill(ledger: KillLedger, logger: Logger, pid: number, tUs: number, eventId: string, cgroup = ''): void {
+  try {
+    ledger.add(pid, tUs, eventId, cgroup);
+  } catch (err) {
+    logger.warn(`kill ledger: cannot record pid ${pid}: ${(err as Error).message}`);
+  }
 }

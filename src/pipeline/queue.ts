@@ -31,7 +31,8 @@ interface BlockedPush<T> {
 }
 
 /**
- * A bounded FIFO between producers (collectors) and one consumer (the router).
+ * A bounded FIFO between producers (the oomkill collector, the trail sampler's pressure events) and one
+ * consumer (the agent's loop, which assembles each record and hands it to the router).
  * Every discarded item is counted by reason; a `push` that waits under `block` is never a drop.
  * After `close()`: new pushes and pushes still waiting for room are dropped as `queue_closed`;
  * items already queued are still handed out by `shift`, which resolves `undefined` once empty.

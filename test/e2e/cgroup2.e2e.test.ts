@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
+import { detectCgroupVersion } from '../../src/host/facts';
 import { kernelReportFor, KmsgReader, parseKilled } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { removeCgroup, spawnDdHog, spawnSleeper } from '../helpers/cgroup';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { AllocCollector } from '../../src/collectors/alloc/collector';
 import { ReclaimCollector } from '../../src/collectors/reclaim/collector';
 import { silentLogger } from '../../src/observe/logger';
-import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
+import { detectCgroupVersion } from '../../src/host/facts';
 import { removeCgroup } from '../helpers/cgroup';
 
 const PAGES = 1 << 20; // 4 GiB of 4 kB pages

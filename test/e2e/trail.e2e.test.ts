@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { removeCgroup } from '../helpers/cgroup';
-import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
+import { detectCgroupVersion } from '../../src/host/facts';
 import type { OomRecord } from '../../src/record/record';
 
 const LIMIT = 128 * 1024 * 1024;

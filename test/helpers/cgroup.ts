@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { detectCgroupVersion } from '../../src/pipeline/enrich/host';
+import { detectCgroupVersion } from '../../src/host/facts';
 import { makeDemoCgroup, removeCgroup, spawnMemoryHog } from '../../src/cli/demo';
 
 export { removeCgroup, spawnMemoryHog };

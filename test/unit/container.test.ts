@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseContainer, type ContainerInfo } from '../../src/pipeline/enrich/container';
+import { parseContainer, type ContainerInfo } from '../../src/pipeline/assemble/container';
 
 // Path shapes as printed by real hosts (docker, containerd, CRI-O, podman, kubelet with both cgroup drivers,
 // kind, docker-desktop, mesos); ids and UIDs are of the same form as on those hosts.

@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { enrich } from '../../src/pipeline/enrich/enrich';
-import { formatRfc3339Nanos, type HostFacts } from '../../src/pipeline/enrich/host';
-import { FLAG, type RawOomEvent } from '../../src/collectors/oomkill/event';
+import { enrich } from '../../src/pipeline/assemble/enrich';
+import { formatRfc3339Nanos } from '../../src/host/clock';
+import type { HostFacts } from '../../src/host/facts';
+import type { RawOomEvent } from '../../src/collectors/oomkill/event';
 import { deriveEventId } from '../../src/record/record';
 
 const facts: HostFacts = { host: 'h1', bootId: 'b-1', kernelRelease: '6.18.0', pageSize: 4096, cgroupVersion: 2, agentVersion: '9.9.9' };
@@ -29,7 +30,6 @@ function raw(over: Partial<RawOomEvent> = {}): RawOomEvent {
     hook: 'fentry',
     constraint: 'memcg',
     constraintInferred: false,
-    flags: FLAG.HAS_TASK | FLAG.HAS_OOM_CONTROL,
     victimComm: 'java',
     triggerComm: 'java',
     victimCgroup: { id: 1n, path: '/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b3c4d_0000_1111_2222_333344445555.slice/cri-containerd-' + 'a'.repeat(64) + '.scope', truncated: false },
@@ -61,7 +61,7 @@ test('record fields: sizes in kB from pages, pgtables from bytes, domain kept ap
 });
 
 test('unknown victim sizes are null, never zero; unlimited memcg is null', () => {
-  const r = enrich(raw({ flags: 0, memcgLimitPages: 2 ** 51, gfpMask: null, order: null, domainPages: null }), facts, (b) => b);
+  const r = enrich(raw({ totalVmPages: null, anonRssPages: null, fileRssPages: null, shmemRssPages: null, pgtablesBytes: null, memcgLimitPages: 2 ** 51, gfpMask: null, order: null, domainPages: null }), facts, (b) => b);
   assert.equal(r.victim_anon_rss_kb, null);
   assert.equal(r.victim_total_vm_kb, null);
   assert.equal(r.memcg_limit_bytes, null);

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { TrailSampler } from '../../src/pipeline/trail/sampler';
+import { TrailSampler } from '../../src/collectors/trail/sampler';
 import { silentLogger } from '../../src/observe/logger';
 import * as libbpf from '../../src/bpf/libbpf';
 import { RingBufferReader } from '../../src/bpf/object';

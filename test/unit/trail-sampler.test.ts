@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { TrailSampler, type PressureEvent } from '../../src/pipeline/trail/sampler';
+import { TrailSampler, type PressureEvent } from '../../src/collectors/trail/sampler';
 import { silentLogger } from '../../src/observe/logger';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-sampler-'));

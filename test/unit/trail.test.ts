@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ringBytes, TrailStore } from '../../src/pipeline/trail/store';
+import { ringBytes, TrailStore } from '../../src/collectors/trail/store';
 import { parsePsi } from '../../src/collectors/psi/psi';
 import { decodeReclaimStat, decodeVictim, RECLAIM_STAT_SIZE, VICTIM_STATE_SIZE } from '../../src/collectors/reclaim/collector';
 

@@ -83,14 +83,18 @@ export interface CgroupPath {
   truncated: boolean;
 }
 
-/** One victim as the kernel reported it, before enrichment. Sizes are still in kernel units. */
+/**
+ * One victim as the kernel reported it, before enrichment. Sizes are still in kernel units. The
+ * kernel side's flag bits are read here once: a field the hook could not read is null.
+ */
 export interface RawOomEvent {
   bootNs: bigint;
-  totalVmPages: number;
-  anonRssPages: number;
-  fileRssPages: number;
-  shmemRssPages: number;
-  pgtablesBytes: number;
+  /** the victim's mm counters: null without HAS_TASK / HAS_TP_FIELDS */
+  totalVmPages: number | null;
+  anonRssPages: number | null;
+  fileRssPages: number | null;
+  shmemRssPages: number | null;
+  pgtablesBytes: number | null;
   gfpMask: number | null;
   order: number | null;
   domainPages: number | null;
@@ -105,7 +109,6 @@ export interface RawOomEvent {
   hook: Hook;
   constraint: Constraint;
   constraintInferred: boolean;
-  flags: number;
   victimComm: string;
   triggerComm: string;
   victimCgroup: CgroupPath | null;
@@ -139,11 +142,11 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
   const hasCtl = has(FLAG.HAS_OOM_CONTROL);
   return {
     bootNs: buf.readBigUInt64LE(o.boot_ns),
-    totalVmPages: u64('total_vm_pages'),
-    anonRssPages: u64('anon_rss_pages'),
-    fileRssPages: u64('file_rss_pages'),
-    shmemRssPages: u64('shmem_rss_pages'),
-    pgtablesBytes: u64('pgtables_bytes'),
+    totalVmPages: victimFields ? u64('total_vm_pages') : null,
+    anonRssPages: victimFields ? u64('anon_rss_pages') : null,
+    fileRssPages: victimFields ? u64('file_rss_pages') : null,
+    shmemRssPages: victimFields ? u64('shmem_rss_pages') : null,
+    pgtablesBytes: victimFields ? u64('pgtables_bytes') : null,
     gfpMask: hasCtl ? u64('gfp_mask') : null,
     order: hasCtl ? buf.readInt32LE(o.order) : null,
     domainPages: hasCtl ? u64('domain_pages') : null,
@@ -158,7 +161,6 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     hook: HOOKS[buf.readUInt32LE(o.hook)] ?? 'tracepoint',
     constraint: CONSTRAINTS[buf.readUInt32LE(o.constraint)] ?? 'unknown',
     constraintInferred: has(FLAG.CONSTRAINT_INFERRED),
-    flags,
     victimComm: cstring(buf, o.victim_comm, COMM_LEN),
     triggerComm: cstring(buf, o.trigger_comm, COMM_LEN),
     victimCgroup: has(FLAG.VICTIM_CG_VALID) ? decodeCgroupPath(buf, o.victim_cg) : null,

@@ -1,7 +1,7 @@
 /* Synthetic records for the Loki tests (real OOM kills are in the oomkill tests). */
 import { deriveEventId, type OomRecord } from '../../../src/record/record';
 import type { LokiSinkConfig } from '../../../src/sinks/loki/config';
-import { formatRfc3339Nanos as nsToRfc3339 } from '../../../src/pipeline/enrich/host';
+import { formatRfc3339Nanos as nsToRfc3339 } from '../../../src/host/clock';
 import { baseRecord } from '../../helpers/records';
 
 /** RFC 3339 with nanoseconds for `ns` since the epoch: the agent's own formatter. */

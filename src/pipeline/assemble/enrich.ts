@@ -1,17 +1,16 @@
 import type { RawOomEvent } from '../../collectors/oomkill/event';
-import { FLAG } from '../../collectors/oomkill/event';
 import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/record';
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
-import { formatRfc3339Nanos, type HostFacts } from './host';
+import { formatRfc3339Nanos } from '../../host/clock';
+import type { HostFacts } from '../../host/facts';
 
 /** page_counter's "no limit" is LONG_MAX / PAGE_SIZE pages; anything this large is no limit. */
 const UNLIMITED_PAGES = 2 ** 50;
 
 /** Raw kernel event + host facts → the record every sink sees. Pure apart from `toRealtimeNs`. */
 export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs: bigint) => bigint): OomRecord {
-  const kb = (pages: number) => (pages * facts.pageSize) / 1024;
-  const hasVictim = (ev.flags & (FLAG.HAS_TASK | FLAG.HAS_TP_FIELDS)) !== 0;
+  const kb = (pages: number | null) => (pages === null ? null : (pages * facts.pageSize) / 1024);
   const bytes = (pages: number | null) => (pages === null || pages >= UNLIMITED_PAGES ? null : pages * facts.pageSize);
   const victimCgroup = ev.victimCgroup?.path ?? '';
   return {
@@ -26,11 +25,11 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     victim_tid: ev.victimTid,
     victim_comm: ev.victimComm,
     victim_uid: ev.victimUid,
-    victim_total_vm_kb: hasVictim ? kb(ev.totalVmPages) : null,
-    victim_anon_rss_kb: hasVictim ? kb(ev.anonRssPages) : null,
-    victim_file_rss_kb: hasVictim ? kb(ev.fileRssPages) : null,
-    victim_shmem_rss_kb: hasVictim ? kb(ev.shmemRssPages) : null,
-    victim_pgtables_kb: hasVictim ? Math.floor(ev.pgtablesBytes / 1024) : null,
+    victim_total_vm_kb: kb(ev.totalVmPages),
+    victim_anon_rss_kb: kb(ev.anonRssPages),
+    victim_file_rss_kb: kb(ev.fileRssPages),
+    victim_shmem_rss_kb: kb(ev.shmemRssPages),
+    victim_pgtables_kb: ev.pgtablesBytes === null ? null : Math.floor(ev.pgtablesBytes / 1024),
     victim_oom_score_adj: ev.oomScoreAdj,
     trigger_pid: ev.triggerPid,
     trigger_comm: ev.triggerComm,

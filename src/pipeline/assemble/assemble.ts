@@ -1,0 +1,97 @@
+import type { RawOomEvent } from '../../collectors/oomkill/event';
+import type { KmsgKill } from '../../collectors/kmsg/kmsg';
+import type { VictimDeath } from '../../collectors/reclaim/collector';
+import type { PressureEvent, TrailSource } from '../../collectors/trail/sampler';
+import type { Clock } from '../../host/clock';
+import type { HostFacts } from '../../host/facts';
+import type { OomRecord } from '../../record/record';
+import { enrich, enrichKmsg, enrichPressure } from './enrich';
+
+/** Where an OOM victim's death is confirmed (the reclaim collector's victim map). */
+export interface DeathSource {
+  readonly running: boolean;
+  /** false: the kernel lacks what confirms deaths; records then carry no latency fields */
+  readonly confirmsDeaths: boolean;
+  confirmDeath(tid: number, markBootNs: bigint, maxWaitMs: number, nowBootNs: () => bigint): Promise<VictimDeath | null>;
+}
+
+/** What the death wait found: whether deaths can be confirmed here at all, and the death (null: none in time). */
+export interface DeathOutcome {
+  confirms: boolean;
+  death: VictimDeath | null;
+}
+
+export interface AssemblyParts {
+  facts: HostFacts;
+  clock: Clock;
+  /** per-cgroup trails; null: trail disabled */
+  trail?: TrailSource | null;
+  deaths?: DeathSource | null;
+  /** longest wait after a kill for the victim's exit before its record goes out */
+  deathWaitMs?: number;
+}
+
+/**
+ * Amends a kill's first record (`enrich`, as the journal holds it) with what is known only later:
+ * kill→exit/reaped latencies from the death outcome, and the OOM cgroup's trail up to the kill.
+ * Returns a new record; the input is left as it is.
+ */
+export function amendKill(record: OomRecord, death: DeathOutcome | null, trail: TrailSource | null | undefined): OomRecord {
+  const out: OomRecord = { ...record };
+  if (death?.confirms) {
+    const d = death.death;
+    const ms = (ns: bigint | null | undefined) => (d && ns ? Number(ns - d.markNs) / 1e6 : null);
+    out.victim_exit_latency_ms = ms(d?.exitNs);
+    out.victim_reaped_latency_ms = ms(d?.reapedNs);
+  }
+  const t = trail?.trailFor(record.oom_cgroup || '/', Date.parse(record.time));
+  if (t) out.trail = t;
+  return out;
+}
+
+/**
+ * Decode → enrich → trail → death amend, in one place. Every input is injected (host facts, clock,
+ * trail, death source): no libbpf, no root, testable as it stands. The agent only moves what this
+ * returns from its queue to the router.
+ */
+export class RecordAssembler {
+  constructor(private readonly parts: AssemblyParts) {}
+
+  /** A kill's record right after decode: what is made durable before any wait. */
+  kill(ev: RawOomEvent): OomRecord {
+    return enrich(ev, this.parts.facts, this.parts.clock.bootToRealtimeNs);
+  }
+
+  /** The kill's time on the printk clock (µs), to match it with its kernel log line. */
+  killPrintkUs(ev: RawOomEvent): number {
+    const { clock } = this.parts;
+    return clock.printkNowUs() - Number((clock.bootNowNs() - ev.bootNs) / 1000n);
+  }
+
+  /**
+   * Waits (at most `deathWaitMs`; not at all with `wait: false`, e.g. while stopping) for the
+   * victim's death, then amends `record` (from `kill(ev)`) with it and with the trail.
+   */
+  async complete(ev: RawOomEvent, record: OomRecord, opts: { wait: boolean } = { wait: true }): Promise<OomRecord> {
+    const { deaths, clock } = this.parts;
+    let outcome: DeathOutcome | null = null;
+    if (deaths?.running) {
+      // while stopping, only what the kernel already recorded: no wait
+      const death = await deaths.confirmDeath(ev.victimTid, ev.bootNs, opts.wait ? (this.parts.deathWaitMs ?? 1000) : 0, clock.bootNowNs);
+      outcome = { confirms: deaths.running && deaths.confirmsDeaths, death };
+    }
+    return amendKill(record, outcome, this.parts.trail);
+  }
+
+  /** A memory_pressure record, with the trail the sampler took at its decision. */
+  pressure(ev: PressureEvent): OomRecord {
+    const r = enrichPressure(ev, this.parts.facts, this.parts.clock.bootToRealtimeNs);
+    if (ev.trail) r.trail = ev.trail;
+    return r;
+  }
+
+  /** A kill recovered from the kernel log. */
+  kmsg(kill: KmsgKill): OomRecord {
+    return enrichKmsg(kill, this.parts.facts, this.parts.clock.printkToRealtimeNs);
+  }
+}

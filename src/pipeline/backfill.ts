@@ -1,0 +1,96 @@
+import type { Logger } from '../observe/logger';
+import type { PipelineMetrics } from '../observe/metrics';
+import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
+import type { RecordAssembler } from './assemble/assemble';
+import { noteKill, type KillLedger } from './ledger';
+import type { Router } from './router';
+
+/** Kernel-log lines this close to the collector's attach are checked against live captures a little later. */
+const BACKFILL_SETTLE_MS = 2000;
+
+export interface BackfillParts {
+  ledger: KillLedger;
+  router: Router;
+  assembler: RecordAssembler;
+  metrics: PipelineMetrics;
+  logger: Logger;
+}
+
+/**
+ * Kills in the kernel log this host has no record of: those logged before the collector attached.
+ * Lines logged while it was attaching may be live captures still on their way: they are checked
+ * again against the ledger a little later (or when `wake()` says every live capture is in it).
+ */
+export class Backfill {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private waker: (() => void) | null = null;
+
+  constructor(private readonly parts: BackfillParts) {}
+
+  /** Stops the settle timer: from now on only `wake()` ends the wait. */
+  cancelTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Every live capture is in the ledger now: a backfill waiting to check against them may go on. */
+  wake(): void {
+    const w = this.waker;
+    this.waker = null;
+    w?.();
+  }
+
+  async run(beforeAttachUs: number, afterAttachUs: number): Promise<void> {
+    const { logger, ledger } = this.parts;
+    let ring;
+    try {
+      ring = readKmsgRing();
+    } catch (err) {
+      logger.warn(`backfill: cannot read /dev/kmsg: ${(err as Error).message}`);
+      return;
+    }
+    const since = ledger.state.kmsg_seq;
+    const lastSeq = ring.filter((r) => r.usec < afterAttachUs).reduce((m, r) => Math.max(m, r.seq), since);
+    if (ring.length > 0 && since >= 0 && ring[0].seq > since + 1) {
+      logger.warn(`backfill: the kernel log lost ${ring[0].seq - since - 1} line(s) since the last look; kills among them cannot be recovered`);
+    }
+    const kills = killsFromKmsg(ring.filter((r) => r.seq > since && r.usec < afterAttachUs));
+    const now = kills.filter((k) => k.usec < beforeAttachUs);
+    const later = kills.filter((k) => k.usec >= beforeAttachUs);
+    let n = await this.emitKmsgKills(now);
+    if (later.length > 0) {
+      await new Promise<void>((resolve) => {
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          this.waker = null;
+          resolve();
+        }, BACKFILL_SETTLE_MS);
+        this.waker = resolve; // stop() cuts the wait short
+      });
+      n += await this.emitKmsgKills(later);
+    }
+    ledger.state.kmsg_seq = lastSeq;
+    try {
+      ledger.saveState();
+    } catch (err) {
+      logger.warn(`backfill: cannot save progress: ${(err as Error).message}`);
+    }
+    if (n > 0) logger.warn(`backfill: recorded ${n} OOM kill(s) from the kernel log that no agent captured`);
+  }
+
+  private async emitKmsgKills(kills: ReturnType<typeof killsFromKmsg>): Promise<number> {
+    const { ledger, assembler, metrics, logger, router } = this.parts;
+    let n = 0;
+    for (const kill of kills) {
+      if (ledger.matches(kill.killed.pid, kill.usec)) continue;
+      const record = assembler.kmsg(kill);
+      if (ledger.has(record.event_id)) continue;
+      metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
+      logger.info(`backfilled OOM kill of pid ${record.victim_pid} (${record.victim_comm}) from the kernel log`, { event_id: record.event_id });
+      await router.route(record);
+      noteKill(ledger, logger, kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup);
+      n++;
+    }
+    return n;
+  }
+}

@@ -1,0 +1,173 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Collector } from '../../src/collectors/collector';
+import type { RawOomEvent } from '../../src/collectors/oomkill/event';
+import type { PressureEvent } from '../../src/collectors/trail/sampler';
+import type { Clock } from '../../src/host/clock';
+import { loadConfig } from '../../src/config/load';
+import { silentLogger } from '../../src/observe/logger';
+import { Agent, type AgentTrail } from '../../src/pipeline/agent';
+import { JOURNAL_DIR } from '../../src/pipeline/journal';
+import { Spool } from '../../src/pipeline/spool';
+import type { OomRecord, Trail } from '../../src/record/record';
+import type { Sink } from '../../src/sinks/sink';
+
+/*
+ * Agent.consume without a kernel: a stand-in collector (no BPF here) emits a decoded event, a
+ * stand-in trail answers trailFor, a stand-in death source confirms the exit; the clock is fixed.
+ * What the sink receives is the assembled record; the journal entry is acked once it is spooled.
+ */
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-agent-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const BASE_MS = 1_700_000_000_000;
+const KILL_BOOT_NS = 5_000_000_000n;
+const clock: Clock = {
+  bootNowNs: () => KILL_BOOT_NS + 1_000_000n,
+  // the kill happened at BASE_MS
+  bootToRealtimeNs: (b) => b - KILL_BOOT_NS + BigInt(BASE_MS) * 1_000_000n,
+  printkNowUs: () => 1_000_000,
+  printkToRealtimeNs: (p) => p,
+};
+
+function event(pid: number): RawOomEvent {
+  return {
+    bootNs: KILL_BOOT_NS,
+    totalVmPages: 10,
+    anonRssPages: 5,
+    fileRssPages: 0,
+    shmemRssPages: 0,
+    pgtablesBytes: 4096,
+    gfpMask: 0xcc0,
+    order: 0,
+    domainPages: 100,
+    memcgLimitPages: 100,
+    memcgUsagePages: 100,
+    victimPid: pid,
+    victimTid: pid,
+    victimUid: 0,
+    triggerPid: pid,
+    triggerTid: pid,
+    oomScoreAdj: 0,
+    hook: 'fentry',
+    constraint: 'memcg',
+    constraintInferred: false,
+    victimComm: 'hog',
+    triggerComm: 'hog',
+    victimCgroup: { id: 1n, path: '/lim/w', truncated: false },
+    oomCgroup: { id: 2n, path: '/lim', truncated: false },
+  };
+}
+
+const trailOf = (n: number): Trail => ({
+  start: '2023-11-14T22:13:20.000000000Z',
+  step_ms: 1000,
+  usage_bytes: [n],
+  limit_bytes: [100],
+  reclaim_stall_ms: [null],
+  reclaimed_pages: [null],
+  psi_some_avg10: [null],
+  psi_full_avg10: [null],
+  psi_scope: 'none',
+});
+
+test('the agent moves assembled records from the queue to the router: kill with trail and death, pressure with its trail', async () => {
+  // a writable copy of the defaults (the loaded configuration is frozen)
+  const config = structuredClone(loadConfig({ etcDir: path.join(tmp, 'no-etc'), env: {} }).config);
+  config.pipeline.spool.dir = path.join(tmp, 'spool');
+  config.pipeline.batch.max_age_ms = 10;
+  config.metrics.listen = '';
+  config.collectors.oomkill.backfill = false;
+
+  const collector: Collector<RawOomEvent> = {
+    name: 'stand-in',
+    start: async (e) => {
+      hooks.emit = e;
+    },
+    stop: async () => undefined,
+    describe: () => ({ name: 'stand-in', hook: 'fentry', programs: [], unavailable: [] }),
+    lostEvents: () => 0n,
+  };
+  const written: OomRecord[] = [];
+  const sink: Sink = {
+    name: 'mem',
+    write: async (batch) => {
+      written.push(...batch);
+      return { status: 'delivered' };
+    },
+    flush: async () => undefined,
+    close: async () => undefined,
+    healthcheck: async () => ({ healthy: true }),
+  };
+  const trailAsks: Array<[string, number | undefined]> = [];
+  const hooks: { onPressure?: (ev: PressureEvent) => void; emit?: (ev: RawOomEvent) => Promise<void> } = {};
+  const trail: AgentTrail = {
+    start: () => undefined,
+    stop: async () => undefined,
+    trailFor: (cg, killMs) => {
+      trailAsks.push([cg, killMs]);
+      return trailOf(1);
+    },
+    cgroups: () => [],
+    cgroupsVersion: () => 0,
+  };
+  const waits: number[] = [];
+  const reclaim = {
+    running: true,
+    confirmsDeaths: true,
+    start: () => undefined,
+    stop: () => undefined,
+    confirmDeath: async (_tid: number, mark: bigint, maxWaitMs: number) => {
+      waits.push(maxWaitMs);
+      return { markNs: mark, exitNs: mark + 2_000_000n, reapedNs: null };
+    },
+  };
+  const agent = new Agent({
+    config,
+    logger: silentLogger(),
+    collector,
+    sinks: [sink],
+    sources: ['test'],
+    reclaim,
+    trail: (p) => {
+      hooks.onPressure = p;
+      return trail;
+    },
+    deathWaitMs: 321,
+    clock,
+  });
+  assert.ok(hooks.onPressure, 'the trail is built with its pressure receiver');
+  await agent.start();
+  await hooks.emit!(event(4242));
+  hooks.onPressure!({ cgroup: '/lim', bootNs: KILL_BOOT_NS, usageBytes: 95, limitBytes: 100, info: { reasons: ['usage'], usage_ratio: 0.95, psi_some_avg10: null, psi_full_avg10: null, reclaim_stall_ms: null }, trail: trailOf(2) });
+  const deadline = Date.now() + 5000;
+  while (written.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await agent.stop(2000);
+
+  const kill = written.find((r) => r.kind === 'oom_kill')!;
+  assert.ok(kill, 'the kill reached the sink');
+  assert.equal(kill.victim_pid, 4242);
+  assert.equal(kill.time, '2023-11-14T22:13:20.000000000Z', 'dated by the injected clock');
+  assert.deepEqual(trailAsks, [['/lim', BASE_MS]], 'the OOM cgroup trail, cut at the kill time');
+  assert.deepEqual(kill.trail, trailOf(1));
+  assert.equal(kill.victim_exit_latency_ms, 2);
+  assert.equal(kill.victim_reaped_latency_ms, null);
+  assert.deepEqual(waits, [321], 'waited at most deathWaitMs for the death');
+  const pressure = written.find((r) => r.kind === 'memory_pressure')!;
+  assert.ok(pressure, 'the pressure record reached the sink');
+  assert.equal(pressure.oom_cgroup, '/lim');
+  assert.deepEqual(pressure.trail, trailOf(2), 'with the trail the sampler took, not a second look');
+  assert.equal(trailAsks.length, 1);
+  // the kill's journal entry was acked once routed: nothing left to re-emit
+  const journal = await Spool.open({ dir: path.join(config.pipeline.spool.dir, JOURNAL_DIR), fsync: 'never', maxBytes: 0, logger: silentLogger() });
+  const pending: unknown[] = [];
+  for await (const r of journal.pending()) pending.push(r);
+  await journal.close();
+  assert.equal(pending.length, 0);
+  const ledger = fs.readFileSync(path.join(config.pipeline.spool.dir, 'kills.jsonl'), 'utf8');
+  assert.match(ledger, /"p":4242/, 'the kill is in the ledger');
+});
