@@ -405,7 +405,6 @@ describe('clickhouse sink: configuration', () => {
         OOMTRAIL_SINKS_CLICKHOUSE_DATABASE: 'ops',
         OOMTRAIL_SINKS_CLICKHOUSE_TABLE: 'kills',
         OOMTRAIL_SINKS_CLICKHOUSE_USERNAME: 'agent',
-        OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD: 's3cret',
         OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE: '/run/secrets/ch',
         OOMTRAIL_SINKS_CLICKHOUSE_TLS_CA_FILE: '/etc/ca.pem',
         OOMTRAIL_SINKS_CLICKHOUSE_TLS_CERT_FILE: '/etc/c.pem',
@@ -423,7 +422,18 @@ describe('clickhouse sink: configuration', () => {
     assert.equal(c.tls.key_file, '/etc/k.pem');
     assert.equal(c.compression, false);
     assert.equal(c.ttl_days, 0);
-    assert.equal(c.password, 's3cret');
+    assert.equal(c.password_file, '/run/secrets/ch');
+    const env = { OOMTRAIL_SINKS_CLICKHOUSE_ENABLED: 'yes', OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD: 's3cret' };
+    assert.equal(loadConfig({ etcDir: EMPTY, env }).config.sinks.clickhouse.password, 's3cret');
+    // both at once: the sink's check runs at load, naming the key and where it was set, never the password
+    assert.throws(
+      () => loadConfig({ etcDir: EMPTY, env: { ...env, OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE: '/run/secrets/ch' } }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.key === 'sinks.clickhouse.password_file' &&
+        e.env === 'OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE' &&
+        !e.message.includes('s3cret'),
+    );
   });
 
   test('bad values name the key; the password is never echoed', () => {
