@@ -231,7 +231,8 @@ export class LokiSink implements Sink {
       if (a.status === 200) return { healthy: true };
       return { healthy: false, detail: `GET ${READY_PATH}: HTTP ${a.status}: ${a.body.trim().slice(0, 200)}` };
     } catch (err) {
-      return { healthy: false, detail: `GET ${READY_PATH}: ${(err as Error).message}` };
+      // NoAnswer already names the request
+      return { healthy: false, detail: err instanceof NoAnswer ? err.message : `GET ${READY_PATH}: ${(err as Error).message}` };
     }
   }
 
