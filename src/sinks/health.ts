@@ -18,8 +18,8 @@ export async function checkSinks(sinks: readonly Sink[], timeoutMs = HEALTHCHECK
       const t0 = performance.now();
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<{ healthy: false; detail: string }>((resolve) => {
+        // not unref'd: a healthcheck pending on nothing but this timer must still get its verdict
         timer = setTimeout(() => resolve({ healthy: false, detail: `no answer within ${timeoutMs} ms` }), timeoutMs);
-        timer.unref();
       });
       const h = await Promise.race([
         sink.healthcheck().catch((err: unknown) => ({ healthy: false, detail: err instanceof Error ? err.message : String(err) })),
