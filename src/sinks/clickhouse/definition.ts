@@ -11,14 +11,14 @@ export interface ClickHouseSinkDeps extends SinkDeps {
 }
 
 function check(config: ClickHouseSinkConfig): KeyProblem[] {
-  const problems: KeyProblem[] = [];
-  const problem = (key: string, message: string): void => void problems.push({ key: `${KEY}.${key}`, message });
+  const p = new StartProblems(KEY);
+  const problem = p.add.bind(p);
   if (config.password_file !== '' && config.password !== '') problem('password_file', 'set either password or password_file, not both');
   const { ca_file, cert_file, key_file } = config.tls;
   if ((ca_file || cert_file || key_file) && !config.url.startsWith('https:')) problem('tls.ca_file', 'tls files need an https:// url');
   if ((cert_file === '') !== (key_file === '')) problem('tls.cert_file', 'cert_file and key_file go together');
   if (cert_file && !ca_file) problem('tls.ca_file', 'mutual TLS (cert_file) needs ca_file too');
-  return problems;
+  return p.problems;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { natural, noControl, nonEmptyString, oneOf, positive } from '../../config/formats';
 import type { KeyProblem } from '../../config/errors';
 import type { ConfigSchema } from '../sink';
+import { StartProblems } from '../secret';
 
 /** `sinks.kafka.*`: see docs/kafka.md (message contract, delivery guarantees) and config/default.yaml for each key. */
 export interface KafkaSinkConfig {
@@ -161,19 +162,18 @@ export const kafkaConfigSchema: ConfigSchema<KafkaSinkConfig> = {
 
 /** Cross-key checks (no I/O). Messages never hold a secret. */
 export function checkKafkaConfig(c: KafkaSinkConfig): KeyProblem[] {
-  const problems: KeyProblem[] = [];
-  const problem = (key: string, message: string): void => void problems.push({ key: `sinks.kafka.${key}`, message });
+  const p = new StartProblems('sinks.kafka');
   try {
     parseBrokers(c.brokers);
   } catch (err) {
-    problem('brokers', (err as Error).message);
+    p.add('brokers', (err as Error).message);
   }
   if (c.sasl.mechanism !== 'none') {
-    if (c.sasl.username.trim() === '') problem('sasl.username', `is required with sasl.mechanism ${c.sasl.mechanism}`);
-    if (c.sasl.password_file === '') problem('sasl.password_file', `is required with sasl.mechanism ${c.sasl.mechanism}`);
+    if (c.sasl.username.trim() === '') p.add('sasl.username', `is required with sasl.mechanism ${c.sasl.mechanism}`);
+    if (c.sasl.password_file === '') p.add('sasl.password_file', `is required with sasl.mechanism ${c.sasl.mechanism}`);
   }
   const { ca_file, cert_file, key_file } = c.tls;
-  if ((ca_file || cert_file || key_file) && !c.tls.enabled) problem('tls.enabled', 'tls files are set but tls.enabled is false');
-  if ((cert_file === '') !== (key_file === '')) problem('tls.cert_file', 'cert_file and key_file go together');
-  return problems;
+  if ((ca_file || cert_file || key_file) && !c.tls.enabled) p.add('tls.enabled', 'tls files are set but tls.enabled is false');
+  if ((cert_file === '') !== (key_file === '')) p.add('tls.cert_file', 'cert_file and key_file go together');
+  return p.problems;
 }

@@ -1,6 +1,7 @@
 import { httpUrl, noControl, positive } from '../../config/formats';
 import type { KeyProblem } from '../../config/errors';
 import type { ConfigSchema } from '../sink';
+import { StartProblems } from '../secret';
 
 /** `sinks.loki.*`: see docs/loki.md for the stream design and config/default.yaml for each key. */
 export interface LokiSinkConfig {
@@ -203,8 +204,8 @@ export const lokiConfigSchema: ConfigSchema<LokiSinkConfig> = {
 
 /** Cross-key checks the schema's per-key formats cannot do (no I/O). Messages never contain a secret. */
 export function checkLokiConfig(config: LokiSinkConfig): KeyProblem[] {
-  const problems: KeyProblem[] = [];
-  const problem = (key: string, message: string): void => void problems.push({ key: `sinks.loki.${key}`, message });
+  const p = new StartProblems('sinks.loki');
+  const problem = p.add.bind(p);
   if (config.basic_auth_user && !config.basic_auth_password_file) problem('basic_auth_user', 'needs sinks.loki.basic_auth_password_file');
   if (!config.basic_auth_user && config.basic_auth_password_file) problem('basic_auth_password_file', 'needs sinks.loki.basic_auth_user');
   if (config.basic_auth_user && config.bearer_token_file) problem('bearer_token_file', 'set basic auth or a bearer token, not both');
@@ -216,5 +217,5 @@ export function checkLokiConfig(config: LokiSinkConfig): KeyProblem[] {
   } catch (err) {
     problem('labels', (err as Error).message);
   }
-  return problems;
+  return p.problems;
 }
