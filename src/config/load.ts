@@ -76,7 +76,7 @@ export function effectiveHostName(config: AppConfig): string {
   return config.host.name || os.hostname();
 }
 
-// ---- the generic loader (any convict schema; sinks will contribute parts of the schema later) -------------------
+// ---- the generic loader (any convict schema; the sinks' parts are assembled in schema.ts from their registry) ----
 
 type Kind = 'number' | 'boolean' | 'string' | 'other';
 
