@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from '../config/load';
+import { loadConfig } from '../config/load';
+import { ConfigError } from '../config/errors';
 import { MetricsError } from '../observe/metrics';
 import type { AppConfig } from '../config/schema';
 import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
@@ -9,6 +10,7 @@ import { agentVersion } from '../host/facts';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
+import { checkSinks, formatSinkHealth, logSinkHealth } from '../sinks/health';
 import { loadLibBpf } from '../bpf/libbpf';
 import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
 import { runDemo } from './demo';
@@ -19,10 +21,13 @@ const USAGE = `usage: oomtrail <command> [options]
 commands:
   run   [--config FILE]            capture OOM kills until SIGINT/SIGTERM, then flush and exit 0
   check [--config FILE] [--json]   what this kernel offers and which hook run would use
+  check --sinks [--config FILE] [--json]
+                                   whether each enabled sink answers its healthcheck now (exit 69 if one does not)
   demo  [--config FILE] [--json]   cause one contained OOM kill (root) and print its record
   relay [--config FILE]            consume sinks.kafka.topic into sinks.clickhouse (the fleet path, docs/kafka.md)
 
-exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook, 78 configuration error (incl. spool dir in use)`;
+exit codes: 0 ok, 1 runtime failure, 2 usage, 69 no usable OOM hook (check --sinks: a sink unreachable),
+            78 configuration error (incl. spool dir in use)`;
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, UNAVAILABLE: EXIT_UNAVAILABLE, CONFIG: 78 } as const;
 
@@ -30,13 +35,14 @@ interface Args {
   command: string;
   config?: string;
   json: boolean;
+  sinks: boolean;
 }
 
 function parseArgs(argv: string[]): Args | string {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') return 'help';
   if (command === '--version' || command === 'version') return 'version';
-  const args: Args = { command, json: false };
+  const args: Args = { command, json: false, sinks: false };
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
     if (a === '--config' || a === '-c') {
@@ -44,6 +50,7 @@ function parseArgs(argv: string[]): Args | string {
       args.config = rest[++i];
     } else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
     else if (a === '--json' && command !== 'run') args.json = true;
+    else if (a === '--sinks' && command === 'check') args.sinks = true;
     else return `unknown option ${a} for ${command}`;
   }
   if (!['run', 'check', 'demo', 'relay'].includes(command)) return `unknown command ${command}`;
@@ -55,6 +62,35 @@ function load(args: Args): { config: AppConfig; sources: string[]; logger: Logge
   const logger = createLogger(config.log.level, config.log.format);
   for (const w of warnings) logger.warn(`config: ${w}`);
   return { config, sources, logger };
+}
+
+function requireSink(config: AppConfig): void {
+  if (!Object.values(config.sinks).some((s) => s.enabled)) {
+    throw new ConfigError([
+      { code: 'CONFIG_INVALID', key: 'sinks', message: 'sinks: every sink is disabled, so OOM kills would be captured into nothing; enable at least one sinks.<name>.enabled' },
+    ]);
+  }
+}
+
+/** How long `check --sinks` waits for the sinks to close after their healthchecks. */
+const CLOSE_WAIT_MS = 2000;
+
+/**
+ * `oomtrail check --sinks`: builds the enabled sinks as `run` would (a bad setting exits 78 naming the key) and
+ * prints each one's healthcheck. Exit 0 when every enabled sink answers, 69 (EX_UNAVAILABLE) when one does not:
+ * `run` would still start and spool its records, but a deployment check should not pass.
+ */
+async function checkSinksCommand(args: Args, config: AppConfig, logger: Logger): Promise<number> {
+  requireSink(config);
+  const sinks = createSinks(config, logger);
+  const results = await checkSinks(sinks);
+  process.stdout.write(args.json ? JSON.stringify({ sinks: results, ok: results.every((r) => r.healthy) }) + '\n' : formatSinkHealth(results));
+  const wait = new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref());
+  await Promise.race([Promise.allSettled(sinks.map((s) => s.close())), wait]);
+  const code = results.every((r) => r.healthy) ? EXIT.OK : EXIT.UNAVAILABLE;
+  // a client still retrying a connection (kafkajs) would hold the exit: fires only if something is left running
+  setTimeout(() => process.exit(code), 100).unref();
+  return code;
 }
 
 /** How long past `shutdown.deadline_ms` a stop may run before the process terminates itself. */
@@ -79,12 +115,7 @@ async function run(args: Args): Promise<number> {
     logger.error('collectors.oomkill.enabled is false: no collector to run');
     return EXIT.CONFIG;
   }
-  const enabled = Object.values(config.sinks).filter((s) => s.enabled).length;
-  if (enabled === 0) {
-    throw new ConfigError([
-      { code: 'CONFIG_INVALID', key: 'sinks', message: 'sinks: every sink is disabled, so OOM kills would be captured into nothing; enable at least one sinks.<name>.enabled' },
-    ]);
-  }
+  requireSink(config);
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
   const sinks = createSinks(config, logger);
@@ -104,6 +135,7 @@ async function run(args: Args): Promise<number> {
     deathWaitMs: config.collectors.reclaim.death_wait_ms,
   });
   await agent.start();
+  void logSinkHealth(sinks, logger); // logged, never fatal, not awaited: the spool covers an unreachable sink
   // loading the BPF objects parsed the kernel's BTF (~10 MB of malloc'd memory, freed but kept by
   // glibc in the main heap): give it back once, or it stays in the idle agent's RSS for good
   setTimeout(() => loadLibBpf().mallocTrim?.(), 2000).unref();
@@ -154,6 +186,7 @@ async function main(argv: string[]): Promise<number> {
   if (args.command === 'run') return run(args);
   const { config, logger } = load(args);
   if (args.command === 'relay') return (await import('../relay/relay')).runRelay(config, logger);
+  if (args.command === 'check' && args.sinks) return checkSinksCommand(args, config, logger);
   if (args.command === 'check') {
     const report = runCheck(logger, config.collectors.oomkill.hook, config);
     process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));

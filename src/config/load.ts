@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import convict from 'convict';
 import yaml from 'js-yaml';
+import { ConfigError, type ConfigProblem } from './errors';
+import { redactUrl } from './formats';
 import { crossCheck, schema as appSchema, type AppConfig } from './schema';
 
 /**
@@ -24,52 +26,8 @@ import { crossCheck, schema as appSchema, type AppConfig } from './schema';
  *   (a misspelt password key is still a password), and parse errors never quote the file's text.
  */
 
-export type ConfigErrorCode =
-  | 'CONFIG_UNKNOWN_KEY'
-  | 'CONFIG_INVALID'
-  | 'CONFIG_UNREADABLE'
-  | 'CONFIG_PARSE'
-  | 'CONFIG_AMBIGUOUS';
-
-export interface ConfigProblem {
-  code: ConfigErrorCode;
-  /** Dotted key path, when the problem is about one key. */
-  key?: string;
-  /** The file the offending value (or the failure) came from. */
-  file?: string;
-  /** The environment variable the offending value came from. */
-  env?: string;
-  /** One line naming the source and the key; never a sensitive value. */
-  message: string;
-}
-
-/** Any configuration failure. Not retriable: the process should exit with EX_CONFIG (78). */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  readonly code: ConfigErrorCode;
-  readonly retriable = false as const;
-  readonly exitCode = 78 as const;
-  readonly key?: string;
-  readonly file?: string;
-  readonly env?: string;
-  /** Every problem found; the fields above are those of the first. */
-  readonly problems: readonly ConfigProblem[];
-
-  constructor(problems: readonly ConfigProblem[]) {
-    const first = problems[0];
-    if (!first) throw new TypeError('ConfigError needs at least one problem');
-    super(
-      problems.length === 1
-        ? first.message
-        : `${problems.length} configuration problems:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`,
-    );
-    this.code = first.code;
-    if (first.key !== undefined) this.key = first.key;
-    if (first.file !== undefined) this.file = first.file;
-    if (first.env !== undefined) this.env = first.env;
-    this.problems = Object.freeze([...problems]);
-  }
-}
+export { ConfigError, type ConfigErrorCode, type ConfigProblem } from './errors';
+export { redactUrl } from './formats';
 
 export const DEFAULT_ETC_DIR = '/etc/oomtrail';
 export const CONFIG_FILE_NAMES: readonly string[] = ['config.yaml', 'config.yml', 'config.json'];
@@ -118,7 +76,7 @@ export function effectiveHostName(config: AppConfig): string {
   return config.host.name || os.hostname();
 }
 
-// ---- the generic loader (any convict schema; sinks will contribute parts of the schema later) -------------------
+// ---- the generic loader (any convict schema; the sinks' parts are assembled in schema.ts from their registry) ----
 
 type Kind = 'number' | 'boolean' | 'string' | 'other';
 
@@ -425,21 +383,6 @@ function convictProblem(line: string, origins: Map<string, Origin>): ConfigProbl
   const shown = /^(.*): value was "(.*)"$/s.exec(reason);
   if (shown && /(^|[._])url$/.test(key)) reason = `${shown[1]}: value was "${redactUrl(shown[2]!)}"`;
   return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${reason}` };
-}
-
-/**
- * `scheme://host[:port]`, plus `/…` when the URL has more (path, query, fragment): never its userinfo, nor a
- * path that may be a token (Slack/Teams-style webhook URLs). Text that is not a URL prints as `…`.
- */
-export function redactUrl(text: string): string {
-  try {
-    const u = new URL(text);
-    if (!u.host) return '…';
-    const more = (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '';
-    return `${u.protocol}//${u.host}${more ? '/…' : ''}`;
-  } catch {
-    return '…';
-  }
 }
 
 function where(origin: Origin | undefined): string {

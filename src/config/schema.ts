@@ -1,9 +1,9 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
-import { clickhouseConfigSchema, type ClickHouseSinkConfig } from '../sinks/clickhouse/config';
-import { kafkaConfigSchema, type KafkaSinkConfig } from '../sinks/kafka/config';
-import { checkLokiConfig, lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
-import { checkWebhookConfig, webhookConfigSchema, type WebhookSinkConfig } from '../sinks/webhook/config';
+import { enabledSinks, SINKS, type SinksConfig } from '../sinks/registry';
+import { natural, nonEmptyString, positive } from './formats';
+
+export { natural, nonEmptyString, positive };
 
 /**
  * The configuration schema. Every key has a default, a doc line, and an env var named
@@ -38,14 +38,8 @@ export interface AppConfig {
   };
   trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number };
   pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
-  sinks: {
-    console: { enabled: boolean; format: OutputFormat };
-    file: { enabled: boolean; path: string };
-    clickhouse: ClickHouseSinkConfig;
-    kafka: KafkaSinkConfig;
-    loki: LokiSinkConfig;
-    webhook: WebhookSinkConfig;
-  };
+  /** One part per sink in the registry (src/sinks/registry.ts). */
+  sinks: SinksConfig;
   pipeline: {
     queue: { capacity: number; overflow: OverflowPolicy };
     batch: { max_events: number; max_bytes: number; max_age_ms: number };
@@ -60,21 +54,6 @@ export interface AppConfig {
 }
 
 // ---- formats -------------------------------------------------------------------------------------------------
-
-/** Integer ≥ 0 that survives a round trip through a double (convict's `nat` accepts 1e300). */
-export function natural(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw new Error('must be an integer >= 0');
-}
-
-/** Integer > 0: sizes and counts where 0 would mean "never flush" or "hold nothing". */
-export function positive(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
-}
-
-export function nonEmptyString(x: unknown): void {
-  if (typeof x !== 'string' || x.trim() === '') throw new Error('must be a non-empty string');
-  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
-}
 
 /** '' (use os.hostname()) or a name without control characters. */
 export function hostName(x: unknown): void {
@@ -255,41 +234,8 @@ export const schema: convict.Schema<AppConfig> = {
       env: 'OOMTRAIL_PRESSURE_MIN_INTERVAL_MS',
     },
   },
-  sinks: {
-    console: {
-      enabled: {
-        doc: 'Write each record to stdout.',
-        format: Boolean,
-        default: true,
-        env: 'OOMTRAIL_SINKS_CONSOLE_ENABLED',
-      },
-      format: {
-        doc: 'Console record format: text (one readable line) or json (one JSON object per line).',
-        format: [...OUTPUT_FORMATS],
-        default: 'text',
-        env: 'OOMTRAIL_SINKS_CONSOLE_FORMAT',
-      },
-    },
-    file: {
-      enabled: {
-        doc: 'Append each record as one JSON line to sinks.file.path.',
-        format: Boolean,
-        default: true,
-        env: 'OOMTRAIL_SINKS_FILE_ENABLED',
-      },
-      path: {
-        doc: 'JSON-lines file the file sink appends to.',
-        format: nonEmptyString,
-        default: '/var/lib/oomtrail/events.jsonl',
-        env: 'OOMTRAIL_SINKS_FILE_PATH',
-      },
-    },
-    // each network sink owns its schema part, beside its code
-    clickhouse: clickhouseConfigSchema,
-    kafka: kafkaConfigSchema,
-    loki: lokiConfigSchema,
-    webhook: webhookConfigSchema,
-  },
+  // each sink owns its part, beside its code (src/sinks/<name>/definition.ts)
+  sinks: Object.fromEntries(Object.entries(SINKS).map(([name, d]) => [name, d.schema])) as unknown as convict.Schema<SinksConfig>,
   pipeline: {
     queue: {
       capacity: {
@@ -429,7 +375,6 @@ export function crossCheck(config: AppConfig): Array<{ key: string; message: str
       message: `must be >= pipeline.retry.initial_ms (${config.pipeline.retry.initial_ms})`,
     });
   }
-  if (config.sinks.loki.enabled) for (const message of checkLokiConfig(config.sinks.loki)) problems.push({ key: 'sinks.loki', message });
-  for (const message of checkWebhookConfig(config.sinks.webhook)) problems.push({ key: 'sinks.webhook', message });
+  for (const { definition, config: c } of enabledSinks(config.sinks)) problems.push(...definition.check(c as never));
   return problems;
 }

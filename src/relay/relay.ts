@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Kafka, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type KafkaMessage } from 'kafkajs';
-import { ConfigError } from '../config/load';
+import { ConfigError } from '../config/errors';
 import type { AppConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
 import type { OomRecord } from '../record/record';
 import { createClickHouseSink } from '../sinks/clickhouse';
-import { createKafkaSink, retrySettings } from '../sinks/kafka';
+import { kafkaClientConfig } from '../sinks/kafka/client';
+import { retrySettings } from '../sinks/kafka/retry';
 import type { KafkaSinkConfig } from '../sinks/kafka/config';
 import type { Sink, WriteResult } from '../sinks/sink';
 
@@ -99,10 +100,8 @@ export class Relay {
     const c = opts.kafka;
     this.groupId = opts.groupId ?? `${c.client_id}-relay`;
     this.deadLetterPath = opts.deadLetterPath;
-    // the sink's factory checks brokers, SASL and TLS files (exit 78 on bad ones); reuse its parsed client settings
-    const sinkForConfig = createKafkaSink(c, { logger: opts.logger });
-    const kc: KafkaConfig = sinkForConfig.kafkaConfig;
-    void sinkForConfig.close();
+    // the sink's client settings: brokers, SASL and TLS files checked the same way (exit 78 on bad ones)
+    const kc: KafkaConfig = kafkaClientConfig(c, opts.logger);
     const kafka = new Kafka({ ...kc, clientId: `${c.client_id}-relay`, logLevel: logLevel.WARN });
     this.consumer = kafka.consumer({
       groupId: this.groupId,

@@ -1,29 +1,36 @@
-import type { AppConfig } from '../config/schema';
-import type { Sink } from './sink';
 import type { Logger } from '../observe/logger';
-import { ConsoleSink } from './console/sink';
-import { FileSink } from './file/sink';
+import type { Sink, SinkDefinition } from './sink';
+import { definition as console } from './console/definition';
+import { definition as file } from './file/definition';
+import { definition as clickhouse } from './clickhouse/definition';
+import { definition as kafka } from './kafka/definition';
+import { definition as loki } from './loki/definition';
+import { definition as webhook } from './webhook/definition';
 
-// The network sinks are required only when enabled: their client libraries (@clickhouse/client,
-// kafkajs, protobufjs + snappy) cost ~10-20 MB of heap and code each in an agent that does not use them.
-/* eslint-disable @typescript-eslint/no-require-imports */
-const clickhouse = (): typeof import('./clickhouse') => require('./clickhouse');
-const kafka = (): typeof import('./kafka') => require('./kafka');
-const loki = (): typeof import('./loki') => require('./loki');
-const webhook = (): typeof import('./webhook') => require('./webhook');
+/**
+ * Every sink, in the order records are routed to them. Adding a sink = one folder under src/sinks/ whose
+ * `definition.ts` exports a SinkDefinition, and one line here: its schema part, checks and factory follow.
+ * The definitions are light; a network sink's client library is required by its `create` only.
+ */
+export const SINKS = { console, file, clickhouse, kafka, loki, webhook } as const;
 
-/** Adding a sink = one folder under src/sinks/ and one line here. */
-const FACTORIES: Record<string, (config: AppConfig, logger: Logger) => Sink | null> = {
-  console: (c) => (c.sinks.console.enabled ? new ConsoleSink({ format: c.sinks.console.format }) : null),
-  file: (c) => (c.sinks.file.enabled ? new FileSink({ path: c.sinks.file.path }) : null),
-  clickhouse: (c, logger) => (c.sinks.clickhouse.enabled ? clickhouse().createClickHouseSink(c.sinks.clickhouse, { logger }) : null),
-  kafka: (c, logger) => (c.sinks.kafka.enabled ? kafka().createKafkaSink(c.sinks.kafka, { logger }) : null),
-  loki: (c, logger) => (c.sinks.loki.enabled ? loki().createLokiSink(c.sinks.loki, { logger }) : null),
-  webhook: (c) => (c.sinks.webhook.enabled ? webhook().createWebhookSink(c.sinks.webhook) : null),
-};
+type ConfigOf<D> = D extends SinkDefinition<infer C> ? C : never;
 
-export function createSinks(config: AppConfig, logger: Logger): Sink[] {
-  return Object.values(FACTORIES)
-    .map((make) => make(config, logger))
-    .filter((s): s is Sink => s !== null);
+/** `sinks.*` of the configuration, one part per registered sink. */
+export type SinksConfig = { [N in keyof typeof SINKS]: ConfigOf<(typeof SINKS)[N]> };
+
+export type SinkName = keyof typeof SINKS;
+
+const entries = (): Array<[SinkName, SinkDefinition]> => Object.entries(SINKS) as Array<[SinkName, SinkDefinition]>;
+
+/** The enabled sinks' definitions with their configuration. */
+export function enabledSinks(sinks: SinksConfig): Array<{ definition: SinkDefinition; config: { enabled: boolean } }> {
+  return entries()
+    .map(([name, definition]) => ({ definition, config: sinks[name] as { enabled: boolean } }))
+    .filter(({ config }) => config.enabled);
+}
+
+/** Builds every enabled sink; throws ConfigError (exit 78) naming the key of the first bad one. */
+export function createSinks(config: { sinks: SinksConfig }, logger: Logger): Sink[] {
+  return enabledSinks(config.sinks).map(({ definition, config: c }) => definition.create(c, { logger }));
 }

@@ -1,3 +1,5 @@
+import type { KeyProblem } from '../config/errors';
+import type { Logger } from '../observe/logger';
 import type { OomRecord } from '../record/record';
 
 /** A record of a batch that the destination refused for good, with the destination's reason. */
@@ -31,4 +33,41 @@ export interface Sink {
   healthcheck(): Promise<HealthStatus>;
   /** Reopen local files before the next write (SIGHUP, after log rotation). Sinks without files leave it out. */
   reopen?(): void;
+}
+
+/** One key of a schema part, in the form convict takes (`format` throws a message without the value). */
+export type ConfigKey<T> = {
+  doc: string;
+  format: BooleanConstructor | StringConstructor | string[] | ((x: unknown) => void);
+  default: T;
+  /** `OOMTRAIL_` + the key path upper-cased, `.` → `_` (config.test.ts holds the rule). */
+  env: string;
+  /** The loader never prints the value. */
+  sensitive?: boolean;
+};
+
+/** A sink's part of the configuration schema (`sinks.<name>.*`); declared here so a sink needs no convict import. */
+export type ConfigSchema<C> = { [K in keyof C]: C[K] extends string | number | boolean ? ConfigKey<C[K]> : ConfigSchema<C[K]> };
+
+export interface SinkDeps {
+  logger: Logger;
+}
+
+/**
+ * What every sink folder exports (its `definition.ts`), and all the registry needs: adding a sink is one folder and
+ * one line in registry.ts. The definition module stays light (schema and checks only); `create` loads the sink's
+ * client library when the sink is enabled.
+ */
+export interface SinkDefinition<C extends { enabled: boolean } = { enabled: boolean }> {
+  /** The key under `sinks.` and the sink's name in metrics and logs. */
+  readonly name: string;
+  /** `sinks.<name>.*`, assembled into the configuration schema by config/schema.ts. */
+  readonly schema: ConfigSchema<C>;
+  /**
+   * Checks across keys, without I/O: run by the loader for an enabled sink, so a mistake exits 78 naming the key
+   * and where it was set. Messages never hold a secret.
+   */
+  check(config: C): KeyProblem[];
+  /** Builds the sink: check, then the files it needs read now; throws ConfigError naming the key. */
+  create(config: C, deps: SinkDeps): Sink;
 }

@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  authFailure,
   classifyResponse,
   classifyThrown,
   parseCode,
@@ -148,5 +149,22 @@ describe('clickhouse errors: thrown', () => {
   test('an unparsed 18.16 error (the client left code/type undefined)', () => {
     assert.equal(classifyThrown(new Error(OLD.wrongPassword)).class, 'operator');
     assert.equal(classifyThrown(new Error(OLD.parse)).class, 'data');
+  });
+});
+
+describe('clickhouse errors: the one authentication list', () => {
+  test('192/193/194/516 are the credentials, 195 is the host; all need an operator; 497 is a permission, not auth', () => {
+    for (const code of [192, 193, 194, 516]) {
+      assert.equal(authFailure({ code, reason: '' }), 'credentials', String(code));
+      assert.equal(classifyResponse(401, `Code: ${code}. DB::Exception: x`).class, 'operator');
+    }
+    assert.equal(authFailure({ code: 195, reason: 'Authentication failed' }), 'host', 'the code wins over the text');
+    assert.equal(classifyResponse(403, 'Code: 195. DB::Exception: x').class, 'operator');
+    assert.equal(authFailure({ code: 497, reason: 'ACCESS_DENIED' }), undefined);
+    assert.equal(authFailure({ code: 60, reason: 'password' }), undefined, 'a known other code is not auth');
+    // no code (a proxy, an old server's unparsed text): the text decides
+    assert.equal(authFailure({ reason: 'HTTP 403: User default is not allowed to connect from address 10.1.2.3' }), 'host');
+    assert.equal(authFailure({ reason: 'HTTP 401: Unauthorized' }), 'credentials');
+    assert.equal(authFailure({ reason: 'HTTP 500: boom' }), undefined);
   });
 });

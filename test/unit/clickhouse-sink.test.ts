@@ -336,6 +336,31 @@ describe('clickhouse sink: answers', () => {
     }
   });
 
+  test('195 IP_ADDRESS_NOT_ALLOWED: the hint names the host rule, not the password; password_file is not re-read', async () => {
+    const file = path.join(tmp, 'pw195');
+    fs.writeFileSync(file, 'first-secret\n');
+    const srv = await scripted(() => ({
+      status: 403,
+      body: 'Code: 195. DB::Exception: default: Authentication failed: User default is not allowed to connect from address 10.1.2.3. (IP_ADDRESS_NOT_ALLOWED) (version 26.9.2.1)\n',
+    }));
+    const { logger, lines } = memoryLogger();
+    const sink = createClickHouseSink(config({ url: srv.url, password_file: file, config_error_retry_ms: 777 }), { logger });
+    try {
+      const r = await sink.write([sampleRecord()]);
+      assert.ok(r.status === 'retryable' && r.afterMs === 777, JSON.stringify(r));
+      fs.writeFileSync(file, 'second-secret\n');
+      await sink.write([sampleRecord()]);
+      const errors = lines.filter((l) => l.startsWith('error'));
+      assert.equal(errors.length, 1, errors.join(''));
+      assert.match(errors[0]!, /does not let this user connect from this host's address/);
+      assert.doesNotMatch(errors[0]!, /password/);
+      assert.ok(!lines.some((l) => l.includes('password_file changed')), 'a new password cannot fix the host rule: no reconnect');
+    } finally {
+      await sink.close();
+      await srv.close();
+    }
+  });
+
   test('nobody listening: retryable, the reason names the error, never the password', async () => {
     const srv = await scripted(() => ({}));
     const url = srv.url;
@@ -405,7 +430,6 @@ describe('clickhouse sink: configuration', () => {
         OOMTRAIL_SINKS_CLICKHOUSE_DATABASE: 'ops',
         OOMTRAIL_SINKS_CLICKHOUSE_TABLE: 'kills',
         OOMTRAIL_SINKS_CLICKHOUSE_USERNAME: 'agent',
-        OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD: 's3cret',
         OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE: '/run/secrets/ch',
         OOMTRAIL_SINKS_CLICKHOUSE_TLS_CA_FILE: '/etc/ca.pem',
         OOMTRAIL_SINKS_CLICKHOUSE_TLS_CERT_FILE: '/etc/c.pem',
@@ -423,7 +447,18 @@ describe('clickhouse sink: configuration', () => {
     assert.equal(c.tls.key_file, '/etc/k.pem');
     assert.equal(c.compression, false);
     assert.equal(c.ttl_days, 0);
-    assert.equal(c.password, 's3cret');
+    assert.equal(c.password_file, '/run/secrets/ch');
+    const env = { OOMTRAIL_SINKS_CLICKHOUSE_ENABLED: 'yes', OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD: 's3cret' };
+    assert.equal(loadConfig({ etcDir: EMPTY, env }).config.sinks.clickhouse.password, 's3cret');
+    // both at once: the sink's check runs at load, naming the key and where it was set, never the password
+    assert.throws(
+      () => loadConfig({ etcDir: EMPTY, env: { ...env, OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE: '/run/secrets/ch' } }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.key === 'sinks.clickhouse.password_file' &&
+        e.env === 'OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE' &&
+        !e.message.includes('s3cret'),
+    );
   });
 
   test('bad values name the key; the password is never echoed', () => {

@@ -4,7 +4,7 @@ import { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetrie
 import { classifyKafkaError } from '../../src/sinks/kafka/errors';
 import { chunkBySize, encodeMessage } from '../../src/sinks/kafka/encoder';
 import { parseBrokers } from '../../src/sinks/kafka/config';
-import { retrySettings } from '../../src/sinks/kafka/sink';
+import { retrySettings } from '../../src/sinks/kafka/retry';
 import { encodeRecordJson } from '../../src/record/json';
 import type { OomRecord } from '../../src/record/record';
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import winston from 'winston';
 import Transport from 'winston-transport';
 import { LokiSink } from '../../src/sinks/loki/sink';
-import { LokiConfigError, type LokiSinkConfig } from '../../src/sinks/loki/config';
+import type { LokiSinkConfig } from '../../src/sinks/loki/config';
 import { ConfigError, loadConfig } from '../../src/config/load';
 import { decodePush } from '../servers/loki/proxy';
 import { lokiConfig, makeRecord } from '../servers/loki/records';
@@ -211,8 +211,12 @@ describe('loki sink (scripted server)', () => {
 
   test('configuration mistakes are refused at start', () => {
     const base = lokiConfig('http://127.0.0.1:3100');
-    assert.throws(() => new LokiSink({ ...base, basic_auth_user: 'u' }), LokiConfigError);
-    assert.throws(() => new LokiSink({ ...base, basic_auth_user: 'u', basic_auth_password_file: '/x', bearer_token_file: '/y' }), LokiConfigError);
+    // the one ConfigError (exit 78), naming the key
+    assert.throws(() => new LokiSink({ ...base, basic_auth_user: 'u' }), (e: unknown) => e instanceof ConfigError && e.key === 'sinks.loki.basic_auth_user');
+    assert.throws(
+      () => new LokiSink({ ...base, basic_auth_user: 'u', basic_auth_password_file: '/x', bearer_token_file: '/y' }),
+      (e: unknown) => e instanceof ConfigError && e.key === 'sinks.loki.bearer_token_file',
+    );
     assert.throws(() => new LokiSink({ ...base, tls: { ...base.tls, insecure_skip_verify: true } }), /not https/);
     assert.throws(() => new LokiSink({ ...base, labels: 'host=x' }), /set by the sink itself/);
   });

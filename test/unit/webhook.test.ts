@@ -60,7 +60,7 @@ describe('webhook: bodies', () => {
 
 describe('webhook: config', () => {
   test('url required when enabled; credentials in the url refused; labels parsed', () => {
-    assert.deepEqual(checkWebhookConfig(config({ url: '' })), ['sinks.webhook.url is required when sinks.webhook.enabled is true']);
+    assert.deepEqual(checkWebhookConfig(config({ url: '' })), [{ key: 'sinks.webhook.url', message: 'is required when sinks.webhook.enabled is true' }]);
     assert.deepEqual(checkWebhookConfig(config({ enabled: false, url: '' })), []);
     const c = convict(webhookConfigSchema);
     c.load({ url: 'http://u:p@h/x' });

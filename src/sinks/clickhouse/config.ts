@@ -1,4 +1,5 @@
-import type convict from 'convict';
+import { httpUrl, natural, noControl, nonEmptyString, positive } from '../../config/formats';
+import type { ConfigSchema } from '../sink';
 
 /** `sinks.clickhouse.*`. Every key has an env var `OOMTRAIL_SINKS_CLICKHOUSE_<KEY>` (`tls.ca_file` → `..._TLS_CA_FILE`). */
 export interface ClickHouseSinkConfig {
@@ -29,38 +30,13 @@ function identifier(x: unknown): void {
 }
 
 /** http(s)://host[:port][/path], without credentials (they belong in username/password, which are never logged). */
-export function clickhouseUrl(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  let u: URL;
-  try {
-    u = new URL(x);
-  } catch {
-    throw new Error('must be a URL such as http://127.0.0.1:8123 or https://ch.example:8443');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('must be an http:// or https:// URL');
-  if (u.username || u.password) throw new Error('must not carry credentials: use username and password (or password_file)');
-  if (u.search || u.hash) throw new Error('must not have a query string or fragment');
-}
+export const clickhouseUrl = httpUrl({
+  credentials: 'username and password (or password_file)',
+  example: 'http://127.0.0.1:8123 or https://ch.example:8443',
+  noQuery: true,
+});
 
-function nat(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw new Error('must be an integer >= 0');
-}
-
-function pos(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
-}
-
-function str(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
-}
-
-function user(x: unknown): void {
-  str(x);
-  if ((x as string).trim() === '') throw new Error('must be a non-empty string');
-}
-
-export const clickhouseConfigSchema: convict.Schema<ClickHouseSinkConfig> = {
+export const clickhouseConfigSchema: ConfigSchema<ClickHouseSinkConfig> = {
   enabled: {
     doc: 'Send records to ClickHouse.',
     format: Boolean,
@@ -87,7 +63,7 @@ export const clickhouseConfigSchema: convict.Schema<ClickHouseSinkConfig> = {
   },
   username: {
     doc: 'ClickHouse user.',
-    format: user,
+    format: nonEmptyString,
     default: 'default',
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_USERNAME',
   },
@@ -100,26 +76,26 @@ export const clickhouseConfigSchema: convict.Schema<ClickHouseSinkConfig> = {
   },
   password_file: {
     doc: "File holding the password (one trailing newline is ignored); read at start and again after an authentication failure. '' = use password.",
-    format: str,
+    format: noControl,
     default: '',
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_PASSWORD_FILE',
   },
   tls: {
     ca_file: {
       doc: "PEM CA bundle that signed the server's certificate (https:// URLs); '' = the system CAs.",
-      format: str,
+      format: noControl,
       default: '',
       env: 'OOMTRAIL_SINKS_CLICKHOUSE_TLS_CA_FILE',
     },
     cert_file: {
       doc: "PEM client certificate for mutual TLS (needs key_file and ca_file); '' = none.",
-      format: str,
+      format: noControl,
       default: '',
       env: 'OOMTRAIL_SINKS_CLICKHOUSE_TLS_CERT_FILE',
     },
     key_file: {
       doc: "PEM private key of cert_file; '' = none.",
-      format: str,
+      format: noControl,
       default: '',
       env: 'OOMTRAIL_SINKS_CLICKHOUSE_TLS_KEY_FILE',
     },
@@ -132,7 +108,7 @@ export const clickhouseConfigSchema: convict.Schema<ClickHouseSinkConfig> = {
   },
   request_timeout_ms: {
     doc: 'Timeout of one HTTP request to ClickHouse (milliseconds); a timed-out insert is retried (deduplicated).',
-    format: pos,
+    format: positive,
     default: 30000,
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_REQUEST_TIMEOUT_MS',
   },
@@ -150,19 +126,19 @@ export const clickhouseConfigSchema: convict.Schema<ClickHouseSinkConfig> = {
   },
   ttl_days: {
     doc: 'Rows are dropped (whole monthly parts, ttl_only_drop_parts) this many days after their time; 0 = keep forever. Applies when the table is created.',
-    format: nat,
+    format: natural,
     default: 365,
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_TTL_DAYS',
   },
   keep_alive_idle_ms: {
     doc: "Idle keep-alive sockets are closed after this long (milliseconds); kept below the server's keep_alive_timeout (lowered automatically if the server announces less); 0 = no keep-alive.",
-    format: nat,
+    format: natural,
     default: 2000,
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_KEEP_ALIVE_IDLE_MS',
   },
   config_error_retry_ms: {
     doc: 'Retry delay after errors only an operator can fix (authentication, permissions, missing table, TLS): records stay spooled, one attempt per this many milliseconds.',
-    format: pos,
+    format: positive,
     default: 60000,
     env: 'OOMTRAIL_SINKS_CLICKHOUSE_CONFIG_ERROR_RETRY_MS',
   },

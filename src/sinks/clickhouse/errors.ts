@@ -34,7 +34,29 @@ export interface Classified {
   row?: number;
 }
 
-const AUTH = new Set([516, 192, 193, 194, 195]);
+/**
+ * Authentication failures, the one list (ClickHouse's ErrorCodes.cpp): 192 UNKNOWN_USER, 193 WRONG_PASSWORD,
+ * 194 REQUIRED_PASSWORD, 516 AUTHENTICATION_FAILED are the credentials (a renewed password_file can fix them);
+ * 195 IP_ADDRESS_NOT_ALLOWED is the host the user connects from (no password helps). All are the operator's.
+ */
+export const CREDENTIAL_CODES: ReadonlySet<number> = new Set([192, 193, 194, 516]);
+export const HOST_DENIED_CODES: ReadonlySet<number> = new Set([195]);
+const AUTH: ReadonlySet<number> = new Set([...CREDENTIAL_CODES, ...HOST_DENIED_CODES]);
+const CREDENTIAL_TEXT = /authentication failed|wrong password|password is incorrect|required password|unknown user|there is no user/i;
+const HOST_DENIED_TEXT = /not allowed to connect|IP_ADDRESS_NOT_ALLOWED/i;
+
+/**
+ * Which kind of authentication failure `c` is, by its code, else (no code: an old server or a proxy) by its text;
+ * undefined when it is none.
+ */
+export function authFailure(c: Pick<Classified, 'code' | 'reason'>): 'credentials' | 'host' | undefined {
+  if (c.code !== undefined && AUTH.has(c.code)) return CREDENTIAL_CODES.has(c.code) ? 'credentials' : 'host';
+  if (c.code !== undefined) return undefined;
+  if (HOST_DENIED_TEXT.test(c.reason)) return 'host';
+  // a proxy's 401 "Unauthorized" or a codeless password message: worth re-reading password_file
+  if (CREDENTIAL_TEXT.test(c.reason) || /auth|password/i.test(c.reason)) return 'credentials';
+  return undefined;
+}
 const PERMISSION = new Set([497, 291, 164]);
 const MISSING = new Set([60, 81]);
 /** Table shape or server capability: the records are fine, the server is not ready for them. */
@@ -90,7 +112,6 @@ export function parseRetryAfter(v: string | string[] | undefined, now = Date.now
   return Number.isFinite(t) ? Math.max(0, t - now) : undefined;
 }
 
-const AUTH_TEXT = /authentication failed|wrong password|password is incorrect|required password|unknown user|there is no user|not allowed to connect|IP_ADDRESS_NOT_ALLOWED/i;
 const PERMISSION_TEXT = /not enough privileges|access denied|ACCESS_DENIED|readonly mode|Cannot execute query in readonly/i;
 const MISSING_TEXT = /(table|database) \S+ (doesn't|does not) exist|unknown table|unknown database/i;
 const DATA_TEXT = /cannot parse|cannot read|type mismatch|incorrect data|syntax error|escape sequence|too large string|cannot convert/i;
@@ -122,7 +143,7 @@ export function classifyResponse(status: number, body: string, headers: Record<s
     if (DATA.has(code)) return out('data');
   }
   // no code, or one not in the tables: the message, then the status
-  if (AUTH_TEXT.test(body) || PERMISSION_TEXT.test(body) || MISSING_TEXT.test(body)) return out('operator');
+  if (CREDENTIAL_TEXT.test(body) || HOST_DENIED_TEXT.test(body) || PERMISSION_TEXT.test(body) || MISSING_TEXT.test(body)) return out('operator');
   if (status === 401 || status === 403 || status === 407 || status === 404) return out('operator');
   if (status === 408 || status >= 500 || status < 400) return out('transient');
   if (DATA_TEXT.test(body)) return out('data');

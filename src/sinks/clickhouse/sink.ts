@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
@@ -8,7 +7,7 @@ import type { Logger } from '../../observe/logger';
 import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
 import type { ClickHouseSinkConfig } from './config';
 import { dedupToken, encodeBatch } from './encoder';
-import { classifyResponse, classifyThrown, type Classified } from './errors';
+import { authFailure, classifyResponse, classifyThrown, type Classified } from './errors';
 import { MIGRATIONS, migrate, tableRef, type Migration, type MigrationResult } from './schema';
 
 const gzip = promisify(zlib.gzip);
@@ -244,8 +243,8 @@ export class ClickHouseSink implements Sink {
       case 'operator': {
         const afterMs = this.opts.config.config_error_retry_ms;
         this.logOperatorError(reason, afterMs, c);
-        if (c.code !== undefined && [516, 192, 193, 194].includes(c.code)) this.maybeRereadPassword();
-        else if (/auth|password/i.test(c.reason)) this.maybeRereadPassword();
+        // a renewed password_file can fix bad credentials, not a host the user may not connect from (195)
+        if (authFailure(c) === 'credentials') this.maybeRereadPassword();
         return { status: 'retryable', reason, afterMs };
       }
     }
@@ -258,9 +257,11 @@ export class ClickHouseSink implements Sink {
     if (last && last.reason === reason && now - last.at < 600_000) return;
     this.lastLoggedFailure = { reason, at: now };
     const hint =
-      c.code !== undefined && [516, 192, 193, 194, 195].includes(c.code)
+      authFailure(c) === 'credentials'
         ? 'check sinks.clickhouse.username and password / password_file'
-        : c.code === 60 || c.code === 81
+        : authFailure(c) === 'host'
+          ? "the server does not let this user connect from this host's address (the user's HOST rule)"
+          : c.code === 60 || c.code === 81
           ? this.opts.config.create_schema
             ? 'the table will be created again'
             : 'create the table, or set sinks.clickhouse.create_schema=true'
@@ -369,9 +370,4 @@ async function readText(stream: Readable, limit: number): Promise<string> {
     }
   }
   return Buffer.concat(chunks).toString('utf8');
-}
-
-/** Reads `password_file` (one trailing newline dropped); throws with the path, never the content. */
-export function readPasswordFile(file: string): string {
-  return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
 }

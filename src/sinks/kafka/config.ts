@@ -1,4 +1,7 @@
-import type convict from 'convict';
+import { natural, noControl, nonEmptyString, oneOf, positive } from '../../config/formats';
+import type { KeyProblem } from '../../config/errors';
+import type { ConfigSchema } from '../sink';
+import { StartProblems } from '../secret';
 
 /** `sinks.kafka.*`: see docs/kafka.md (message contract, delivery guarantees) and config/default.yaml for each key. */
 export interface KafkaSinkConfig {
@@ -70,31 +73,7 @@ function topic(x: unknown): void {
   }
 }
 
-function oneOf<T extends string>(values: readonly T[]): (x: unknown) => void {
-  return (x) => {
-    if (typeof x !== 'string' || !(values as readonly string[]).includes(x)) throw new Error(`must be one of ${values.join(', ')}`);
-  };
-}
-
-function pos(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
-}
-
-function nat(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) throw new Error('must be an integer >= 0');
-}
-
-function str(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
-}
-
-function nonEmpty(x: unknown): void {
-  str(x);
-  if ((x as string).trim() === '') throw new Error('must be a non-empty string');
-}
-
-export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
+export const kafkaConfigSchema: ConfigSchema<KafkaSinkConfig> = {
   enabled: { doc: 'Publish records to Kafka.', format: Boolean, default: false, env: 'OOMTRAIL_SINKS_KAFKA_ENABLED' },
   brokers: {
     doc: 'Bootstrap brokers: host:port, comma-separated.',
@@ -103,7 +82,7 @@ export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
     env: 'OOMTRAIL_SINKS_KAFKA_BROKERS',
   },
   topic: { doc: 'Topic the records are published to.', format: topic, default: 'oomtrail.records', env: 'OOMTRAIL_SINKS_KAFKA_TOPIC' },
-  client_id: { doc: 'Kafka client id (broker logs, quotas).', format: nonEmpty, default: 'oomtrail', env: 'OOMTRAIL_SINKS_KAFKA_CLIENT_ID' },
+  client_id: { doc: 'Kafka client id (broker logs, quotas).', format: nonEmptyString, default: 'oomtrail', env: 'OOMTRAIL_SINKS_KAFKA_CLIENT_ID' },
   key: {
     doc: 'Message key: host, oom_cgroup or event_id.',
     format: oneOf(KAFKA_KEYS),
@@ -129,19 +108,19 @@ export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
       default: 'none',
       env: 'OOMTRAIL_SINKS_KAFKA_SASL_MECHANISM',
     },
-    username: { doc: 'SASL user.', format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_SASL_USERNAME' },
+    username: { doc: 'SASL user.', format: noControl, default: '', env: 'OOMTRAIL_SINKS_KAFKA_SASL_USERNAME' },
     password_file: {
       doc: 'File holding the SASL password (one trailing newline ignored), read at start. Never logged.',
-      format: str,
+      format: noControl,
       default: '',
       env: 'OOMTRAIL_SINKS_KAFKA_SASL_PASSWORD_FILE',
     },
   },
   tls: {
     enabled: { doc: 'Connect to the brokers over TLS.', format: Boolean, default: false, env: 'OOMTRAIL_SINKS_KAFKA_TLS_ENABLED' },
-    ca_file: { doc: "PEM CA bundle of the brokers' certificates; '' = the system CAs.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CA_FILE' },
-    cert_file: { doc: "PEM client certificate (mutual TLS); '' = none.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CERT_FILE' },
-    key_file: { doc: "PEM private key of cert_file; '' = none.", format: str, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_KEY_FILE' },
+    ca_file: { doc: "PEM CA bundle of the brokers' certificates; '' = the system CAs.", format: noControl, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CA_FILE' },
+    cert_file: { doc: "PEM client certificate (mutual TLS); '' = none.", format: noControl, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_CERT_FILE' },
+    key_file: { doc: "PEM private key of cert_file; '' = none.", format: noControl, default: '', env: 'OOMTRAIL_SINKS_KAFKA_TLS_KEY_FILE' },
     insecure_skip_verify: {
       doc: "Do not verify the brokers' certificates (testing only).",
       format: Boolean,
@@ -151,19 +130,19 @@ export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
   },
   message_max_bytes: {
     doc: "Largest produce request in uncompressed bytes (keep <= the broker's message.max.bytes); larger batches are split, a larger single record is dead-lettered.",
-    format: pos,
+    format: positive,
     default: 1000000,
     env: 'OOMTRAIL_SINKS_KAFKA_MESSAGE_MAX_BYTES',
   },
   request_timeout_ms: {
     doc: 'Timeout of one request to a broker (milliseconds).',
-    format: pos,
+    format: positive,
     default: 30000,
     env: 'OOMTRAIL_SINKS_KAFKA_REQUEST_TIMEOUT_MS',
   },
   retries: {
     doc: "kafkajs's retries of one send (exponential, 300 ms to 30 s) before the lane's retry and spool take over.",
-    format: nat,
+    format: natural,
     default: 8,
     env: 'OOMTRAIL_SINKS_KAFKA_RETRIES',
   },
@@ -175,8 +154,26 @@ export const kafkaConfigSchema: convict.Schema<KafkaSinkConfig> = {
   },
   config_error_retry_ms: {
     doc: 'Retry delay after errors only an operator can fix (missing topic, SASL authentication): records stay spooled.',
-    format: pos,
+    format: positive,
     default: 30000,
     env: 'OOMTRAIL_SINKS_KAFKA_CONFIG_ERROR_RETRY_MS',
   },
 };
+
+/** Cross-key checks (no I/O). Messages never hold a secret. */
+export function checkKafkaConfig(c: KafkaSinkConfig): KeyProblem[] {
+  const p = new StartProblems('sinks.kafka');
+  try {
+    parseBrokers(c.brokers);
+  } catch (err) {
+    p.add('brokers', (err as Error).message);
+  }
+  if (c.sasl.mechanism !== 'none') {
+    if (c.sasl.username.trim() === '') p.add('sasl.username', `is required with sasl.mechanism ${c.sasl.mechanism}`);
+    if (c.sasl.password_file === '') p.add('sasl.password_file', `is required with sasl.mechanism ${c.sasl.mechanism}`);
+  }
+  const { ca_file, cert_file, key_file } = c.tls;
+  if ((ca_file || cert_file || key_file) && !c.tls.enabled) p.add('tls.enabled', 'tls files are set but tls.enabled is false');
+  if ((cert_file === '') !== (key_file === '')) p.add('tls.cert_file', 'cert_file and key_file go together');
+  return p.problems;
+}

@@ -1,4 +1,5 @@
-import { CompressionTypes, Kafka, logLevel, type Admin, type Producer, type KafkaConfig, type RetryOptions } from 'kafkajs';
+import { CompressionTypes, Kafka, type Admin, type Producer, type KafkaConfig } from 'kafkajs';
+import { retrySettings } from './retry';
 import type { Logger } from '../../observe/logger';
 import type { OomRecord } from '../../record/record';
 import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
@@ -9,23 +10,8 @@ import { classifyKafkaError, type KafkaClassified } from './errors';
 export interface KafkaSinkOptions {
   config: KafkaSinkConfig;
   logger: Logger;
-  /** Parsed `brokers`. */
-  brokers: string[];
-  /** SASL password, already read from password_file. */
-  password?: string;
-  /** TLS material, already read. */
-  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
-}
-
-/**
- * kafkajs's retry of one request/send, always explicit: `kafka.producer()` always passes a retry object, so the
- * idempotent producer's documented "retry forever" (MAX_SAFE_INTEGER) default never applies, and kafkajs's own
- * default (5 retries, ~10 s) gave up during a 13 s outage. With 8 retries from 300 ms doubling to 30 s a send
- * keeps trying for about a minute (the broker dedups the resends: same producer id and sequence), then the
- * lane's retry and spool take over for outages of any length.
- */
-export function retrySettings(retries: number): RetryOptions {
-  return { retries, initialRetryTime: 300, maxRetryTime: 30_000, multiplier: 2, factor: 0.2 };
+  /** The client settings, from kafkaClientConfig (client.ts). */
+  client: KafkaConfig;
 }
 
 /**
@@ -42,8 +28,6 @@ export function retrySettings(retries: number): RetryOptions {
 export class KafkaSink implements Sink {
   readonly name = 'kafka';
   private readonly kafka: Kafka;
-  /** The kafkajs client settings (brokers, SASL, TLS, timeouts, retry): the relay's consumer uses the same. */
-  readonly kafkaConfig: KafkaConfig;
   private producer: Producer | null = null;
   private connecting: Promise<Producer> | null = null;
   private topicChecked = false;
@@ -58,32 +42,7 @@ export class KafkaSink implements Sink {
 
   constructor(private readonly opts: KafkaSinkOptions) {
     const c = opts.config;
-    const logger = opts.logger;
-    const kc: KafkaConfig = {
-      clientId: c.client_id,
-      brokers: opts.brokers,
-      connectionTimeout: Math.min(10_000, c.request_timeout_ms),
-      requestTimeout: c.request_timeout_ms,
-      retry: retrySettings(c.retries),
-      logLevel: logLevel.WARN,
-      // kafkajs's own lines (reconnects, retries) go to debug: the lane logs each failure once
-      logCreator: () => ({ namespace, level, log }) => {
-        logger.debug(`kafka ${namespace}: ${String(log.message)}`, { sink: 'kafka', level });
-      },
-    };
-    if (c.tls.enabled) {
-      kc.ssl = {
-        rejectUnauthorized: !c.tls.insecure_skip_verify,
-        ...(opts.tls?.ca ? { ca: [opts.tls.ca] } : {}),
-        ...(opts.tls?.cert ? { cert: opts.tls.cert } : {}),
-        ...(opts.tls?.key ? { key: opts.tls.key } : {}),
-      };
-    }
-    if (c.sasl.mechanism !== 'none') {
-      const password = opts.password ?? '';
-      kc.sasl = { mechanism: c.sasl.mechanism, username: c.sasl.username, password } as KafkaConfig['sasl'];
-    }
-    this.kafkaConfig = kc;
+    const kc = opts.client;
     this.kafka = new Kafka(kc);
     this.compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
   }
@@ -233,7 +192,7 @@ export class KafkaSink implements Sink {
         if (!(await this.topicExists(admin))) {
           return {
             healthy: false,
-            detail: `topic ${topic} does not exist on ${this.opts.brokers.join(',')}${this.opts.config.create_topic ? ' (create_topic: it is created before the first send)' : ' (create it, or set sinks.kafka.create_topic: true)'}`,
+            detail: `topic ${topic} does not exist on ${this.opts.client.brokers as string[]}${this.opts.config.create_topic ? ' (create_topic: it is created before the first send)' : ' (create it, or set sinks.kafka.create_topic: true)'}`,
           };
         }
         const md = await admin.fetchTopicMetadata({ topics: [topic] });

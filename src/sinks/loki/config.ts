@@ -1,4 +1,7 @@
-import type convict from 'convict';
+import { httpUrl, noControl, positive } from '../../config/formats';
+import type { KeyProblem } from '../../config/errors';
+import type { ConfigSchema } from '../sink';
+import { StartProblems } from '../secret';
 
 /** `sinks.loki.*`: see docs/loki.md for the stream design and config/default.yaml for each key. */
 export interface LokiSinkConfig {
@@ -41,15 +44,6 @@ export const LOKI_ENCODINGS: readonly LokiEncoding[] = ['protobuf', 'json'];
 export const RESERVED_LABELS: readonly string[] = ['job', 'host', 'constraint', 'kind', 'service_name'];
 const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
-export class LokiConfigError extends Error {
-  readonly code = 'LOKI_CONFIG';
-  readonly retriable = false;
-  constructor(message: string) {
-    super(message);
-    this.name = 'LokiConfigError';
-  }
-}
-
 /**
  * Parses `name=value,name=value` (whitespace around items trimmed; a value may not contain `,`).
  * Throws messages that never quote a value.
@@ -82,29 +76,9 @@ function staticLabels(x: unknown): void {
   parseStaticLabels(x);
 }
 
-function lokiUrl(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  let u: URL;
-  try {
-    u = new URL(x);
-  } catch {
-    throw new Error('must be an absolute http:// or https:// URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('must be an http:// or https:// URL');
-  if (u.username || u.password) throw new Error('must not carry credentials: use basic_auth_user and basic_auth_password_file');
-  if (u.search || u.hash) throw new Error('must not carry a query or a fragment');
-}
+const lokiUrl = httpUrl({ credentials: 'basic_auth_user and basic_auth_password_file', noQuery: true });
 
-function noControl(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
-}
-
-function positiveInt(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
-}
-
-export const lokiConfigSchema: convict.Schema<LokiSinkConfig> = {
+export const lokiConfigSchema: ConfigSchema<LokiSinkConfig> = {
   enabled: {
     doc: 'Send records to Loki.',
     format: Boolean,
@@ -184,58 +158,64 @@ export const lokiConfigSchema: convict.Schema<LokiSinkConfig> = {
   },
   batch_max_bytes: {
     doc: 'Largest push request in uncompressed entry bytes; a larger lane batch is split into several requests.',
-    format: positiveInt,
+    format: positive,
     default: 1048576,
     env: 'OOMTRAIL_SINKS_LOKI_BATCH_MAX_BYTES',
   },
   request_timeout_ms: {
     doc: 'Timeout of one push or /ready request (milliseconds); a timed-out push is retried.',
-    format: positiveInt,
+    format: positive,
     default: 10000,
     env: 'OOMTRAIL_SINKS_LOKI_REQUEST_TIMEOUT_MS',
   },
   limits: {
     max_label_names_per_series: {
       doc: "Loki's limits_config.max_label_names_per_series: static labels beyond it are dropped (counted).",
-      format: positiveInt,
+      format: positive,
       default: 15,
       env: 'OOMTRAIL_SINKS_LOKI_LIMITS_MAX_LABEL_NAMES_PER_SERIES',
     },
     max_label_value_length: {
       doc: "Loki's limits_config.max_label_value_length (bytes): longer label values are truncated (counted).",
-      format: positiveInt,
+      format: positive,
       default: 2048,
       env: 'OOMTRAIL_SINKS_LOKI_LIMITS_MAX_LABEL_VALUE_LENGTH',
     },
     max_line_size: {
       doc: "Loki's limits_config.max_line_size (bytes): a longer line is dead-lettered without being sent.",
-      format: positiveInt,
+      format: positive,
       default: 262144,
       env: 'OOMTRAIL_SINKS_LOKI_LIMITS_MAX_LINE_SIZE',
     },
     max_structured_metadata_size: {
       doc: "Loki's limits_config.max_structured_metadata_size (bytes): optional metadata is dropped to fit (counted).",
-      format: positiveInt,
+      format: positive,
       default: 65536,
       env: 'OOMTRAIL_SINKS_LOKI_LIMITS_MAX_STRUCTURED_METADATA_SIZE',
     },
     max_structured_metadata_entries: {
       doc: "Loki's limits_config.max_structured_metadata_entries_count: optional metadata is dropped to fit (counted).",
-      format: positiveInt,
+      format: positive,
       default: 128,
       env: 'OOMTRAIL_SINKS_LOKI_LIMITS_MAX_STRUCTURED_METADATA_ENTRIES',
     },
   },
 };
 
-/** Cross-key checks the schema's per-key formats cannot do. Messages never contain a secret. */
-export function checkLokiConfig(config: LokiSinkConfig): string[] {
-  const problems: string[] = [];
-  if (config.basic_auth_user && !config.basic_auth_password_file) problems.push('sinks.loki.basic_auth_user needs sinks.loki.basic_auth_password_file');
-  if (!config.basic_auth_user && config.basic_auth_password_file) problems.push('sinks.loki.basic_auth_password_file needs sinks.loki.basic_auth_user');
-  if (config.basic_auth_user && config.bearer_token_file) problems.push('sinks.loki: set basic auth or a bearer token, not both');
-  if (Boolean(config.tls.cert_file) !== Boolean(config.tls.key_file)) problems.push('sinks.loki.tls: cert_file and key_file go together');
+/** Cross-key checks the schema's per-key formats cannot do (no I/O). Messages never contain a secret. */
+export function checkLokiConfig(config: LokiSinkConfig): KeyProblem[] {
+  const p = new StartProblems('sinks.loki');
+  const problem = p.add.bind(p);
+  if (config.basic_auth_user && !config.basic_auth_password_file) problem('basic_auth_user', 'needs sinks.loki.basic_auth_password_file');
+  if (!config.basic_auth_user && config.basic_auth_password_file) problem('basic_auth_password_file', 'needs sinks.loki.basic_auth_user');
+  if (config.basic_auth_user && config.bearer_token_file) problem('bearer_token_file', 'set basic auth or a bearer token, not both');
+  if (Boolean(config.tls.cert_file) !== Boolean(config.tls.key_file)) problem('tls.cert_file', 'cert_file and key_file go together');
   const usesTls = config.tls.ca_file || config.tls.cert_file || config.tls.insecure_skip_verify;
-  if (usesTls && !config.url.startsWith('https:')) problems.push('sinks.loki.tls.* is set but sinks.loki.url is not https://');
-  return problems;
+  if (usesTls && !config.url.startsWith('https:')) problem('url', 'is not https:// but sinks.loki.tls.* is set');
+  try {
+    parseStaticLabels(config.labels);
+  } catch (err) {
+    problem('labels', (err as Error).message);
+  }
+  return p.problems;
 }

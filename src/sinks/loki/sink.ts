@@ -1,10 +1,11 @@
-import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { OomRecord } from '../../record/record';
 import type { Logger } from '../../observe/logger';
 import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
-import { checkLokiConfig, LokiConfigError, parseStaticLabels, type LokiSinkConfig } from './config';
+import { ConfigError } from '../../config/errors';
+import { readSecretFileAsync, StartProblems } from '../secret';
+import { checkLokiConfig, parseStaticLabels, type LokiSinkConfig } from './config';
 import { encodeBody, StreamBuilder, type Degradations, type LokiEntry, type LokiStream } from './encode';
 import { classifyPush, type PushOutcome } from './response';
 
@@ -86,14 +87,9 @@ export class LokiSink implements Sink {
     private readonly config: LokiSinkConfig,
     opts: LokiSinkOptions = {},
   ) {
-    const problems = checkLokiConfig(config);
-    if (problems.length > 0) throw new LokiConfigError(problems.join('; '));
-    let labels: Array<[string, string]>;
-    try {
-      labels = parseStaticLabels(config.labels);
-    } catch (err) {
-      throw new LokiConfigError(`sinks.loki.labels: ${(err as Error).message}`);
-    }
+    const invalid = ConfigError.of(checkLokiConfig(config));
+    if (invalid) throw invalid;
+    const labels = parseStaticLabels(config.labels);
     this.logger = opts.logger;
     this.builder = new StreamBuilder(config.limits, labels);
     if (this.builder.droppedStaticLabels.length > 0) {
@@ -105,21 +101,18 @@ export class LokiSink implements Sink {
     this.base = config.url.replace(/\/+$/, '');
     this.isHttps = this.base.startsWith('https:');
     this.sizeCap = config.batch_max_bytes;
-    const read = (key: string, file: string): Buffer | undefined => {
-      if (!file) return undefined;
-      try {
-        return fs.readFileSync(file);
-      } catch (err) {
-        throw new LokiConfigError(`sinks.loki.${key}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-      }
-    };
+    // the paths are not printed: a file name can hold a token, as for the secret keys
+    const start = new StartProblems('sinks.loki');
+    const read = (key: string, file: string): Buffer | undefined => (file ? start.file(key, file, true) : undefined);
+    const tls = this.isHttps
+      ? { ca: read('tls.ca_file', config.tls.ca_file), cert: read('tls.cert_file', config.tls.cert_file), key: read('tls.key_file', config.tls.key_file) }
+      : {};
+    start.throwIfAny();
     this.agent = this.isHttps
       ? new https.Agent({
           keepAlive: true,
           maxSockets: 8,
-          ca: read('tls.ca_file', config.tls.ca_file),
-          cert: read('tls.cert_file', config.tls.cert_file),
-          key: read('tls.key_file', config.tls.key_file),
+          ...tls,
           rejectUnauthorized: !config.tls.insecure_skip_verify,
         })
       : new http.Agent({ keepAlive: true, maxSockets: 8 });
@@ -238,7 +231,8 @@ export class LokiSink implements Sink {
       if (a.status === 200) return { healthy: true };
       return { healthy: false, detail: `GET ${READY_PATH}: HTTP ${a.status}: ${a.body.trim().slice(0, 200)}` };
     } catch (err) {
-      return { healthy: false, detail: `GET ${READY_PATH}: ${(err as Error).message}` };
+      // NoAnswer already names the request
+      return { healthy: false, detail: err instanceof NoAnswer ? err.message : `GET ${READY_PATH}: ${(err as Error).message}` };
     }
   }
 
@@ -275,7 +269,7 @@ export class LokiSink implements Sink {
     if (this.config.tenant_id) h['X-Scope-OrgID'] = this.config.tenant_id;
     const secret = async (key: string, file: string): Promise<string> => {
       try {
-        return (await fs.promises.readFile(file, 'utf8')).replace(/\r?\n$/, '');
+        return await readSecretFileAsync(file);
       } catch (err) {
         throw new Error(`loki: cannot read sinks.loki.${key} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
       }

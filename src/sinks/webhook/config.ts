@@ -1,4 +1,6 @@
-import type convict from 'convict';
+import { httpUrl, noControl, positive } from '../../config/formats';
+import type { KeyProblem } from '../../config/errors';
+import type { ConfigSchema } from '../sink';
 
 /** `sinks.webhook.*`: one HTTP POST per lane batch (see config/default.yaml for each key). */
 export interface WebhookSinkConfig {
@@ -39,34 +41,14 @@ export function parseWebhookLabels(text: string): Array<[string, string]> {
   return out;
 }
 
-function webhookUrl(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  if (x === '') return; // checked when the sink is enabled
-  let u: URL;
-  try {
-    u = new URL(x);
-  } catch {
-    throw new Error('must be an http:// or https:// URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('must be an http:// or https:// URL');
-  if (u.username || u.password) throw new Error('must not carry credentials: use bearer_token_file');
-}
-
-function noControl(x: unknown): void {
-  if (typeof x !== 'string') throw new Error('must be a string');
-  if (/[\u0000-\u001f\u007f]/.test(x)) throw new Error('must not contain control characters');
-}
-
-function positiveInt(x: unknown): void {
-  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
-}
+const webhookUrl = httpUrl({ credentials: 'bearer_token_file', allowEmpty: true });
 
 function labels(x: unknown): void {
   noControl(x);
   parseWebhookLabels(x as string);
 }
 
-export const webhookConfigSchema: convict.Schema<WebhookSinkConfig> = {
+export const webhookConfigSchema: ConfigSchema<WebhookSinkConfig> = {
   enabled: {
     doc: 'POST records to an HTTP endpoint (alerting).',
     format: Boolean,
@@ -94,14 +76,14 @@ export const webhookConfigSchema: convict.Schema<WebhookSinkConfig> = {
   },
   request_timeout_ms: {
     doc: 'Timeout of one POST (milliseconds); a timed-out POST is retried.',
-    format: positiveInt,
+    format: positive,
     default: 5000,
     env: 'OOMTRAIL_SINKS_WEBHOOK_REQUEST_TIMEOUT_MS',
   },
   alertmanager: {
     resolve_after_ms: {
       doc: 'Alertmanager format: endsAt = kill time + this many milliseconds (the alert resolves by itself).',
-      format: positiveInt,
+      format: positive,
       default: 3600000,
       env: 'OOMTRAIL_SINKS_WEBHOOK_ALERTMANAGER_RESOLVE_AFTER_MS',
     },
@@ -126,9 +108,9 @@ export const webhookConfigSchema: convict.Schema<WebhookSinkConfig> = {
   },
 };
 
-/** Cross-key checks. */
-export function checkWebhookConfig(config: WebhookSinkConfig): string[] {
-  const problems: string[] = [];
-  if (config.enabled && !config.url) problems.push('sinks.webhook.url is required when sinks.webhook.enabled is true');
+/** Cross-key checks (no I/O). */
+export function checkWebhookConfig(config: WebhookSinkConfig): KeyProblem[] {
+  const problems: KeyProblem[] = [];
+  if (config.enabled && !config.url) problems.push({ key: 'sinks.webhook.url', message: 'is required when sinks.webhook.enabled is true' });
   return problems;
 }

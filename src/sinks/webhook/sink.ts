@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises';
-import { redactUrl } from '../../config/load';
+import { redactUrl } from '../../config/formats';
+import { readSecretFileAsync } from '../secret';
 import type { OomRecord } from '../../record/record';
 import { encodeRecordJson } from '../../record/json';
 import type { HealthStatus, Sink, WriteResult } from '../sink';
@@ -69,7 +69,7 @@ export class WebhookSink implements Sink {
   private async headers(): Promise<Record<string, string>> {
     const h: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'oomtrail' };
     if (this.config.bearer_token_file) {
-      const token = (await readFile(this.config.bearer_token_file, 'utf8')).replace(/\r?\n$/, '');
+      const token = await readSecretFileAsync(this.config.bearer_token_file);
       h.authorization = `Bearer ${token}`;
     }
     return h;

@@ -1,0 +1,31 @@
+import type { ConfigSchema, SinkDefinition } from '../sink';
+import { ConsoleSink } from './sink';
+
+export interface ConsoleConfig {
+  enabled: boolean;
+  format: 'text' | 'json';
+}
+
+const FORMATS: Array<ConsoleConfig['format']> = ['text', 'json'];
+
+export const schema: ConfigSchema<ConsoleConfig> = {
+  enabled: {
+    doc: 'Write each record to stdout.',
+    format: Boolean,
+    default: true,
+    env: 'OOMTRAIL_SINKS_CONSOLE_ENABLED',
+  },
+  format: {
+    doc: 'Console record format: text (one readable line) or json (one JSON object per line).',
+    format: [...FORMATS],
+    default: 'text',
+    env: 'OOMTRAIL_SINKS_CONSOLE_FORMAT',
+  },
+};
+
+export const definition: SinkDefinition<ConsoleConfig> = {
+  name: 'console',
+  schema,
+  check: () => [],
+  create: (config) => new ConsoleSink({ format: config.format }),
+};
