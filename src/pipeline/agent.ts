@@ -11,6 +11,7 @@ import { enrich, enrichKmsg, enrichPressure } from './enrich/enrich';
 import type { OomRecord } from '../record/record';
 import { KillLineDeduper, KmsgFollower, killsFromKmsg, parseKilled, readKmsgRing } from '../collectors/kmsg/kmsg';
 import { DirLock } from './lock';
+import { backfillFromJournald } from './journald-backfill';
 import { KillLedger, printkNowUs, readVmstatOomKills } from './ledger';
 import { Spool } from './spool';
 import { formatRfc3339Nanos } from './enrich/host';
@@ -170,7 +171,8 @@ export class Agent {
   private async startLocked(): Promise<void> {
     const { config, logger, collector } = this.parts;
     const dir = config.pipeline.spool.dir;
-    this.ledger = KillLedger.open(dir, this.facts!.bootId);
+    const o = config.collectors.oomkill;
+    this.ledger = KillLedger.open(dir, this.facts!.bootId, o.backfill && o.backfill_journald && o.backfill_previous_boots > 0);
     // `batch` gives each append the guarantee of `always` (resolved after an fsync that began after its
     // write) with fsyncs shared across a burst, so a kill's journal ack does not queue behind a burst's fsyncs
     const journalFsync = config.pipeline.spool.fsync === 'never' ? 'never' : 'batch';
@@ -304,6 +306,20 @@ export class Agent {
     const now = kills.filter((k) => k.usec < beforeAttachUs);
     const later = kills.filter((k) => k.usec >= beforeAttachUs);
     let n = await this.emitKmsgKills(now);
+    const o = this.parts.config.collectors.oomkill;
+    if (o.backfill_journald) {
+      const stop = new AbortController();
+      this.wakers.add(() => stop.abort()); // stop() does not wait for a slow journalctl
+      n += await backfillFromJournald({
+        options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
+        logger, ledger, facts: this.facts!, beforeAttachUs, signal: stop.signal,
+        toRealtime: (ns) => loadLibBpf().clockGettimeNs('realtime') - (process.hrtime.bigint() - ns),
+        emit: async (r) => {
+          this.metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
+          await this.router.route(r);
+        },
+      });
+    }
     if (later.length > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
