@@ -220,6 +220,15 @@ describe('journald backfill e2e: a real systemd-journald, real kills', { skip: s
     assert.equal([...prevAgain.values()].flat().length, 6, 'after a restart: still 6 records of boot 0, not 9 or 12');
     assert.doesNotMatch(a2.stderr(), /from the systemd journal/);
 
+    // "boot 2" (another stand-in id): its state starts afresh (no journal cursor), so boot 0 is read from
+    // its first line again: the ledger's lines of boot 0 (live and backfilled) keep every kill from coming back
+    const nextBoot = randomBootId();
+    const a2b = await launch(config(j0.dir, 1), { dir, wrap: fakeBootWrap(nextBoot, base) });
+    await sleep(3500);
+    assert.equal((await a2b.stop('SIGTERM')).code, 0, a2b.stderr());
+    assert.equal([...byPid(readJsonl(a2b.eventsPath), [...live, ...missed], prevBoot).values()].flat().length, 6, 'boot 2: still 6 records of boot 0');
+    assert.doesNotMatch(a2b.stderr(), /from the systemd journal/);
+
     // previous_boots: 0 reads the current boot only: nothing of boot 0 comes back, and its ledger lines go
     const a3 = await launch(config(j0.dir, 0), { dir });
     await sleep(2500);
@@ -227,6 +236,6 @@ describe('journald backfill e2e: a real systemd-journald, real kills', { skip: s
     assert.equal([...byPid(readJsonl(a3.eventsPath), [...live, ...missed], prevBoot).values()].flat().length, 6);
     const ledger = fs.readFileSync(path.join(dir, 'spool', 'kills.jsonl'), 'utf8');
     assert.ok(!ledger.includes(prevBoot), 'with previous_boots 0 the ledger keeps this boot only');
-    t.diagnostic(`boot 0 (stand-in id ${prevBoot}): 3 live + 3 missed kills; boot 1 recorded the 3 missed from the journal, once; restart: still 6`);
+    t.diagnostic(`boot 0 (stand-in id ${prevBoot}): 3 live + 3 missed kills; boot 1 recorded the 3 missed from the journal, once; restart and boot 2: still 6`);
   });
 });
