@@ -290,12 +290,12 @@ export class Agent {
   private async backfill(beforeAttachUs: number, afterAttachUs: number): Promise<void> {
     const { logger } = this.parts;
     const ledger = this.ledger!;
-    let ring;
+    let ring: ReturnType<typeof readKmsgRing>;
     try {
       ring = readKmsgRing();
     } catch (err) {
       logger.warn(`backfill: cannot read /dev/kmsg: ${(err as Error).message}`);
-      return;
+      ring = []; // the journal may still be readable
     }
     const since = ledger.state.kmsg_seq;
     const lastSeq = ring.filter((r) => r.usec < afterAttachUs).reduce((m, r) => Math.max(m, r.seq), since);
