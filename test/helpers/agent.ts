@@ -69,6 +69,13 @@ export function missedKillsLogged(stderr: string): number {
  */
 export function testConfigYaml(eventsPath: string, spoolDir: string, extraConfig = ''): string {
   const collectors = /^collectors:/m.test(extraConfig) ? [] : ['collectors:', '  oomkill:', '    backfill: false'];
+  // the e2e audit grace, in the file (the start-up line names the config sources: keep them as they were)
+  const grace = `    audit_grace_ms: ${TEST_AUDIT_GRACE_MS}`;
+  if (!/audit_grace_ms/.test(extraConfig)) {
+    if (collectors.length > 0) collectors.push(grace);
+    else if (/^  oomkill:$/m.test(extraConfig)) extraConfig = extraConfig.replace(/^  oomkill:$/m, `  oomkill:\n${grace}`);
+    else extraConfig = extraConfig.replace(/^collectors:$/m, `collectors:\n  oomkill:\n${grace}`);
+  }
   return [
     ...collectors,
     'sinks:',
@@ -95,12 +102,10 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
     configPath,
     testConfigYaml(eventsPath, path.join(dir, 'spool'), extraConfig),
   );
-  const graceSet = /audit_grace_ms/.test(extraConfig) || env.OOMTRAIL_COLLECTORS_OOMKILL_AUDIT_GRACE_MS !== undefined;
-  const grace = graceSet ? {} : { OOMTRAIL_COLLECTORS_OOMKILL_AUDIT_GRACE_MS: String(TEST_AUDIT_GRACE_MS) };
   const argv = [process.execPath, MAIN, 'run', '--config', configPath];
   const cmd = [...(opts.wrap ?? []), ...argv];
   const child = spawn(cmd[0], cmd.slice(1), {
-    env: { ...process.env, ...grace, ...env },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
