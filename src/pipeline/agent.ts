@@ -306,20 +306,6 @@ export class Agent {
     const now = kills.filter((k) => k.usec < beforeAttachUs);
     const later = kills.filter((k) => k.usec >= beforeAttachUs);
     let n = await this.emitKmsgKills(now);
-    const o = this.parts.config.collectors.oomkill;
-    if (o.backfill_journald) {
-      const stop = new AbortController();
-      this.wakers.add(() => stop.abort()); // stop() does not wait for a slow journalctl
-      n += await backfillFromJournald({
-        options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
-        logger, ledger, facts: this.facts!, beforeAttachUs, signal: stop.signal,
-        toRealtime: (ns) => loadLibBpf().clockGettimeNs('realtime') - (process.hrtime.bigint() - ns),
-        emit: async (r) => {
-          this.metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
-          await this.router.route(r);
-        },
-      });
-    }
     if (later.length > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
@@ -331,6 +317,21 @@ export class Agent {
         this.wakers.add(resolve); // stop() cuts the wait short
       });
       n += await this.emitKmsgKills(later);
+    }
+    const o = this.parts.config.collectors.oomkill;
+    // after the ring's settle pass: a slow journalctl must not hold back kills the audit is waiting for
+    if (o.backfill_journald && !this.stopping) {
+      const stop = new AbortController();
+      this.wakers.add(() => stop.abort()); // stop() does not wait for a slow journalctl
+      n += await backfillFromJournald({
+        options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
+        logger, ledger, facts: this.facts!, beforeAttachUs, signal: stop.signal,
+        toRealtime: (ns) => loadLibBpf().clockGettimeNs('realtime') - (process.hrtime.bigint() - ns),
+        emit: async (r) => {
+          this.metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
+          await this.router.route(r);
+        },
+      });
     }
     ledger.state.kmsg_seq = lastSeq;
     try {

@@ -122,8 +122,8 @@ function run(args: string[], opts: JournalctlOptions, onLine: (line: string) => 
 
 function failed(what: string, r: RunResult): JournaldError {
   const msg = r.stderr.split('\n')[0] || `exit ${r.code}`;
-  // "No journal files were found." and its relatives: nothing to read, not an error of ours
-  if (/no journal files|no such file or directory|no entries/i.test(msg)) return new JournaldError('JOURNAL_EMPTY', msg, true);
+  // "No journal files were found.": nothing to read, not an error (a missing --directory is: it was configured)
+  if (/no journal files|no entries/i.test(msg)) return new JournaldError('JOURNAL_EMPTY', msg, true);
   return new JournaldError('JOURNALCTL_FAILED', `journalctl ${what}: ${msg}`, true);
 }
 
