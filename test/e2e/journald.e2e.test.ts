@@ -28,6 +28,7 @@ import type { OomRecord } from '../../src/record/record';
 const BOOT = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 const skip = journaldUnavailable();
 
+/** `journalDir` '' = the default location (the system journal). */
 function config(journalDir: string, previousBoots = 1): string {
   return [
     'collectors:',
@@ -134,7 +135,9 @@ describe('journald backfill e2e: a real systemd-journald, real kills', { skip: s
     assert.deepEqual(stillInRing, [], `the ring still holds kills ${stillInRing.join(',')} after ${floodPids.length} more`);
     await j.waitForKills([...pids, ...floodPids], 20_000);
 
-    const second = await launch(config(j.dir), { dir });
+    // this agent in journald's mount namespace, the journal at its default place: journalctl's default
+    // location (backfill_journald_dir '') is read for real
+    const second = await launch(config(''), { dir, wrap: j.mountNsWrap() });
     const all = [...pids, ...floodPids];
     await second.waitFor((rs) => [...byPid(rs, all, BOOT).values()].every((x) => x.length >= 1), 30_000, `records of all ${all.length} kills`);
     await sleep(3000); // past the ring backfill's settle pass

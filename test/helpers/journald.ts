@@ -35,6 +35,11 @@ export interface TestJournald {
   dir: string;
   /** the boot id journald stamps on its entries (/proc's form) */
   bootId: string;
+  /**
+   * Runs an agent in journald's mount namespace (pass as StartOptions.wrap): there the journal is at
+   * the default location (/var/log/journal/<machine-id>), so journalctl without --directory reads it.
+   */
+  mountNsWrap(): string[];
   /** Resolves once the journal holds a "Killed process" line for every pid. */
   waitForKills(pids: number[], timeoutMs: number): Promise<void>;
   /** SIGTERM: journald closes its files cleanly (the "shutdown" of a stand-in boot). */
@@ -108,6 +113,7 @@ export async function startJournald(opts: { dir: string; bootId?: string }): Pro
   return {
     dir,
     bootId,
+    mountNsWrap: () => ['nsenter', `--mount=/proc/${jpid}/ns/mnt`, '--'],
     async waitForKills(pids, timeoutMs) {
       const end = Date.now() + timeoutMs;
       for (;;) {
