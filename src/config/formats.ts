@@ -17,6 +17,11 @@ export function positive(x: unknown): void {
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** A string ('' allowed) without control characters: file paths, user names, tenants. */
+/** '' (the default location) or an absolute path. */
+export function emptyOrAbsolutePath(x: unknown): void {
+  if (typeof x !== 'string' || (x !== '' && !x.startsWith('/'))) throw new Error("must be '' or an absolute path");
+}
+
 export function noControl(x: unknown): void {
   if (typeof x !== 'string') throw new Error('must be a string');
   if (CONTROL.test(x)) throw new Error('must not contain control characters');

@@ -1,7 +1,7 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { enabledSinks, SINKS, type SinksConfig } from '../sinks/registry';
-import { natural, nonEmptyString, positive } from './formats';
+import { emptyOrAbsolutePath, natural, nonEmptyString, positive } from './formats';
 
 export { natural, nonEmptyString, positive };
 
@@ -31,7 +31,15 @@ export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'
 /** The loaded configuration: a plain nested object, e.g. `config.sinks.file.path`. */
 export interface AppConfig {
   collectors: {
-    oomkill: { enabled: boolean; hook: HookChoice; backfill: boolean; audit_grace_ms: number };
+    oomkill: {
+      enabled: boolean;
+      hook: HookChoice;
+      backfill: boolean;
+      backfill_journald: boolean;
+      backfill_journald_dir: string;
+      backfill_previous_boots: number;
+      audit_grace_ms: number;
+    };
     reclaim: { enabled: boolean; death_wait_ms: number };
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
     alloc: { enabled: boolean };
@@ -125,6 +133,24 @@ export const schema: convict.Schema<AppConfig> = {
         format: Boolean,
         default: true,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL',
+      },
+      backfill_journald: {
+        doc: 'With backfill: also read the kernel log systemd-journald keeps (journalctl), for the kills the ring lost and those of previous boots.',
+        format: Boolean,
+        default: true,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL_JOURNALD',
+      },
+      backfill_journald_dir: {
+        doc: "Journal directory to read (journalctl --directory); '' = the system journal.",
+        format: emptyOrAbsolutePath,
+        default: '',
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL_JOURNALD_DIR',
+      },
+      backfill_previous_boots: {
+        doc: 'How many boots before the current one the journald backfill reads (0 = the current boot only).',
+        format: natural,
+        default: 1,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL_PREVIOUS_BOOTS',
       },
       audit_grace_ms: {
         doc: 'A kernel OOM kill (/proc/vmstat oom_kill) still without a record after this long counts as missed (milliseconds).',

@@ -161,7 +161,8 @@ export class Agent {
   private async startLocked(): Promise<void> {
     const { config, logger, collector } = this.parts;
     const dir = config.pipeline.spool.dir;
-    const ledger = (this.ledger = KillLedger.open(dir, this.facts!.bootId));
+    const o = config.collectors.oomkill;
+    const ledger = (this.ledger = KillLedger.open(dir, this.facts!.bootId, o.backfill && o.backfill_journald && o.backfill_previous_boots > 0));
     this.journal = await KillJournal.open(dir, config.pipeline.spool.fsync, logger);
     const replay = await this.journal.readUnfinished(this.router.lanes);
     await this.router.open();
@@ -182,7 +183,20 @@ export class Agent {
     });
     this.audit.start();
     if (config.collectors.oomkill.backfill) {
-      this.backfill = new Backfill({ ledger, router: this.router, assembler: this.assembler!, metrics: this.metrics, logger });
+      this.backfill = new Backfill({
+        ledger,
+        router: this.router,
+        assembler: this.assembler!,
+        metrics: this.metrics,
+        logger,
+        journald: o.backfill_journald
+          ? {
+              options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
+              facts: this.facts!,
+              printkToRealtimeNs: this.clock.printkToRealtimeNs,
+            }
+          : null,
+      });
       this.backfillDone = this.backfill.run(beforeAttachUs, afterAttachUs);
     }
     const { reclaim } = this.parts;

@@ -1,7 +1,9 @@
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
+import type { HostFacts } from '../host/facts';
 import type { RecordAssembler } from './assemble/assemble';
+import { backfillFromJournald, type JournaldBackfillOptions } from './journald-backfill';
 import { noteKill, type KillLedger } from './ledger';
 import type { Router } from './router';
 
@@ -14,6 +16,8 @@ export interface BackfillParts {
   assembler: RecordAssembler;
   metrics: PipelineMetrics;
   logger: Logger;
+  /** also read systemd-journald (this boot's kills the ring lost, previous boots'); null: the ring only */
+  journald: { options: JournaldBackfillOptions; facts: HostFacts; printkToRealtimeNs: (ns: bigint) => bigint } | null;
 }
 
 /**
@@ -24,13 +28,15 @@ export interface BackfillParts {
 export class Backfill {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private waker: (() => void) | null = null;
+  private readonly stopJournalctl = new AbortController();
 
   constructor(private readonly parts: BackfillParts) {}
 
-  /** Stops the settle timer: from now on only `wake()` ends the wait. */
+  /** Stops the settle timer (from now on only `wake()` ends the wait) and a journalctl still reading. */
   cancelTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.stopJournalctl.abort();
   }
 
   /** Every live capture is in the ledger now: a backfill waiting to check against them may go on. */
@@ -42,12 +48,12 @@ export class Backfill {
 
   async run(beforeAttachUs: number, afterAttachUs: number): Promise<void> {
     const { logger, ledger } = this.parts;
-    let ring;
+    let ring: ReturnType<typeof readKmsgRing>;
     try {
       ring = readKmsgRing();
     } catch (err) {
       logger.warn(`backfill: cannot read /dev/kmsg: ${(err as Error).message}`);
-      return;
+      ring = []; // the journal may still be readable
     }
     const since = ledger.state.kmsg_seq;
     const lastSeq = ring.filter((r) => r.usec < afterAttachUs).reduce((m, r) => Math.max(m, r.seq), since);
@@ -68,6 +74,24 @@ export class Backfill {
         this.waker = resolve; // stop() cuts the wait short
       });
       n += await this.emitKmsgKills(later);
+    }
+    const j = this.parts.journald;
+    // after the ring's settle pass: a slow journalctl must not hold back kills the audit is waiting for
+    if (j && !this.stopJournalctl.signal.aborted) {
+      const { metrics, router } = this.parts;
+      n += await backfillFromJournald({
+        options: j.options,
+        logger,
+        ledger,
+        facts: j.facts,
+        beforeAttachUs,
+        signal: this.stopJournalctl.signal,
+        toRealtime: j.printkToRealtimeNs,
+        emit: async (r) => {
+          metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
+          await router.route(r);
+        },
+      });
     }
     ledger.state.kmsg_seq = lastSeq;
     try {

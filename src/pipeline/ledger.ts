@@ -26,6 +26,8 @@ export interface LedgerState {
   audit_base_us: number | null;
   /** per memory cgroup: its own oom_kill counter when the audit first saw it this boot, and when (printk µs) */
   cg_base?: Record<string, [number, number]>;
+  /** per boot read from systemd-journald this boot: the cursor after the last line examined, and that boot's kernel release */
+  journald?: Record<string, { cursor: string; kernel: string | null }>;
 }
 
 export const LEDGER_FILE = 'kills.jsonl';
@@ -33,6 +35,8 @@ export const LEDGER_STATE_FILE = 'kills.state.json';
 
 /** Kills of the same pid this close on the printk clock are one kill (live capture vs its log line). */
 const MATCH_US = 10_000_000;
+/** Bound on the other boots kept before the journal's own boot list prunes them (retainBoots). */
+const MAX_OTHER_BOOTS = 32;
 
 /**
  * What this host recorded this boot, kept across restarts so that the kernel-log backfill never
@@ -44,6 +48,8 @@ export class KillLedger {
   private readonly entries: LedgerEntry[] = [];
   private readonly ids = new Set<string>();
   private readonly byPid = new Map<number, number[]>();
+  /** previous boots' kills (for the journald backfill): boot id → pid → printk times */
+  private readonly others = new Map<string, { entries: LedgerEntry[]; byPid: Map<number, number[]> }>();
   private constructor(
     private readonly file: string,
     private readonly stateFile: string,
@@ -51,22 +57,52 @@ export class KillLedger {
     public state: LedgerState,
   ) {}
 
-  static open(dir: string, bootId: string): KillLedger {
+  /**
+   * `keepOtherBoots`: keep previous boots' kills (up to 32 boots, until `retainBoots` names the ones
+   * to keep) so that a previous boot read again from the journal is not recorded twice; otherwise a
+   * previous boot's kills can never match this boot's log and are dropped.
+   */
+  static open(dir: string, bootId: string, keepOtherBoots = false): KillLedger {
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, LEDGER_FILE);
     const stateFile = path.join(dir, LEDGER_STATE_FILE);
-    const { entries, otherBoots } = readLedger(file, bootId);
+    const { entries, others } = readLedger(file, bootId);
     let state = readLedgerState(stateFile);
     if (!state || state.boot_id !== bootId) state = { boot_id: bootId, kmsg_seq: -1, audit_base_kills: null, audit_base_us: null };
     const ledger = new KillLedger(file, stateFile, bootId, state);
     for (const e of entries) ledger.remember(e);
-    // a previous boot's kills can never match this boot's log: keep only this boot's lines
-    if (otherBoots) {
-      const tmp = `${file}.tmp`;
-      fs.writeFileSync(tmp, ledger.entries.map((e) => JSON.stringify(e) + '\n').join(''));
-      fs.renameSync(tmp, file);
-    }
+    if (keepOtherBoots) {
+      const boots = [...new Set(others.map((e) => e.b))];
+      const keep = new Set(boots.slice(-MAX_OTHER_BOOTS));
+      for (const e of others) if (keep.has(e.b)) ledger.rememberOther(e);
+      if (keep.size < boots.length) ledger.rewrite();
+    } else if (others.length > 0) ledger.rewrite();
     return ledger;
+  }
+
+  /** Drops the kills of every other boot not in `bootIds` (the journal's boots still of interest). */
+  retainBoots(bootIds: Iterable<string>): void {
+    const keep = new Set(bootIds);
+    let dropped = false;
+    for (const b of [...this.others.keys()]) {
+      if (keep.has(b)) continue;
+      for (const e of this.others.get(b)!.entries) this.ids.delete(e.e);
+      this.others.delete(b);
+      dropped = true;
+    }
+    if (dropped) this.rewrite();
+  }
+
+  /** Previous boots whose kills the ledger holds. */
+  otherBoots(): string[] {
+    return [...this.others.keys()];
+  }
+
+  private rewrite(): void {
+    const all = [...[...this.others.values()].flatMap((o) => o.entries), ...this.entries];
+    const tmp = `${this.file}.tmp`;
+    fs.writeFileSync(tmp, all.map((e) => JSON.stringify(e) + '\n').join(''));
+    fs.renameSync(tmp, this.file);
   }
 
   /** Kills recorded this boot. */
@@ -90,12 +126,13 @@ export class KillLedger {
     return this.since.n;
   }
 
-  /** Records a kill (idempotent per event_id). */
-  add(pid: number, tUs: number, eventId: string, cgroup = ''): void {
+  /** Records a kill (idempotent per event_id); `bootId` other than this boot's: a previous boot's kill. */
+  add(pid: number, tUs: number, eventId: string, cgroup = '', bootId = this.bootId): void {
     if (this.ids.has(eventId)) return;
-    const e: LedgerEntry = { b: this.bootId, p: pid, t: Math.round(tUs), e: eventId, ...(cgroup ? { c: cgroup } : {}) };
+    const e: LedgerEntry = { b: bootId, p: pid, t: Math.round(tUs), e: eventId, ...(cgroup ? { c: cgroup } : {}) };
     fs.appendFileSync(this.file, JSON.stringify(e) + '\n');
-    this.remember(e);
+    if (bootId === this.bootId) this.remember(e);
+    else this.rememberOther(e);
   }
 
   /** Kills recorded per victim cgroup, each counted from that cgroup's own start time on. */
@@ -108,9 +145,10 @@ export class KillLedger {
     return out;
   }
 
-  /** Whether a kill of `pid` logged at `usec` was already recorded (live capture or an earlier backfill). */
-  matches(pid: number, usec: number): boolean {
-    for (const t of this.byPid.get(pid) ?? []) if (Math.abs(t - usec) <= MATCH_US) return true;
+  /** Whether a kill of `pid` logged at `usec` (in boot `bootId`) was already recorded (live capture or an earlier backfill). */
+  matches(pid: number, usec: number, bootId = this.bootId): boolean {
+    const byPid = bootId === this.bootId ? this.byPid : this.others.get(bootId)?.byPid;
+    for (const t of byPid?.get(pid) ?? []) if (Math.abs(t - usec) <= MATCH_US) return true;
     return false;
   }
 
@@ -118,6 +156,16 @@ export class KillLedger {
     const tmp = `${this.stateFile}.tmp`;
     fs.writeFileSync(tmp, JSON.stringify(this.state));
     fs.renameSync(tmp, this.stateFile);
+  }
+
+  private rememberOther(e: LedgerEntry): void {
+    let o = this.others.get(e.b);
+    if (!o) this.others.set(e.b, (o = { entries: [], byPid: new Map() }));
+    o.entries.push(e);
+    this.ids.add(e.e);
+    const list = o.byPid.get(e.p) ?? [];
+    list.push(e.t);
+    o.byPid.set(e.p, list);
   }
 
   private remember(e: LedgerEntry): void {
@@ -130,16 +178,16 @@ export class KillLedger {
   }
 }
 
-function readLedger(file: string, bootId: string): { entries: LedgerEntry[]; otherBoots: boolean } {
+function readLedger(file: string, bootId: string): { entries: LedgerEntry[]; others: LedgerEntry[] } {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [], otherBoots: false };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [], others: [] };
     throw err;
   }
   const entries: LedgerEntry[] = [];
-  let otherBoots = false;
+  const others: LedgerEntry[] = [];
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     let e: LedgerEntry;
@@ -148,10 +196,10 @@ function readLedger(file: string, bootId: string): { entries: LedgerEntry[]; oth
     } catch {
       continue; // a torn last line from a crash mid-append
     }
-    if (e.b === bootId && typeof e.p === 'number' && typeof e.t === 'number' && typeof e.e === 'string') entries.push(e);
-    else otherBoots = true;
+    if (typeof e.b !== 'string' || typeof e.p !== 'number' || typeof e.t !== 'number' || typeof e.e !== 'string') continue;
+    (e.b === bootId ? entries : others).push(e);
   }
-  return { entries, otherBoots };
+  return { entries, others };
 }
 
 function readLedgerState(file: string): LedgerState | null {

@@ -134,6 +134,8 @@ describe('systemd unit: hardening and least privilege', () => {
     assert.deepEqual(unitValues('ProtectKernelLogs'), ['no']);
     assert.deepEqual(unitValues('BindReadOnlyPaths'), ['/dev/kmsg']);
     assert.deepEqual(unitValues('DeviceAllow'), ['/dev/kmsg', 'r']);
+    // and journalctl the system journal (group-readable by systemd-journal), nothing more
+    assert.deepEqual(unitValues('SupplementaryGroups'), ['systemd-journal']);
     assert.deepEqual(unitValues('DynamicUser'), ['yes']);
     assert.deepEqual(unitValues('NoNewPrivileges'), ['yes']);
   });

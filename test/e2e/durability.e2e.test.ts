@@ -12,7 +12,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MAIN, readJsonl, sleep, startAgent, type RunningAgent, type StartOptions } from '../helpers/agent';
+import { MAIN, missedKillsLogged, readJsonl, sleep, startAgent, type RunningAgent, type StartOptions } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import { causeKills } from '../helpers/kills';
 import { KmsgReader, parseKilled } from '../helpers/kmsg';
@@ -90,7 +90,8 @@ describe('durability e2e: spool lock, journal, kernel-log backfill, audit', () =
 
     // SIGKILL leaves no stale lock: the kernel drops the flock with the process
     assert.equal((await first.stop('SIGKILL')).signal, 'SIGKILL');
-    const third = await launch('', {}, { dir });
+    // a restart with the backfill off: a kill anywhere on the host since the SIGKILL is missed by design
+    const third = await launch('', {}, { dir, allowMissedKills: 'restart with backfill off' });
     const stopped = await third.stop('SIGTERM');
     assert.equal(stopped.code, 0, third.stderr());
   });
@@ -212,13 +213,16 @@ describe('durability e2e: spool lock, journal, kernel-log backfill, audit', () =
     assert.equal((await first.stop('SIGTERM')).code, 0);
 
     const missed = await causeKills(cg, 3);
+    // started without allowMissedKills: the e2e helper's standing check must fail this agent's stop
     const second = await launch(extra, env, { dir });
     const s2 = await waitForMetrics(second, (s) => (s.get('oomtrail_missed_kills_total') ?? 0) >= 3, 10_000, 'missed kills counted');
     assert.match(second.stderr(), /audit: the kernel counted \d+ OOM kill\(s\) since the first agent start of this boot, this host recorded \d+: \d+ missed/);
     // the cgroup's own counter (memory.oom_control / memory.events.local) names where: exactly this test's 3
     const esc = cg.kernelPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     assert.match(second.stderr(), new RegExp(`by the cgroups' own counters: (.*, )?${esc} 3(,|$)`, 'm'));
-    assert.equal((await second.stop('SIGTERM')).code, 0);
+    await assert.rejects(second.stop('SIGTERM'), /reported \d+ missed OOM kill\(s\) \(oomtrail_missed_kills_total\), and the test allows none/);
+    assert.equal(second.child.exitCode, 0);
+    assert.ok(missedKillsLogged(second.stderr()) >= 3);
     assert.equal([...byPid(readJsonl(second.eventsPath), missed).values()].flat().length, 0, 'with backfill off, the missed kills have no record');
     t.diagnostic(`missed ${s2.get('oomtrail_missed_kills_total')} (>= the 3 kills while stopped; other agents' kills on this host count too), kernel ${s2.get('oomtrail_kernel_oom_kills_total')}`);
   });

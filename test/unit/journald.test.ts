@@ -1,0 +1,115 @@
+/*
+ * The journald reader's edges, and the ledger's previous boots. `journalctl` here is a stand-in (a
+ * shell script printing what journalctl 252 prints, -o json lines copied from a real journal on this
+ * host) for cases a real journal cannot be made to show on demand: a journalctl without PCRE2, a
+ * message that is not UTF-8, a hang, a huge boot. The real journald is exercised in
+ * test/e2e/journald.e2e.test.ts.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { dashedBootId, JournaldError, listBoots, readKernelOomLines } from '../../src/collectors/kmsg/journald';
+import { KillLedger } from '../../src/pipeline/ledger';
+
+const BOOT = '093f2754c0bb40ca81c29e3863e2071f';
+const KILLED =
+  'Memory cgroup out of memory: Killed process 29407 (dd) total-vm:134048kB, anon-rss:65024kB, file-rss:1668kB, shmem-rss:0kB, UID:0 pgtables:180kB oom_score_adj:0';
+const entry = (i: number, message: string | number[], usec = 12589003500 + i) =>
+  JSON.stringify({
+    __CURSOR: `s=a52f;i=${i};b=${BOOT}`,
+    __REALTIME_TIMESTAMP: String(1796028173403349 + i),
+    __MONOTONIC_TIMESTAMP: String(12590247626 + i),
+    _BOOT_ID: BOOT,
+    MESSAGE: message,
+    _SOURCE_MONOTONIC_TIMESTAMP: String(usec),
+  });
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-journald-unit-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** A stand-in journalctl: prints `stdout` for any arguments (or per a case on an argument). */
+function fakeJournalctl(name: string, body: string): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  return f;
+}
+
+test('boot ids: journald form to /proc form', () => {
+  assert.equal(dashedBootId(BOOT), '093f2754-c0bb-40ca-81c2-9e3863e2071f');
+  assert.equal(dashedBootId('093f2754-c0bb-40ca-81c2-9e3863e2071f'), '093f2754-c0bb-40ca-81c2-9e3863e2071f');
+});
+
+test('--list-boots: oldest first, /proc form; no journal files → JOURNAL_EMPTY; no journalctl → JOURNALCTL_MISSING', async () => {
+  const list = JSON.stringify([
+    { index: 0, boot_id: BOOT, first_entry: 20, last_entry: 30 },
+    { index: -1, boot_id: 'ffffffffffffffffffffffffffffffff', first_entry: 1, last_entry: 2 },
+  ]);
+  const bin = fakeJournalctl('list', `echo '${list}'`);
+  const boots = await listBoots({ directory: '', timeoutMs: 5000, binary: bin });
+  assert.deepEqual(boots.map((b) => b.bootId), ['ffffffff-ffff-ffff-ffff-ffffffffffff', '093f2754-c0bb-40ca-81c2-9e3863e2071f']);
+  const none = fakeJournalctl('none', 'echo "No journal files were found." >&2; exit 1');
+  await assert.rejects(listBoots({ directory: '/nope', timeoutMs: 5000, binary: none }), (e: JournaldError) => e.code === 'JOURNAL_EMPTY');
+  await assert.rejects(listBoots({ directory: '', timeoutMs: 5000, binary: path.join(dir, 'absent') }), (e: JournaldError) => e.code === 'JOURNALCTL_MISSING');
+});
+
+test('a hung journalctl is killed at the timeout', async () => {
+  const bin = fakeJournalctl('hang', 'exec sleep 30');
+  const t0 = Date.now();
+  await assert.rejects(listBoots({ directory: '', timeoutMs: 300, binary: bin }), (e: JournaldError) => e.code === 'JOURNALCTL_TIMEOUT' && e.retriable);
+  assert.ok(Date.now() - t0 < 5000);
+});
+
+test('kernel lines: the kernel release from "Linux version", a non-UTF-8 message as bytes, no match (exit 1, silent) is no error', async () => {
+  const bytes = [...Buffer.from(KILLED.replace('(dd)', '(d\u00ffd)'), 'latin1')];
+  const out = [entry(1, 'Linux version 6.1.0-13-amd64 (debian-kernel@lists.debian.org) #1 SMP'), entry(2, KILLED), entry(3, bytes)].join('\n');
+  const bin = fakeJournalctl('lines', `cat <<'EOF'\n${out}\nEOF\nexit 1`);
+  const r = await readKernelOomLines('093f2754-c0bb-40ca-81c2-9e3863e2071f', { directory: '', timeoutMs: 5000, binary: bin, maxLines: 100 });
+  assert.equal(r.kernelRelease, '6.1.0-13-amd64');
+  assert.equal(r.records.length, 2);
+  assert.equal(r.records[0].message, KILLED);
+  assert.equal(r.records[0].usec, 12589003502);
+  assert.equal(r.records[0].seq, 0);
+  assert.match(r.records[1].message, /Killed process 29407 \(d\uFFFDd\)/);
+  assert.equal(r.truncated, false);
+});
+
+test('a journalctl without PCRE2: every kernel line is read and filtered here', async () => {
+  const out = [entry(1, 'usb 1-1: new device'), entry(2, KILLED)].join('\n');
+  const bin = fakeJournalctl(
+    'nopcre',
+    `case "$*" in *--grep*) echo "Compiled without pattern matching support" >&2; exit 1;; esac\ncat <<'EOF'\n${out}\nEOF`,
+  );
+  const r = await readKernelOomLines(BOOT, { directory: '', timeoutMs: 5000, binary: bin, maxLines: 100 });
+  assert.deepEqual(r.records.map((x) => x.message), [KILLED]);
+});
+
+test('more lines than maxLines: stops there, says so', async () => {
+  const out = Array.from({ length: 50 }, (_, i) => entry(i, KILLED.replace('29407', String(1000 + i)))).join('\n');
+  const bin = fakeJournalctl('many', `cat <<'EOF'\n${out}\nEOF`);
+  const r = await readKernelOomLines(BOOT, { directory: '', timeoutMs: 5000, binary: bin, maxLines: 10 });
+  assert.equal(r.truncated, true);
+  assert.equal(r.records.length, 10);
+});
+
+test("ledger: previous boots' kills are kept only when asked, match only within their boot, and retainBoots prunes them", () => {
+  const d = fs.mkdtempSync(path.join(dir, 'ledger-'));
+  const l0 = KillLedger.open(d, 'boot-0');
+  l0.add(100, 5_000_000, 'e0');
+  const l1 = KillLedger.open(d, 'boot-1', true);
+  assert.equal(l1.count, 0, "boot 0's kills are not this boot's");
+  assert.ok(l1.matches(100, 5_000_000, 'boot-0'));
+  assert.ok(!l1.matches(100, 5_000_000), 'not in boot 1');
+  assert.ok(l1.has('e0'));
+  l1.add(101, 6_000_000, 'e1', '', 'boot-0'); // backfilled from boot 0's journal
+  l1.add(102, 7_000_000, 'e2');
+  assert.equal(l1.count, 1);
+  const again = KillLedger.open(d, 'boot-1', true);
+  assert.ok(again.matches(101, 6_000_000, 'boot-0') && again.has('e1') && again.count === 1);
+  again.retainBoots([]);
+  assert.deepEqual(KillLedger.open(d, 'boot-1', true).otherBoots(), []);
+  const dropped = KillLedger.open(d, 'boot-2');
+  assert.deepEqual(dropped.otherBoots(), []);
+  assert.equal(fs.readFileSync(path.join(d, 'kills.jsonl'), 'utf8'), '', 'without keepOtherBoots only this boot (none yet) is kept');
+});
