@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../pipeline/enrich/host';
+import { RuntimeMetadata } from '../pipeline/enrich/runtime';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -93,7 +94,11 @@ async function run(args: Args): Promise<number> {
     logger.info('SIGHUP: reopening files before the next write');
     for (const sink of sinks) sink.reopen?.();
   });
+  const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
+  // before the collector attaches: the cache holds the running containers before any kill
+  await runtime?.start();
   const agent = new Agent({
+    runtime,
     config,
     logger,
     collector,
@@ -133,6 +138,7 @@ async function run(args: Args): Promise<number> {
     terminate(signal);
   }, deadlineMs + STOP_MARGIN_MS).unref();
   const left = await agent.stop(deadlineMs);
+  runtime?.stop();
   const pending = Object.entries(left).filter(([, n]) => n > 0);
   logger.info(pending.length ? `stopped; left in spool: ${pending.map(([s, n]) => `${s}=${n}`).join(', ')}` : 'stopped; every record delivered');
   return EXIT.OK;

@@ -3,6 +3,7 @@ import { HOOK_ORDER, type Hook } from '../record/record';
 import { clickhouseConfigSchema, type ClickHouseSinkConfig } from '../sinks/clickhouse/config';
 import { kafkaConfigSchema, type KafkaSinkConfig } from '../sinks/kafka/config';
 import { checkLokiConfig, lokiConfigSchema, type LokiSinkConfig } from '../sinks/loki/config';
+import { runtimeConfigSchema, type RuntimeEnrichConfig } from '../pipeline/enrich/runtime/config';
 import { checkWebhookConfig, webhookConfigSchema, type WebhookSinkConfig } from '../sinks/webhook/config';
 
 /**
@@ -37,6 +38,7 @@ export interface AppConfig {
     alloc: { enabled: boolean };
   };
   trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number };
+  enrich: { runtime: RuntimeEnrichConfig };
   pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
   sinks: {
     console: { enabled: boolean; format: OutputFormat };
@@ -203,6 +205,7 @@ export const schema: convict.Schema<AppConfig> = {
       },
     },
   },
+  enrich: { runtime: runtimeConfigSchema },
   trail: {
     enabled: {
       doc: 'Keep a ring of samples per memory-limited cgroup and attach the OOM cgroup\'s to each record as `trail`.',

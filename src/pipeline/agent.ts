@@ -40,6 +40,8 @@ export interface AgentParts {
   trail?: TrailSampler | null;
   /** longest wait after a kill for the victim's exit before its record goes out */
   deathWaitMs?: number;
+  /** optional: container/pod names from the container runtimes (bounded, never fails a record) */
+  runtime?: { annotate(r: OomRecord): Promise<Partial<OomRecord>> } | null;
 }
 
 /** A captured kill: its record as built right after decode, and its entry in the journal (null if that failed). */
@@ -507,7 +509,7 @@ export class Agent {
         ? await reclaim.confirmDeath(raw.victimTid, raw.bootNs, this.stopping ? 0 : (this.parts.deathWaitMs ?? 1000), bootNowNs)
         : null;
       // the journal holds this record already: the wait above amends it, it never gates its durability
-      const record: OomRecord = { ...item.record };
+      const record: OomRecord = { ...item.record, ...(await this.parts.runtime?.annotate(item.record)) };
       if (reclaim?.running && reclaim.confirmsDeaths) {
         const ms = (ns: bigint | null | undefined) => (death && ns ? Number(ns - death.markNs) / 1e6 : null);
         record.victim_exit_latency_ms = ms(death?.exitNs);

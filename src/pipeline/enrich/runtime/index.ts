@@ -1,0 +1,125 @@
+import fs from 'node:fs';
+import type { Logger } from 'winston';
+import type { OomRecord } from '../../../record/record';
+import { MetaCache } from './cache';
+import { splitList, type RuntimeEnrichConfig } from './config';
+import { DockerSource } from './docker';
+import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
+
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'>;
+
+const K8S_POD = 'io.kubernetes.pod.name';
+const K8S_NS = 'io.kubernetes.pod.namespace';
+const K8S_CONTAINER = 'io.kubernetes.container.name';
+
+/** The record fields one container's metadata gives; labels only those allowed. */
+export function fieldsOf(meta: ContainerMeta, allow: readonly string[]): RuntimeFields {
+  const l = meta.labels;
+  const out: RuntimeFields = { container_name: meta.name, container_image: meta.image };
+  if (l[K8S_POD]) out.pod_name = l[K8S_POD];
+  if (l[K8S_NS]) out.pod_namespace = l[K8S_NS];
+  if (l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
+  const picked: Record<string, string> = {};
+  for (const k of allow) if (typeof l[k] === 'string') picked[k] = l[k];
+  if (Object.keys(picked).length) out.labels = picked;
+  return out;
+}
+
+export type SourceFactory = (cfg: RuntimeEnrichConfig) => RuntimeSource[];
+
+/** One source per configured runtime; each is used only when its socket exists (checked at start). */
+export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
+  const out: RuntimeSource[] = [];
+  for (const r of splitList(cfg.runtimes)) {
+    if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms));
+  }
+  return out;
+}
+
+/**
+ * Container runtime metadata for records: a cache filled by the runtimes' lists and event streams before
+ * kills happen. `annotate` never fails and never takes longer than `lookup_timeout_ms`.
+ */
+export class RuntimeMetadata {
+  readonly cache: MetaCache;
+  private readonly allow: string[];
+  private active: RuntimeSource[] = [];
+  private statuses: RuntimeStatus[] = [];
+
+  constructor(
+    private readonly cfg: RuntimeEnrichConfig,
+    private readonly logger: Logger,
+    private readonly sources: RuntimeSource[] = defaultSources(cfg),
+  ) {
+    this.cache = new MetaCache(cfg.max_containers, cfg.grace_ms);
+    this.allow = splitList(cfg.labels);
+  }
+
+  /** Starts every runtime whose socket exists; a missing or silent one is reported here, once. */
+  async start(): Promise<RuntimeStatus[]> {
+    const started = await Promise.all(
+      this.sources.map(async (s) => {
+        if (!fs.existsSync(s.socket)) return { runtime: s.runtime, socket: s.socket, found: false, reachable: false, containers: null } as RuntimeStatus;
+        this.active.push(s);
+        return await s.start(this.cache);
+      }),
+    );
+    this.statuses = started;
+    for (const st of started) {
+      if (!st.found) this.logger.info(`runtime ${st.runtime}: no socket at ${st.socket}; not used`);
+      else if (!st.reachable) this.logger.warn(`runtime ${st.runtime}: ${st.socket} does not answer (${st.error ?? 'unknown'}); retrying in the background, records lack its names meanwhile`);
+      else this.logger.info(`runtime ${st.runtime}: ${st.containers ?? 0} containers known from ${st.socket}`);
+    }
+    return started;
+  }
+
+  status(): RuntimeStatus[] {
+    return this.statuses;
+  }
+
+  /** The runtime fields for `record`'s container: {} when it has none or no runtime knew it in time. */
+  async annotate(record: Pick<OomRecord, 'container_id'>): Promise<RuntimeFields> {
+    const id = record.container_id;
+    if (!id) return {};
+    const hit = this.cache.get(id);
+    if (hit) return fieldsOf(hit, this.allow);
+    if (this.active.length === 0 || this.cfg.lookup_timeout_ms === 0) return {};
+    const meta = await this.lookupMiss(id, this.cfg.lookup_timeout_ms);
+    return meta ? fieldsOf(meta, this.allow) : {};
+  }
+
+  /** A container the streams have not told about yet: the first of (stream delivers, a runtime answers, the bound). */
+  private lookupMiss(id: string, boundMs: number): Promise<ContainerMeta | null> {
+    return new Promise((resolve) => {
+      const ac = new AbortController();
+      let pending = this.active.length;
+      let done = false;
+      const finish = (m: ContainerMeta | null) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        cancel();
+        ac.abort();
+        resolve(m);
+      };
+      const timer = setTimeout(() => finish(null), boundMs);
+      const cancel = this.cache.waitFor(id, (m) => finish(m));
+      for (const s of this.active) {
+        s.inspect(id, ac.signal)
+          .then((m) => {
+            if (m) {
+              this.cache.put(id, m);
+              finish(m);
+            } else if (--pending === 0) finish(null);
+          })
+          .catch(() => {
+            if (--pending === 0) finish(null);
+          });
+      }
+    });
+  }
+
+  stop(): void {
+    for (const s of this.active) s.stop();
+  }
+}
