@@ -2,8 +2,8 @@ import type { ContainerMeta, MetaSink } from './types';
 
 interface Entry {
   meta: ContainerMeta;
-  /** Date.now() when the runtime said the container was removed; 0 while it exists */
-  removedAt: number;
+  /** when the runtime said the container was removed; null while it exists */
+  removedAt: number | null;
 }
 
 /**
@@ -28,7 +28,7 @@ export class MetaCache implements MetaSink {
   get(id: string): ContainerMeta | null {
     const e = this.entries.get(id);
     if (!e) return null;
-    if (e.removedAt && this.now() - e.removedAt > this.graceMs) {
+    if (e.removedAt !== null && this.now() - e.removedAt > this.graceMs) {
       this.entries.delete(id);
       return null;
     }
@@ -37,7 +37,7 @@ export class MetaCache implements MetaSink {
 
   put(id: string, meta: ContainerMeta): void {
     this.entries.delete(id); // re-insert: Map order is write order, the eviction order
-    this.entries.set(id, { meta, removedAt: 0 });
+    this.entries.set(id, { meta, removedAt: null });
     const ws = this.waiters.get(id);
     if (ws) {
       this.waiters.delete(id);
@@ -48,7 +48,7 @@ export class MetaCache implements MetaSink {
 
   removed(id: string): void {
     const e = this.entries.get(id);
-    if (e && !e.removedAt) e.removedAt = this.now();
+    if (e && e.removedAt === null) e.removedAt = this.now();
   }
 
   /** Resolves when `id` is put; the returned function cancels. */
@@ -64,11 +64,11 @@ export class MetaCache implements MetaSink {
 
   private evict(): void {
     const t = this.now();
-    for (const [id, e] of this.entries) if (e.removedAt && t - e.removedAt > this.graceMs) this.entries.delete(id);
+    for (const [id, e] of this.entries) if (e.removedAt !== null && t - e.removedAt > this.graceMs) this.entries.delete(id);
     if (this.entries.size <= this.maxEntries) return;
     for (const [id, e] of this.entries) {
       if (this.entries.size <= this.maxEntries) return;
-      if (e.removedAt) this.entries.delete(id);
+      if (e.removedAt !== null) this.entries.delete(id);
     }
     for (const id of this.entries.keys()) {
       if (this.entries.size <= this.maxEntries) return;
