@@ -6,7 +6,7 @@ import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../pipeline/enrich/host';
-import { RuntimeMetadata } from '../pipeline/enrich/runtime';
+import { probeRuntimes, RuntimeMetadata } from '../pipeline/enrich/runtime';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -163,6 +163,7 @@ async function main(argv: string[]): Promise<number> {
   if (args.command === 'relay') return (await import('../relay/relay')).runRelay(config, logger);
   if (args.command === 'check') {
     const report = runCheck(logger, config.collectors.oomkill.hook, config);
+    if (config.enrich.runtime.enabled) report.runtimes = await probeRuntimes(config.enrich.runtime);
     process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));
     return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;
   }

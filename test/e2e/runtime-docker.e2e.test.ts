@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CACHE, DEBIAN_IMAGE, startDockerEngine, type DockerEngine } from '../servers/docker/engine';
-import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
+import { execFileSync } from 'node:child_process';
+import { MAIN, startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import type { OomRecord } from '../../src/record/record';
 
 const DATA_ROOT = '/var/tmp/oomtrail-test-runtime-docker';
@@ -91,6 +92,21 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     assert.equal(r.victim_is_container_init, false);
     await sleep(500);
     assert.equal((await engine.docker(['inspect', '-f', '{{.State.Running}}', id])).trim(), 'true', 'the container still runs');
+  });
+
+  test('check: each runtime found and reachable, or not found', () => {
+    const sock = engine.host.replace(/^unix:\/\//, '');
+    const run = (env: NodeJS.ProcessEnv) =>
+      JSON.parse(execFileSync(process.execPath, [MAIN, 'check', '--json'], { env: { ...process.env, ...env }, encoding: 'utf8' })) as {
+        runtimes: Array<{ runtime: string; found: boolean; reachable: boolean; containers: number | null }>;
+      };
+    const ok = run({ OOMTRAIL_ENRICH_RUNTIME_RUNTIMES: 'docker', OOMTRAIL_ENRICH_RUNTIME_DOCKER_SOCKET: sock });
+    assert.equal(ok.runtimes.length, 1);
+    assert.equal(ok.runtimes[0].found, true);
+    assert.equal(ok.runtimes[0].reachable, true);
+    assert.ok((ok.runtimes[0].containers ?? -1) >= 2, 'the containers the tests left');
+    const missing = run({ OOMTRAIL_ENRICH_RUNTIME_RUNTIMES: 'docker', OOMTRAIL_ENRICH_RUNTIME_DOCKER_SOCKET: '/nonexistent/docker.sock' });
+    assert.deepEqual(missing.runtimes.map((r) => [r.found, r.reachable]), [[false, false]]);
   });
 
   test('the runtime and what it knew are reported at start', () => {

@@ -123,3 +123,12 @@ export class RuntimeMetadata {
     for (const s of this.active) s.stop();
   }
 }
+
+/** For `oomtrail check`: each configured runtime, whether its socket exists and whether it answers. */
+export async function probeRuntimes(cfg: RuntimeEnrichConfig, sources: RuntimeSource[] = defaultSources(cfg)): Promise<RuntimeStatus[]> {
+  return await Promise.all(
+    sources.map((s) =>
+      s.probe(cfg.request_timeout_ms).catch((e: Error) => ({ runtime: s.runtime, socket: s.socket, found: fs.existsSync(s.socket), reachable: false, containers: null, error: e.message })),
+    ),
+  );
+}
