@@ -3,6 +3,7 @@ import type { Logger } from 'winston';
 import type { OomRecord } from '../../../record/record';
 import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
+import { ContainerdSource } from './containerd';
 import { DockerSource } from './docker';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
@@ -32,6 +33,7 @@ export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
   const out: RuntimeSource[] = [];
   for (const r of splitList(cfg.runtimes)) {
     if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms));
+    if (r === 'containerd') out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms));
   }
   return out;
 }
