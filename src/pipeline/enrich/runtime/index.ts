@@ -4,6 +4,7 @@ import type { OomRecord } from '../../../record/record';
 import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
 import { ContainerdSource } from './containerd';
+import { CrioSource } from './crio';
 import { DockerSource } from './docker';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
@@ -33,6 +34,7 @@ export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
   const out: RuntimeSource[] = [];
   for (const r of splitList(cfg.runtimes)) {
     if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms));
+    if (r === 'cri-o') out.push(new CrioSource(cfg.crio_socket, cfg.request_timeout_ms));
     if (r === 'containerd') out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms));
   }
   return out;
@@ -70,7 +72,8 @@ export class RuntimeMetadata {
     for (const st of started) {
       if (!st.found) this.logger.info(`runtime ${st.runtime}: no socket at ${st.socket}; not used`);
       else if (!st.reachable) this.logger.warn(`runtime ${st.runtime}: ${st.socket} does not answer (${st.error ?? 'unknown'}); retrying in the background, records lack its names meanwhile`);
-      else this.logger.info(`runtime ${st.runtime}: ${st.containers ?? 0} containers known from ${st.socket}`);
+      else if (st.containers === null) this.logger.info(`runtime ${st.runtime}: ${st.socket} answers; containers are looked up as records need them`);
+      else this.logger.info(`runtime ${st.runtime}: ${st.containers} containers known from ${st.socket}`);
     }
     return started;
   }
