@@ -16,6 +16,13 @@ export const METADATA_FIELDS = [
   'event_id',
   'container_id',
   'pod_uid',
+  // runtime names: pod names are high-cardinality, so metadata, never stream labels
+  'pod_namespace',
+  'pod_name',
+  'k8s_container',
+  'container_name',
+  'container_image',
+  'victim_is_container_init',
   'victim_pid',
   'victim_comm',
   'trigger_pid',
