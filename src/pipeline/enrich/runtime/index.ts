@@ -59,23 +59,36 @@ export class RuntimeMetadata {
     this.allow = splitList(cfg.labels);
   }
 
-  /** Starts every runtime whose socket exists; a missing or silent one is reported here, once. */
+  /**
+   * Starts every runtime whose socket exists; a missing or silent one is reported here, once. Waits for the
+   * first lists at most `request_timeout_ms` (a runtime that hangs must not hold the agent's start); one
+   * answering later is logged when it does.
+   */
   async start(): Promise<RuntimeStatus[]> {
-    const started = await Promise.all(
-      this.sources.map(async (s) => {
-        if (!fs.existsSync(s.socket)) return { runtime: s.runtime, socket: s.socket, found: false, reachable: false, containers: null } as RuntimeStatus;
-        this.active.push(s);
-        return await s.start(this.cache);
-      }),
-    );
-    this.statuses = started;
-    for (const st of started) {
+    const log = (st: RuntimeStatus) => {
       if (!st.found) this.logger.info(`runtime ${st.runtime}: no socket at ${st.socket}; not used`);
       else if (!st.reachable) this.logger.warn(`runtime ${st.runtime}: ${st.socket} does not answer (${st.error ?? 'unknown'}); retrying in the background, records lack its names meanwhile`);
       else if (st.containers === null) this.logger.info(`runtime ${st.runtime}: ${st.socket} answers; containers are looked up as records need them`);
       else this.logger.info(`runtime ${st.runtime}: ${st.containers} containers known from ${st.socket}`);
-    }
-    return started;
+    };
+    const each = this.sources.map(async (s): Promise<RuntimeStatus> => {
+      if (!fs.existsSync(s.socket)) return { runtime: s.runtime, socket: s.socket, found: false, reachable: false, containers: null };
+      this.active.push(s);
+      return await s.start(this.cache);
+    });
+    const pending = (s: RuntimeSource): RuntimeStatus => ({ runtime: s.runtime, socket: s.socket, found: true, reachable: false, containers: null, error: `no answer in ${this.cfg.request_timeout_ms} ms` });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<null>((r) => (timer = setTimeout(() => r(null), this.cfg.request_timeout_ms)));
+    this.statuses = await Promise.all(
+      each.map(async (p, i) => {
+        const st = await Promise.race([p, bound]);
+        if (st) log(st);
+        else void p.then(log); // logged when it answers (or gives up)
+        return st ?? pending(this.sources[i]!);
+      }),
+    );
+    clearTimeout(timer);
+    return this.statuses;
   }
 
   status(): RuntimeStatus[] {
