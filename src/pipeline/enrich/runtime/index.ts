@@ -3,7 +3,6 @@ import type { Logger } from 'winston';
 import type { OomRecord } from '../../../record/record';
 import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
-import { ContainerdSource } from './containerd';
 import { CrioSource } from './crio';
 import { DockerSource } from './docker';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
@@ -27,6 +26,27 @@ export function fieldsOf(meta: ContainerMeta, allow: readonly string[]): Runtime
   return out;
 }
 
+/** A runtime whose socket was not there when the sources were made: reported, never asked. */
+class AbsentSource implements RuntimeSource {
+  constructor(
+    readonly runtime: RuntimeSource['runtime'],
+    readonly socket: string,
+  ) {}
+  private status(): RuntimeStatus {
+    return { runtime: this.runtime, socket: this.socket, found: false, reachable: false, containers: null };
+  }
+  async start(): Promise<RuntimeStatus> {
+    return this.status();
+  }
+  async inspect(): Promise<null> {
+    return null;
+  }
+  async probe(): Promise<RuntimeStatus> {
+    return this.status();
+  }
+  stop(): void {}
+}
+
 export type SourceFactory = (cfg: RuntimeEnrichConfig) => RuntimeSource[];
 
 /** One source per configured runtime; each is used only when its socket exists (checked at start). */
@@ -35,7 +55,14 @@ export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
   for (const r of splitList(cfg.runtimes)) {
     if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms));
     if (r === 'cri-o') out.push(new CrioSource(cfg.crio_socket, cfg.request_timeout_ms));
-    if (r === 'containerd') out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms));
+    if (r === 'containerd') {
+      // protobufjs costs megabytes of heap: loaded only where a containerd socket is there to use it
+      if (!fs.existsSync(cfg.containerd_socket)) out.push(new AbsentSource('containerd', cfg.containerd_socket));
+      else {
+        const { ContainerdSource } = require('./containerd') as typeof import('./containerd');
+        out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms));
+      }
+    }
   }
   return out;
 }
