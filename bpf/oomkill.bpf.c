@@ -432,6 +432,24 @@ static __always_inline void fill_victim_from_tp(struct oomtrail_event *e, void *
 	e->flags |= OOMTRAIL_F_HAS_TP_FIELDS;
 }
 
+/* As mem_cgroup_get_oom_group(): a memcg from the victim's up to the OOM domain (the root for a global OOM)
+ * with memory.oom.group set makes the kill a sweep of that memcg. The file exists on cgroup v2 only. */
+static __always_inline __u32 oom_group_of(struct task_struct *victim, struct mem_cgroup *oom_memcg)
+{
+	struct mem_cgroup *memcg = task_memcg(victim);
+
+	if (!bpf_core_field_exists(memcg->oom_group))
+		return 0;
+	for (int i = 0; i < OOMTRAIL_CG_DEPTH && memcg; i++) {
+		if (BPF_CORE_READ(memcg, oom_group))
+			return 1;
+		if (memcg == oom_memcg)
+			break;
+		memcg = (struct mem_cgroup *)BPF_CORE_READ(memcg, css.parent);
+	}
+	return 0;
+}
+
 static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_ctx *c, struct task_struct *victim)
 {
 	struct mem_cgroup *oom_memcg = NULL;
@@ -456,6 +474,8 @@ static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_
 			    (victim ? OOMTRAIL_CONSTRAINT_GLOBAL : OOMTRAIL_CONSTRAINT_UNKNOWN);
 		e->flags |= OOMTRAIL_F_CONSTRAINT_INFERRED;
 	}
+	if (victim && (c || oom_memcg))
+		e->oom_group_kill = oom_group_of(victim, oom_memcg);
 	if (oom_memcg) {
 		fill_cgroup_path(&e->oom_cg, memcg_kn(oom_memcg));
 		fill_memcg_counters(e, oom_memcg);
@@ -536,7 +556,7 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	__builtin_memset(e, 0, offsetof(struct oomtrail_event, victim_cg));
 	e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
 	e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
-	e->victim_ns_pid = e->victim_ns_level = 0;
+	e->victim_ns_pid = e->victim_ns_level = e->oom_group_kill = 0;
 	e->boot_ns = now;
 	e->hook = c ? c->hook : hook;
 	e->trigger_pid = pid_tgid >> 32;

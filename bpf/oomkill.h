@@ -70,6 +70,7 @@ struct oomtrail_event {
 	/* the victim process (thread-group leader) in its own pid namespace; 0 when no task was read */
 	__u32 victim_ns_pid;
 	__u32 victim_ns_level;  /* that namespace's depth: 0 is the host's */
+	__u32 oom_group_kill;   /* 1: a memory.oom.group at or above the victim's memcg (up to the OOM memcg) kills them all */
 };
 
 #endif

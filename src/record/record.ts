@@ -70,6 +70,9 @@ export interface OomRecord {
   /** True when the victim was PID 1 of a container's pid namespace: the container exits (and restarts, under
    *  Kubernetes `OOMKilled`). False: a child was killed and the container keeps running. Null when unknown. */
   victim_is_container_init?: boolean | null;
+  /** True when this kill was one of a `memory.oom.group` sweep (cgroup v2: every process of that memcg is
+   *  killed together, the default for Kubernetes containers since 1.28); absent when the kernel side read no task. */
+  oom_group_kill?: boolean;
   /** From the container runtime's own metadata (docker, containerd, CRI-O), looked up by container_id in a
    *  cache the agent fills before kills happen; absent when the runtime did not know the container in time. */
   container_name?: string;

@@ -92,4 +92,6 @@ test('the workload line: pod, container, image, and whether the container died o
   const docker = formatKillBlock(baseRecord({ container_id: 'd'.repeat(64), container_runtime: 'docker', container_name: 'api', container_image: 'api:3', victim_is_container_init: true }));
   assert.match(docker, /\n  workload container api image api:3 — container init \(pid 1 in its namespace\): the container exits\n/);
   assert.doesNotMatch(formatKillBlock(baseRecord()), /workload/, 'no container, no names: no line');
+  const group = formatKillBlock(baseRecord({ ...k8s, victim_ns_pid: 5, victim_is_container_init: false, oom_group_kill: true }));
+  assert.match(group, /\n  workload pod default\/web-7d9f container app image nginx:1\.27 — group kill \(memory\.oom\.group\): every process of the group is killed, the container exits\n/);
 });

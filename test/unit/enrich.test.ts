@@ -92,3 +92,10 @@ test('container init vs child: ns pid 1 below the host namespace in a container 
   assert.equal(none.victim_ns_pid, undefined);
   assert.equal(none.victim_is_container_init, undefined);
 });
+
+test('oom_group_kill: carried when the kernel side read the task, absent otherwise', () => {
+  const tb = (b: bigint) => b;
+  assert.equal(enrich(raw({ oomGroupKill: true }), facts, tb).oom_group_kill, true);
+  assert.equal(enrich(raw({ oomGroupKill: false }), facts, tb).oom_group_kill, false);
+  assert.equal('oom_group_kill' in enrich(raw({ oomGroupKill: null }), facts, tb), false);
+});

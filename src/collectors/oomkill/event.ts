@@ -38,6 +38,7 @@ export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
   ['oom_cg', 'cgroup_path'],
   ['victim_ns_pid', 'u32'],
   ['victim_ns_level', 'u32'],
+  ['oom_group_kill', 'u32'],
 ];
 
 /** struct oomtrail_cgroup_path: u64 kn_id, u32 depth, u32 truncated, char names[DEPTH][NAME_LEN]. */
@@ -116,6 +117,8 @@ export interface RawOomEvent {
    *  null when the kernel side read no task (pre-6.8 tracepoint without a task). */
   victimNsPid?: number | null;
   victimNsLevel?: number | null;
+  /** The kill was one of a memory.oom.group sweep (cgroup v2); null when no task was read. */
+  oomGroupKill?: boolean | null;
 }
 
 function cstring(buf: Buffer, off: number, len: number): string {
@@ -172,5 +175,6 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     // 0 is no pid in any namespace: the task was not read
     victimNsPid: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_pid) : null,
     victimNsLevel: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_level) : null,
+    oomGroupKill: has(FLAG.HAS_TASK) ? buf.readUInt32LE(o.oom_group_kill) !== 0 : null,
   };
 }

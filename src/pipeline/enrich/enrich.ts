@@ -46,6 +46,7 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     order: ev.order,
     ...parseContainer(victimCgroup),
     ...nsFields(ev, victimCgroup),
+    ...(ev.oomGroupKill != null ? { oom_group_kill: ev.oomGroupKill } : {}),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
     ...(ev.victimCgroup?.truncated || ev.oomCgroup?.truncated ? { cgroup_truncated: true } : {}),

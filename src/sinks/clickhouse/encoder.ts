@@ -153,10 +153,11 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
     if (row.victim_ns_pid === null) delete out.victim_ns_pid;
     else out.victim_ns_pid = Number(row.victim_ns_pid);
   }
-  if ('victim_is_container_init' in row) {
-    const v = row.victim_is_container_init;
-    if (v === null) delete out.victim_is_container_init;
-    else out.victim_is_container_init = v === true || Number(v) === 1;
+  for (const k of ['victim_is_container_init', 'oom_group_kill'] as const) {
+    if (!(k in row)) continue;
+    const v = row[k];
+    if (v === null) delete out[k];
+    else out[k] = v === true || Number(v) === 1;
   }
   return out as unknown as OomRecord;
 }

@@ -116,13 +116,14 @@ export function addRuntimeColumnsSql(o: SchemaOptions): string[] {
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`pod_namespace\` LowCardinality(String) DEFAULT ''`,
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`k8s_container\` LowCardinality(String) DEFAULT ''`,
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`labels\` String DEFAULT '' CODEC(ZSTD(3))`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`oom_group_kill\` Nullable(Bool)`,
   ];
 }
 
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
-  { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid and container init', statements: addRuntimeColumnsSql },
+  { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid, container init, group kill', statements: addRuntimeColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

@@ -45,8 +45,9 @@ function workloadLines(r: OomRecord): string[] {
     r.k8s_container ? `container ${r.k8s_container}` : r.container_name ? `container ${r.container_name}` : '',
     r.container_image ? `image ${r.container_image}` : '',
   ].filter(Boolean);
-  const what =
-    r.victim_is_container_init === true
+  const what = r.oom_group_kill
+    ? `group kill (memory.oom.group): every process of the group is killed${r.container_id ? ', the container exits' : ''}`
+    : r.victim_is_container_init === true
       ? `container init (pid 1 in its namespace): the container exits${r.pod_name ? ' and restarts' : ''}`
       : r.victim_is_container_init === false && r.container_id
         ? `child process (pid ${r.victim_ns_pid ?? '?'} in its namespace); the container keeps running`

@@ -23,6 +23,7 @@ export const METADATA_FIELDS = [
   'container_name',
   'container_image',
   'victim_is_container_init',
+  'oom_group_kill',
   'victim_pid',
   'victim_comm',
   'trigger_pid',
