@@ -9,6 +9,8 @@ import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
 export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'>;
 
+/** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
+const START_WAIT_MAX_MS = 2000;
 const K8S_POD = 'io.kubernetes.pod.name';
 const K8S_NS = 'io.kubernetes.pod.namespace';
 const K8S_CONTAINER = 'io.kubernetes.container.name';
@@ -88,8 +90,8 @@ export class RuntimeMetadata {
 
   /**
    * Starts every runtime whose socket exists; a missing or silent one is reported here, once. Waits for the
-   * first lists at most `request_timeout_ms` (a runtime that hangs must not hold the agent's start); one
-   * answering later is logged when it does.
+   * first lists at most `request_timeout_ms`, and never more than 2 s (a runtime that hangs must not hold the
+   * agent's start); one answering later is logged when it does.
    */
   async start(): Promise<RuntimeStatus[]> {
     const log = (st: RuntimeStatus) => {
@@ -103,15 +105,17 @@ export class RuntimeMetadata {
       this.active.push(s);
       return await s.start(this.cache);
     });
-    const pending = (s: RuntimeSource): RuntimeStatus => ({ runtime: s.runtime, socket: s.socket, found: true, reachable: false, containers: null, error: `no answer in ${this.cfg.request_timeout_ms} ms` });
+    const waitMs = Math.min(this.cfg.request_timeout_ms, START_WAIT_MAX_MS);
+    const pending = (s: RuntimeSource): RuntimeStatus => ({ runtime: s.runtime, socket: s.socket, found: true, reachable: false, containers: null, error: `no answer in ${waitMs} ms` });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const bound = new Promise<null>((r) => (timer = setTimeout(() => r(null), this.cfg.request_timeout_ms)));
+    const bound = new Promise<null>((r) => (timer = setTimeout(() => r(null), waitMs)));
     this.statuses = await Promise.all(
       each.map(async (p, i) => {
-        const st = await Promise.race([p, bound]);
-        if (st) log(st);
-        else void p.then(log); // logged when it answers (or gives up)
-        return st ?? pending(this.sources[i]!);
+        const st = (await Promise.race([p, bound])) ?? pending(this.sources[i]!);
+        log(st);
+        // one that answers later says so once; one that gave up was reported just now
+        if (st.error === pending(this.sources[i]!).error) void p.then((late) => late.reachable && log(late));
+        return st;
       }),
     );
     clearTimeout(timer);
