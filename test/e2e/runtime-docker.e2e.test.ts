@@ -95,6 +95,15 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     assert.equal((await engine.docker(['inspect', '-f', '{{.State.Running}}', id])).trim(), 'true', 'the container still runs');
   });
 
+  test('a container renamed while it runs is named by its new name', async () => {
+    const id = (
+      await engine.docker(['run', '-d', '--name', `${tag}-before`, ...LIMIT, DEBIAN_IMAGE, 'bash', '-c', 'sleep 2; tail /dev/zero; exec sleep 600'])
+    ).trim();
+    await engine.docker(['rename', `${tag}-before`, `${tag}-after`]);
+    const r = await recordOf(id, 'the renamed container\'s kill');
+    assert.equal(r.container_name, `${tag}-after`);
+  });
+
   test('check: each runtime found and reachable, or not found', () => {
     const sock = engine.host.replace(/^unix:\/\//, '');
     const run = (env: NodeJS.ProcessEnv) =>

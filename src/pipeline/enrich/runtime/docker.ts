@@ -104,6 +104,10 @@ export class DockerSource implements RuntimeSource {
       this.inspect(id, ac.signal)
         .then((m) => m && sink.put(id, m))
         .catch(() => undefined);
+    } else if (ev.Action === 'rename') {
+      this.inspect(id, new AbortController().signal)
+        .then((m) => m && sink.put(id, m))
+        .catch(() => undefined);
     } else if (ev.Action === 'destroy') {
       sink.removed(id);
     }
