@@ -70,11 +70,18 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
   });
 
   test('--rm: the container is gone before the record is built, the names are not', async () => {
-    const id = (await engine.docker(['run', '-d', '--rm', '--name', `${tag}-rm`, ...LIMIT, ...K8S, DEBIAN_IMAGE, 'tail', '/dev/zero'])).trim();
+    // the agent is paused through the kill and the removal, so that docker's destroy event reaches it before
+    // the record is built (what a busy agent sees): only the cache's grace period keeps the names
+    process.kill(agent.child.pid!, 'SIGSTOP');
+    let id = '';
+    try {
+      id = (await engine.docker(['run', '-d', '--rm', '--name', `${tag}-rm`, ...LIMIT, ...K8S, DEBIAN_IMAGE, 'tail', '/dev/zero'])).trim();
+      for (let i = 0; i < 100 && (await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(); i++) await sleep(100);
+      assert.equal((await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(), '', 'container removed');
+    } finally {
+      process.kill(agent.child.pid!, 'SIGCONT');
+    }
     const r = await recordOf(id, 'the --rm kill');
-    // it really is gone: the names came from the cache
-    for (let i = 0; i < 50 && (await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(); i++) await sleep(100);
-    assert.equal((await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(), '', 'container removed');
     assert.equal(r.container_name, `${tag}-rm`);
     assert.equal(r.pod_name, 'web-7d9f');
     assert.equal(r.victim_is_container_init, true);
