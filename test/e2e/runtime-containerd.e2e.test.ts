@@ -89,4 +89,25 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
     await sleep(300);
     assert.match(await c.ctr(['task', 'ls'], { namespace: NS }), new RegExp(`${id}\\s+\\d+\\s+RUNNING`));
   });
+
+  test('deleted while the agent is busy (paused): the delete event comes first, the cache keeps the names', async () => {
+    const id = newId();
+    await run(id, [], ['bash', '-c', 'sleep 1; exec tail /dev/zero']);
+    await sleep(300); // the agent learns the container (create event, Get) while it runs
+    process.kill(agent.child.pid!, 'SIGSTOP');
+    try {
+      for (let i = 0; i < 100; i++) {
+        if (!new RegExp(`${id}\\s+\\d+\\s+RUNNING`).test(await c.ctr(['task', 'ls'], { namespace: NS }))) break;
+        await sleep(50);
+      }
+      await c.ctr(['task', 'rm', '-f', id], { namespace: NS }).catch(() => undefined);
+      await c.ctr(['containers', 'rm', id], { namespace: NS });
+    } finally {
+      process.kill(agent.child.pid!, 'SIGCONT');
+    }
+    const r = await recordOf(id, 'the kill of the deleted container');
+    assert.equal(r.pod_name, 'api-5c6d');
+    assert.equal(r.k8s_container, 'worker');
+    assert.equal(r.victim_is_container_init, true);
+  });
 });
