@@ -64,6 +64,15 @@ test('cache: bounded; removed containers are evicted before live ones, oldest fi
   assert.equal(c.size, 3);
 });
 
+test('cache: a second runtime\'s blanks do not erase what the first one knew (docker + containerd moby)', () => {
+  const c = new MetaCache(10, 1000);
+  c.put(ID('a'), { name: 'web', image: 'nginx:1.27', labels: { 'io.kubernetes.pod.name': 'p' } });
+  c.put(ID('a'), { name: '', image: '', labels: { 'com.docker/engine.bundle.path': '/run/x' } });
+  assert.deepEqual(c.get(ID('a')), { name: 'web', image: 'nginx:1.27', labels: { 'io.kubernetes.pod.name': 'p', 'com.docker/engine.bundle.path': '/run/x' } });
+  c.put(ID('a'), { name: 'web2', image: '', labels: {} });
+  assert.equal(c.get(ID('a'))?.name, 'web2', 'a rename still wins');
+});
+
 test('cache: a waiter is called when the id is put, and can cancel', () => {
   const c = new MetaCache(10, 1000);
   const got: string[] = [];

@@ -35,7 +35,13 @@ export class MetaCache implements MetaSink {
     return e.meta;
   }
 
-  put(id: string, meta: ContainerMeta): void {
+  put(id: string, incoming: ContainerMeta): void {
+    // Two runtimes can know one container: docker's containers are also in containerd's `moby` namespace,
+    // where docker 20.10 leaves no name, image or labels. What one knows is not erased by the other's blanks.
+    const old = this.entries.get(id);
+    const meta = old
+      ? { name: incoming.name || old.meta.name, image: incoming.image || old.meta.image, labels: { ...old.meta.labels, ...incoming.labels } }
+      : incoming;
     this.entries.delete(id); // re-insert: Map order is write order, the eviction order
     this.entries.set(id, { meta, removedAt: null });
     const ws = this.waiters.get(id);
