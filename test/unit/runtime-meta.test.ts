@@ -148,3 +148,27 @@ test('docker source against a socket that closes at once: inspect rejects, never
     server.close();
   }
 });
+
+test('config: enrich.runtime defaults, and a bad value names its key (exit 78)', async () => {
+  const { loadConfig } = await import('../../src/config/load');
+  const etcDir = path.join(os.tmpdir(), 'oomtrail-no-such-etc');
+  const { config } = loadConfig({ etcDir, env: {} });
+  assert.equal(config.enrich.runtime.enabled, true);
+  assert.equal(config.enrich.runtime.runtimes, 'docker,containerd,cri-o');
+  assert.equal(config.enrich.runtime.lookup_timeout_ms, 250);
+  for (const [env, key] of [
+    ['OOMTRAIL_ENRICH_RUNTIME_RUNTIMES', 'enrich.runtime.runtimes'],
+    ['OOMTRAIL_ENRICH_RUNTIME_DOCKER_SOCKET', 'enrich.runtime.docker_socket'],
+  ] as const) {
+    let caught: unknown;
+    try {
+      loadConfig({ etcDir, env: { [env]: env.endsWith('RUNTIMES') ? 'docker,podman' : 'relative.sock' } });
+    } catch (e) {
+      caught = e;
+    }
+    const err = caught as { name?: string; exitCode?: number; message: string };
+    assert.equal(err?.name, 'ConfigError', String(caught));
+    assert.equal(err.exitCode, 78);
+    assert.ok(err.message.includes(key), err.message);
+  }
+});
