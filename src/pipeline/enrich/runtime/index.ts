@@ -18,7 +18,10 @@ const K8S_CONTAINER = 'io.kubernetes.container.name';
 /** The record fields one container's metadata gives; labels only those allowed. */
 export function fieldsOf(meta: ContainerMeta, allow: readonly string[]): RuntimeFields {
   const l = meta.labels;
-  const out: RuntimeFields = { container_name: meta.name, container_image: meta.image };
+  // unknown stays absent, never '': a record reads the same from every sink (ClickHouse's '' default is "absent")
+  const out: RuntimeFields = {};
+  if (meta.name) out.container_name = meta.name;
+  if (meta.image) out.container_image = meta.image;
   if (l[K8S_POD]) out.pod_name = l[K8S_POD];
   if (l[K8S_NS]) out.pod_namespace = l[K8S_NS];
   if (l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
@@ -48,8 +51,6 @@ class AbsentSource implements RuntimeSource {
   }
   stop(): void {}
 }
-
-export type SourceFactory = (cfg: RuntimeEnrichConfig) => RuntimeSource[];
 
 /** One source per configured runtime; each is used only when its socket exists (checked at start). */
 export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
