@@ -368,6 +368,24 @@ static __always_inline struct task_struct *killed_task(__u32 tid, __s32 pid, __u
 	return (struct task_struct *)t->task;
 }
 
+/* The pid a process sees for itself: pid->numbers[pid->level] of its thread-group leader. PID 1 in
+ * a container's namespace is its init: killing it ends the container, killing another does not. */
+static __always_inline void fill_ns_pid(struct oomtrail_event *e, struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, group_leader, thread_pid);
+	unsigned int level;
+	int nr = 0;
+
+	if (!pid)
+		return;
+	level = BPF_CORE_READ(pid, level);
+	if (level > 32) /* MAX_PID_NS_LEVEL */
+		return;
+	bpf_core_read(&nr, sizeof(nr), &pid->numbers[level].nr);
+	e->victim_ns_pid = nr;
+	e->victim_ns_level = level;
+}
+
 static __always_inline void fill_victim_from_task(struct oomtrail_event *e, struct task_struct *task)
 {
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
@@ -378,6 +396,7 @@ static __always_inline void fill_victim_from_task(struct oomtrail_event *e, stru
 	BPF_CORE_READ_STR_INTO(&e->victim_comm, task, comm);
 	e->victim_uid = BPF_CORE_READ(task, real_cred, uid.val);
 	e->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
+	fill_ns_pid(e, task);
 	if (mm) {
 		e->total_vm_pages = BPF_CORE_READ(mm, total_vm);
 		e->anon_rss_pages = mm_counter(mm, MM_ANON);
@@ -413,6 +432,24 @@ static __always_inline void fill_victim_from_tp(struct oomtrail_event *e, void *
 	e->flags |= OOMTRAIL_F_HAS_TP_FIELDS;
 }
 
+/* As mem_cgroup_get_oom_group(): a memcg from the victim's up to the OOM domain (the root for a global OOM)
+ * with memory.oom.group set makes the kill a sweep of that memcg. The file exists on cgroup v2 only. */
+static __always_inline __u32 oom_group_of(struct task_struct *victim, struct mem_cgroup *oom_memcg)
+{
+	struct mem_cgroup *memcg = task_memcg(victim);
+
+	if (!bpf_core_field_exists(memcg->oom_group))
+		return 0;
+	for (int i = 0; i < OOMTRAIL_CG_DEPTH && memcg; i++) {
+		if (BPF_CORE_READ(memcg, oom_group))
+			return 1;
+		if (memcg == oom_memcg)
+			break;
+		memcg = (struct mem_cgroup *)BPF_CORE_READ(memcg, css.parent);
+	}
+	return 0;
+}
+
 static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_ctx *c, struct task_struct *victim)
 {
 	struct mem_cgroup *oom_memcg = NULL;
@@ -437,6 +474,8 @@ static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_
 			    (victim ? OOMTRAIL_CONSTRAINT_GLOBAL : OOMTRAIL_CONSTRAINT_UNKNOWN);
 		e->flags |= OOMTRAIL_F_CONSTRAINT_INFERRED;
 	}
+	if (victim && (c || oom_memcg))
+		e->oom_group_kill = oom_group_of(victim, oom_memcg);
 	if (oom_memcg) {
 		fill_cgroup_path(&e->oom_cg, memcg_kn(oom_memcg));
 		fill_memcg_counters(e, oom_memcg);
@@ -517,6 +556,7 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	__builtin_memset(e, 0, offsetof(struct oomtrail_event, victim_cg));
 	e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
 	e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
+	e->victim_ns_pid = e->victim_ns_level = e->oom_group_kill = 0;
 	e->boot_ns = now;
 	e->hook = c ? c->hook : hook;
 	e->trigger_pid = pid_tgid >> 32;

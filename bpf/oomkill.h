@@ -67,6 +67,10 @@ struct oomtrail_event {
 	char trigger_comm[OOMTRAIL_COMM_LEN];
 	struct oomtrail_cgroup_path victim_cg;
 	struct oomtrail_cgroup_path oom_cg;
+	/* the victim process (thread-group leader) in its own pid namespace; 0 when no task was read */
+	__u32 victim_ns_pid;
+	__u32 victim_ns_level;  /* that namespace's depth: 0 is the host's */
+	__u32 oom_group_kill;   /* 1: a memory.oom.group at or above the victim's memcg (up to the OOM memcg) kills them all */
 };
 
 #endif

@@ -8,6 +8,7 @@ import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
+import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
 import { readVmstatOomKills, recordedThisBoot } from '../pipeline/ledger';
 
 export const EXIT_UNAVAILABLE = 69;
@@ -33,6 +34,8 @@ export interface CheckReport {
   collectors?: CollectorInfo[];
   /** kills since boot: the kernel's count (/proc/vmstat oom_kill) and the records this host's state dir holds */
   kills?: { kernel: number | null; recorded: number };
+  /** container runtimes that name victims (enrich.runtime): socket found, API answering */
+  runtimes?: RuntimeStatus[];
 }
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
@@ -122,6 +125,17 @@ export function formatCheck(r: CheckReport): string {
           'collectors:',
           ...r.collectors.map(
             (c) => `  ${c.name.padEnd(8)} ${c.enabled ? 'enabled ' : 'disabled'} ${c.available ? 'can run' : 'CANNOT run'}: ${c.detail}\n` + c.hooks.map((h) => `           ${h}`).join('\n'),
+          ),
+        ]
+      : []),
+    ...(r.runtimes
+      ? [
+          'container runtimes (names for records):',
+          ...(r.runtimes.length ? [] : ['  none configured']),
+          ...r.runtimes.map(
+            (x) =>
+              `  ${x.runtime.padEnd(11)} ${x.socket}: ` +
+              (!x.found ? 'not found' : x.reachable ? `reachable, ${x.containers ?? '?'} containers` : `found, NOT reachable: ${x.error ?? 'no answer'}`),
           ),
         ]
       : []),

@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../host/facts';
+import { probeRuntimes, RuntimeMetadata } from '../pipeline/assemble/runtime';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -124,7 +125,11 @@ async function run(args: Args): Promise<number> {
     logger.info('SIGHUP: reopening files before the next write');
     for (const sink of sinks) sink.reopen?.();
   });
+  const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
+  // before the collector attaches: the cache holds the running containers before any kill
+  await runtime?.start();
   const agent = new Agent({
+    runtime,
     config,
     logger,
     collector,
@@ -164,6 +169,7 @@ async function run(args: Args): Promise<number> {
     terminate(signal);
   }, deadlineMs + STOP_MARGIN_MS).unref();
   const left = await agent.stop(deadlineMs);
+  runtime?.stop();
   const pending = Object.entries(left).filter(([, n]) => n > 0);
   logger.info(pending.length ? `stopped; left in spool: ${pending.map(([s, n]) => `${s}=${n}`).join(', ')}` : 'stopped; every record delivered');
   return EXIT.OK;
@@ -189,6 +195,7 @@ async function main(argv: string[]): Promise<number> {
   if (args.command === 'check' && args.sinks) return checkSinksCommand(args, config, logger);
   if (args.command === 'check') {
     const report = runCheck(logger, config.collectors.oomkill.hook, config);
+    if (config.enrich.runtime.enabled) report.runtimes = await probeRuntimes(config.enrich.runtime);
     process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));
     return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;
   }

@@ -1,6 +1,7 @@
 import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { enabledSinks, SINKS, type SinksConfig } from '../sinks/registry';
+import { runtimeConfigSchema, type RuntimeEnrichConfig } from '../pipeline/assemble/runtime/config';
 import { emptyOrAbsolutePath, natural, nonEmptyString, positive } from './formats';
 
 export { natural, nonEmptyString, positive };
@@ -45,6 +46,7 @@ export interface AppConfig {
     alloc: { enabled: boolean };
   };
   trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number };
+  enrich: { runtime: RuntimeEnrichConfig };
   pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
   /** One part per sink in the registry (src/sinks/registry.ts). */
   sinks: SinksConfig;
@@ -208,6 +210,7 @@ export const schema: convict.Schema<AppConfig> = {
       },
     },
   },
+  enrich: { runtime: runtimeConfigSchema },
   trail: {
     enabled: {
       doc: 'Keep a ring of samples per memory-limited cgroup and attach the OOM cgroup\'s to each record as `trail`.',

@@ -8,7 +8,7 @@ import type { OomRecord } from '../record/record';
 import type { PressureEvent, TrailSource } from '../collectors/trail/sampler';
 import { systemClock, type Clock } from '../host/clock';
 import { readHostFacts, type HostFacts } from '../host/facts';
-import { RecordAssembler, type DeathSource } from './assemble/assemble';
+import { RecordAssembler, type DeathSource, type RuntimeNames } from './assemble/assemble';
 import { KillAudit, type AuditedCgroups } from './audit';
 import { Backfill } from './backfill';
 import { KillJournal } from './journal';
@@ -42,6 +42,8 @@ export interface AgentParts {
   deathWaitMs?: number;
   /** host clocks (tests may steer them); the system's by default */
   clock?: Clock;
+  /** optional: container/pod names from the container runtimes (bounded, never fails a record) */
+  runtime?: RuntimeNames | null;
 }
 
 /** A captured kill: its record as built right after decode, and its entry in the journal (null if that failed). */
@@ -134,6 +136,7 @@ export class Agent {
       trail: this.trail,
       deaths: this.parts.reclaim ?? null,
       deathWaitMs: this.parts.deathWaitMs ?? 1000,
+      runtime: this.parts.runtime ?? null,
     });
     const dir = config.pipeline.spool.dir;
     // before any spool is touched: a second agent on this directory would replay, ack and delete

@@ -64,6 +64,25 @@ export interface OomRecord {
    *  kernel side's 16 levels and gone from cgroupfs before it could be completed. Such a path starts
    *  with `/…/` and keeps its 16 leaf-most names. */
   cgroup_truncated?: boolean;
+  /** The victim's pid inside its own pid namespace (what `ps` in its container shows); absent or null when
+   *  the kernel side read no task. Equal to victim_pid for a process in the host's namespace. */
+  victim_ns_pid?: number | null;
+  /** True when the victim was PID 1 of a container's pid namespace: the container exits (and restarts, under
+   *  Kubernetes `OOMKilled`). False: a child was killed and the container keeps running. Null when unknown. */
+  victim_is_container_init?: boolean | null;
+  /** True when this kill was one of a `memory.oom.group` sweep (cgroup v2: every process of that memcg is
+   *  killed together, the default for Kubernetes containers since 1.28); absent when the kernel side read no task. */
+  oom_group_kill?: boolean;
+  /** From the container runtime's own metadata (docker, containerd, CRI-O), looked up by container_id in a
+   *  cache the agent fills before kills happen; absent when the runtime did not know the container in time. */
+  container_name?: string;
+  container_image?: string;
+  /** `io.kubernetes.pod.name` / `.pod.namespace` / `.container.name` labels, as kubelet (CRI) sets them. */
+  pod_name?: string;
+  pod_namespace?: string;
+  k8s_container?: string;
+  /** The container's labels named by `enrich.runtime.labels` (an allow-list); absent when none matched. */
+  labels?: Record<string, string>;
   /** Set on memory_pressure records: why it fired. */
   pressure?: PressureInfo;
 }

@@ -2,7 +2,7 @@
  * grafana/: the provisioned dashboard's queries, checked for real.
  *  - Every Loki query (panels, the annotation, the host variable) parses with Grafana's own LogQL grammar
  *    (@grafana/lezer-logql) once Grafana's variables are substituted as Grafana would.
- *  - Every ClickHouse query runs on the production schema (src/sinks/clickhouse/schema.ts, migration 1) in chdb
+ *  - Every ClickHouse query runs on the production schema (src/sinks/clickhouse/schema.ts, every migration) in chdb
  *    (ClickHouse 26.9, test/servers/clickhouse) over the SQL cookbook's sample records, with the
  *    grafana-clickhouse-datasource macros expanded as the plugin does, and returns the expected rows.
  *  - Panels and provisioning agree on the datasource uids.
@@ -18,7 +18,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { parser } from '@grafana/lezer-logql';
 import { REPO } from '../helpers/agent';
-import { createTableSql } from '../../src/sinks/clickhouse/schema';
+import { MIGRATIONS } from '../../src/sinks/clickhouse/schema';
 import { encodeBatch } from '../../src/sinks/clickhouse/encoder';
 import { cookbookRecords } from '../servers/clickhouse/records';
 import { rows, sql, startChdb, type ServerHandle } from '../servers/clickhouse/servers';
@@ -66,7 +66,7 @@ describe('grafana dashboard', () => {
       for (const t of p.targets) assert.equal(t.datasource.uid, p.datasource.uid);
     }
     assert.ok(lokiPanels.length >= 4 && chPanels.length >= 4, `${lokiPanels.length} Loki, ${chPanels.length} ClickHouse panels`);
-    for (const title of ['Top containers by kills', 'Repeat offenders (restart loops)', 'memcg vs global kills', 'RSS at kill']) {
+    for (const title of ['Top containers by kills', 'Repeat offenders (restart loops)', 'memcg vs global kills', 'RSS at kill', 'Kills by namespace and pod']) {
       assert.ok(chPanels.some((p) => p.title === title), title);
     }
   });
@@ -138,7 +138,8 @@ describe('grafana dashboard', () => {
     before(async () => {
       ch = await startChdb({ dir: path.join(base, 'chdb') });
       await sql(ch, 'CREATE DATABASE IF NOT EXISTS oomtrail');
-      await sql(ch, createTableSql({ database: 'oomtrail', table: 'oom_kills', ttlDays: 365 }));
+      // every migration, as the sink applies them: panels may read the newer columns
+      for (const m of MIGRATIONS) for (const st of m.statements({ database: 'oomtrail', table: 'oom_kills', ttlDays: 365 })) await sql(ch, st);
       await sql(ch, 'INSERT INTO oomtrail.oom_kills FORMAT JSONEachRow', {
         data: encodeBatch(cookbookRecords(now)),
         settings: { input_format_skip_unknown_fields: 1 },
@@ -161,6 +162,13 @@ describe('grafana dashboard', () => {
           const out = await rows(ch, q);
           // every panel has something to show over the cookbook's last 24 h except possibly restart loops
           if (p.title !== 'Repeat offenders (restart loops)') assert.ok(out.length > 0, `${p.title}: no rows\n${q}`);
+          if (p.title === 'Kills by namespace and pod') {
+            // the cookbook's node-a pod: four kills, the last one a child's
+            assert.deepEqual(
+              out.map((r: any) => [r.pod_namespace, r.pod_name, r.k8s_container, r.image, r.kills, r.child_kills, r.group_kills]),
+              [['shop', 'web-7d9f', 'app', 'nginx:1.27', 4, 1, 0]],
+            );
+          }
         }
       });
     }

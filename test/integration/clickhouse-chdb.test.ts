@@ -357,6 +357,25 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
         psi_scope: 'system',
       },
     };
+    // node-a's pod, named by the runtime (migration 3): three container inits killed, then one child
+    let podKill = 0;
+    for (let i = 0; i < synthetic.length; i++) {
+      const r = synthetic[i]!;
+      if (r.host !== 'node-a' || !r.pod_uid) continue;
+      const child = ++podKill === 4;
+      synthetic[i] = {
+        ...r,
+        pod_namespace: 'shop',
+        pod_name: 'web-7d9f',
+        k8s_container: 'app',
+        container_name: `k8s_app_web-7d9f_shop_${podKill}`,
+        container_image: 'nginx:1.27',
+        labels: { team: 'checkout' },
+        victim_ns_pid: child ? 57 : 1,
+        victim_is_container_init: !child,
+      };
+    }
+    assert.equal(podKill, 4);
     const sink = createClickHouseSink(sinkConfig(ch), { logger: silentLogger() });
     assert.equal((await sink.write(synthetic)).status, 'delivered');
     // a re-cut batch (as after an agent crash): stored twice until a merge; every query reads FINAL
@@ -379,6 +398,8 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       'time_between_kills_7d',
       'latest_kills',
       'trail_of_latest_kill',
+      'kills_by_namespace_7d',
+      'silent_child_kills_7d',
     ];
     assert.deepEqual([...queries.keys()], expected, 'the cookbook and this test name the same queries');
     const run = async (name: string) => rows(ch, queries.get(name)!);
@@ -510,5 +531,21 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     const times = q9.map((r) => Date.parse(String(r.t).replace(' ', 'T') + 'Z'));
     for (let i = 1; i < times.length; i++) assert.equal(times[i]! - times[i - 1]!, stepMs, 'samples one step apart');
     assert.equal(times[0], Date.parse(latest.trail!.start), 'the first sample at the trail start');
+
+    // 10. kills by namespace: only node-a's pod carries runtime names
+    const q10 = (await run('kills_by_namespace_7d')).map(({ last_kill: _l, ...r }) => r);
+    assert.deepEqual(q10, [{ pod_namespace: 'shop', kills: 4, pods: 1, child_kills: 1 }]);
+
+    // 11. silent child kills: the one child of the pod; the real kills (no container) are not listed
+    const ref11 = since(7 * 24 * H).filter((r) => r.container_id !== '' && r.victim_is_container_init === false);
+    const q11 = await run('silent_child_kills_7d');
+    assert.deepEqual(
+      q11.map((r) => [r.host, r.pod_namespace, r.pod_name, r.k8s_container, r.container_image, r.victim_pid, Number(r.victim_ns_pid)]),
+      ref11.map((r) => [r.host, 'shop', 'web-7d9f', 'app', 'nginx:1.27', r.victim_pid, 57]),
+    );
+    assert.equal(q11.length, 1);
+    // the labels column holds the allow-listed map as JSON
+    const lab = await rows<{ team: string }>(ch, `SELECT JSONExtractString(labels, 'team') AS team FROM ${TABLE} FINAL WHERE pod_name = 'web-7d9f' LIMIT 1`);
+    assert.equal(lab[0]!.team, 'checkout');
   });
 });

@@ -312,9 +312,9 @@ describe('loki sink → real Loki', () => {
     const E = '7d1c5e0a9b8f4e3d2c1b0a9f8e7d6c5b';
     const t = nowNs() - 90_000_000_000n; // 90 s ago, all within every window below
     const records = [
-      makeRecord(1, { event_id: E, container_id: X, container_runtime: 'docker', victim_comm: 'java', victim_anon_rss_kb: 500_000, oom_cgroup: '/docker/' + X, victim_cgroup: '/docker/' + X }, t),
-      makeRecord(2, { container_id: X, container_runtime: 'docker', victim_comm: 'java', victim_anon_rss_kb: 600_000, oom_cgroup: '/docker/' + X, victim_cgroup: '/docker/' + X }, t + 1_000_000_000n),
-      makeRecord(3, { container_id: Y, container_runtime: 'docker', victim_comm: 'python3', victim_anon_rss_kb: 200_000, oom_cgroup: '/docker/' + Y, victim_cgroup: '/docker/' + Y }, t + 2_000_000_000n),
+      makeRecord(1, { event_id: E, container_id: X, container_runtime: 'docker', victim_comm: 'java', victim_anon_rss_kb: 500_000, oom_cgroup: '/docker/' + X, victim_cgroup: '/docker/' + X, pod_namespace: 'shop', pod_name: 'web-1', victim_is_container_init: true }, t),
+      makeRecord(2, { container_id: X, container_runtime: 'docker', victim_comm: 'java', victim_anon_rss_kb: 600_000, oom_cgroup: '/docker/' + X, victim_cgroup: '/docker/' + X, pod_namespace: 'shop', pod_name: 'web-1', victim_is_container_init: false }, t + 1_000_000_000n),
+      makeRecord(3, { container_id: Y, container_runtime: 'docker', victim_comm: 'python3', victim_anon_rss_kb: 200_000, oom_cgroup: '/docker/' + Y, victim_cgroup: '/docker/' + Y, pod_namespace: 'data', pod_name: 'etl-0', victim_is_container_init: true }, t + 2_000_000_000n),
       makeRecord(4, { host: 'node-b', constraint: 'global', constraint_inferred: false, victim_comm: 'postgres', victim_anon_rss_kb: 3_000_000, oom_cgroup: '/', victim_cgroup: '/system.slice/postgresql.service', memcg_limit_bytes: null }, t + 3_000_000_000n),
     ];
     const run = await throughLane({ tenant_id: tenant }, records);
@@ -348,6 +348,8 @@ describe('loki sink → real Loki', () => {
       async (q) => assert.deepEqual(await lines(q), [encodeRecordJson(records[3]!)]),
       async (q) => assert.deepEqual(await vec(q), { ['/docker/' + X]: 2 }),
       async (q) => assert.deepEqual(await vec(q), { 'node-a': 600_000, 'node-b': 3_000_000 }),
+      async (q) => assert.deepEqual(await vec(q), { shop: 2, data: 1 }),
+      async (q) => assert.deepEqual(await lines(q), [encodeRecordJson(records[1]!)]),
     ];
     assert.equal(cook.length, checks.length, `docs/loki.md has ${cook.length} queries; this test checks ${checks.length}: keep them in step`);
     for (const [i, { title, query }] of cook.entries()) {

@@ -175,6 +175,11 @@ describe('clickhouse sink: what goes over the wire', () => {
           (c) => `ALTER TABLE \`oomtrail\`.\`oom_kills\` ADD COLUMN IF NOT EXISTS \`${c}\``,
         ),
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 2, ',
+        // migration 3: runtime names, init vs child
+        ...['victim_ns_pid', 'victim_is_container_init', 'container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container', 'labels', 'oom_group_kill'].map(
+          (c) => `ALTER TABLE \`oomtrail\`.\`oom_kills\` ADD COLUMN IF NOT EXISTS \`${c}\``,
+        ),
+        'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 3, ',
         'INSERT INTO `oomtrail`.`oom_kills` FORMAT JSONEachRow',
       ].map((q) => q.slice(0, 60)));
     } finally {

@@ -82,3 +82,16 @@ test('the text log escapes control bytes in messages; the json log keeps them ex
   assert.equal(line.message, 'memory pressure in ' + FORGED_CGROUP);
   assert.equal(line.comm, FORGED_COMM);
 });
+
+test('the workload line: pod, container, image, and whether the container died or a child was killed', () => {
+  const k8s = { container_id: 'c'.repeat(64), container_runtime: 'containerd', pod_namespace: 'default', pod_name: 'web-7d9f', k8s_container: 'app', container_image: 'nginx:1.27' };
+  const init = formatKillBlock(baseRecord({ ...k8s, victim_ns_pid: 1, victim_is_container_init: true }));
+  assert.match(init, /\n  workload pod default\/web-7d9f container app image nginx:1\.27 — container init \(pid 1 in its namespace\): the container exits and restarts\n/);
+  const child = formatKillBlock(baseRecord({ ...k8s, victim_ns_pid: 23, victim_is_container_init: false }));
+  assert.match(child, /\n  workload pod default\/web-7d9f container app image nginx:1\.27 — child process \(pid 23 in its namespace\); the container keeps running\n/);
+  const docker = formatKillBlock(baseRecord({ container_id: 'd'.repeat(64), container_runtime: 'docker', container_name: 'api', container_image: 'api:3', victim_is_container_init: true }));
+  assert.match(docker, /\n  workload container api image api:3 — container init \(pid 1 in its namespace\): the container exits\n/);
+  assert.doesNotMatch(formatKillBlock(baseRecord()), /workload/, 'no container, no names: no line');
+  const group = formatKillBlock(baseRecord({ ...k8s, victim_ns_pid: 5, victim_is_container_init: false, oom_group_kill: true }));
+  assert.match(group, /\n  workload pod default\/web-7d9f container app image nginx:1\.27 — group kill \(memory\.oom\.group\): every process of the group is killed, the container exits\n/);
+});

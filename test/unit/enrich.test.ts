@@ -73,3 +73,29 @@ test('event_id is deterministic and distinguishes victims of one OOM', () => {
   assert.notEqual(deriveEventId('b', 1n, 2), deriveEventId('b', 1n, 3));
   assert.notEqual(deriveEventId('b', 1n, 2), deriveEventId('c', 1n, 2));
 });
+
+test('container init vs child: ns pid 1 below the host namespace in a container cgroup is the init', () => {
+  const tb = (b: bigint) => b;
+  const init = enrich(raw({ victimNsPid: 1, victimNsLevel: 1 }), facts, tb);
+  assert.equal(init.victim_ns_pid, 1);
+  assert.equal(init.victim_is_container_init, true);
+  const child = enrich(raw({ victimNsPid: 7, victimNsLevel: 1 }), facts, tb);
+  assert.equal(child.victim_ns_pid, 7);
+  assert.equal(child.victim_is_container_init, false);
+  // PID 1 of a namespace outside any container cgroup (unshare --pid) is no container's init
+  const bare = enrich(raw({ victimNsPid: 1, victimNsLevel: 1, victimCgroup: { id: 1n, path: '/user.slice/x.scope', truncated: false } }), facts, tb);
+  assert.equal(bare.victim_is_container_init, false);
+  // the host's own pid 1 is not a container's init even in a container-shaped cgroup
+  assert.equal(enrich(raw({ victimNsPid: 1, victimNsLevel: 0 }), facts, tb).victim_is_container_init, false);
+  // no task read: unknown, not false
+  const none = enrich(raw(), facts, tb);
+  assert.equal(none.victim_ns_pid, undefined);
+  assert.equal(none.victim_is_container_init, undefined);
+});
+
+test('oom_group_kill: carried when the kernel side read the task, absent otherwise', () => {
+  const tb = (b: bigint) => b;
+  assert.equal(enrich(raw({ oomGroupKill: true }), facts, tb).oom_group_kill, true);
+  assert.equal(enrich(raw({ oomGroupKill: false }), facts, tb).oom_group_kill, false);
+  assert.equal('oom_group_kill' in enrich(raw({ oomGroupKill: null }), facts, tb), false);
+});

@@ -99,6 +99,26 @@ test('decodeEvent reads a hand-built event', () => {
   assert.deepEqual(ev.victimCgroup, { id: 77n, path: '/parent/leaf ü', truncated: false });
   assert.equal(ev.oomCgroup?.path, '/');
   assert.equal(ev.memcgLimitPages, null, 'no HAS_MEMCG flag');
+  assert.equal(ev.victimNsPid, null, 'ns pid 0: not read');
+  assert.equal(ev.oomGroupKill, false);
+});
+
+test('decodeEvent: the victim\'s namespace pid and the group-kill mark (appended fields)', () => {
+  const buf = Buffer.alloc(EVENT_SIZE);
+  const o = EVENT_LAYOUT.offsets;
+  buf.writeUInt32LE(FLAG.HAS_TASK, o.flags);
+  buf.writeUInt32LE(1, o.victim_ns_pid);
+  buf.writeUInt32LE(2, o.victim_ns_level);
+  buf.writeUInt32LE(1, o.oom_group_kill);
+  const ev = decodeEvent(buf);
+  assert.equal(ev.victimNsPid, 1);
+  assert.equal(ev.victimNsLevel, 2);
+  assert.equal(ev.oomGroupKill, true);
+  // without a task (pre-6.8 tracepoint fallback) neither is known
+  buf.writeUInt32LE(FLAG.HAS_TP_FIELDS, o.flags);
+  const tp = decodeEvent(buf);
+  assert.equal(tp.victimNsPid, null);
+  assert.equal(tp.oomGroupKill, null);
 });
 
 test('decodeEvent keeps 255-byte names and 16 levels whole, and marks a deeper path as cut', () => {

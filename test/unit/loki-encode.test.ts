@@ -52,11 +52,38 @@ describe('loki encoding', () => {
     assert.equal(e.line, encodeRecordJson(r), 'the line is the JSONL bytes');
     assert.deepEqual(
       e.metadata.map(([k]) => k),
-      METADATA_FIELDS.filter((k) => k !== 'pod_uid'),
+      METADATA_FIELDS.filter((k) => k !== 'pod_uid' && r[k] !== undefined),
       'empty values are not sent',
+    );
+    assert.deepEqual(
+      METADATA_FIELDS.filter((k) => r[k] === undefined),
+      ['pod_namespace', 'pod_name', 'k8s_container', 'container_name', 'container_image', 'victim_is_container_init', 'oom_group_kill'],
+      'absent (optional) fields are not sent either',
     );
     assert.deepEqual(Object.fromEntries(e.metadata).victim_pid, String(r.victim_pid));
     for (const [k] of s.labels) assert.ok(!(METADATA_FIELDS as readonly string[]).includes(k), `${k} is not a label`);
+  });
+
+  test('runtime names and init/child go to structured metadata, never to labels', () => {
+    const b = new StreamBuilder(LIMITS, parseStaticLabels(''));
+    const r = makeRecord(1, {
+      container_id: 'a'.repeat(64),
+      pod_namespace: 'shop',
+      pod_name: 'web-7d9f',
+      k8s_container: 'app',
+      container_name: 'k8s_app_web',
+      container_image: 'nginx:1.27',
+      victim_is_container_init: false,
+    });
+    const s = b.build([r]).streams[0]!;
+    const md = Object.fromEntries(s.entries[0]!.metadata);
+    assert.equal(md.pod_namespace, 'shop');
+    assert.equal(md.pod_name, 'web-7d9f');
+    assert.equal(md.k8s_container, 'app');
+    assert.equal(md.container_name, 'k8s_app_web');
+    assert.equal(md.container_image, 'nginx:1.27');
+    assert.equal(md.victim_is_container_init, 'false');
+    for (const [k] of s.labels) assert.ok(!['pod_name', 'pod_namespace', 'container_name'].includes(k), `${k} is not a label`);
   });
 
   test('streams split by constraint and host; entries sorted by time within each stream', () => {

@@ -36,6 +36,9 @@ export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
   ['trigger_comm', 'comm'],
   ['victim_cg', 'cgroup_path'],
   ['oom_cg', 'cgroup_path'],
+  ['victim_ns_pid', 'u32'],
+  ['victim_ns_level', 'u32'],
+  ['oom_group_kill', 'u32'],
 ];
 
 /** struct oomtrail_cgroup_path: u64 kn_id, u32 depth, u32 truncated, char names[DEPTH][NAME_LEN]. */
@@ -113,6 +116,12 @@ export interface RawOomEvent {
   triggerComm: string;
   victimCgroup: CgroupPath | null;
   oomCgroup: CgroupPath | null;
+  /** The victim process's pid in its own pid namespace and that namespace's level (0 = the host's);
+   *  null when the kernel side read no task (pre-6.8 tracepoint without a task). */
+  victimNsPid?: number | null;
+  victimNsLevel?: number | null;
+  /** The kill was one of a memory.oom.group sweep (cgroup v2); null when no task was read. */
+  oomGroupKill?: boolean | null;
 }
 
 function cstring(buf: Buffer, off: number, len: number): string {
@@ -165,5 +174,9 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     triggerComm: cstring(buf, o.trigger_comm, COMM_LEN),
     victimCgroup: has(FLAG.VICTIM_CG_VALID) ? decodeCgroupPath(buf, o.victim_cg) : null,
     oomCgroup: has(FLAG.OOM_CG_VALID) ? decodeCgroupPath(buf, o.oom_cg) : null,
+    // 0 is no pid in any namespace: the task was not read
+    victimNsPid: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_pid) : null,
+    victimNsLevel: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_level) : null,
+    oomGroupKill: has(FLAG.HAS_TASK) ? buf.readUInt32LE(o.oom_group_kill) !== 0 : null,
   };
 }

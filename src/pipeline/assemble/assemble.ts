@@ -29,6 +29,12 @@ export interface AssemblyParts {
   deaths?: DeathSource | null;
   /** longest wait after a kill for the victim's exit before its record goes out */
   deathWaitMs?: number;
+  runtime?: RuntimeNames | null;
+}
+
+/** Container/pod names from the container runtimes: bounded in time, never fails (unknown stays out). */
+export interface RuntimeNames {
+  annotate(record: OomRecord): Promise<Partial<OomRecord>>;
 }
 
 /**
@@ -73,14 +79,16 @@ export class RecordAssembler {
    * victim's death, then amends `record` (from `kill(ev)`) with it and with the trail.
    */
   async complete(ev: RawOomEvent, record: OomRecord, opts: { wait: boolean } = { wait: true }): Promise<OomRecord> {
-    const { deaths, clock } = this.parts;
+    const { deaths, clock, runtime } = this.parts;
+    // the runtime lookup (bounded) runs during the death wait, not after it
+    const names = runtime ? runtime.annotate(record).catch(() => ({})) : Promise.resolve({});
     let outcome: DeathOutcome | null = null;
     if (deaths?.running) {
       // while stopping, only what the kernel already recorded: no wait
       const death = await deaths.confirmDeath(ev.victimTid, ev.bootNs, opts.wait ? (this.parts.deathWaitMs ?? 1000) : 0, clock.bootNowNs);
       outcome = { confirms: deaths.running && deaths.confirmsDeaths, death };
     }
-    return amendKill(record, outcome, this.parts.trail);
+    return amendKill({ ...record, ...(await names) }, outcome, this.parts.trail);
   }
 
   /** A memory_pressure record, with the trail the sampler took at its decision. */

@@ -44,10 +44,22 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     gfp_mask: ev.gfpMask === null ? null : `0x${ev.gfpMask.toString(16)}`,
     order: ev.order,
     ...parseContainer(victimCgroup),
+    ...nsFields(ev, victimCgroup),
+    ...(ev.oomGroupKill != null ? { oom_group_kill: ev.oomGroupKill } : {}),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
     ...(ev.victimCgroup?.truncated || ev.oomCgroup?.truncated ? { cgroup_truncated: true } : {}),
   };
+}
+
+/**
+ * Init or child: PID 1 of a pid namespace below the host's, in a container cgroup. A container whose init
+ * is not PID 1 (a pod sharing its pause container's namespace) reports its processes as children.
+ */
+function nsFields(ev: RawOomEvent, victimCgroup: string): Pick<OomRecord, 'victim_ns_pid' | 'victim_is_container_init'> {
+  if (ev.victimNsPid == null) return {};
+  const inContainer = (ev.victimNsLevel ?? 0) > 0 && parseContainer(victimCgroup).container_id !== '';
+  return { victim_ns_pid: ev.victimNsPid, victim_is_container_init: inContainer && ev.victimNsPid === 1 };
 }
 
 /** An early-warning record for a cgroup under memory pressure (no kill): same contract, `kind` tells them apart. */

@@ -55,10 +55,11 @@ function slowRow(record: OomRecord): string {
 
 /** Nested fields go into String columns as their own JSON text (schema migration 2). */
 function flattenNested(record: OomRecord): OomRecord {
-  if (record.trail === undefined && record.pressure === undefined) return record;
+  if (record.trail === undefined && record.pressure === undefined && record.labels === undefined) return record;
   const flat: Record<string, unknown> = { ...record };
   if (record.trail !== undefined) flat.trail = JSON.stringify(record.trail);
   if (record.pressure !== undefined) flat.pressure = JSON.stringify(record.pressure);
+  if (record.labels !== undefined) flat.labels = JSON.stringify(record.labels); // migration 3
   return flat as unknown as OomRecord;
 }
 
@@ -139,6 +140,24 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
   for (const k of ['trail', 'pressure'] as const) if (k in row) out[k] = row[k] === '' ? undefined : JSON.parse(String(row[k]));
   for (const k of ['victim_exit_latency_ms', 'victim_reaped_latency_ms'] as const) {
     if (k in row) out[k] = row[k] === null ? undefined : Number(row[k]);
+  }
+  // migration 3's columns: '' and NULL mean the record did not carry the optional field
+  for (const k of ['container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container'] as const) {
+    if (k in row && row[k] === '') delete out[k];
+  }
+  if ('labels' in row) {
+    if (row.labels === '') delete out.labels;
+    else out.labels = JSON.parse(String(row.labels));
+  }
+  if ('victim_ns_pid' in row) {
+    if (row.victim_ns_pid === null) delete out.victim_ns_pid;
+    else out.victim_ns_pid = Number(row.victim_ns_pid);
+  }
+  for (const k of ['victim_is_container_init', 'oom_group_kill'] as const) {
+    if (!(k in row)) continue;
+    const v = row[k];
+    if (v === null) delete out[k];
+    else out[k] = v === true || Number(v) === 1;
   }
   return out as unknown as OomRecord;
 }

@@ -98,9 +98,32 @@ export function addTrailColumnsSql(o: SchemaOptions): string[] {
   ];
 }
 
+/**
+ * Migration 3: who the victim was, from the container runtime, and whether it was its container's init.
+ * Backfill-safe: every column has a default, so rows written before read '' / NULL (= not known). Pod and
+ * container names are per-instance (high cardinality): plain String; namespaces, container names in a pod
+ * spec and images repeat: LowCardinality. `labels` is the allow-listed map as its JSON text (no Map type
+ * before ClickHouse 21.1; JSONExtractString(labels, 'team') reads one).
+ */
+export function addRuntimeColumnsSql(o: SchemaOptions): string[] {
+  const t = tableRef(o);
+  return [
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`victim_ns_pid\` Nullable(UInt32)`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`victim_is_container_init\` Nullable(Bool)`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`container_name\` String DEFAULT '' CODEC(ZSTD(1))`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`container_image\` LowCardinality(String) DEFAULT ''`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`pod_name\` String DEFAULT '' CODEC(ZSTD(1))`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`pod_namespace\` LowCardinality(String) DEFAULT ''`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`k8s_container\` LowCardinality(String) DEFAULT ''`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`labels\` String DEFAULT '' CODEC(ZSTD(3))`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`oom_group_kill\` Nullable(Bool)`,
+  ];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
+  { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid, container init, group kill', statements: addRuntimeColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

@@ -28,12 +28,32 @@ export function formatKillBlock(r: OomRecord): string {
     `  cgroup   victim ${r.victim_cgroup || '?'}  oom ${r.oom_cgroup || '?'}  limit ${bytesMib(r.memcg_limit_bytes)} usage ${bytesMib(r.memcg_usage_bytes)}`,
     `  trigger  pid ${r.trigger_pid} (${r.trigger_comm})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
     `  container ${container}`,
+    ...workloadLines(r),
     ...(r.trail ? [`  trail    ${formatTrail(r)}`] : []),
     ...(r.victim_exit_latency_ms !== undefined && r.victim_exit_latency_ms !== null ? [`  exited   ${r.victim_exit_latency_ms.toFixed(1)} ms after the kill`] : []),
     `  event_id ${r.event_id}`,
   ];
   // comm, cgroup and container names come from other tenants: one escaped line each, whatever they hold
   return lines.map(escapeControl).join('\n') + '\n';
+}
+
+/** Which workload, and what the kill did to it: "pod shop/web-7d9f container app image nginx:1.27 — container init, …". */
+function workloadLines(r: OomRecord): string[] {
+  const named = r.pod_name || r.container_name || r.container_image;
+  const who = [
+    r.pod_name ? `pod ${r.pod_namespace ? `${r.pod_namespace}/` : ''}${r.pod_name}` : '',
+    r.k8s_container ? `container ${r.k8s_container}` : r.container_name ? `container ${r.container_name}` : '',
+    r.container_image ? `image ${r.container_image}` : '',
+  ].filter(Boolean);
+  const what = r.oom_group_kill
+    ? `group kill (memory.oom.group): every process of the group is killed${r.container_id ? ', the container exits' : ''}`
+    : r.victim_is_container_init === true
+      ? `container init (pid 1 in its namespace): the container exits${r.pod_name ? ' and restarts' : ''}`
+      : r.victim_is_container_init === false && r.container_id
+        ? `child process (pid ${r.victim_ns_pid ?? '?'} in its namespace); the container keeps running`
+        : '';
+  if (!named && !what) return [];
+  return [`  workload ${[who.join(' '), what].filter(Boolean).join(' — ')}`];
 }
 
 /** First → last usage over the trail and the reclaim stall in it: was it coming? */

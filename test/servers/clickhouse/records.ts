@@ -88,6 +88,13 @@ export function cookbookRecords(now = Date.now()): OomRecord[] {
       container_runtime: 'containerd',
       pod_uid: pod,
       k8s_qos: 'burstable',
+      // named by the runtime (schema migration 3): three container inits, then one child
+      pod_namespace: 'shop',
+      pod_name: 'web-7d9f',
+      k8s_container: 'app',
+      container_image: 'nginx:1.27',
+      victim_ns_pid: i === 3 ? 57 : 1,
+      victim_is_container_init: i !== 3,
       victim_anon_rss_kb: 900_000 + i,
       memcg_limit_bytes: 1 << 30,
       memcg_usage_bytes: 1 << 30,

@@ -29,13 +29,14 @@ export interface DockerEngine {
   stop(): Promise<void>;
 }
 
-export async function startDockerEngine(): Promise<DockerEngine> {
+/** `dataRoot`: a data-root of the caller's own (default: the shared cached one). */
+export async function startDockerEngine(opts: { dataRoot?: string } = {}): Promise<DockerEngine> {
   if (!fs.existsSync(DOCKERD)) throw new Error('dockerd missing: run test/servers/docker/setup.sh (scripts/setup-host.sh test)');
   const run = `/run/oomtrail-docker-${process.pid}`;
   fs.mkdirSync(run, { recursive: true });
   const sock = path.join(run, 'docker.sock');
   const pidfile = path.join(run, 'dockerd.pid');
-  const dataRoot = path.join(CACHE, 'engine-data');
+  const dataRoot = opts.dataRoot ?? path.join(CACHE, 'engine-data');
   fs.mkdirSync(dataRoot, { recursive: true });
   const t0 = Date.now();
   const child: ChildProcess = spawn(

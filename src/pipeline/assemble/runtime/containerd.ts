@@ -1,0 +1,195 @@
+import fs from 'node:fs';
+import protobuf from 'protobufjs';
+import { GrpcConn } from './grpc';
+import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
+
+// The subset of containerd's API (api/services/containers/v1, api/services/events/v1, api/events) the cache
+// needs. Field numbers are containerd's; message names are ours (only method paths go on the wire).
+const PROTO = `
+syntax = "proto3";
+package oomtrail.containerd;
+message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
+message ListContainersRequest { repeated string filters = 1; }
+message ListContainersResponse { repeated Container containers = 1; }
+message GetContainerRequest { string id = 1; }
+message GetContainerResponse { Container container = 1; }
+message SubscribeRequest { repeated string filters = 1; }
+message Any { string type_url = 1; bytes value = 2; }
+message Envelope { string namespace = 2; string topic = 3; Any event = 4; }
+message ContainerEvent { string id = 1; }
+`;
+const root = protobuf.parse(PROTO, { keepCase: true }).root;
+const T = (n: string) => root.lookupType(`oomtrail.containerd.${n}`);
+const ListReq = T('ListContainersRequest');
+const ListRes = T('ListContainersResponse');
+const GetReq = T('GetContainerRequest');
+const GetRes = T('GetContainerResponse');
+const SubReq = T('SubscribeRequest');
+const Envelope = T('Envelope');
+const ContainerEvent = T('ContainerEvent');
+
+const LIST = '/containerd.services.containers.v1.Containers/List';
+const GET = '/containerd.services.containers.v1.Containers/Get';
+const SUBSCRIBE = '/containerd.services.events.v1.Events/Subscribe';
+const NS_HEADER = 'containerd-namespace';
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 30_000;
+
+interface PbContainer {
+  id?: string;
+  labels?: Record<string, string>;
+  image?: string;
+}
+
+function toMeta(c: PbContainer): ContainerMeta {
+  const labels = c.labels ?? {};
+  // containerd has no container name of its own; nerdctl keeps one in a label
+  return { name: labels['nerdctl/name'] ?? '', image: c.image ?? '', labels };
+}
+
+/**
+ * containerd's gRPC API: Containers.List per namespace at start, then Events.Subscribe for
+ * `/containers/create|update|delete` (a create is followed by a Get: the event carries no labels).
+ * In Kubernetes (namespace k8s.io) the CRI plugin keeps the pod and container names in io.kubernetes.* labels.
+ */
+export class ContainerdSource implements RuntimeSource {
+  readonly runtime = 'containerd' as const;
+  private readonly conn: GrpcConn;
+  private stopped = false;
+  private cancelStream: (() => void) | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    readonly socket: string,
+    private readonly namespaces: string[],
+    private readonly requestTimeoutMs: number,
+  ) {
+    this.conn = new GrpcConn(socket);
+  }
+
+  private status(reachable: boolean, containers: number | null, error?: string): RuntimeStatus {
+    return { runtime: 'containerd', socket: this.socket, found: fs.existsSync(this.socket), reachable, containers, ...(error ? { error } : {}) };
+  }
+
+  async list(namespace: string, timeoutMs: number): Promise<PbContainer[]> {
+    const out: PbContainer[] = [];
+    await this.conn.call(LIST, ListReq.encode(ListReq.create({ filters: [] })).finish(), { [NS_HEADER]: namespace }, (m) => {
+      const r = ListRes.toObject(ListRes.decode(m), { defaults: true }) as { containers: PbContainer[] };
+      out.push(...r.containers);
+    }, { timeoutMs }).done;
+    return out;
+  }
+
+  private async listAll(sink: MetaSink): Promise<number> {
+    let n = 0;
+    for (const ns of this.namespaces) {
+      for (const c of await this.list(ns, this.requestTimeoutMs)) {
+        if (!c.id) continue;
+        sink.put(c.id, toMeta(c));
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async start(sink: MetaSink): Promise<RuntimeStatus> {
+    return await new Promise<RuntimeStatus>((resolveFirst) => {
+      let first = true;
+      let backoff = RECONNECT_MIN_MS;
+      const report = (s: RuntimeStatus) => {
+        if (first) {
+          first = false;
+          resolveFirst(s);
+        }
+      };
+      // Subscribe answers its headers only with the first event: list after a short wait instead, so a
+      // quiet containerd does not hold the start; events from then on are not lost (the stream is open)
+      const connect = () => {
+        if (this.stopped) return;
+        let listed = false;
+        const listOnce = () => {
+          if (listed) return;
+          listed = true;
+          this.listAll(sink)
+            .then((n) => {
+              backoff = RECONNECT_MIN_MS;
+              report(this.status(true, n));
+            })
+            .catch((e: Error) => report(this.status(false, null, e.message)));
+        };
+        const call = this.conn.call(
+          SUBSCRIBE,
+          SubReq.encode(SubReq.create({ filters: ['topic~="/containers/"'] })).finish(),
+          {},
+          (m) => this.onEvent(m, sink),
+          { timeoutMs: 0, onOpen: listOnce },
+        );
+        this.cancelStream = call.cancel;
+        const t = setTimeout(listOnce, 100);
+        call.done
+          .catch((e: Error) => report(this.status(false, null, e.message)))
+          .finally(() => {
+            clearTimeout(t);
+            report(this.status(false, null, 'event stream ended'));
+            if (this.stopped) return;
+            this.timer = setTimeout(connect, backoff);
+            this.timer.unref();
+            backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
+          });
+      };
+      connect();
+    });
+  }
+
+  private onEvent(m: Buffer, sink: MetaSink): void {
+    const env = Envelope.toObject(Envelope.decode(m), { defaults: true }) as { namespace: string; topic: string; event?: { value: Uint8Array } };
+    if (!this.namespaces.includes(env.namespace) || !env.event) return;
+    const { id } = ContainerEvent.toObject(ContainerEvent.decode(env.event.value), { defaults: true }) as { id: string };
+    if (!id) return;
+    if (env.topic === '/containers/create' || env.topic === '/containers/update') {
+      this.get(env.namespace, id, this.requestTimeoutMs)
+        .then((meta) => meta && sink.put(id, meta))
+        .catch(() => undefined);
+    } else if (env.topic === '/containers/delete') {
+      sink.removed(id);
+    }
+  }
+
+  private async get(namespace: string, id: string, timeoutMs: number, signal?: AbortSignal): Promise<ContainerMeta | null> {
+    let found: PbContainer | null = null;
+    try {
+      await this.conn.call(GET, GetReq.encode(GetReq.create({ id })).finish(), { [NS_HEADER]: namespace }, (m) => {
+        found = (GetRes.toObject(GetRes.decode(m), { defaults: true }) as { container?: PbContainer }).container ?? null;
+      }, { timeoutMs, signal }).done;
+    } catch (e) {
+      if (/grpc-status 5 /.test((e as Error).message)) return null; // NOT_FOUND
+      throw e;
+    }
+    return found ? toMeta(found) : null;
+  }
+
+  async inspect(id: string, signal: AbortSignal): Promise<ContainerMeta | null> {
+    const all = await Promise.all(this.namespaces.map((ns) => this.get(ns, id, this.requestTimeoutMs, signal).catch(() => null)));
+    return all.find((m) => m !== null) ?? null;
+  }
+
+  async probe(timeoutMs: number): Promise<RuntimeStatus> {
+    if (!fs.existsSync(this.socket)) return this.status(false, null);
+    try {
+      let n = 0;
+      for (const ns of this.namespaces) n += (await this.list(ns, timeoutMs)).length;
+      return this.status(true, n);
+    } catch (e) {
+      return this.status(false, null, (e as Error).message);
+    } finally {
+      if (this.stopped || !this.cancelStream) this.conn.close();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.cancelStream?.();
+    this.conn.close();
+  }
+}

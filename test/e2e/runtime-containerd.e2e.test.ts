@@ -1,0 +1,116 @@
+/*
+ * Runtime names from a real containerd (Debian's 1.6, its own root and socket, started here; the image an
+ * OCI tarball built locally and imported with ctr): containers in namespace k8s.io labelled as the CRI
+ * plugin labels them, OOM-killed for real; the agent names them over containerd's gRPC API.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { CACHE_ROOT } from '../servers/common';
+import { ensureImage, IMAGE, startContainerd, type Containerd } from '../servers/containerd/engine';
+import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
+import type { OomRecord } from '../../src/record/record';
+
+// its image store persists between runs: kept with the other test caches, outside the clone
+const ROOT = path.join(CACHE_ROOT, 'containerd', 'runtime-test-root');
+const NS = 'k8s.io';
+const K8S = ['--label', 'io.kubernetes.pod.name=api-5c6d', '--label', 'io.kubernetes.pod.namespace=payments', '--label', 'io.kubernetes.container.name=worker'];
+const LIMIT = ['--memory-limit', String(32 << 20)];
+
+describe('runtime names from containerd', { timeout: 300_000 }, () => {
+  let c: Containerd;
+  let agent: RunningAgent;
+  const ids: string[] = [];
+  const newId = () => {
+    const id = crypto.randomBytes(32).toString('hex');
+    ids.push(id);
+    return id;
+  };
+
+  before(async () => {
+    c = await startContainerd(ROOT);
+    await ensureImage(c, NS, ROOT + '-image');
+    agent = await startAgent(
+      ['enrich:', '  runtime:', '    runtimes: containerd', `    containerd_socket: ${JSON.stringify(c.socket)}`, '    labels: io.kubernetes.pod.uid'].join('\n'),
+    );
+  });
+
+  after(async () => {
+    await agent?.stop();
+    if (c) {
+      for (const id of ids) {
+        await c.ctr(['task', 'kill', '-s', 'KILL', id], { namespace: NS }).catch(() => undefined);
+        await sleep(100);
+        await c.ctr(['task', 'rm', '-f', id], { namespace: NS }).catch(() => undefined);
+        await c.ctr(['containers', 'rm', id], { namespace: NS }).catch(() => undefined);
+      }
+      await c.stop();
+    }
+  });
+
+  const recordOf = async (id: string, what: string): Promise<OomRecord> => {
+    const rs = await agent.waitFor((r) => r.some((x) => x.container_id === id), 30_000, what);
+    return rs.find((x) => x.container_id === id)!;
+  };
+  const run = (id: string, extra: string[], cmd: string[]) =>
+    c.ctr(['run', '-d', ...LIMIT, ...K8S, '--label', 'io.kubernetes.pod.uid=0b1c2d3e-aaaa-bbbb-cccc-0123456789ab', ...extra, IMAGE, id, ...cmd], { namespace: NS });
+
+  test('init killed within 1 s of its start, the container deleted at once: pod, namespace, container, image, init', async () => {
+    const id = newId();
+    const t0 = Date.now();
+    await run(id, [], ['tail', '/dev/zero']);
+    // delete as soon as the task is gone, as kubelet does with a restarted container: the names come from the cache
+    for (let i = 0; i < 100; i++) {
+      const tasks = await c.ctr(['task', 'ls'], { namespace: NS });
+      if (!new RegExp(`${id}\\s+\\d+\\s+RUNNING`).test(tasks)) break;
+      await sleep(20);
+    }
+    await c.ctr(['task', 'rm', '-f', id], { namespace: NS }).catch(() => undefined);
+    await c.ctr(['containers', 'rm', id], { namespace: NS });
+    const r = await recordOf(id, 'the containerd init kill');
+    assert.ok(Date.parse(r.time) - t0 < 1000 + 500, `killed ${Date.parse(r.time) - t0} ms after ctr run began`);
+    assert.equal(r.container_runtime, 'containerd');
+    assert.equal(r.container_image, IMAGE);
+    assert.equal(r.pod_name, 'api-5c6d');
+    assert.equal(r.pod_namespace, 'payments');
+    assert.equal(r.k8s_container, 'worker');
+    assert.deepEqual(r.labels, { 'io.kubernetes.pod.uid': '0b1c2d3e-aaaa-bbbb-cccc-0123456789ab' });
+    assert.equal(r.victim_ns_pid, 1);
+    assert.equal(r.victim_is_container_init, true);
+    assert.doesNotMatch(await c.ctr(['containers', 'ls', '-q'], { namespace: NS }), new RegExp(id), 'deleted');
+  });
+
+  test('a child killed while PID 1 survives: not the init, the task still running', async () => {
+    const id = newId();
+    await run(id, [], ['bash', '-c', 'tail /dev/zero; exec sleep 600']);
+    const r = await recordOf(id, 'the containerd child kill');
+    assert.equal(r.victim_comm, 'tail');
+    assert.equal(r.pod_name, 'api-5c6d');
+    assert.ok((r.victim_ns_pid ?? 0) > 1, `ns pid ${r.victim_ns_pid}`);
+    assert.equal(r.victim_is_container_init, false);
+    await sleep(300);
+    assert.match(await c.ctr(['task', 'ls'], { namespace: NS }), new RegExp(`${id}\\s+\\d+\\s+RUNNING`));
+  });
+
+  test('deleted while the agent is busy (paused): the delete event comes first, the cache keeps the names', async () => {
+    const id = newId();
+    await run(id, [], ['bash', '-c', 'sleep 1; exec tail /dev/zero']);
+    await sleep(300); // the agent learns the container (create event, Get) while it runs
+    process.kill(agent.child.pid!, 'SIGSTOP');
+    try {
+      for (let i = 0; i < 100; i++) {
+        if (!new RegExp(`${id}\\s+\\d+\\s+RUNNING`).test(await c.ctr(['task', 'ls'], { namespace: NS }))) break;
+        await sleep(50);
+      }
+      await c.ctr(['task', 'rm', '-f', id], { namespace: NS }).catch(() => undefined);
+      await c.ctr(['containers', 'rm', id], { namespace: NS });
+    } finally {
+      process.kill(agent.child.pid!, 'SIGCONT');
+    }
+    const r = await recordOf(id, 'the kill of the deleted container');
+    assert.equal(r.pod_name, 'api-5c6d');
+    assert.equal(r.k8s_container, 'worker');
+    assert.equal(r.victim_is_container_init, true);
+  });
+});
