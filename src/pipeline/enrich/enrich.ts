@@ -4,12 +4,23 @@ import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/reco
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
 import { formatRfc3339Nanos, type HostFacts } from './host';
+import { candidatesFromReport, causeOf, domainPages, memoryAtKill, victimShare } from './explain';
+
+/** Options of the "why this kill" fields. */
+export interface ExplainOptions {
+  /** top N candidates (collectors.oomkill.candidates) */
+  candidates: number;
+  /** RAM + swap in pages: the domain of a global OOM */
+  hostTotalPages: number | null;
+}
+
+export const DEFAULT_EXPLAIN: ExplainOptions = { candidates: 5, hostTotalPages: null };
 
 /** page_counter's "no limit" is LONG_MAX / PAGE_SIZE pages; anything this large is no limit. */
 const UNLIMITED_PAGES = 2 ** 50;
 
 /** Raw kernel event + host facts → the record every sink sees. Pure apart from `toRealtimeNs`. */
-export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs: bigint) => bigint): OomRecord {
+export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs: bigint) => bigint, explain: ExplainOptions = DEFAULT_EXPLAIN): OomRecord {
   const kb = (pages: number) => (pages * facts.pageSize) / 1024;
   const hasVictim = (ev.flags & (FLAG.HAS_TASK | FLAG.HAS_TP_FIELDS)) !== 0;
   const bytes = (pages: number | null) => (pages === null || pages >= UNLIMITED_PAGES ? null : pages * facts.pageSize);
@@ -48,6 +59,19 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
     ...(ev.victimCgroup?.truncated || ev.oomCgroup?.truncated ? { cgroup_truncated: true } : {}),
+    ...explainFields(ev, facts, explain, hasVictim),
+  };
+}
+
+function explainFields(ev: RawOomEvent, facts: HostFacts, opts: ExplainOptions, hasVictim: boolean): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+  const mak = memoryAtKill(ev, facts.pageSize, facts.cgroupVersion);
+  const total = domainPages(ev, mak, facts.pageSize, opts.hostTotalPages);
+  const rss = hasVictim ? (ev.anonRssPages + ev.fileRssPages + ev.shmemRssPages) * facts.pageSize : null;
+  return {
+    memory_at_kill: mak,
+    candidates: ev.kernelReport ? candidatesFromReport(ev.kernelReport, ev.victimPid, total, facts.pageSize, opts.candidates) : null,
+    cause: causeOf(mak),
+    victim_share: victimShare(rss, mak),
   };
 }
 
