@@ -98,9 +98,46 @@ export function addTrailColumnsSql(o: SchemaOptions): string[] {
   ];
 }
 
+/** memory_at_kill's byte values, one typed column each (`at_kill_<name>`), for the cookbook's arithmetic. */
+export const AT_KILL_COLUMNS = [
+  'usage_bytes',
+  'limit_bytes',
+  'failcnt',
+  'anon_bytes',
+  'file_bytes',
+  'shmem_bytes',
+  'file_mapped_bytes',
+  'file_dirty_bytes',
+  'file_writeback_bytes',
+  'kernel_bytes',
+  'slab_bytes',
+  'sock_bytes',
+  'pagetables_bytes',
+  'swap_bytes',
+] as const;
+
+/**
+ * Migration 3: "why this kill". The breakdown as typed Nullable(UInt64) columns (`at_kill_*`) plus
+ * `at_kill_source` ('' = the record carried no such field, '-' = it was null) and `at_kill_scope`;
+ * `cause` and `victim_share` typed; `candidates` as the record's JSON (a String, like `trail`: a list
+ * of up to N objects whose shape may grow; JSONExtract reads it back).
+ */
+export function addExplainColumnsSql(o: SchemaOptions): string[] {
+  const t = tableRef(o);
+  return [
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_source\` LowCardinality(String) DEFAULT ''`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_scope\` LowCardinality(String) DEFAULT ''`,
+    ...AT_KILL_COLUMNS.map((c) => `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_${c}\` Nullable(UInt64)`),
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`cause\` LowCardinality(Nullable(String))`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`victim_share\` Nullable(Float64)`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`candidates\` String DEFAULT '' CODEC(ZSTD(3))`,
+  ];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
+  { version: 3, description: 'why this kill: memory at kill (typed), cause, victim_share, candidates as JSON', statements: addExplainColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {
