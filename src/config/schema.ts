@@ -31,7 +31,7 @@ export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'
 /** The loaded configuration: a plain nested object, e.g. `config.sinks.file.path`. */
 export interface AppConfig {
   collectors: {
-    oomkill: { enabled: boolean; hook: HookChoice; backfill: boolean; audit_grace_ms: number };
+    oomkill: { enabled: boolean; hook: HookChoice; backfill: boolean; audit_grace_ms: number; candidates: number };
     reclaim: { enabled: boolean; death_wait_ms: number };
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
     alloc: { enabled: boolean };
@@ -152,6 +152,12 @@ export const schema: convict.Schema<AppConfig> = {
         format: positive,
         default: 10000,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_AUDIT_GRACE_MS',
+      },
+      candidates: {
+        doc: 'Top N tasks of the OOM domain by the kernel\'s badness, from its printed Tasks state table, in each record (0 = none).',
+        format: natural,
+        default: 5,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_CANDIDATES',
       },
     },
     reclaim: {

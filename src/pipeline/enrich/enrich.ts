@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { RawOomEvent } from '../../collectors/oomkill/event';
 import { FLAG } from '../../collectors/oomkill/event';
 import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/record';
@@ -14,7 +15,20 @@ export interface ExplainOptions {
   hostTotalPages: number | null;
 }
 
-export const DEFAULT_EXPLAIN: ExplainOptions = { candidates: 5, hostTotalPages: null };
+/** RAM + swap in pages (the kernel's totalram_pages() + total_swap_pages), read once; null when unreadable. */
+export function readHostTotalPages(pageSize: number, meminfo = '/proc/meminfo'): number | null {
+  try {
+    const text = readFileSync(meminfo, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? NaN);
+    const total = Math.floor(((kb('MemTotal') + kb('SwapTotal')) * 1024) / pageSize);
+    return Number.isFinite(total) ? total : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Defaults until the agent passes its configuration (collectors.oomkill.candidates). */
+export const DEFAULT_EXPLAIN: ExplainOptions = { candidates: 5, hostTotalPages: readHostTotalPages(4096) };
 
 /** page_counter's "no limit" is LONG_MAX / PAGE_SIZE pages; anything this large is no limit. */
 const UNLIMITED_PAGES = 2 ** 50;
