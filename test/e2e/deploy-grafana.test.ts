@@ -2,7 +2,7 @@
  * grafana/: the provisioned dashboard's queries, checked for real.
  *  - Every Loki query (panels, the annotation, the host variable) parses with Grafana's own LogQL grammar
  *    (@grafana/lezer-logql) once Grafana's variables are substituted as Grafana would.
- *  - Every ClickHouse query runs on the production schema (src/sinks/clickhouse/schema.ts, migration 1) in chdb
+ *  - Every ClickHouse query runs on the production schema (src/sinks/clickhouse/schema.ts, every migration) in chdb
  *    (ClickHouse 26.9, test/servers/clickhouse) over the SQL cookbook's sample records, with the
  *    grafana-clickhouse-datasource macros expanded as the plugin does, and returns the expected rows.
  *  - Panels and provisioning agree on the datasource uids.
@@ -18,7 +18,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { parser } from '@grafana/lezer-logql';
 import { REPO } from '../helpers/agent';
-import { createTableSql } from '../../src/sinks/clickhouse/schema';
+import { MIGRATIONS } from '../../src/sinks/clickhouse/schema';
 import { encodeBatch } from '../../src/sinks/clickhouse/encoder';
 import { cookbookRecords } from '../servers/clickhouse/records';
 import { rows, sql, startChdb, type ServerHandle } from '../servers/clickhouse/servers';
@@ -138,7 +138,7 @@ describe('grafana dashboard', () => {
     before(async () => {
       ch = await startChdb({ dir: path.join(base, 'chdb') });
       await sql(ch, 'CREATE DATABASE IF NOT EXISTS oomtrail');
-      await sql(ch, createTableSql({ database: 'oomtrail', table: 'oom_kills', ttlDays: 365 }));
+      for (const m of MIGRATIONS) for (const stmt of m.statements({ database: 'oomtrail', table: 'oom_kills', ttlDays: 365 })) await sql(ch, stmt);
       await sql(ch, 'INSERT INTO oomtrail.oom_kills FORMAT JSONEachRow', {
         data: encodeBatch(cookbookRecords(now)),
         settings: { input_format_skip_unknown_fields: 1 },
