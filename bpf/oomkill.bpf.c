@@ -259,16 +259,21 @@ struct page_counter___tf {
 #define NSI(n) bpf_core_enum_value(enum node_stat_item, n)
 /* memcg_node_stat_items[] as of 6.18, in enum order (the kernel keeps the list sorted so); items a
  * config leaves out of the enum are left out of the list too. A kernel whose list differs is caught
- * by the length check in mak_stats() and then reports no stats (user space falls back to kmsg). */
+ * by the length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
+ * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable. */
 #define MEMCG_NODE_ITEMS(X) \
+	MEMCG_NODE_PREFIX(X) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
+	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) X(NR_HUGETLB)
+/* The head of that list, up to the last item read here: unconditional in every kernel since 5.9,
+ * so the rank of an item read here never depends on an enumerator a kernel may lack. */
+#define MEMCG_NODE_PREFIX(X) \
 	X(NR_INACTIVE_ANON) X(NR_ACTIVE_ANON) X(NR_INACTIVE_FILE) X(NR_ACTIVE_FILE) X(NR_UNEVICTABLE) \
 	X(NR_SLAB_RECLAIMABLE_B) X(NR_SLAB_UNRECLAIMABLE_B) X(WORKINGSET_REFAULT_ANON) \
 	X(WORKINGSET_REFAULT_FILE) X(WORKINGSET_ACTIVATE_ANON) X(WORKINGSET_ACTIVATE_FILE) \
 	X(WORKINGSET_RESTORE_ANON) X(WORKINGSET_RESTORE_FILE) X(WORKINGSET_NODERECLAIM) \
 	X(NR_ANON_MAPPED) X(NR_FILE_MAPPED) X(NR_FILE_PAGES) X(NR_FILE_DIRTY) X(NR_WRITEBACK) \
 	X(NR_SHMEM) X(NR_SHMEM_THPS) X(NR_FILE_THPS) X(NR_ANON_THPS) X(NR_KERNEL_STACK_KB) \
-	X(NR_PAGETABLE) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
-	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) X(NR_HUGETLB)
+	X(NR_PAGETABLE)
 
 struct mak_stats {
 	__u8 *base;  /* &state[0] */
@@ -287,8 +292,8 @@ static __always_inline int mak_slot(const struct mak_stats *m, __u32 item)
 		return item < m->slots ? (int)item : -1;
 	if (item >= memcg_swap)
 		return m->n_node + (item - memcg_swap) < m->slots ? (int)(m->n_node + item - memcg_swap) : -1;
-#define RANK_BELOW(n) if (NSI_EXISTS(n) && NSI(n) < item) rank++;
-	MEMCG_NODE_ITEMS(RANK_BELOW)
+#define RANK_BELOW(n) if (NSI(n) < item) rank++;
+	MEMCG_NODE_PREFIX(RANK_BELOW)
 #undef RANK_BELOW
 	return rank < m->n_node ? (int)rank : -1;
 }
