@@ -108,6 +108,8 @@ export interface Candidate {
   tgid: number;
   comm: string;
   uid: number;
+  /** total RSS as printed (anon + file + shmem); the split is null before 6.8 */
+  rss_kb: number;
   rss_anon_kb: number | null;
   rss_file_kb: number | null;
   rss_shmem_kb: number | null;

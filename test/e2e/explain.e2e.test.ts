@@ -75,6 +75,7 @@ function assertCandidatesMatch(rec: OomRecord, report: OomReport, n = 5): void {
     assert.equal(cand.tgid, row.tgid);
     assert.equal(cand.uid, row.uid);
     assert.equal(cand.comm, row.name);
+    assert.equal(cand.rss_kb, row.rss * 4);
     assert.equal(cand.rss_anon_kb, row.rss_anon === null ? null : row.rss_anon * 4);
     assert.equal(cand.rss_file_kb, row.rss_file === null ? null : row.rss_file * 4);
     assert.equal(cand.rss_shmem_kb, row.rss_shmem === null ? null : row.rss_shmem * 4);
@@ -89,13 +90,15 @@ function assertCandidatesMatch(rec: OomRecord, report: OomReport, n = 5): void {
   assert.equal(c[0].victim, true, 'the top candidate is the victim');
 }
 
-/** A process in `procs` holding `mib` MiB of anonymous memory, with oom_score_adj `adj`. */
-function spawnHolder(procs: string, mib: number, adj: number): { pid: number; ready: Promise<void>; kill: () => void } {
-  // perl zero-fills a string grown by vec(): resident and charged, with no second copy on the way
-  const script = `echo $$ > "$1" && echo ${adj} > /proc/self/oom_score_adj && exec perl -e '$|=1; my $a = ""; vec($a, ${mib} * 1048576 - 1, 8) = 1; print "ok\\n"; sleep 600'`;
-  const child = spawn('/bin/sh', ['-c', script, 'sh', procs], { stdio: ['ignore', 'pipe', 'ignore'] });
+/**
+ * A process in `procs` holding `mib` MiB of anonymous memory: `dd` fills its buffer from /dev/zero,
+ * then blocks writing it into a pipe nobody drains (busybox has no perl; the VM guest has busybox).
+ */
+function spawnHolder(procs: string, mib: number): { pid: number; ready: Promise<void>; kill: () => void } {
+  const child = spawn('/bin/sh', ['-c', `echo $$ > "$1" && exec dd if=/dev/zero bs=${mib}M count=1 2>/dev/null`, 'sh', procs], { stdio: ['ignore', 'pipe', 'ignore'] });
   const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.once('data', () => resolve());
+    // the first bytes come after the whole buffer was read in; not reading keeps dd blocked
+    child.stdout!.once('readable', () => resolve());
     child.once('exit', (code, signal) => reject(new Error(`holder exited (${code ?? signal}) before holding its memory`)));
   });
   return { pid: child.pid ?? -1, ready, kill: () => child.kill('SIGKILL') };
@@ -176,7 +179,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
     // lowering oom_score_adj fails with EIO in this sandbox, so the smaller task is made the likelier victim
     const cg = makeTestCgroup(`oomtrail-e2e-explain-adj-${process.pid}`);
     cgroups.push(cg);
-    const holder = spawnHolder(cg.procs, 36, 0);
+    const holder = spawnHolder(cg.procs, 36);
     try {
       await holder.ready;
       await waitForOomLogWindow(kmsg);
@@ -191,7 +194,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
       const c = rec.candidates!;
       const victim = c.find((x) => x.victim)!;
       assert.equal(victim.oom_score_adj, 800);
-      const biggest = c.reduce((a, b) => ((b.rss_anon_kb ?? 0) > (a.rss_anon_kb ?? 0) ? b : a));
+      const biggest = c.reduce((a, b) => (b.rss_kb > a.rss_kb ? b : a));
       assert.equal(biggest.pid, holder.pid, 'the holder is the largest consumer');
       assert.ok(victim.points! > biggest.points!, 'the victim won on badness, not size');
       assert.ok(rec.victim_share! < 0.5, `victim_share ${rec.victim_share}`);

@@ -364,7 +364,7 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       sock_bytes: null, pagetables_bytes: null, swap_bytes: 0, ...over,
     });
     const cand = (pid: number, comm: string, anonKb: number, adj: number, victim: boolean): Candidate => ({
-      pid, tgid: pid, comm, uid: 0, rss_anon_kb: anonKb, rss_file_kb: 0, rss_shmem_kb: 0, swapents: 0, pgtables_kb: 100, oom_score_adj: adj, points: null, victim,
+      pid, tgid: pid, comm, uid: 0, rss_kb: anonKb, rss_anon_kb: anonKb, rss_file_kb: 0, rss_shmem_kb: 0, swapents: 0, pgtables_kb: 100, oom_score_adj: adj, points: null, victim,
     });
     for (const [i, r] of synthetic.entries()) {
       if (r.victim_comm === 'app') synthetic[i] = { ...r, memory_at_kill: at({}), cause: 'shmem', victim_share: 0.09, candidates: [cand(r.victim_pid, 'app', 90_000, 0, true)] };

@@ -137,6 +137,7 @@ test('candidates: ranked by badness, victim marked, victim kept even beyond the 
   assert.deepEqual(all.map((c) => c.pid), [14532, 14600, 14601]);
   assert.equal(all[0].victim, true);
   assert.equal(all[0].rss_anon_kb, 16320 * 4);
+  assert.equal(all[0].rss_kb, 16729 * 4);
   assert.equal(all[0].pgtables_kb, 188);
   assert.equal(all[2].points, null);
   // the victim not among the top 1 (a task with a bigger score was exiting): still listed, marked
@@ -203,7 +204,7 @@ const explained = (over: Partial<OomRecord> = {}): OomRecord =>
   baseRecord({
     memory_at_kill: mak({ usage_bytes: 67108864, anon_bytes: 60000000, file_bytes: 7000000, shmem_bytes: 6000000, kernel_bytes: 100000, slab_bytes: null }),
     candidates: [
-      { pid: 1, tgid: 1, comm: 'dd', uid: 0, rss_anon_kb: 60000, rss_file_kb: 100, rss_shmem_kb: 0, swapents: 0, pgtables_kb: 188, oom_score_adj: 0, points: 15047, victim: true },
+      { pid: 1, tgid: 1, comm: 'dd', uid: 0, rss_kb: 60100, rss_anon_kb: 60000, rss_file_kb: 100, rss_shmem_kb: 0, swapents: 0, pgtables_kb: 188, oom_score_adj: 0, points: 15047, victim: true },
     ],
     cause: 'anon',
     victim_share: 0.9,

@@ -141,6 +141,7 @@ export function candidatesFromReport(r: OomReport, victimTgid: number, totalPage
     tgid: t.tgid,
     comm: t.name,
     uid: t.uid,
+    rss_kb: (t.rss * pageSize) / 1024,
     rss_anon_kb: kb(t.rss_anon),
     rss_file_kb: kb(t.rss_file),
     rss_shmem_kb: kb(t.rss_shmem),

@@ -80,11 +80,9 @@ function formatMemoryAtKill(r: OomRecord): string[] {
         `  shmem ${bytesMib(m.shmem_bytes)}  kernel ${bytesMib(m.kernel_bytes)}  cause ${r.cause ?? '?'}${share}`,
     );
   }
-  const kb = (v: number | null) => v ?? 0;
   for (const [i, c] of (r.candidates ?? []).entries()) {
-    const rss = kb(c.rss_anon_kb) + kb(c.rss_file_kb) + kb(c.rss_shmem_kb);
     out.push(
-      `  ${i === 0 ? 'top      ' : '         '}pid ${c.pid} (${c.comm}) points ${c.points ?? '-'}  rss ${c.rss_anon_kb === null ? '?' : mib(rss)}` +
+      `  ${i === 0 ? 'top      ' : '         '}pid ${c.pid} (${c.comm}) points ${c.points ?? '-'}  rss ${mib(c.rss_kb)}` +
         `  adj ${c.oom_score_adj}${c.victim ? '  <- victim' : ''}`,
     );
   }
