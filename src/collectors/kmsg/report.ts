@@ -57,7 +57,8 @@ export class OomReportParser {
   private inMemInfo = false;
   private readonly done: OomReport[] = [];
 
-  constructor(private readonly keep = 64) {}
+  // reports are looked up right after they complete; a global OOM on a big host prints thousands of rows each
+  constructor(private readonly keep = 16) {}
 
   feed(records: readonly KmsgRecord[]): void {
     for (const r of records) for (const line of r.message.split('\n')) this.line(line.trimEnd(), r.seq);
