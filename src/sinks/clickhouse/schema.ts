@@ -123,15 +123,16 @@ export const AT_KILL_COLUMNS = [
  * of up to N objects whose shape may grow; JSONExtract reads it back).
  */
 export function addExplainColumnsSql(o: SchemaOptions): string[] {
-  const t = tableRef(o);
-  return [
-    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_source\` LowCardinality(String) DEFAULT ''`,
-    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_scope\` LowCardinality(String) DEFAULT ''`,
-    ...AT_KILL_COLUMNS.map((c) => `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`at_kill_${c}\` Nullable(UInt64)`),
-    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`cause\` LowCardinality(Nullable(String))`,
-    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`victim_share\` Nullable(Float64)`,
-    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`candidates\` String DEFAULT '' CODEC(ZSTD(3))`,
+  // one ALTER with every column: one round trip and one metadata change instead of 19
+  const cols = [
+    "`at_kill_source` LowCardinality(String) DEFAULT ''",
+    "`at_kill_scope` LowCardinality(String) DEFAULT ''",
+    ...AT_KILL_COLUMNS.map((c) => `\`at_kill_${c}\` Nullable(UInt64)`),
+    '`cause` LowCardinality(Nullable(String))',
+    '`victim_share` Nullable(Float64)',
+    "`candidates` String DEFAULT '' CODEC(ZSTD(3))",
   ];
+  return [`ALTER TABLE ${tableRef(o)} ${cols.map((c) => `ADD COLUMN IF NOT EXISTS ${c}`).join(', ')}`];
 }
 
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
