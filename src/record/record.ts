@@ -72,7 +72,7 @@ export interface OomRecord {
   candidates?: Candidate[] | null;
   /** The dominant consumer in memory_at_kill (rule: README "Why this kill"); null without a breakdown. */
   cause?: Cause | null;
-  /** The victim's RSS (anon + file + shmem) / memory_at_kill.usage_bytes. */
+  /** The victim's RSS (anon + file + shmem) / memory_at_kill.usage_bytes; > 1 when part of it is charged elsewhere. */
   victim_share?: number | null;
 }
 
