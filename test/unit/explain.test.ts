@@ -12,6 +12,8 @@ import { decodeEvent, EVENT_LAYOUT, EVENT_SIZE, FLAG, MAK_FLAG, type RawOomEvent
 import { encodeRow, rowToRecord, toClickHouseTime } from '../../src/sinks/clickhouse/encoder';
 import { formatKillBlock, sparkline } from '../../src/sinks/console/format';
 import { baseRecord } from '../helpers/records';
+import { killsFromKmsg } from '../../src/collectors/kmsg/kmsg';
+import { enrichKmsg } from '../../src/pipeline/enrich/enrich';
 import type { MemoryAtKill, OomRecord } from '../../src/record/record';
 
 const recs = (lines: string[]): KmsgRecord[] => lines.map((message, i) => ({ seq: 100 + i, usec: 1000 + i, message }));
@@ -242,4 +244,21 @@ test('console: memory at kill line, candidates with the victim marked, a sparkli
   assert.match(text, /top      pid 1 \(dd\) points 15047  rss 58\.7 MiB  adj 0  <- victim/);
   assert.match(text, /picture  ▁▃▅·█  usage of 64\.0 MiB limit, last 5 s/);
   assert.equal(sparkline({ ...r.trail!, usage_bytes: Array(100).fill(0), limit_bytes: Array(100).fill(1) }).split(' ')[0].length, 60, 'the last 60 s only');
+});
+
+test('backfill: a kill recovered from the kernel log carries the why-fields of its own printed report', () => {
+  const killed = 'Memory cgroup out of memory: Killed process 14532 (dd) total-vm:134048kB, anon-rss:65280kB, file-rss:1636kB, shmem-rss:0kB, UID:0 pgtables:188kB oom_score_adj:0';
+  const kills = killsFromKmsg(recs([...V1, killed, ...V1.slice(0, 3), killed.replace('14532', '99')]));
+  assert.equal(kills.length, 2);
+  const facts = { host: 'h', bootId: 'b', kernelRelease: 'k', pageSize: 4096, cgroupVersion: 1 as const, agentVersion: '0' };
+  const r = enrichKmsg(kills[0], facts, (ns) => ns);
+  assert.equal(r.memory_at_kill?.source, 'kmsg');
+  assert.equal(r.memory_at_kill?.anon_bytes, 66904064);
+  assert.equal(r.cause, 'anon');
+  assert.deepEqual(r.candidates?.map((c) => [c.pid, c.victim]), [[14532, true], [14600, false], [14601, false]]);
+  assert.equal(r.victim_share, Math.round(((65280 + 1636) * 1024 / (65536 * 1024)) * 1000) / 1000);
+  // the second kill's report was cut (no oom-kill line): no why-fields rather than another kill's
+  const r2 = enrichKmsg(kills[1], facts, (ns) => ns);
+  assert.equal(r2.memory_at_kill, undefined);
+  assert.equal(r2.candidates, undefined);
 });

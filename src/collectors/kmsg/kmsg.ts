@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { OomReportParser, type OomReport } from './report';
 
 /*
  * The kernel log (/dev/kmsg) as a second, after-the-fact source of OOM kills: the "Killed process"
@@ -157,6 +158,8 @@ export interface KmsgKill {
   killed: KernelKillReport;
   constraint: KernelConstraintReport | null;
   invoked: KernelInvokedReport | null;
+  /** The whole printed report of this kill (memory, Tasks state), when the kernel printed it. */
+  report?: OomReport | null;
 }
 
 /** A second "Killed process" line for the same pid within this many µs is the same kill. */
@@ -189,7 +192,9 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   let constraint: KernelConstraintReport | null = null;
   let invokedForConstraint: KernelInvokedReport | null = null;
   const dedup = new KillLineDeduper();
+  const reports = new OomReportParser();
   for (const r of records) {
+    reports.feed([r]);
     const inv = parseInvoked(r.message);
     if (inv) {
       invoked = inv;
@@ -206,7 +211,8 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
     if (!k) continue;
     if (dedup.isRepeat(k.pid, r.usec)) continue;
     const mine = constraint && constraint.pid === k.pid ? constraint : null;
-    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null });
+    const report = mine ? reports.find(k.pid) : null;
+    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null, ...(report ? { report } : {}) });
     constraint = null;
     invokedForConstraint = null;
   }

@@ -5,7 +5,7 @@ import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/reco
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
 import { formatRfc3339Nanos, type HostFacts } from './host';
-import { candidatesFromReport, causeOf, domainPages, memoryAtKill, victimShare } from './explain';
+import { candidatesFromReport, causeOf, domainPages, memoryAtKill, memoryFromReport, victimShare } from './explain';
 
 /** Options of the "why this kill" fields. */
 export interface ExplainOptions {
@@ -191,6 +191,21 @@ export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (prin
     ...parseContainer(victimCgroup),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
+    ...(kill.report ? explainFromReport(kill, facts, DEFAULT_EXPLAIN) : {}),
+  };
+}
+
+/** A backfilled kill with its printed report: the same "why" fields, all from the report (source kmsg). */
+function explainFromReport(kill: KmsgKill, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+  const report = kill.report!;
+  const mak = memoryFromReport(report, facts.pageSize);
+  const total = mak?.scope === 'memcg' ? (mak.limit_bytes === null ? opts.hostTotalPages : Math.floor(mak.limit_bytes / facts.pageSize)) : opts.hostTotalPages;
+  const k = kill.killed;
+  return {
+    memory_at_kill: mak,
+    candidates: candidatesFromReport(report, k.pid, total, facts.pageSize, opts.candidates),
+    cause: causeOf(mak),
+    victim_share: victimShare((k.anonRssKb + k.fileRssKb + k.shmemRssKb) * 1024, mak),
   };
 }
 
