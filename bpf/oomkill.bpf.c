@@ -239,6 +239,150 @@ static __always_inline void fill_memcg_counters(struct oomtrail_event *e, struct
 	e->flags |= OOMTRAIL_F_HAS_MEMCG;
 }
 
+/*
+ * memory_at_kill. mark_victim runs after dump_header() printed (and flushed) the OOM memcg's
+ * stats and before the victim frees anything, so these reads are what the kernel reported.
+ */
+struct mem_cgroup___vmptr { /* >= 6.3: vmstats allocated separately */
+	struct memcg_vmstats *vmstats;
+} __attribute__((preserve_access_index));
+
+struct mem_cgroup___vmemb { /* older: embedded, state[] indexed by the item itself */
+	struct memcg_vmstats vmstats;
+} __attribute__((preserve_access_index));
+
+struct page_counter___tf {
+	bool track_failcnt;
+} __attribute__((preserve_access_index));
+
+#define NSI_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item, n)
+#define NSI(n) bpf_core_enum_value(enum node_stat_item, n)
+/* memcg_node_stat_items[] as of 6.18, in enum order (the kernel keeps the list sorted so); items a
+ * config leaves out of the enum are left out of the list too. A kernel whose list differs is caught
+ * by the length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
+ * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable. */
+#define MEMCG_NODE_ITEMS(X) \
+	MEMCG_NODE_PREFIX(X) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
+	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) X(NR_HUGETLB)
+/* The head of that list, up to the last item read here: unconditional in every kernel since 5.9,
+ * so the rank of an item read here never depends on an enumerator a kernel may lack. */
+#define MEMCG_NODE_PREFIX(X) \
+	X(NR_INACTIVE_ANON) X(NR_ACTIVE_ANON) X(NR_INACTIVE_FILE) X(NR_ACTIVE_FILE) X(NR_UNEVICTABLE) \
+	X(NR_SLAB_RECLAIMABLE_B) X(NR_SLAB_UNRECLAIMABLE_B) X(WORKINGSET_REFAULT_ANON) \
+	X(WORKINGSET_REFAULT_FILE) X(WORKINGSET_ACTIVATE_ANON) X(WORKINGSET_ACTIVATE_FILE) \
+	X(WORKINGSET_RESTORE_ANON) X(WORKINGSET_RESTORE_FILE) X(WORKINGSET_NODERECLAIM) \
+	X(NR_ANON_MAPPED) X(NR_FILE_MAPPED) X(NR_FILE_PAGES) X(NR_FILE_DIRTY) X(NR_WRITEBACK) \
+	X(NR_SHMEM) X(NR_SHMEM_THPS) X(NR_FILE_THPS) X(NR_ANON_THPS) X(NR_KERNEL_STACK_KB) \
+	X(NR_PAGETABLE)
+
+struct mak_stats {
+	__u8 *base;  /* &state[0] */
+	__u32 slots; /* entries in state[] */
+	__u32 n_node;
+	bool compacted;
+};
+
+/* The state[] slot of a node_stat_item / memcg_stat_item on this kernel, or -1. */
+static __always_inline int mak_slot(const struct mak_stats *m, __u32 item)
+{
+	__u32 memcg_swap = bpf_core_enum_value(enum memcg_stat_item, MEMCG_SWAP);
+	__u32 rank = 0;
+
+	if (!m->compacted)
+		return item < m->slots ? (int)item : -1;
+	if (item >= memcg_swap)
+		return m->n_node + (item - memcg_swap) < m->slots ? (int)(m->n_node + item - memcg_swap) : -1;
+#define RANK_BELOW(n) if (NSI(n) < item) rank++;
+	MEMCG_NODE_PREFIX(RANK_BELOW)
+#undef RANK_BELOW
+	return rank < m->n_node ? (int)rank : -1;
+}
+
+static __always_inline __u64 mak_read(const struct mak_stats *m, __u32 item)
+{
+	int slot = mak_slot(m, item);
+	long v = 0;
+
+	if (slot < 0 || slot >= 64)
+		return 0;
+	bpf_probe_read_kernel(&v, sizeof(v), m->base + slot * sizeof(long));
+	return v < 0 ? 0 : v; /* memcg_page_state() clamps the same way */
+}
+
+static __always_inline void fill_mem_at_kill(struct oomtrail_event *e, struct mem_cgroup *memcg)
+{
+	struct mem_cgroup___vmptr *vp = (void *)memcg;
+	struct mem_cgroup___vmemb *ve = (void *)memcg;
+	struct page_counter___tf *mem_tf = (void *)&memcg->memory;
+	int max_idx = bpf_core_enum_value(enum memcg_memory_event, MEMCG_MAX);
+	struct mak_stats m = {};
+	__u32 memcg_items;
+
+	e->mak_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+	e->mak_limit_pages = BPF_CORE_READ(memcg, memory.max);
+	/* since 6.15ish cgroup v2 keeps no page_counter failcnt and prints memory.events max instead */
+	if (bpf_core_field_exists(mem_tf->track_failcnt) && !BPF_CORE_READ(mem_tf, track_failcnt))
+		bpf_core_read(&e->mak_failcnt, sizeof(e->mak_failcnt), &memcg->memory_events[max_idx]);
+	else
+		e->mak_failcnt = BPF_CORE_READ(memcg, memory.failcnt);
+	e->mak_flags |= OOMTRAIL_MAK_COUNTERS;
+	if (bpf_core_field_exists(memcg->swap)) {
+		e->mak_swap_usage_pages = BPF_CORE_READ(memcg, swap.usage.counter);
+		e->mak_swap_limit_pages = BPF_CORE_READ(memcg, swap.max);
+		e->mak_flags |= OOMTRAIL_MAK_SWAP;
+	}
+	if (bpf_core_field_exists(memcg->kmem)) {
+		e->mak_kmem_usage_pages = BPF_CORE_READ(memcg, kmem.usage.counter);
+		e->mak_flags |= OOMTRAIL_MAK_KMEM;
+	}
+
+	if (bpf_core_field_exists(vp->vmstats)) {
+		__u8 *vs = (__u8 *)BPF_CORE_READ(vp, vmstats);
+
+		if (!vs)
+			return;
+		m.base = vs + bpf_core_field_offset(struct memcg_vmstats, state);
+	} else if (bpf_core_field_exists(ve->vmstats)) {
+		m.base = (__u8 *)memcg + bpf_core_field_offset(struct mem_cgroup___vmemb, vmstats) +
+			 bpf_core_field_offset(struct memcg_vmstats, state);
+	} else {
+		return;
+	}
+	m.slots = bpf_core_field_size(((struct memcg_vmstats *)0)->state) / sizeof(long);
+	e->mak_stat_slots = m.slots;
+	memcg_items = bpf_core_enum_value(enum memcg_stat_item, MEMCG_NR_STAT) -
+		      bpf_core_enum_value(enum memcg_stat_item, MEMCG_SWAP);
+	if (m.slots < bpf_core_enum_value(enum memcg_stat_item, MEMCG_NR_STAT)) {
+		__u32 listed = 0;
+
+		m.compacted = true;
+		e->mak_flags |= OOMTRAIL_MAK_COMPACTED;
+		if (m.slots <= memcg_items)
+			return;
+		m.n_node = m.slots - memcg_items;
+#define COUNT_LISTED(n) if (NSI_EXISTS(n)) listed++;
+		MEMCG_NODE_ITEMS(COUNT_LISTED)
+#undef COUNT_LISTED
+		if (listed != m.n_node) {
+			e->mak_flags |= OOMTRAIL_MAK_UNMAPPED;
+			return;
+		}
+	}
+	e->mak_anon_pages = mak_read(&m, NSI(NR_ANON_MAPPED));
+	e->mak_file_pages = mak_read(&m, NSI(NR_FILE_PAGES));
+	e->mak_shmem_pages = mak_read(&m, NSI(NR_SHMEM));
+	e->mak_file_mapped_pages = mak_read(&m, NSI(NR_FILE_MAPPED));
+	e->mak_file_dirty_pages = mak_read(&m, NSI(NR_FILE_DIRTY));
+	e->mak_file_writeback_pages = mak_read(&m, NSI(NR_WRITEBACK));
+	e->mak_slab_reclaimable_bytes = mak_read(&m, NSI(NR_SLAB_RECLAIMABLE_B));
+	e->mak_slab_unreclaimable_bytes = mak_read(&m, NSI(NR_SLAB_UNRECLAIMABLE_B));
+	e->mak_pagetables_pages = mak_read(&m, NSI(NR_PAGETABLE));
+	e->mak_sock_pages = mak_read(&m, bpf_core_enum_value(enum memcg_stat_item, MEMCG_SOCK));
+	e->mak_kmem_pages = mak_read(&m, bpf_core_enum_value(enum memcg_stat_item, MEMCG_KMEM));
+	e->mak_swap_pages = mak_read(&m, bpf_core_enum_value(enum memcg_stat_item, MEMCG_SWAP));
+	e->mak_flags |= OOMTRAIL_MAK_STATS;
+}
+
 static __always_inline bool memcg_at_limit(struct mem_cgroup *memcg)
 {
 	__u64 max = BPF_CORE_READ(memcg, memory.max);
@@ -479,6 +623,7 @@ static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_
 	if (oom_memcg) {
 		fill_cgroup_path(&e->oom_cg, memcg_kn(oom_memcg));
 		fill_memcg_counters(e, oom_memcg);
+		fill_mem_at_kill(e, oom_memcg);
 		e->flags |= OOMTRAIL_F_OOM_CG_VALID;
 	} else if (e->constraint != OOMTRAIL_CONSTRAINT_UNKNOWN) {
 		/* global / cpuset / mempolicy: the OOM domain is the root (depth 0 == "/") */
@@ -557,6 +702,7 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
 	e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
 	e->victim_ns_pid = e->victim_ns_level = e->oom_group_kill = 0;
+	__builtin_memset(&e->mak_usage_pages, 0, sizeof(*e) - offsetof(struct oomtrail_event, mak_usage_pages));
 	e->boot_ns = now;
 	e->hook = c ? c->hook : hook;
 	e->trigger_pid = pid_tgid >> 32;

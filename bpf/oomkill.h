@@ -35,6 +35,16 @@ enum oomtrail_flags {
 	OOMTRAIL_F_TASK_FROM_SIGNAL = 1 << 7, /* victim task taken from the SIGKILL just sent (pid-only mark_victim) */
 };
 
+/* mak_flags: which parts of memory_at_kill the kernel side could read from the OOM memcg */
+enum oomtrail_mak_flags {
+	OOMTRAIL_MAK_COUNTERS = 1 << 0,  /* mak_usage/limit/failcnt (page_counter memory) */
+	OOMTRAIL_MAK_SWAP = 1 << 1,      /* mak_swap_*: v2 swap counter, v1 memory+swap (same union) */
+	OOMTRAIL_MAK_KMEM = 1 << 2,      /* mak_kmem_usage_pages (v1 kmem counter) */
+	OOMTRAIL_MAK_STATS = 1 << 3,     /* the vmstats items below */
+	OOMTRAIL_MAK_COMPACTED = 1 << 4, /* stat array compacted (>= 6.10): items translated by rank */
+	OOMTRAIL_MAK_UNMAPPED = 1 << 5,  /* compacted, but the rank list disagrees with this kernel's array */
+};
+
 struct oomtrail_cgroup_path {
 	__u64 kn_id;
 	__u32 depth;     /* valid entries in names[], leaf first */
@@ -71,6 +81,29 @@ struct oomtrail_event {
 	__u32 victim_ns_pid;
 	__u32 victim_ns_level;  /* that namespace's depth: 0 is the host's */
 	__u32 oom_group_kill;   /* 1: a memory.oom.group at or above the victim's memcg (up to the OOM memcg) kills them all */
+	__u32 ns_pad;           /* explicit: the u64s below stay 8-aligned in both C and event.ts */
+	/* memory_at_kill: the OOM memcg at mark_victim, before the victim's memory is freed.
+	 * Values are hierarchical and clamped at 0 as the kernel prints them; units in the names. */
+	__u64 mak_usage_pages;
+	__u64 mak_limit_pages;
+	__u64 mak_failcnt;
+	__u64 mak_swap_usage_pages;
+	__u64 mak_swap_limit_pages;
+	__u64 mak_kmem_usage_pages;
+	__u64 mak_anon_pages;
+	__u64 mak_file_pages;
+	__u64 mak_shmem_pages;
+	__u64 mak_file_mapped_pages;
+	__u64 mak_file_dirty_pages;
+	__u64 mak_file_writeback_pages;
+	__u64 mak_slab_reclaimable_bytes;
+	__u64 mak_slab_unreclaimable_bytes;
+	__u64 mak_sock_pages;
+	__u64 mak_kmem_pages;
+	__u64 mak_pagetables_pages;
+	__u64 mak_swap_pages;
+	__u32 mak_stat_slots; /* length of the kernel's memcg stat array (diagnosis) */
+	__u32 mak_flags;
 };
 
 #endif

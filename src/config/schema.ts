@@ -40,6 +40,7 @@ export interface AppConfig {
       backfill_journald_dir: string;
       backfill_previous_boots: number;
       audit_grace_ms: number;
+      candidates: number;
     };
     reclaim: { enabled: boolean; death_wait_ms: number };
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
@@ -159,6 +160,12 @@ export const schema: convict.Schema<AppConfig> = {
         format: positive,
         default: 10000,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_AUDIT_GRACE_MS',
+      },
+      candidates: {
+        doc: 'Top N tasks of the OOM domain by the kernel\'s badness, from its printed Tasks state table, in each record (0 = none).',
+        format: natural,
+        default: 5,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_CANDIDATES',
       },
     },
     reclaim: {

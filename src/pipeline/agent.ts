@@ -9,6 +9,7 @@ import type { PressureEvent, TrailSource } from '../collectors/trail/sampler';
 import { systemClock, type Clock } from '../host/clock';
 import { readHostFacts, type HostFacts } from '../host/facts';
 import { RecordAssembler, type DeathSource, type RuntimeNames } from './assemble/assemble';
+import { readHostTotalPages } from './assemble/enrich';
 import { KillAudit, type AuditedCgroups } from './audit';
 import { Backfill } from './backfill';
 import { KillJournal } from './journal';
@@ -137,6 +138,7 @@ export class Agent {
       deaths: this.parts.reclaim ?? null,
       deathWaitMs: this.parts.deathWaitMs ?? 1000,
       runtime: this.parts.runtime ?? null,
+      explain: { candidates: config.collectors.oomkill.candidates, hostTotalPages: readHostTotalPages(this.facts.pageSize) },
     });
     const dir = config.pipeline.spool.dir;
     // before any spool is touched: a second agent on this directory would replay, ack and delete

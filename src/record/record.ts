@@ -85,6 +85,59 @@ export interface OomRecord {
   labels?: Record<string, string>;
   /** Set on memory_pressure records: why it fired. */
   pressure?: PressureInfo;
+  /** The OOM domain's memory at kill time (before the victim's memory was freed); null when unknown. */
+  memory_at_kill?: MemoryAtKill | null;
+  /** The OOM domain's top tasks by the kernel's badness at kill time (victim's row marked); null when unknown. */
+  candidates?: Candidate[] | null;
+  /** The dominant consumer in memory_at_kill (rule: README "Why this kill"); null without a breakdown. */
+  cause?: Cause | null;
+  /** The victim's RSS (anon + file + shmem) / memory_at_kill.usage_bytes; > 1 when part of it is charged elsewhere. */
+  victim_share?: number | null;
+}
+
+export type Cause = 'anon' | 'page_cache' | 'shmem' | 'kernel' | 'swap' | 'mixed';
+
+/** Bytes; null where the kernel did not give the value. */
+export interface MemoryAtKill {
+  /** `bpf`: read by the kernel side at the hook; `kmsg`: the kernel's printed report of that kill;
+   *  `procfs`: reserved for reads right after the kill (never presented as at-kill values otherwise) */
+  source: 'bpf' | 'kmsg' | 'procfs';
+  /** `memcg`: the OOM cgroup's counters; `host`: the host's (global OOM, Mem-Info) */
+  scope: 'memcg' | 'host';
+  usage_bytes: number | null;
+  limit_bytes: number | null;
+  failcnt: number | null;
+  anon_bytes: number | null;
+  /** all page cache, shmem included (the kernel's `cache` / `file`) */
+  file_bytes: number | null;
+  shmem_bytes: number | null;
+  file_mapped_bytes: number | null;
+  file_dirty_bytes: number | null;
+  file_writeback_bytes: number | null;
+  /** v1: the kmem counter; v2: `kernel` */
+  kernel_bytes: number | null;
+  slab_bytes: number | null;
+  sock_bytes: number | null;
+  pagetables_bytes: number | null;
+  swap_bytes: number | null;
+}
+
+export interface Candidate {
+  pid: number;
+  tgid: number;
+  comm: string;
+  uid: number;
+  /** total RSS as printed (anon + file + shmem); the split is null before 6.8 */
+  rss_kb: number;
+  rss_anon_kb: number | null;
+  rss_file_kb: number | null;
+  rss_shmem_kb: number | null;
+  swapents: number;
+  pgtables_kb: number;
+  oom_score_adj: number;
+  /** the kernel's oom_badness; null for oom_score_adj -1000 (never chosen) or an unknown domain */
+  points: number | null;
+  victim: boolean;
 }
 
 export type RecordKind = 'oom_kill' | 'memory_pressure';

@@ -16,7 +16,7 @@ import { makeTestCgroup, removeCgroup, type TestCgroup, type HogResult } from '.
 import { causeKills } from '../helpers/kills';
 import { Lane } from '../../src/pipeline/lane';
 import { silentLogger } from '../../src/observe/logger';
-import type { OomRecord } from '../../src/record/record';
+import type { Candidate, MemoryAtKill, OomRecord } from '../../src/record/record';
 import { loadConfig } from '../../src/config/load';
 import type { ClickHouseSinkConfig } from '../../src/sinks/clickhouse/config';
 import { createClickHouseSink, ClickHouseSink } from '../../src/sinks/clickhouse/index';
@@ -376,6 +376,26 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       };
     }
     assert.equal(podKill, 4);
+    // "why this kill" (queries 12, 13): node-b's app filled a tmpfs; one java kill spared a bigger task
+    const at = (over: Partial<MemoryAtKill>): MemoryAtKill => ({
+      source: 'bpf', scope: 'memcg', usage_bytes: 1 << 30, limit_bytes: 1 << 30, failcnt: 3, anon_bytes: 100 << 20, file_bytes: 900 << 20,
+      shmem_bytes: 850 << 20, file_mapped_bytes: 0, file_dirty_bytes: 0, file_writeback_bytes: 0, kernel_bytes: 20 << 20, slab_bytes: null,
+      sock_bytes: null, pagetables_bytes: null, swap_bytes: 0, ...over,
+    });
+    const cand = (pid: number, comm: string, anonKb: number, adj: number, victim: boolean): Candidate => ({
+      pid, tgid: pid, comm, uid: 0, rss_kb: anonKb, rss_anon_kb: anonKb, rss_file_kb: 0, rss_shmem_kb: 0, swapents: 0, pgtables_kb: 100, oom_score_adj: adj, points: null, victim,
+    });
+    for (const [i, r] of synthetic.entries()) {
+      if (r.victim_comm === 'app') synthetic[i] = { ...r, memory_at_kill: at({}), cause: 'shmem', victim_share: 0.09, candidates: [cand(r.victim_pid, 'app', 90_000, 0, true)] };
+    }
+    const javaAt = synthetic.findIndex((r) => r.victim_comm === 'java');
+    synthetic[javaAt] = {
+      ...synthetic[javaAt]!,
+      memory_at_kill: at({ anon_bytes: 1000 << 20, file_bytes: 10 << 20, shmem_bytes: 0 }),
+      cause: 'anon',
+      victim_share: 0.3,
+      candidates: [cand(synthetic[javaAt]!.victim_pid, 'java', 300_000, 800, true), cand(42, 'cache-warmer', 650_000, -500, false)],
+    };
     const sink = createClickHouseSink(sinkConfig(ch), { logger: silentLogger() });
     assert.equal((await sink.write(synthetic)).status, 'delivered');
     // a re-cut batch (as after an agent crash): stored twice until a merge; every query reads FINAL
@@ -400,6 +420,8 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
       'trail_of_latest_kill',
       'kills_by_namespace_7d',
       'silent_child_kills_7d',
+      'page_cache_or_tmpfs_kills_7d',
+      'victims_not_biggest_7d',
     ];
     assert.deepEqual([...queries.keys()], expected, 'the cookbook and this test name the same queries');
     const run = async (name: string) => rows(ch, queries.get(name)!);
@@ -547,5 +569,17 @@ describe('clickhouse sink on chdb (ClickHouse 26.9 engine, production schema)', 
     // the labels column holds the allow-listed map as JSON
     const lab = await rows<{ team: string }>(ch, `SELECT JSONExtractString(labels, 'team') AS team FROM ${TABLE} FINAL WHERE pod_name = 'web-7d9f' LIMIT 1`);
     assert.equal(lab[0]!.team, 'checkout');
+    // 12, 13: on the synthetic hosts (kills of other tenants of this host may land in the table too)
+    const synth = (rs: Array<Record<string, unknown>>) => rs.filter((r) => r.host !== me);
+    const q12 = synth(await run('page_cache_or_tmpfs_kills_7d'));
+    const ref12 = since(7 * 24 * H).filter((r) => r.host !== me && (r.cause === 'shmem' || r.cause === 'page_cache'));
+    assert.deepEqual(q12.map((r) => r.victim_comm).sort(), ref12.map((r) => r.victim_comm).sort());
+    assert.equal(q12.length, 3, "node-b's three app kills");
+    assert.deepEqual(q12.map((r) => [r.cause, Number(r.shmem), Number(r.page_cache), r.victim_share])[0], ['shmem', 850 << 20, 50 << 20, 0.09]);
+    const q13 = synth(await run('victims_not_biggest_7d'));
+    assert.deepEqual(
+      q13.map((r) => [r.victim_comm, Number(r.victim_rss_kb), Number(r.biggest_rss_kb), r.biggest_comm, Number(r.biggest_oom_score_adj)]),
+      [['java', 300_000, 650_000, 'cache-warmer', -500]],
+    );
   });
 });

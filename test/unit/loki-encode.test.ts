@@ -42,7 +42,7 @@ describe('loki encoding', () => {
 
   test('labels: job, host, constraint, kind + static; per-event fields only in metadata and line', () => {
     const b = new StreamBuilder(LIMITS, parseStaticLabels('cluster=prod, env=staging'));
-    const r = makeRecord(1, { container_id: 'a'.repeat(64), pod_uid: '' });
+    const r = makeRecord(1, { container_id: 'a'.repeat(64), pod_uid: '', cause: 'shmem' });
     const { streams, invalid } = b.build([r]);
     assert.deepEqual(invalid, []);
     assert.equal(streams.length, 1);
@@ -61,6 +61,7 @@ describe('loki encoding', () => {
       'absent (optional) fields are not sent either',
     );
     assert.deepEqual(Object.fromEntries(e.metadata).victim_pid, String(r.victim_pid));
+    assert.equal(Object.fromEntries(e.metadata).cause, 'shmem', 'cause is structured metadata, not a label');
     for (const [k] of s.labels) assert.ok(!(METADATA_FIELDS as readonly string[]).includes(k), `${k} is not a label`);
   });
 

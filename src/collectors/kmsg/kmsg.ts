@@ -1,17 +1,13 @@
 import fs from 'node:fs';
+import { OomReportParser, type OomReport } from './report';
+import { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord } from './lines';
+
+export { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord };
 
 /*
  * The kernel log (/dev/kmsg) as a second, after-the-fact source of OOM kills: the "Killed process"
  * line is never rate limited, so every kill the ring still holds can be recovered from it.
  */
-
-/** One /dev/kmsg record, its message unescaped (the kernel writes non-printable bytes as \xNN). */
-export interface KmsgRecord {
-  seq: number;
-  /** printk time: local_clock() in µs since boot (CLOCK_MONOTONIC-like, suspend not counted) */
-  usec: number;
-  message: string;
-}
 
 export function unescapeKmsg(text: string): string {
   if (!text.includes('\\x')) return text;
@@ -88,68 +84,6 @@ export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
   }
 }
 
-export interface KernelKillReport {
-  pid: number;
-  comm: string;
-  totalVmKb: number;
-  anonRssKb: number;
-  fileRssKb: number;
-  shmemRssKb: number;
-  uid: number;
-  pgtablesKb: number;
-  oomScoreAdj: number;
-  global: boolean;
-}
-
-export interface KernelConstraintReport {
-  constraint: string;
-  oomMemcg: string | null;
-  taskMemcg: string;
-  task: string;
-  pid: number;
-  uid: number;
-}
-
-export interface KernelInvokedReport {
-  comm: string;
-  gfpMask: string;
-  order: number;
-  oomScoreAdj: number;
-}
-
-const KILLED = /(Memory cgroup out of memory|Out of memory): Killed process (\d+) \((.*)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, shmem-rss:(\d+)kB, UID:(\d+) pgtables:(\d+)kB oom_score_adj:(-?\d+)/;
-const CONSTRAINT = /^oom-kill:constraint=(\w+),.*?(?:,oom_memcg=(.*)|,global_oom),task_memcg=(.*),task=(.*),pid=(\d+),uid=(\d+)$/;
-const INVOKED = /^(.*) invoked oom-killer: gfp_mask=(0x[0-9a-f]+)\(.*\), order=(-?\d+), oom_score_adj=(-?\d+)/;
-
-export function parseKilled(message: string): KernelKillReport | null {
-  const m = KILLED.exec(message);
-  if (!m) return null;
-  return {
-    global: m[1] === 'Out of memory',
-    pid: Number(m[2]),
-    comm: m[3],
-    totalVmKb: Number(m[4]),
-    anonRssKb: Number(m[5]),
-    fileRssKb: Number(m[6]),
-    shmemRssKb: Number(m[7]),
-    uid: Number(m[8]),
-    pgtablesKb: Number(m[9]),
-    oomScoreAdj: Number(m[10]),
-  };
-}
-
-export function parseConstraint(message: string): KernelConstraintReport | null {
-  const m = CONSTRAINT.exec(message);
-  if (!m) return null;
-  return { constraint: m[1], oomMemcg: m[2] ?? null, taskMemcg: m[3], task: m[4], pid: Number(m[5]), uid: Number(m[6]) };
-}
-
-export function parseInvoked(message: string): KernelInvokedReport | null {
-  const m = INVOKED.exec(message);
-  if (!m) return null;
-  return { comm: m[1], gfpMask: m[2], order: Number(m[3]), oomScoreAdj: Number(m[4]) };
-}
-
 /** One kill as the kernel logged it; `constraint`/`invoked` are null when rate limiting dropped them. */
 export interface KmsgKill {
   seq: number;
@@ -157,6 +91,8 @@ export interface KmsgKill {
   killed: KernelKillReport;
   constraint: KernelConstraintReport | null;
   invoked: KernelInvokedReport | null;
+  /** The whole printed report of this kill (memory, Tasks state), when the kernel printed it. */
+  report?: OomReport | null;
 }
 
 /** A second "Killed process" line for the same pid within this many µs is the same kill. */
@@ -189,7 +125,9 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   let constraint: KernelConstraintReport | null = null;
   let invokedForConstraint: KernelInvokedReport | null = null;
   const dedup = new KillLineDeduper();
+  const reports = new OomReportParser();
   for (const r of records) {
+    reports.feed([r]);
     const inv = parseInvoked(r.message);
     if (inv) {
       invoked = inv;
@@ -206,7 +144,8 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
     if (!k) continue;
     if (dedup.isRepeat(k.pid, r.usec)) continue;
     const mine = constraint && constraint.pid === k.pid ? constraint : null;
-    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null });
+    const report = mine ? reports.find(k.pid) : null;
+    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null, ...(report ? { report } : {}) });
     constraint = null;
     invokedForConstraint = null;
   }

@@ -8,6 +8,8 @@ import type { Logger } from '../../observe/logger';
 import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
+import { KmsgFollower } from '../kmsg/kmsg';
+import { OomReportParser } from '../kmsg/report';
 
 export class CollectorError extends Error {
   readonly retriable = false;
@@ -87,6 +89,9 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private companions: CompanionProbe[] = [];
   private degraded: string[] = [];
   private emit: (e: RawOomEvent) => Promise<void> = async () => {};
+  /** The kernel's printed reports: printed before mark_victim, so already readable when its event is. */
+  private kmsg: KmsgFollower | null = null;
+  private readonly reports = new OomReportParser();
 
   constructor(private readonly opts: OomKillOptions) {}
 
@@ -161,6 +166,12 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     this.degraded = degradations(this.chosen, this.programs, this.probes, this.companions, tracefs);
     for (const d of this.degraded) logger.info(`oomkill: degraded on this kernel: ${d}`);
 
+    try {
+      this.kmsg = new KmsgFollower();
+      this.kmsg.read(); // reports from before the start belong to kills not seen here
+    } catch (err) {
+      logger.info(`oomkill: kernel reports unavailable (/dev/kmsg: ${(err as Error).message}): no candidates, no kmsg fallback`);
+    }
     this.reader = new RingBufferReader(
       this.obj.mapFd('events'),
       (data) => {
@@ -187,7 +198,18 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       const path = procMemoryCgroup(event.victimPid);
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
     }
+    event.kernelReport = this.reportFor(event);
     return event;
+  }
+
+  private reportFor(event: RawOomEvent) {
+    if (!this.kmsg) return null;
+    try {
+      this.reports.feed(this.kmsg.read());
+    } catch (err) {
+      this.opts.logger.warn(`oomkill: /dev/kmsg: ${(err as Error).message}`);
+    }
+    return this.reports.find(event.victimPid) ?? this.reports.find(event.victimTid);
   }
 
   private async deliver(): Promise<void> {
@@ -205,6 +227,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     }
     this.obj?.close();
     this.obj = null;
+    this.kmsg?.close();
+    this.kmsg = null;
   }
 
   lostEvents(): bigint {

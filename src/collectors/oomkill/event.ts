@@ -39,7 +39,48 @@ export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
   ['victim_ns_pid', 'u32'],
   ['victim_ns_level', 'u32'],
   ['oom_group_kill', 'u32'],
+  ['ns_pad', 'u32'],
+  ['mak_usage_pages', 'u64'],
+  ['mak_limit_pages', 'u64'],
+  ['mak_failcnt', 'u64'],
+  ['mak_swap_usage_pages', 'u64'],
+  ['mak_swap_limit_pages', 'u64'],
+  ['mak_kmem_usage_pages', 'u64'],
+  ['mak_anon_pages', 'u64'],
+  ['mak_file_pages', 'u64'],
+  ['mak_shmem_pages', 'u64'],
+  ['mak_file_mapped_pages', 'u64'],
+  ['mak_file_dirty_pages', 'u64'],
+  ['mak_file_writeback_pages', 'u64'],
+  ['mak_slab_reclaimable_bytes', 'u64'],
+  ['mak_slab_unreclaimable_bytes', 'u64'],
+  ['mak_sock_pages', 'u64'],
+  ['mak_kmem_pages', 'u64'],
+  ['mak_pagetables_pages', 'u64'],
+  ['mak_swap_pages', 'u64'],
+  ['mak_stat_slots', 'u32'],
+  ['mak_flags', 'u32'],
 ];
+
+/** The memory_at_kill fields, in the order of the struct (bpf/oomkill.h, `mak_*`). */
+export const MAK_FIELDS = ['mak_usage_pages', 'mak_limit_pages', 'mak_failcnt', 'mak_swap_usage_pages', 'mak_swap_limit_pages', 'mak_kmem_usage_pages', 'mak_anon_pages', 'mak_file_pages', 'mak_shmem_pages', 'mak_file_mapped_pages', 'mak_file_dirty_pages', 'mak_file_writeback_pages', 'mak_slab_reclaimable_bytes', 'mak_slab_unreclaimable_bytes', 'mak_sock_pages', 'mak_kmem_pages', 'mak_pagetables_pages', 'mak_swap_pages'] as const;
+export type MakField = (typeof MAK_FIELDS)[number];
+
+export const MAK_FLAG = {
+  COUNTERS: 1 << 0,
+  SWAP: 1 << 1,
+  KMEM: 1 << 2,
+  STATS: 1 << 3,
+  COMPACTED: 1 << 4,
+  UNMAPPED: 1 << 5,
+} as const;
+
+/** What the kernel side read from the OOM memcg at the hook (kernel units: pages unless `_bytes`). */
+export interface RawMemAtKill {
+  flags: number;
+  statSlots: number;
+  values: Record<MakField, number>;
+}
 
 /** struct oomtrail_cgroup_path: u64 kn_id, u32 depth, u32 truncated, char names[DEPTH][NAME_LEN]. */
 export const CGROUP_PATH_SIZE = 8 + 4 + 4 + CG_DEPTH * CG_NAME_LEN;
@@ -122,6 +163,10 @@ export interface RawOomEvent {
   victimNsLevel?: number | null;
   /** The kill was one of a memory.oom.group sweep (cgroup v2); null when no task was read. */
   oomGroupKill?: boolean | null;
+  /** Null when the kernel side found no OOM memcg (global OOM) or read nothing. */
+  memAtKill?: RawMemAtKill | null;
+  /** The kernel's printed report for this kill, when it was printed (attached by the collector). */
+  kernelReport?: import('../kmsg/report').OomReport | null;
 }
 
 function cstring(buf: Buffer, off: number, len: number): string {
@@ -178,5 +223,15 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     victimNsPid: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_pid) : null,
     victimNsLevel: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_level) : null,
     oomGroupKill: has(FLAG.HAS_TASK) ? buf.readUInt32LE(o.oom_group_kill) !== 0 : null,
+    memAtKill: decodeMemAtKill(buf),
   };
+}
+
+function decodeMemAtKill(buf: Buffer): RawMemAtKill | null {
+  const o = EVENT_LAYOUT.offsets;
+  const flags = buf.readUInt32LE(o.mak_flags);
+  if (!(flags & MAK_FLAG.COUNTERS)) return null;
+  const values = {} as Record<MakField, number>;
+  for (const n of MAK_FIELDS) values[n] = Number(buf.readBigUInt64LE(o[n]));
+  return { flags, statSlots: buf.readUInt32LE(o.mak_stat_slots), values };
 }

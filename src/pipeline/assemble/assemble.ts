@@ -5,7 +5,7 @@ import type { PressureEvent, TrailSource } from '../../collectors/trail/sampler'
 import type { Clock } from '../../host/clock';
 import type { HostFacts } from '../../host/facts';
 import type { OomRecord } from '../../record/record';
-import { enrich, enrichKmsg, enrichPressure } from './enrich';
+import { DEFAULT_EXPLAIN, enrich, enrichKmsg, enrichPressure, type ExplainOptions } from './enrich';
 
 /** Where an OOM victim's death is confirmed (the reclaim collector's victim map). */
 export interface DeathSource {
@@ -30,6 +30,8 @@ export interface AssemblyParts {
   /** longest wait after a kill for the victim's exit before its record goes out */
   deathWaitMs?: number;
   runtime?: RuntimeNames | null;
+  /** candidates kept per record, and the host's RAM + swap (a global OOM's domain) */
+  explain?: ExplainOptions;
 }
 
 /** Container/pod names from the container runtimes: bounded in time, never fails (unknown stays out). */
@@ -65,7 +67,7 @@ export class RecordAssembler {
 
   /** A kill's record right after decode: what is made durable before any wait. */
   kill(ev: RawOomEvent): OomRecord {
-    return enrich(ev, this.parts.facts, this.parts.clock.bootToRealtimeNs);
+    return enrich(ev, this.parts.facts, this.parts.clock.bootToRealtimeNs, this.parts.explain ?? DEFAULT_EXPLAIN);
   }
 
   /** The kill's time on the printk clock (µs), to match it with its kernel log line. */
@@ -100,6 +102,6 @@ export class RecordAssembler {
 
   /** A kill recovered from the kernel log. */
   kmsg(kill: KmsgKill): OomRecord {
-    return enrichKmsg(kill, this.parts.facts, this.parts.clock.printkToRealtimeNs);
+    return enrichKmsg(kill, this.parts.facts, this.parts.clock.printkToRealtimeNs, this.parts.explain ?? DEFAULT_EXPLAIN);
   }
 }

@@ -1,15 +1,40 @@
+import { readFileSync } from 'node:fs';
 import type { RawOomEvent } from '../../collectors/oomkill/event';
 import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/record';
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
 import { formatRfc3339Nanos } from '../../host/clock';
 import type { HostFacts } from '../../host/facts';
+import { candidatesFromReport, causeOf, domainPages, memoryAtKill, memoryFromReport, victimShare } from './explain';
+
+/** Options of the "why this kill" fields. */
+export interface ExplainOptions {
+  /** top N candidates (collectors.oomkill.candidates) */
+  candidates: number;
+  /** RAM + swap in pages: the domain of a global OOM */
+  hostTotalPages: number | null;
+}
+
+/** RAM + swap in pages (the kernel's totalram_pages() + total_swap_pages), read once; null when unreadable. */
+export function readHostTotalPages(pageSize: number, meminfo = '/proc/meminfo'): number | null {
+  try {
+    const text = readFileSync(meminfo, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? NaN);
+    const total = Math.floor(((kb('MemTotal') + kb('SwapTotal')) * 1024) / pageSize);
+    return Number.isFinite(total) ? total : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Defaults where no configuration is passed (tests, tools); the agent passes collectors.oomkill.candidates. */
+export const DEFAULT_EXPLAIN: ExplainOptions = { candidates: 5, hostTotalPages: null };
 
 /** page_counter's "no limit" is LONG_MAX / PAGE_SIZE pages; anything this large is no limit. */
 const UNLIMITED_PAGES = 2 ** 50;
 
 /** Raw kernel event + host facts → the record every sink sees. Pure apart from `toRealtimeNs`. */
-export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs: bigint) => bigint): OomRecord {
+export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs: bigint) => bigint, explain: ExplainOptions = DEFAULT_EXPLAIN): OomRecord {
   const kb = (pages: number | null) => (pages === null ? null : (pages * facts.pageSize) / 1024);
   const bytes = (pages: number | null) => (pages === null || pages >= UNLIMITED_PAGES ? null : pages * facts.pageSize);
   const victimCgroup = ev.victimCgroup?.path ?? '';
@@ -49,6 +74,20 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
     ...(ev.victimCgroup?.truncated || ev.oomCgroup?.truncated ? { cgroup_truncated: true } : {}),
+    ...explainFields(ev, facts, explain),
+  };
+}
+
+function explainFields(ev: RawOomEvent, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+  const mak = memoryAtKill(ev, facts.pageSize, facts.cgroupVersion);
+  const total = domainPages(ev, mak, facts.pageSize, opts.hostTotalPages);
+  const { anonRssPages: a, fileRssPages: f, shmemRssPages: sh } = ev;
+  const rss = a !== null && f !== null && sh !== null ? (a + f + sh) * facts.pageSize : null;
+  return {
+    memory_at_kill: mak,
+    candidates: ev.kernelReport ? candidatesFromReport(ev.kernelReport, ev.victimPid, total, facts.pageSize, opts.candidates) : null,
+    cause: causeOf(mak),
+    victim_share: victimShare(rss, mak),
   };
 }
 
@@ -125,7 +164,7 @@ const KMSG_CONSTRAINTS: Record<string, OomRecord['constraint']> = {
  * cgroups, gfp_mask and order stay unknown ('' / null) rather than guessed. `toRealtimeNs` maps the
  * printk clock (ns since boot) to wall-clock ns.
  */
-export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (printkNs: bigint) => bigint): OomRecord {
+export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (printkNs: bigint) => bigint, explain: ExplainOptions = DEFAULT_EXPLAIN): OomRecord {
   const k = kill.killed;
   const c = kill.constraint;
   const printkNs = BigInt(kill.usec) * 1000n;
@@ -164,6 +203,21 @@ export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (prin
     ...parseContainer(victimCgroup),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
+    ...(kill.report ? explainFromReport(kill, facts, explain) : {}),
+  };
+}
+
+/** A backfilled kill with its printed report: the same "why" fields, all from the report (source kmsg). */
+function explainFromReport(kill: KmsgKill, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+  const report = kill.report!;
+  const mak = memoryFromReport(report, facts.pageSize);
+  const total = mak?.scope === 'memcg' ? (mak.limit_bytes === null ? opts.hostTotalPages : Math.floor(mak.limit_bytes / facts.pageSize)) : opts.hostTotalPages;
+  const k = kill.killed;
+  return {
+    memory_at_kill: mak,
+    candidates: candidatesFromReport(report, k.pid, total, facts.pageSize, opts.candidates),
+    cause: causeOf(mak),
+    victim_share: victimShare((k.anonRssKb + k.fileRssKb + k.shmemRssKb) * 1024, mak),
   };
 }
 

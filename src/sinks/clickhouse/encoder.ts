@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { OomRecord } from '../../record/record';
+import type { MemoryAtKill, OomRecord } from '../../record/record';
+import { AT_KILL_COLUMNS } from './schema';
 
 /**
  * Record ⇄ ClickHouse row (JSONEachRow).
@@ -53,13 +54,23 @@ function slowRow(record: OomRecord): string {
   return JSON.stringify(row);
 }
 
-/** Nested fields go into String columns as their own JSON text (schema migration 2). */
+/** Nested fields go into String columns as their own JSON text (migration 2), labels as JSON (3), memory_at_kill into typed columns (4). */
 function flattenNested(record: OomRecord): OomRecord {
-  if (record.trail === undefined && record.pressure === undefined && record.labels === undefined) return record;
+  const explain = record.memory_at_kill !== undefined || record.candidates !== undefined;
+  if (record.trail === undefined && record.pressure === undefined && record.labels === undefined && !explain) return record;
   const flat: Record<string, unknown> = { ...record };
   if (record.trail !== undefined) flat.trail = JSON.stringify(record.trail);
   if (record.pressure !== undefined) flat.pressure = JSON.stringify(record.pressure);
   if (record.labels !== undefined) flat.labels = JSON.stringify(record.labels); // migration 3
+  if (explain) {
+    // migration 4
+    const m = record.memory_at_kill ?? null;
+    delete flat.memory_at_kill;
+    flat.at_kill_source = m ? m.source : '-';
+    flat.at_kill_scope = m ? m.scope : '';
+    for (const c of AT_KILL_COLUMNS) flat[`at_kill_${c}`] = m ? m[c] : null;
+    flat.candidates = JSON.stringify(record.candidates ?? null);
+  }
   return flat as unknown as OomRecord;
 }
 
@@ -158,6 +169,26 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
     const v = row[k];
     if (v === null) delete out[k];
     else out[k] = v === true || Number(v) === 1;
+  }
+  // migration 4's columns back into the record's nested fields ('' = the record had none)
+  if ('at_kill_source' in row) {
+    const src = row.at_kill_source;
+    const cols = AT_KILL_COLUMNS.map((c) => `at_kill_${c}`);
+    if (src === '' || src === undefined) {
+      for (const k of ['cause', 'victim_share', 'candidates']) delete out[k];
+    } else {
+      let m: MemoryAtKill | null = null;
+      if (src !== '-') {
+        const obj: Record<string, unknown> = { source: src, scope: row.at_kill_scope };
+        for (const c of AT_KILL_COLUMNS) obj[c] = row[`at_kill_${c}`] === null ? null : Number(row[`at_kill_${c}`]);
+        m = obj as unknown as MemoryAtKill;
+      }
+      out.memory_at_kill = m;
+      out.victim_share = row.victim_share === null || row.victim_share === undefined ? null : Number(row.victim_share);
+      out.cause = row.cause ?? null;
+      out.candidates = row.candidates === '' || row.candidates === undefined ? null : JSON.parse(String(row.candidates));
+    }
+    for (const k of ['at_kill_source', 'at_kill_scope', ...cols]) delete out[k];
   }
   return out as unknown as OomRecord;
 }

@@ -120,10 +120,48 @@ export function addRuntimeColumnsSql(o: SchemaOptions): string[] {
   ];
 }
 
+/** memory_at_kill's byte values, one typed column each (`at_kill_<name>`), for the cookbook's arithmetic. */
+export const AT_KILL_COLUMNS = [
+  'usage_bytes',
+  'limit_bytes',
+  'failcnt',
+  'anon_bytes',
+  'file_bytes',
+  'shmem_bytes',
+  'file_mapped_bytes',
+  'file_dirty_bytes',
+  'file_writeback_bytes',
+  'kernel_bytes',
+  'slab_bytes',
+  'sock_bytes',
+  'pagetables_bytes',
+  'swap_bytes',
+] as const;
+
+/**
+ * Migration 4: "why this kill". The breakdown as typed Nullable(UInt64) columns (`at_kill_*`) plus
+ * `at_kill_source` ('' = the record carried no such field, '-' = it was null) and `at_kill_scope`;
+ * `cause` and `victim_share` typed; `candidates` as the record's JSON (a String, like `trail`: a list
+ * of up to N objects whose shape may grow; JSONExtract reads it back).
+ */
+export function addExplainColumnsSql(o: SchemaOptions): string[] {
+  // one ALTER with every column: one round trip and one metadata change instead of 19
+  const cols = [
+    "`at_kill_source` LowCardinality(String) DEFAULT ''",
+    "`at_kill_scope` LowCardinality(String) DEFAULT ''",
+    ...AT_KILL_COLUMNS.map((c) => `\`at_kill_${c}\` Nullable(UInt64)`),
+    '`cause` LowCardinality(Nullable(String))',
+    '`victim_share` Nullable(Float64)',
+    "`candidates` String DEFAULT '' CODEC(ZSTD(3))",
+  ];
+  return [`ALTER TABLE ${tableRef(o)} ${cols.map((c) => `ADD COLUMN IF NOT EXISTS ${c}`).join(', ')}`];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
   { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid, container init, group kill', statements: addRuntimeColumnsSql },
+  { version: 4, description: 'why this kill: memory at kill (typed), cause, victim_share, candidates as JSON', statements: addExplainColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

@@ -29,7 +29,9 @@ export function formatKillBlock(r: OomRecord): string {
     `  trigger  pid ${r.trigger_pid} (${r.trigger_comm})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
     `  container ${container}`,
     ...workloadLines(r),
+    ...formatMemoryAtKill(r),
     ...(r.trail ? [`  trail    ${formatTrail(r)}`] : []),
+    ...(r.trail ? [`  picture  ${sparkline(r.trail)}`] : []),
     ...(r.victim_exit_latency_ms !== undefined && r.victim_exit_latency_ms !== null ? [`  exited   ${r.victim_exit_latency_ms.toFixed(1)} ms after the kill`] : []),
     `  event_id ${r.event_id}`,
   ];
@@ -65,4 +67,44 @@ function formatTrail(r: OomRecord): string {
   return usage.length
     ? `usage ${bytesMib(usage[0])} -> ${bytesMib(usage[usage.length - 1])} over ${span} s, reclaim stall ${stall.toFixed(1)} ms`
     : `no samples, reclaim stall ${stall.toFixed(1)} ms`;
+}
+
+const SPARK = '▁▂▃▄▅▆▇█';
+
+/**
+ * Usage against the limit over the trail's last 60 s, one character per sample: ▁ empty … █ at
+ * the limit, `·` unknown. Plain characters, no colour: it reads the same in a pipe or a journal.
+ */
+export function sparkline(t: NonNullable<OomRecord['trail']>, windowMs = 60_000): string {
+  const n = Math.max(1, Math.ceil(windowMs / t.step_ms));
+  const usage = t.usage_bytes.slice(-n);
+  const limit = t.limit_bytes.slice(-n);
+  const chars = usage.map((u, i) => {
+    const l = limit[i];
+    if (u === null || l === null || l <= 0) return '·';
+    const level = Math.min(SPARK.length - 1, Math.max(0, Math.round((u / l) * (SPARK.length - 1))));
+    return SPARK[level];
+  });
+  const last = limit.filter((l): l is number => l !== null).pop() ?? null;
+  return `${chars.join('')}  usage of ${bytesMib(last)} limit, last ${((usage.length * t.step_ms) / 1000).toFixed(0)} s`;
+}
+
+/** "memory at kill" line, cause, and the top candidates with the victim marked. */
+function formatMemoryAtKill(r: OomRecord): string[] {
+  const m = r.memory_at_kill;
+  const out: string[] = [];
+  if (m) {
+    const share = r.victim_share === null || r.victim_share === undefined ? '' : `  victim ${(r.victim_share * 100).toFixed(0)}% of usage`;
+    out.push(
+      `  at kill  [${m.source}${m.scope === 'host' ? ', host' : ''}] usage ${bytesMib(m.usage_bytes)}: anon ${bytesMib(m.anon_bytes)}  file ${bytesMib(m.file_bytes)}` +
+        `  shmem ${bytesMib(m.shmem_bytes)}  kernel ${bytesMib(m.kernel_bytes)}  cause ${r.cause ?? '?'}${share}`,
+    );
+  }
+  for (const [i, c] of (r.candidates ?? []).entries()) {
+    out.push(
+      `  ${i === 0 ? 'top      ' : '         '}pid ${c.pid} (${c.comm}) points ${c.points ?? '-'}  rss ${mib(c.rss_kb)}` +
+        `  adj ${c.oom_score_adj}${c.victim ? '  <- victim' : ''}`,
+    );
+  }
+  return out;
 }

@@ -30,6 +30,8 @@ export const METADATA_FIELDS = [
   'trigger_comm',
   'oom_cgroup',
   'victim_cgroup',
+  // "why this kill" (LogQL: `| cause="shmem"`); null/absent on records without a breakdown
+  'cause',
 ] as const satisfies readonly (keyof OomRecord)[];
 
 export type LokiLimits = LokiSinkConfig['limits'];

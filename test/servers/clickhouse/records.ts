@@ -119,7 +119,21 @@ export function cookbookRecords(now = Date.now()): OomRecord[] {
   });
   // node-b: a systemd service killed three times today (gaps 10 h and 9 h)…
   for (const ago of [20 * H, 10 * H, 1 * H]) {
-    add('node-b', ago, { victim_comm: 'app', trigger_comm: 'app', victim_cgroup: '/system.slice/app.service', oom_cgroup: '/system.slice/app.service', victim_anon_rss_kb: 500_000 });
+    add('node-b', ago, {
+      victim_comm: 'app',
+      trigger_comm: 'app',
+      victim_cgroup: '/system.slice/app.service',
+      oom_cgroup: '/system.slice/app.service',
+      victim_anon_rss_kb: 500_000,
+      // its tmpfs filled the cgroup: the victim held a tenth of it
+      memory_at_kill: {
+        source: 'bpf', scope: 'memcg', usage_bytes: 1 << 30, limit_bytes: 1 << 30, failcnt: 3, anon_bytes: 100 << 20, file_bytes: 900 << 20,
+        shmem_bytes: 850 << 20, file_mapped_bytes: 0, file_dirty_bytes: 0, file_writeback_bytes: 0, kernel_bytes: 20 << 20, slab_bytes: null,
+        sock_bytes: null, pagetables_bytes: null, swap_bytes: 0,
+      },
+      cause: 'shmem',
+      victim_share: 0.09,
+    });
   }
   // …and five times last week: kills on node-b are going down
   for (let d = 8; d <= 12; d++) {
