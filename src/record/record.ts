@@ -73,6 +73,9 @@ export interface OomRecord {
   /** True when this kill was one of a `memory.oom.group` sweep (cgroup v2: every process of that memcg is
    *  killed together, the default for Kubernetes containers since 1.28); absent when the kernel side read no task. */
   oom_group_kill?: boolean;
+  /** With `oom_group_kill: true`: how many processes that sweep killed (its records, counted by the agent:
+   *  one trigger, one OOM cgroup, marked in one kernel call). */
+  oom_group_kill_size?: number;
   /** From the container runtime's own metadata (docker, containerd, CRI-O), looked up by container_id in a
    *  cache the agent fills before kills happen; absent when the runtime did not know the container in time. */
   container_name?: string;

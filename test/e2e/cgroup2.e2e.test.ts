@@ -103,7 +103,8 @@ describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is 
     assert.equal(rec.container_runtime, 'docker');
     assert.equal(rec.container_id, id);
     assert.equal(rec.pod_uid, '');
-    assert.notEqual(rec.oom_group_kill, true, 'no memory.oom.group: a single kill');
+    assert.equal(rec.oom_group_kill, false, 'no memory.oom.group: a single kill');
+    assert.equal(rec.oom_group_kill_size, undefined);
   });
 
   test('kubepods pod with memory.oom.group=1: one OOM, every process a record', async (t) => {
@@ -160,8 +161,8 @@ describe('cgroup v2 nested layouts', { skip: v2 ? false : 'memory controller is 
       assert.equal(r.k8s_qos, 'burstable');
       assert.equal(r.constraint, 'memcg');
       assert.equal(r.oom_cgroup, rel);
-      // absent only where the kernel side read no task
-      assert.notEqual(r.oom_group_kill, false, 'every process of a memory.oom.group sweep is marked as such');
+      assert.equal(r.oom_group_kill, true, 'every process of a memory.oom.group sweep is marked as such');
+      assert.equal(r.oom_group_kill_size, victims.length, 'the sweep size: every process of the group');
       const k = kernelReportFor(kmsg.records, r.victim_pid).killed;
       assert.ok(k, `kernel reported the kill of ${r.victim_pid}`);
       assert.equal(r.victim_comm, k.comm);

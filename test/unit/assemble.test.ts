@@ -271,3 +271,19 @@ test('a pressure record carries the trail the sampler took at its decision, date
   assert.equal(r.trail?.at_record, undefined, 'no kill: no at_record');
   await sampler.stop();
 });
+
+test('memory.oom.group sweeps: oom_group_kill_size counts the marks of one sweep (one thread, one OOM cgroup, one call)', async () => {
+  let now = KILL_BOOT_NS;
+  const clock = { ...clockWithKillAt(0), bootNowNs: () => now };
+  const a = new RecordAssembler({ facts, clock });
+  const group = (dtNs: bigint, over: Partial<RawOomEvent> = {}) => raw({ bootNs: KILL_BOOT_NS + dtNs, oomGroupKill: true, ...over });
+  // one sweep of 3 (marks microseconds apart), a later sweep of 1 by the same thread, a sweep of 2 by another
+  const evs = [group(0n), group(5_000n), group(9_000n), group(2_000_000_000n), group(10_000n, { triggerTid: 99 }), group(12_000n, { triggerTid: 99 })];
+  const records = evs.map((ev) => a.kill(ev));
+  now += 30_000_000n; // past the settle time
+  const sizes = [];
+  for (const [i, ev] of evs.entries()) sizes.push((await a.complete(ev, records[i]!)).oom_group_kill_size);
+  assert.deepEqual(sizes, [3, 3, 3, 1, 2, 2]);
+  const single = raw({ oomGroupKill: false });
+  assert.equal((await a.complete(single, a.kill(single))).oom_group_kill_size, undefined, 'not a group kill: no size');
+});

@@ -176,7 +176,7 @@ describe('clickhouse sink: what goes over the wire', () => {
         ),
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 2, ',
         // migration 3: runtime names, init vs child
-        ...['victim_ns_pid', 'victim_is_container_init', 'container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container', 'labels', 'oom_group_kill'].map(
+        ...['victim_ns_pid', 'victim_is_container_init', 'container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container', 'labels', 'oom_group_kill', 'oom_group_kill_size'].map(
           (c) => `ALTER TABLE \`oomtrail\`.\`oom_kills\` ADD COLUMN IF NOT EXISTS \`${c}\``,
         ),
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 3, ',

@@ -63,10 +63,13 @@ export function amendKill(record: OomRecord, death: DeathOutcome | null, trail: 
  * returns from its queue to the router.
  */
 export class RecordAssembler {
+  private readonly sweeps = new GroupSweeps();
+
   constructor(private readonly parts: AssemblyParts) {}
 
   /** A kill's record right after decode: what is made durable before any wait. */
   kill(ev: RawOomEvent): OomRecord {
+    if (ev.oomGroupKill) this.sweeps.note(sweepKey(ev), ev.bootNs, this.parts.clock.bootNowNs());
     return enrich(ev, this.parts.facts, this.parts.clock.bootToRealtimeNs, this.parts.explain ?? DEFAULT_EXPLAIN);
   }
 
@@ -90,7 +93,14 @@ export class RecordAssembler {
       const death = await deaths.confirmDeath(ev.victimTid, ev.bootNs, opts.wait ? (this.parts.deathWaitMs ?? 1000) : 0, clock.bootNowNs);
       outcome = { confirms: deaths.running && deaths.confirmsDeaths, death };
     }
-    return amendKill({ ...record, ...(await names) }, outcome, this.parts.trail);
+    const out = amendKill({ ...record, ...(await names) }, outcome, this.parts.trail);
+    if (ev.oomGroupKill) {
+      // a sweep's members are marked in one kernel call, so they reach us together: once none came for
+      // SWEEP_SETTLE_NS every member is counted (each record waits at most SWEEP_MAX_WAIT_NS for that)
+      if (opts.wait) await this.sweeps.settled(sweepKey(ev), clock.bootNowNs);
+      out.oom_group_kill_size = this.sweeps.size(sweepKey(ev), ev.bootNs);
+    }
+    return out;
   }
 
   /** A memory_pressure record, with the trail the sampler took at its decision. */
@@ -103,5 +113,52 @@ export class RecordAssembler {
   /** A kill recovered from the kernel log. */
   kmsg(kill: KmsgKill): OomRecord {
     return enrichKmsg(kill, this.parts.facts, this.parts.clock.printkToRealtimeNs, this.parts.explain ?? DEFAULT_EXPLAIN);
+  }
+}
+
+/** Gap between two marks of one memory.oom.group sweep (one kernel call: microseconds apart). */
+const SWEEP_GAP_NS = 100_000_000n;
+/** No further member for this long: the sweep is complete in user space. */
+const SWEEP_SETTLE_NS = 20_000_000n;
+const SWEEP_MAX_WAIT_NS = 250_000_000n;
+
+function sweepKey(ev: RawOomEvent): string {
+  return `${ev.triggerTid}\u0000${ev.oomCgroup?.path ?? ''}`;
+}
+
+/** The kills of recent memory.oom.group sweeps, by triggering thread and OOM cgroup: mark times (boot ns). */
+class GroupSweeps {
+  private readonly marks = new Map<string, { at: bigint[]; seenNs: bigint }>();
+
+  note(key: string, markNs: bigint, nowNs: bigint): void {
+    for (const [k, v] of this.marks) if (nowNs - v.seenNs > 10_000_000_000n) this.marks.delete(k);
+    const m = this.marks.get(key) ?? { at: [], seenNs: nowNs };
+    m.at.push(markNs);
+    m.seenNs = nowNs;
+    this.marks.set(key, m);
+  }
+
+  /** How many marks form the sweep `markNs` belongs to: the chain of marks at most SWEEP_GAP_NS apart. */
+  size(key: string, markNs: bigint): number {
+    const at = [...(this.marks.get(key)?.at ?? [])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const i = at.indexOf(markNs);
+    if (i < 0) return 1;
+    let lo = i;
+    while (lo > 0 && at[lo] - at[lo - 1] <= SWEEP_GAP_NS) lo--;
+    let hi = i;
+    while (hi < at.length - 1 && at[hi + 1] - at[hi] <= SWEEP_GAP_NS) hi++;
+    return hi - lo + 1;
+  }
+
+  /** Resolves once no mark under `key` arrived for SWEEP_SETTLE_NS (at most SWEEP_MAX_WAIT_NS). */
+  async settled(key: string, nowNs: () => bigint): Promise<void> {
+    const until = nowNs() + SWEEP_MAX_WAIT_NS;
+    // bounded in rounds too, whatever the clock does
+    for (let round = 0; round <= Number(SWEEP_MAX_WAIT_NS / SWEEP_SETTLE_NS); round++) {
+      const now = nowNs();
+      const quiet = now - (this.marks.get(key)?.seenNs ?? 0n);
+      if (quiet >= SWEEP_SETTLE_NS || now >= until) return;
+      await new Promise((r) => setTimeout(r, Number((SWEEP_SETTLE_NS - quiet) / 1_000_000n) + 1));
+    }
   }
 }

@@ -160,9 +160,10 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
     if (row.labels === '') delete out.labels;
     else out.labels = JSON.parse(String(row.labels));
   }
-  if ('victim_ns_pid' in row) {
-    if (row.victim_ns_pid === null) delete out.victim_ns_pid;
-    else out.victim_ns_pid = Number(row.victim_ns_pid);
+  for (const k of ['victim_ns_pid', 'oom_group_kill_size'] as const) {
+    if (!(k in row)) continue;
+    if (row[k] === null) delete out[k];
+    else out[k] = Number(row[k]);
   }
   for (const k of ['victim_is_container_init', 'oom_group_kill'] as const) {
     if (!(k in row)) continue;

@@ -117,6 +117,7 @@ export function addRuntimeColumnsSql(o: SchemaOptions): string[] {
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`k8s_container\` LowCardinality(String) DEFAULT ''`,
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`labels\` String DEFAULT '' CODEC(ZSTD(3))`,
     `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`oom_group_kill\` Nullable(Bool)`,
+    `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS \`oom_group_kill_size\` Nullable(UInt32)`,
   ];
 }
 

@@ -48,7 +48,7 @@ function workloadLines(r: OomRecord): string[] {
     r.container_image ? `image ${r.container_image}` : '',
   ].filter(Boolean);
   const what = r.oom_group_kill
-    ? `group kill (memory.oom.group): every process of the group is killed${r.container_id ? ', the container exits' : ''}`
+    ? `group kill (memory.oom.group)${r.oom_group_kill_size ? ` of ${r.oom_group_kill_size} processes` : ''}: every process of the group is killed${r.container_id ? ', the container exits' : ''}`
     : r.victim_is_container_init === true
       ? `container init (pid 1 in its namespace): the container exits${r.pod_name ? ' and restarts' : ''}`
       : r.victim_is_container_init === false && r.container_id

@@ -24,6 +24,7 @@ export const METADATA_FIELDS = [
   'container_image',
   'victim_is_container_init',
   'oom_group_kill',
+  'oom_group_kill_size',
   'victim_pid',
   'victim_comm',
   'trigger_pid',
