@@ -31,6 +31,7 @@ export interface OomRecord {
   victim_shmem_rss_kb: number | null;
   victim_pgtables_kb: number | null;
   victim_oom_score_adj: number | null;
+  /** 0 when unknown: a kill recovered from the kernel log whose report (dump_stack) was rate limited. */
   trigger_pid: number;
   trigger_comm: string;
   constraint: Constraint;

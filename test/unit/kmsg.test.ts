@@ -56,3 +56,13 @@ test('a /dev/kmsg record: header fields, continuation lines dropped, \\xNN unesc
   assert.deepEqual(r, { seq: 1234, usec: 2380783740, message: 'Memory cgroup out of memory: Killed process 5 (sn☃w) total-vm:1kB' });
   assert.equal(parseKmsgLine('garbage'), null);
 });
+
+test("the trigger's pid from dump_stack's first line (6.x with UID:, 5.10 without); unknown without it", () => {
+  for (const head of ['CPU: 0 UID: 0 PID: 20141 Comm: dd Not tainted 6.18.44-fc-v782 #1 PREEMPT(none) ', 'CPU: 1 PID: 20141 Comm: dd Tainted: G        W         5.10.0-32-cloud-amd64 #1 Debian 5.10.223-1']) {
+    const [k] = killsFromKmsg([rec(1, 1000, INVOKED), rec(2, 1001, head), rec(3, 1002, CONSTRAINT), rec(4, 1003, killed(17668))]);
+    assert.equal(k.invoked?.pid, 20141, head);
+    assert.equal(k.invoked?.comm, 'dd');
+  }
+  const [k] = killsFromKmsg([rec(1, 1000, INVOKED), rec(3, 1002, CONSTRAINT), rec(4, 1003, killed(17668))]);
+  assert.equal(k.invoked?.pid ?? null, null);
+});

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { OomReportParser, type OomReport } from './report';
-import { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord } from './lines';
+import { parseConstraint, parseDumpStackHead, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord } from './lines';
 
 export { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord };
 
@@ -132,6 +132,13 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
     if (inv) {
       invoked = inv;
       continue;
+    }
+    if (invoked && invoked.pid == null) {
+      const head = parseDumpStackHead(r.message);
+      if (head && head.comm === invoked.comm) {
+        invoked = { ...invoked, pid: head.pid };
+        continue;
+      }
     }
     const c = parseConstraint(r.message);
     if (c) {

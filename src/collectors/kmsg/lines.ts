@@ -35,6 +35,8 @@ export interface KernelInvokedReport {
   gfpMask: string;
   order: number;
   oomScoreAdj: number;
+  /** the triggering task's pid, from dump_stack's "CPU: n [UID: u ]PID: p Comm: c" line right after; null before it */
+  pid?: number | null;
 }
 
 const KILLED = /(Memory cgroup out of memory|Out of memory): Killed process (\d+) \((.*)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, shmem-rss:(\d+)kB, UID:(\d+) pgtables:(\d+)kB oom_score_adj:(-?\d+)/;
@@ -62,6 +64,14 @@ export function parseConstraint(message: string): KernelConstraintReport | null 
   const m = CONSTRAINT.exec(message);
   if (!m) return null;
   return { constraint: m[1], oomMemcg: m[2] ?? null, taskMemcg: m[3], task: m[4], pid: Number(m[5]), uid: Number(m[6]) };
+}
+
+const DUMP_STACK_HEAD = /^CPU: \d+ (?:UID: \d+ )?PID: (\d+) Comm: (.*?) (?:Not tainted|Tainted:)/;
+
+/** dump_stack()'s first line: the task that invoked the OOM killer (its pid and comm). */
+export function parseDumpStackHead(message: string): { pid: number; comm: string } | null {
+  const m = DUMP_STACK_HEAD.exec(message);
+  return m ? { pid: Number(m[1]), comm: m[2] } : null;
 }
 
 export function parseInvoked(message: string): KernelInvokedReport | null {

@@ -188,7 +188,7 @@ export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (prin
     victim_shmem_rss_kb: k.shmemRssKb,
     victim_pgtables_kb: k.pgtablesKb,
     victim_oom_score_adj: k.oomScoreAdj,
-    trigger_pid: 0,
+    trigger_pid: kill.invoked?.pid ?? 0,
     trigger_comm: kill.invoked?.comm ?? '',
     constraint,
     constraint_inferred: c === null,

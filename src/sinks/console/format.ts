@@ -26,7 +26,7 @@ export function formatKillBlock(r: OomRecord): string {
     `  victim   pid ${r.victim_pid} (${r.victim_comm}) uid ${r.victim_uid ?? '?'} oom_score_adj ${r.victim_oom_score_adj ?? '?'}`,
     `  memory   anon ${mib(r.victim_anon_rss_kb)}  file ${mib(r.victim_file_rss_kb)}  shmem ${mib(r.victim_shmem_rss_kb)}  total-vm ${mib(r.victim_total_vm_kb)}  pgtables ${r.victim_pgtables_kb ?? '?'} kB`,
     `  cgroup   victim ${r.victim_cgroup || '?'}  oom ${r.oom_cgroup || '?'}  limit ${bytesMib(r.memcg_limit_bytes)} usage ${bytesMib(r.memcg_usage_bytes)}`,
-    `  trigger  pid ${r.trigger_pid} (${r.trigger_comm})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
+    `  trigger  pid ${r.trigger_pid || '?'} (${r.trigger_comm || '?'})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
     `  container ${container}`,
     ...workloadLines(r),
     ...formatMemoryAtKill(r),
