@@ -6,7 +6,14 @@ import { KillLineDeduper, KmsgFollower, parseKilled } from '../collectors/kmsg/k
 import { printkNowUs } from '../host/clock';
 import { readVmstatOomKills, type KillLedger } from './ledger';
 
-const AUDIT_INTERVAL_MS = 1000;
+/**
+ * A shortfall only counts once it outlasts the grace period, so looking more often than a quarter of
+ * it buys nothing: an idle agent wakes for the audit every 2.5 s at the default 10 s grace, not every
+ * second.
+ */
+function auditIntervalMs(graceMs: number): number {
+  return Math.max(1000, Math.min(5000, Math.floor(graceMs / 4)));
+}
 
 /** The memory-limited cgroups to audit by their own kill counters (the trail sampler's). */
 export interface AuditedCgroups {
@@ -44,7 +51,7 @@ export class KillAudit {
 
   constructor(private readonly parts: KillAuditParts) {}
 
-  /** Sets the baseline (once per boot) and checks every second. */
+  /** Sets the baseline (once per boot) and checks periodically (a quarter of the grace, 1–5 s). */
   start(): void {
     const { ledger } = this.parts;
     // the counter and the clock read together: a kill before this instant is in the base and not
@@ -72,7 +79,7 @@ export class KillAudit {
       this.timer = setTimeout(() => {
         this.timer = null;
         tick();
-      }, AUDIT_INTERVAL_MS);
+      }, auditIntervalMs(this.parts.graceMs));
       this.timer.unref();
     };
     tick();
