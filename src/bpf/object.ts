@@ -41,7 +41,13 @@ export class BpfObject {
   }
 
   load(): void {
-    checkStatus('bpf_object__load', this.lib.objectLoad(this.live()));
+    try {
+      checkStatus('bpf_object__load', this.lib.objectLoad(this.live()));
+    } finally {
+      // the load parsed the kernel's BTF (~12 MB malloc'd, freed by now): hand it back before the next
+      // object parses it again, so the agent's RSS does not keep the high-water mark of every load
+      this.lib.mallocTrim?.();
+    }
   }
 
   attach(programName: string): void {

@@ -119,6 +119,7 @@ async function run(args: Args): Promise<number> {
   requireSink(config);
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
+  reclaim?.load(); // before the sinks, the runtimes and the agent grow the heap: see its comment
   const sinks = createSinks(config, logger);
   // logrotate's postrotate convention; Node's default for SIGHUP would be to die
   process.on('SIGHUP', () => {

@@ -77,21 +77,47 @@ export class ReclaimCollector {
 
   constructor(private readonly opts: ReclaimOptions) {}
 
-  start(): void {
+  private loaded: BpfObject | null = null;
+  private loadError: Error | null = null;
+
+  /**
+   * Opens and loads the BPF object without attaching anything. `run` calls it first, before the JS
+   * side grows: libbpf's parse of the kernel's BTF (~12 MB, freed right after) then peaks on a small
+   * heap instead of on the running agent's. Failures are kept for `start()` to report.
+   */
+  load(): void {
+    if (this.loaded || this.loadError || this.obj) return;
     const { logger } = this.opts;
     installLibbpfLogger(logger);
-    ensureTracefs();
+    try {
+      ensureTracefs();
+      const all = Object.keys(RECLAIM_PROGRAMS);
+      this.loaded = withLibbpfLog(() => {
+        const o = BpfObject.open(this.opts.objectPath ?? RECLAIM_OBJECT_PATH, all, all);
+        try {
+          o.load();
+        } catch (err) {
+          o.close();
+          throw err;
+        }
+        return o;
+      });
+    } catch (err) {
+      this.loadError = err as Error;
+    }
+  }
+
+  start(): void {
+    const { logger } = this.opts;
+    this.load();
+    if (this.loadError) {
+      const err = this.loadError;
+      this.loadError = null; // a later start() tries again
+      throw err;
+    }
+    const obj = this.loaded!;
+    this.loaded = null;
     const all = Object.keys(RECLAIM_PROGRAMS);
-    const obj = withLibbpfLog(() => {
-      const o = BpfObject.open(this.opts.objectPath ?? RECLAIM_OBJECT_PATH, all, all);
-      try {
-        o.load();
-      } catch (err) {
-        o.close();
-        throw err;
-      }
-      return o;
-    });
     for (const prog of all) {
       try {
         obj.attach(prog);
@@ -172,6 +198,8 @@ export class ReclaimCollector {
   stop(): void {
     this.obj?.close();
     this.obj = null;
+    this.loaded?.close(); // loaded but never started (the agent failed to start)
+    this.loaded = null;
   }
 
   describe(): CollectorDescription {
