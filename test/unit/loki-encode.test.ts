@@ -57,7 +57,7 @@ describe('loki encoding', () => {
     );
     assert.deepEqual(
       METADATA_FIELDS.filter((k) => r[k] === undefined),
-      ['pod_namespace', 'pod_name', 'k8s_container', 'container_name', 'container_image', 'victim_is_container_init', 'oom_group_kill'],
+      ['pod_namespace', 'pod_name', 'k8s_container', 'container_name', 'container_image', 'victim_is_container_init', 'oom_group_kill', 'oom_group_kill_size'],
       'absent (optional) fields are not sent either',
     );
     assert.deepEqual(Object.fromEntries(e.metadata).victim_pid, String(r.victim_pid));
