@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { KmsgReader } from '../helpers/kmsg';
+import { KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import { OomReportParser, type OomReport } from '../../src/collectors/kmsg/report';
@@ -18,17 +18,6 @@ import type { OomRecord } from '../../src/record/record';
 
 const PAGE = 4096;
 
-function uptimeUsec(): number {
-  return Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
-}
-
-/** dump_header() is rate limited (10 per 5 s): wait for a fresh window so the kill is printed in full. */
-async function waitForOomLogWindow(kmsg: KmsgReader): Promise<void> {
-  kmsg.drain();
-  if (!kmsg.lastOomUsec) return;
-  const wait = kmsg.lastOomUsec + 5_500_000 - uptimeUsec();
-  if (wait > 0) await sleep(wait / 1000);
-}
 
 /** The kernel's printed report for the kill of `pid`, or null (rate limited / overwritten). */
 async function printedReport(kmsg: KmsgReader, pid: number): Promise<OomReport | null> {

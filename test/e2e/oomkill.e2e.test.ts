@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { kernelReportFor, KmsgReader } from '../helpers/kmsg';
+import { kernelReportFor, KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeNestedTestCgroup, makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import type { OomRecord } from '../../src/record/record';
@@ -22,18 +22,6 @@ const forcedHook = process.env.OOMTRAIL_COLLECTORS_OOMKILL_HOOK;
 // the VM matrix runs a shorter burst: under software emulation each kill costs ~10x more
 const BURST = Number(process.env.OOMTRAIL_E2E_BURST ?? 50);
 
-function uptimeUsec(): number {
-  return Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
-}
-
-/** dump_header() is rate limited (burst 10 per 5 s): wait for a fresh window so each kill is logged in full. */
-async function waitForOomLogWindow(kmsg: KmsgReader): Promise<void> {
-  kmsg.drain();
-  if (!kmsg.lastOomUsec) return;
-  // the window restarts only once 5 s have passed since it began: wait that long after any OOM
-  const wait = kmsg.lastOomUsec + 5_500_000 - uptimeUsec();
-  if (wait > 0) await sleep(wait / 1000);
-}
 
 describe('oomkill e2e: records equal the kernel report', () => {
   let agent: RunningAgent;

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 // the parser lives in src (the agent backfills from the kernel log); the tests use it as their oracle
 import { KmsgFollower, unescapeKmsg, type KmsgRecord } from '../../src/collectors/kmsg/kmsg';
 import { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport } from '../../src/collectors/kmsg/kmsg';
@@ -48,4 +49,17 @@ export function kernelReportFor(records: KmsgRecord[], pid: number) {
     if (k && k.pid === pid) killed = k;
   }
   return { killed, constraint, invoked };
+}
+
+function uptimeUsec(): number {
+  return Math.round(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e6);
+}
+
+/** dump_header() is rate limited (burst 10 per 5 s): wait for a fresh window so the next kill is logged in full. */
+export async function waitForOomLogWindow(kmsg: KmsgReader): Promise<void> {
+  kmsg.drain();
+  if (!kmsg.lastOomUsec) return;
+  // the window restarts only once 5 s have passed since it began: wait that long after any OOM
+  const wait = kmsg.lastOomUsec + 5_500_000 - uptimeUsec();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait / 1000));
 }

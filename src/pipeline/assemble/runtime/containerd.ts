@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import protobuf from 'protobufjs';
 import { GrpcConn } from './grpc';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
+import { followEvents } from './follow';
 
 // The subset of containerd's API (api/services/containers/v1, api/services/events/v1, api/events) the cache
 // needs. Field numbers are containerd's; message names are ours (only method paths go on the wire).
@@ -32,8 +33,6 @@ const LIST = '/containerd.services.containers.v1.Containers/List';
 const GET = '/containerd.services.containers.v1.Containers/Get';
 const SUBSCRIBE = '/containerd.services.events.v1.Events/Subscribe';
 const NS_HEADER = 'containerd-namespace';
-const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 30_000;
 
 interface PbContainer {
   id?: string;
@@ -93,26 +92,17 @@ export class ContainerdSource implements RuntimeSource {
   }
 
   async start(sink: MetaSink): Promise<RuntimeStatus> {
-    return await new Promise<RuntimeStatus>((resolveFirst) => {
-      let first = true;
-      let backoff = RECONNECT_MIN_MS;
-      const report = (s: RuntimeStatus) => {
-        if (first) {
-          first = false;
-          resolveFirst(s);
-        }
-      };
-      // Subscribe answers its headers only with the first event: list after a short wait instead, so a
-      // quiet containerd does not hold the start; events from then on are not lost (the stream is open)
-      const connect = () => {
-        if (this.stopped) return;
+    return followEvents(
+      (report, connected) => {
+        // Subscribe answers its headers only with the first event: list after a short wait instead, so a
+        // quiet containerd does not hold the start; events from then on are not lost (the stream is open)
         let listed = false;
         const listOnce = () => {
           if (listed) return;
           listed = true;
           this.listAll(sink)
             .then((n) => {
-              backoff = RECONNECT_MIN_MS;
+              connected();
               report(this.status(true, n));
             })
             .catch((e: Error) => report(this.status(false, null, e.message)));
@@ -126,20 +116,20 @@ export class ContainerdSource implements RuntimeSource {
         );
         this.cancelStream = call.cancel;
         const t = setTimeout(listOnce, 100);
-        call.done
-          .catch((e: Error) => report(this.status(false, null, e.message)))
-          .finally(() => {
-            clearTimeout(t);
-            report(this.status(false, null, 'event stream ended'));
-            if (this.stopped) return;
-            this.timer = setTimeout(connect, backoff);
-            this.timer.unref();
-            backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
-          });
-      };
-      connect();
-    });
+        return { done: call.done.finally(() => clearTimeout(t)) };
+      },
+      (why) => this.status(false, null, why),
+      this.owner,
+    );
   }
+
+  private readonly owner = {
+    stopped: () => this.stopped,
+    schedule: (fn: () => void, ms: number) => {
+      this.timer = setTimeout(fn, ms);
+      this.timer.unref();
+    },
+  };
 
   private onEvent(m: Buffer, sink: MetaSink): void {
     const env = Envelope.toObject(Envelope.decode(m), { defaults: true }) as { namespace: string; topic: string; event?: { value: Uint8Array } };

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { getJson, streamJsonLines } from './http';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
+import { followEvents } from './follow';
 
 interface ListItem {
   Id?: string;
@@ -19,8 +20,6 @@ interface EventDoc {
   Actor?: { ID?: string; Attributes?: Record<string, string> };
 }
 
-const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 30_000;
 
 /**
  * Docker Engine API over its unix socket (also cri-dockerd's Kubernetes containers, whose pod and
@@ -40,22 +39,13 @@ export class DockerSource implements RuntimeSource {
   ) {}
 
   async start(sink: MetaSink): Promise<RuntimeStatus> {
-    return await new Promise<RuntimeStatus>((resolveFirst) => {
-      let first = true;
-      let backoff = RECONNECT_MIN_MS;
-      const report = (s: RuntimeStatus) => {
-        if (first) {
-          first = false;
-          resolveFirst(s);
-        }
-      };
-      const connect = () => {
-        if (this.stopped) return;
+    return followEvents(
+      (report, connected) => {
         const s = streamJsonLines(
           this.socket,
           '/events?filters=' + encodeURIComponent(JSON.stringify({ type: ['container'] })),
           () => {
-            backoff = RECONNECT_MIN_MS;
+            connected();
             this.list(sink)
               .then((n) => report(this.status(true, n)))
               .catch((e: Error) => report(this.status(true, null, e.message)));
@@ -64,19 +54,20 @@ export class DockerSource implements RuntimeSource {
           this.requestTimeoutMs,
         );
         this.closeStream = s.close;
-        s.done
-          .catch((e: Error) => report(this.status(false, null, e.message)))
-          .finally(() => {
-            report(this.status(false, null, 'event stream ended'));
-            if (this.stopped) return;
-            this.timer = setTimeout(connect, backoff);
-            this.timer.unref();
-            backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
-          });
-      };
-      connect();
-    });
+        return s;
+      },
+      (why) => this.status(false, null, why),
+      this.owner,
+    );
   }
+
+  private readonly owner = {
+    stopped: () => this.stopped,
+    schedule: (fn: () => void, ms: number) => {
+      this.timer = setTimeout(fn, ms);
+      this.timer.unref();
+    },
+  };
 
   private status(reachable: boolean, containers: number | null, error?: string): RuntimeStatus {
     return { runtime: 'docker', socket: this.socket, found: fs.existsSync(this.socket), reachable, containers, ...(error ? { error } : {}) };
