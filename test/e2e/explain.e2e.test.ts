@@ -191,4 +191,41 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
       holder.kill();
     }
   });
+  // A global OOM takes the whole machine: only inside the VM guest, where the matrix sets the variable.
+  const globalOk = process.env.OOMTRAIL_E2E_GLOBAL_OOM === '1';
+  test('global OOM: memory_at_kill from the host counters, equal to the printed Mem-Info', { skip: globalOk ? false : 'a global OOM only inside the VM guest (the matrix sets OOMTRAIL_E2E_GLOBAL_OOM=1)' }, async () => {
+    // the kernel must pick the hog: this runner, its parent and the agent are made unkillable
+    for (const pid of [process.pid, process.ppid, agent.child.pid!]) fs.writeFileSync(`/proc/${pid}/oom_score_adj`, '-1000');
+    await waitForOomLogWindow(kmsg);
+    const hog = spawn(process.execPath, ['-e', "require('fs').writeFileSync('/proc/self/oom_score_adj', '1000'); const a = []; for (;;) a.push(Buffer.alloc(16 << 20, 1));"], { stdio: 'ignore' });
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => hog.once('exit', (_c, sig) => resolve(sig)));
+    assert.equal(signal, 'SIGKILL', 'the hog was OOM-killed');
+    const rec = await recordOf(hog.pid!);
+    assert.equal(rec.constraint, 'global');
+    assert.equal(rec.oom_cgroup, '/');
+    const m = rec.memory_at_kill;
+    assert.ok(m, 'memory_at_kill present for a global OOM');
+    assert.equal(m.scope, 'host');
+    assert.equal(m.source, 'kmsg', 'the host counters come from the printed Mem-Info, marked as such');
+    // the Mem-Info block of this kill, read here independently of the agent's parser
+    kmsg.drain();
+    const killedAt = kmsg.records.findIndex((r) => new RegExp(`Killed process ${hog.pid} `).test(r.message));
+    assert.ok(killedAt > 0, 'the kill line is in the log');
+    const start = kmsg.records.slice(0, killedAt).map((r) => r.message).lastIndexOf('Mem-Info:');
+    assert.ok(start >= 0, 'the kernel printed Mem-Info for this kill');
+    const text = kmsg.records.slice(start + 1, killedAt).map((r) => r.message).join('\n');
+    const mi: Record<string, number> = {};
+    for (const kv of text.split('\n').slice(0, 12).join(' ').matchAll(/\b(\w+):(\d+)\b/g)) mi[kv[1]] ??= Number(kv[2]);
+    const pagecache = /^(\d+) total pagecache pages$/m.exec(text);
+    assert.ok(pagecache && mi.active_anon !== undefined && mi.shmem !== undefined, `Mem-Info parsed:\n${text.slice(0, 2000)}`);
+    assert.equal(m.anon_bytes, Math.max(0, mi.active_anon + mi.inactive_anon - mi.shmem) * PAGE, 'anon = anon LRU less shmem');
+    assert.equal(m.shmem_bytes, mi.shmem * PAGE);
+    assert.equal(m.file_bytes, Number(pagecache[1]) * PAGE, 'file = total pagecache pages');
+    assert.equal(m.file_mapped_bytes, mi.mapped * PAGE);
+    assert.equal(m.file_dirty_bytes, mi.dirty * PAGE);
+    assert.equal(m.pagetables_bytes, mi.pagetables * PAGE);
+    assert.equal(m.slab_bytes, (mi.slab_reclaimable + mi.slab_unreclaimable) * PAGE);
+    assert.equal(rec.cause, 'anon', 'the hog filled the machine with anonymous memory');
+    assert.ok(rec.candidates?.some((c) => c.victim && c.pid === hog.pid), 'the victim is among the candidates');
+  });
 });

@@ -77,7 +77,7 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
       const run = () =>
         runInVm(
           k.release,
-          { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST },
+          { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST, ...(explain ? { OOMTRAIL_E2E_GLOBAL_OOM: '1' } : {}) },
           ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : []), ...(explain ? EXPLAIN_TESTS : [])].join(' ')}`],
           600,
         );
