@@ -278,9 +278,9 @@ test('memory.oom.group sweeps: oom_group_kill_size counts the marks of one sweep
   const a = new RecordAssembler({ facts, clock });
   const group = (dtNs: bigint, over: Partial<RawOomEvent> = {}) => raw({ bootNs: KILL_BOOT_NS + dtNs, oomGroupKill: true, ...over });
   // one sweep of 3 (marks microseconds apart), a later sweep of 1 by the same thread, a sweep of 2 by another
-  const evs = [group(0n), group(5_000n), group(9_000n), group(2_000_000_000n), group(10_000n, { triggerTid: 99 }), group(12_000n, { triggerTid: 99 })];
+  const evs = [group(0n), group(5_000n), group(9_000n), group(5_000_000_000n), group(10_000n, { triggerTid: 99 }), group(12_000n, { triggerTid: 99 })];
   const records = evs.map((ev) => a.kill(ev));
-  now += 30_000_000n; // past the settle time
+  now += 300_000_000n; // past the settle time
   const sizes = [];
   for (const [i, ev] of evs.entries()) sizes.push((await a.complete(ev, records[i]!)).oom_group_kill_size);
   assert.deepEqual(sizes, [3, 3, 3, 1, 2, 2]);
