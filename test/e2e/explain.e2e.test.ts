@@ -17,6 +17,7 @@ import { memoryFromReport } from '../../src/pipeline/assemble/explain';
 import type { OomRecord } from '../../src/record/record';
 
 const PAGE = 4096;
+const KERNEL_HAS_MEMCG_VMSTATS = fs.readFileSync('/sys/kernel/btf/vmlinux').includes(Buffer.from('\0memcg_vmstats\0'));
 
 
 /** The kernel's printed report for the kill of `pid`, or null (rate limited / overwritten). */
@@ -36,7 +37,9 @@ async function printedReport(kmsg: KmsgReader, pid: number): Promise<OomReport |
 function assertMemoryMatches(rec: OomRecord, report: OomReport): void {
   const m = rec.memory_at_kill;
   assert.ok(m, 'memory_at_kill present');
-  assert.equal(m.source, 'bpf', 'read by the kernel side at the hook on this kernel');
+  // the kernel side reads the breakdown where the kernel keeps it in a struct memcg_vmstats (a feature of the
+  // kernel's BTF, not a version); before that (5.10) it comes from this kill's printed report
+  assert.equal(m.source, KERNEL_HAS_MEMCG_VMSTATS ? 'bpf' : 'kmsg', 'breakdown read by the kernel side where it can be');
   assert.equal(m.scope, 'memcg');
   const printed = memoryFromReport(report, PAGE)!;
   let compared = 0;
@@ -194,8 +197,8 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
   // A global OOM takes the whole machine: only inside the VM guest, where the matrix sets the variable.
   const globalOk = process.env.OOMTRAIL_E2E_GLOBAL_OOM === '1';
   test('global OOM: memory_at_kill from the host counters, equal to the printed Mem-Info', { skip: globalOk ? false : 'a global OOM only inside the VM guest (the matrix sets OOMTRAIL_E2E_GLOBAL_OOM=1)' }, async () => {
-    // the kernel must pick the hog: this runner, its parent and the agent are made unkillable
-    for (const pid of [process.pid, process.ppid, agent.child.pid!]) fs.writeFileSync(`/proc/${pid}/oom_score_adj`, '-1000');
+    // the hog's +1000 makes it the kernel's choice over every other task (its points exceed the machine's
+    // pages); nothing else is touched: a -1000 runner would hand its -1000 to the next test's hogs
     await waitForOomLogWindow(kmsg);
     const hog = spawn(process.execPath, ['-e', "require('fs').writeFileSync('/proc/self/oom_score_adj', '1000'); const a = []; for (;;) a.push(Buffer.alloc(16 << 20, 1));"], { stdio: 'ignore' });
     const signal = await new Promise<NodeJS.Signals | null>((resolve) => hog.once('exit', (_c, sig) => resolve(sig)));
