@@ -8,6 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { HOOK_ORDER } from '../../src/record/record';
 
@@ -61,6 +63,15 @@ export function isEmulatorTextPatchOops(out: string): boolean {
   return !/bpf_prog_|bpf_trace|\[bpf\]/.test(trace);
 }
 
+/**
+ * The guest hung in the kernel: soft lockups and RCU stalls until run.sh's timeout, with no BPF frame
+ * in what was printed. Seen once in five runs of 5.10's tracepoint cell (right after the oom.group
+ * kill), cause not found yet: rerun once, said loudly, with the first run's whole output kept.
+ */
+export function isGuestSoftLockup(code: number | null, out: string): boolean {
+  return code === 124 && /watchdog: BUG: soft lockup/.test(out) && !/bpf_prog_|\[bpf\]/.test(out);
+}
+
 function summary(out: string): string {
   return out
     .split('\n')
@@ -89,6 +100,12 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
       // said so. Any other oops or panic fails the test.
       if (code !== 0 && isEmulatorTextPatchOops(out)) {
         process.stderr.write(`[vm] ${k.label} ${hook}: guest died on an int3 oops at a kernel text-patch site (emulator); running it once more\n`);
+        ({ code, out } = await run());
+      }
+      if (isGuestSoftLockup(code, out)) {
+        const kept = path.join(os.tmpdir(), `oomtrail-vm-softlockup-${k.release}-${hook}-${Date.now()}.log`);
+        fs.writeFileSync(kept, out);
+        process.stderr.write(`[vm] ${k.label} ${hook}: GUEST SOFT LOCKUP (kernel hung until the timeout; output kept in ${kept}); running it once more\n`);
         ({ code, out } = await run());
       }
       assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
