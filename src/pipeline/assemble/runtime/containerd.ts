@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import protobuf from 'protobufjs';
 import { GrpcConn } from './grpc';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
-import { followEvents } from './follow';
+import { EventFollower } from './follow';
 
 // The subset of containerd's API (api/services/containers/v1, api/services/events/v1, api/events) the cache
 // needs. Field numbers are containerd's; message names are ours (only method paths go on the wire).
@@ -54,9 +54,8 @@ function toMeta(c: PbContainer): ContainerMeta {
 export class ContainerdSource implements RuntimeSource {
   readonly runtime = 'containerd' as const;
   private readonly conn: GrpcConn;
-  private stopped = false;
+  private readonly follower = new EventFollower();
   private cancelStream: (() => void) | null = null;
-  private timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly socket: string,
@@ -92,7 +91,7 @@ export class ContainerdSource implements RuntimeSource {
   }
 
   async start(sink: MetaSink): Promise<RuntimeStatus> {
-    return followEvents(
+    return this.follower.follow(
       (report, connected) => {
         // Subscribe answers its headers only with the first event: list after a short wait instead, so a
         // quiet containerd does not hold the start; events from then on are not lost (the stream is open)
@@ -119,17 +118,8 @@ export class ContainerdSource implements RuntimeSource {
         return { done: call.done.finally(() => clearTimeout(t)) };
       },
       (why) => this.status(false, null, why),
-      this.owner,
     );
   }
-
-  private readonly owner = {
-    stopped: () => this.stopped,
-    schedule: (fn: () => void, ms: number) => {
-      this.timer = setTimeout(fn, ms);
-      this.timer.unref();
-    },
-  };
 
   private onEvent(m: Buffer, sink: MetaSink): void {
     const env = Envelope.toObject(Envelope.decode(m), { defaults: true }) as { namespace: string; topic: string; event?: { value: Uint8Array } };
@@ -172,13 +162,12 @@ export class ContainerdSource implements RuntimeSource {
     } catch (e) {
       return this.status(false, null, (e as Error).message);
     } finally {
-      if (this.stopped || !this.cancelStream) this.conn.close();
+      if (this.follower.stopped || !this.cancelStream) this.conn.close();
     }
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.follower.stop();
     this.cancelStream?.();
     this.conn.close();
   }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { getJson, streamJsonLines } from './http';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
-import { followEvents } from './follow';
+import { EventFollower } from './follow';
 
 interface ListItem {
   Id?: string;
@@ -28,9 +28,8 @@ interface EventDoc {
  */
 export class DockerSource implements RuntimeSource {
   readonly runtime = 'docker' as const;
-  private stopped = false;
+  private readonly follower = new EventFollower();
   private closeStream: (() => void) | null = null;
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private lastCount: number | null = null;
 
   constructor(
@@ -39,7 +38,7 @@ export class DockerSource implements RuntimeSource {
   ) {}
 
   async start(sink: MetaSink): Promise<RuntimeStatus> {
-    return followEvents(
+    return this.follower.follow(
       (report, connected) => {
         const s = streamJsonLines(
           this.socket,
@@ -57,17 +56,8 @@ export class DockerSource implements RuntimeSource {
         return s;
       },
       (why) => this.status(false, null, why),
-      this.owner,
     );
   }
-
-  private readonly owner = {
-    stopped: () => this.stopped,
-    schedule: (fn: () => void, ms: number) => {
-      this.timer = setTimeout(fn, ms);
-      this.timer.unref();
-    },
-  };
 
   private status(reachable: boolean, containers: number | null, error?: string): RuntimeStatus {
     return { runtime: 'docker', socket: this.socket, found: fs.existsSync(this.socket), reachable, containers, ...(error ? { error } : {}) };
@@ -125,8 +115,7 @@ export class DockerSource implements RuntimeSource {
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.follower.stop();
     this.closeStream?.();
   }
 }
