@@ -202,6 +202,23 @@ test('decode + memoryAtKill: bpf values when the kernel side read the stats; the
   assert.equal(rawEvent(0, {}).memAtKill, null, 'no OOM memcg read');
 });
 
+test('memoryAtKill: where the kernel printed the report, the page counters are the printed ones, the breakdown the hook\'s', () => {
+  // as on 6.1: another CPU's charge stock drained between dump_header's read and the hook's
+  const ev = rawEvent(MAK_FLAG.COUNTERS | MAK_FLAG.STATS | MAK_FLAG.KMEM, {
+    mak_usage_pages: 16384 - 43, mak_limit_pages: 16384, mak_failcnt: 450, mak_anon_pages: 16000, mak_file_pages: 300, mak_kmem_usage_pages: 49,
+  });
+  assert.equal(memoryAtKill(ev, 4096, 1)!.usage_bytes, (16384 - 43) * 4096, 'no report: the hook read');
+  const p = new OomReportParser();
+  p.feed(recs(V1));
+  ev.kernelReport = p.find(14532);
+  const m = memoryAtKill(ev, 4096, 1)!;
+  assert.equal(m.source, 'bpf', 'the breakdown stays the hook\'s');
+  assert.equal(m.anon_bytes, 16000 * 4096);
+  assert.equal(m.usage_bytes, 65536 * 1024, 'memory: usage as printed');
+  assert.equal(m.failcnt, 451);
+  assert.equal(m.kernel_bytes, 200 * 1024, 'v1 kmem: usage as printed');
+});
+
 const explained = (over: Partial<OomRecord> = {}): OomRecord =>
   baseRecord({
     memory_at_kill: mak({ usage_bytes: 67108864, anon_bytes: 60000000, file_bytes: 7000000, shmem_bytes: 6000000, kernel_bytes: 100000, slab_bytes: null }),

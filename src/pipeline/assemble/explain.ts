@@ -108,18 +108,30 @@ export function memoryFromReport(r: OomReport, pageSize: number): MemoryAtKill |
 }
 
 /**
- * memory_at_kill: the kernel side's reads where it had them, the printed report for what it
- * lacked (then `source` is `kmsg` for the breakdown); null when neither exists. Never a read
- * made after the kill.
+ * memory_at_kill: the breakdown from the kernel side's reads where it had them, else from the
+ * printed report (then `source` is `kmsg`); null when neither exists. Never a read made after
+ * the kill.
+ * The page counters (usage, limit, failcnt; v1's kmem counter, v2's swap counter) are taken from
+ * the report when the kernel printed one for this kill: they are live atomics that another CPU
+ * moves between any two reads (its charge stock, up to a batch of pages, is drained
+ * asynchronously during the OOM: seen 43 and 61 pages between dump_header and the hook on 6.1,
+ * either way), so only the print is what the kernel saw. The breakdown is a snapshot that
+ * dump_header itself flushed, and the hook reads that same snapshot.
  */
 export function memoryAtKill(ev: RawOomEvent, pageSize: number, cgroupVersion: 1 | 2 | null): MemoryAtKill | null {
   const bpf = fromBpf(ev, pageSize, cgroupVersion);
   const printed = ev.kernelReport ? memoryFromReport(ev.kernelReport, pageSize) : null;
   if (!bpf) return printed;
-  if (bpf.anon_bytes !== null || !printed) return bpf;
-  // counters from the hook, the breakdown from the report printed for this very kill
-  const merged: MemoryAtKill = { ...printed, usage_bytes: bpf.usage_bytes, limit_bytes: bpf.limit_bytes, failcnt: bpf.failcnt };
-  return merged;
+  if (!printed || printed.scope !== 'memcg') return bpf;
+  const counters = { usage_bytes: printed.usage_bytes, limit_bytes: printed.limit_bytes, failcnt: printed.failcnt };
+  if (bpf.anon_bytes === null) return { ...printed, ...counters };
+  const counted = (own: number | null, fromPrint: number | null) => (fromPrint ?? own);
+  return {
+    ...bpf,
+    ...counters,
+    kernel_bytes: cgroupVersion === 1 ? counted(bpf.kernel_bytes, ev.kernelReport?.counters.kmem ? printed.kernel_bytes : null) : bpf.kernel_bytes,
+    swap_bytes: cgroupVersion === 2 ? counted(bpf.swap_bytes, ev.kernelReport?.counters.swap ? printed.swap_bytes : null) : bpf.swap_bytes,
+  };
 }
 
 /**
