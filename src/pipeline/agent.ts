@@ -106,7 +106,7 @@ export class Agent {
           batch: {
             maxEvents: config.pipeline.batch.max_events,
             maxBytes: config.pipeline.batch.max_bytes,
-            maxAgeMs: config.pipeline.batch.max_age_ms,
+            maxAgeMs: sink.batchMaxAgeMs ?? config.pipeline.batch.max_age_ms,
           },
           retry: { initialMs: config.pipeline.retry.initial_ms, maxMs: config.pipeline.retry.max_ms },
           deadLetter: { maxBytes: config.pipeline.dead_letter.max_bytes, keep: config.pipeline.dead_letter.keep },

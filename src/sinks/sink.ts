@@ -33,6 +33,8 @@ export interface Sink {
   healthcheck(): Promise<HealthStatus>;
   /** Reopen local files before the next write (SIGHUP, after log rotation). Sinks without files leave it out. */
   reopen?(): void;
+  /** This sink's batch age instead of `pipeline.batch.max_age_ms` (local sinks, whose writes cost ~nothing). */
+  readonly batchMaxAgeMs?: number;
 }
 
 /** One key of a schema part, in the form convict takes (`format` throws a message without the value). */

@@ -152,7 +152,7 @@ describe('pipeline e2e: spool, shutdown, metrics, memory bound', () => {
     const cg = cgroup('flush');
     const deadlineMs = 5_000;
     // records wait in the open batch (age 60 s): only the shutdown flush can deliver them
-    const agent = await launch(config({ deadlineMs }), { OOMTRAIL_PIPELINE_BATCH_MAX_AGE_MS: '60000' }, {});
+    const agent = await launch(config({ deadlineMs }), { OOMTRAIL_SINKS_FILE_BATCH_MAX_AGE_MS: '60000' }, {});
     const pids = await causeKills(cg, 3);
     const s = await waitForMetrics(agent, (m) => spooled(m) === 3, 10_000, '3 spooled records');
     assert.equal(delivered(s), 0);

@@ -5,15 +5,19 @@ import { formatKillBlock } from './format';
 
 export interface ConsoleSinkConfig {
   format: 'text' | 'json';
+  batchMaxAgeMs?: number;
 }
 
 /** Writes records to stdout (logs go to stderr, so stdout stays readable and pipeable). */
 export class ConsoleSink implements Sink {
   readonly name = 'console';
+  readonly batchMaxAgeMs?: number;
   constructor(
     private readonly config: ConsoleSinkConfig,
     private readonly out: NodeJS.WritableStream = process.stdout,
-  ) {}
+  ) {
+    this.batchMaxAgeMs = config.batchMaxAgeMs;
+  }
 
   async write(batch: readonly OomRecord[]): Promise<WriteResult> {
     const text = batch.map((r) => (this.config.format === 'json' ? encodeRecordJson(r) + '\n' : formatKillBlock(r))).join('');

@@ -6,6 +6,7 @@ import type { HealthStatus, Sink, WriteResult } from '../sink';
 
 export interface FileSinkConfig {
   path: string;
+  batchMaxAgeMs?: number;
 }
 
 /**
@@ -15,10 +16,13 @@ export interface FileSinkConfig {
  */
 export class FileSink implements Sink {
   readonly name = 'file';
+  readonly batchMaxAgeMs?: number;
   private handle: fs.FileHandle | null = null;
   private reopenRequested = false;
 
-  constructor(private readonly config: FileSinkConfig) {}
+  constructor(private readonly config: FileSinkConfig) {
+    this.batchMaxAgeMs = config.batchMaxAgeMs;
+  }
 
   /**
    * Reopen the file before the next write: SIGHUP, logrotate's `postrotate` convention. Writes notice a
