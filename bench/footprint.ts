@@ -4,9 +4,15 @@
  * 10,000 memory-limited cgroups that the bench creates and removes. For each size, side by side:
  * agent CPU % and RSS/HWM, the agent's marginal cost per cgroup and trail step, and the floor for
  * the same cgroups measured by a C helper in the same minute (open/read/close and pread of each
- * usage file). Then OOM kill -> JSONL line latency, p50/p99 over FP_KILLS kills.
+ * usage file). Then OOM kill -> JSONL line and OOM kill -> ClickHouse row visible, p50/p99 over the
+ * same FP_KILLS kills: for those the agent runs with the ClickHouse sink on as well, against the ClickHouse
+ * 26.9 engine behind the test front (test/servers/clickhouse, started here; schema created before the agent
+ * starts, as on a fleet where the table exists), and the bench polls that table for its own cgroup's rows.
+ * A server that cannot start is reported and the JSONL latency is measured without it.
  *
  *   npm run bench:footprint        (root; cgroup v1 or v2; FP_SIZES=0,1000,10000 FP_WINDOW_S=30 FP_KILLS=50)
+ *   FP_SIZES= (empty) runs only the kill latencies; FP_CLICKHOUSE=0 skips the ClickHouse row;
+ *   FP_CH_POLL_MS=50 is the poll interval of that table (it bounds the row latency's resolution).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,11 +20,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { detectCgroupVersion } from '../src/host/facts';
 import { makeDemoCgroup, removeCgroup } from '../src/cli/demo';
+import { loadConfig } from '../src/config/load';
+import { lit, migrate, tableRef } from '../src/sinks/clickhouse/schema';
+import { rows as selectRows, sql, startChdb, type ServerHandle } from '../test/servers/clickhouse/servers';
 
-const SIZES = (process.env.FP_SIZES ?? '0,1000,10000').split(',').map(Number);
+const SIZES = (process.env.FP_SIZES ?? '0,1000,10000')
+  .split(',')
+  .filter((s) => s.trim() !== '')
+  .map(Number);
 const WINDOW_S = Number(process.env.FP_WINDOW_S ?? 30);
 const WARMUP_S = Number(process.env.FP_WARMUP_S ?? 15);
 const KILLS = Number(process.env.FP_KILLS ?? 50);
+const CLICKHOUSE = process.env.FP_CLICKHOUSE !== '0';
+/** one small SELECT per interval: the chdb front answers one query at a time, the agent's inserts included */
+const CH_POLL_MS = Number(process.env.FP_CH_POLL_MS ?? 50);
 const STEP_MS = 1000; // trail.step_ms default
 /** as systemd/oomtrail.service, the Dockerfile and scripts/run.sh start it */
 const NODE_FLAGS = ['--max-semi-space-size=1'];
@@ -96,15 +111,22 @@ function floors(dirs: string[], helper: string): { orc: number; pread: number } 
 interface Agent {
   child: ChildProcess;
   events: string;
+  config: string;
   stop(): Promise<void>;
 }
 
-async function startAgent(tag: string): Promise<Agent> {
+async function startAgent(tag: string, ch?: ServerHandle): Promise<Agent> {
   const dir = path.join(work, tag);
   fs.mkdirSync(dir);
   const events = path.join(dir, 'events.jsonl');
   const config = path.join(dir, 'config.yaml');
-  fs.writeFileSync(config, `sinks:\n  file:\n    path: ${JSON.stringify(events)}\npipeline:\n  spool:\n    dir: ${JSON.stringify(path.join(dir, 'spool'))}\n`);
+  let clickhouse = '';
+  if (ch) {
+    const pw = path.join(dir, 'ch-password');
+    fs.writeFileSync(pw, `${ch.password}\n`, { mode: 0o600 });
+    clickhouse = `  clickhouse:\n    enabled: true\n    url: ${JSON.stringify(ch.url)}\n    password_file: ${JSON.stringify(pw)}\n`;
+  }
+  fs.writeFileSync(config, `sinks:\n  file:\n    path: ${JSON.stringify(events)}\n${clickhouse}pipeline:\n  spool:\n    dir: ${JSON.stringify(path.join(dir, 'spool'))}\n`);
   const child = spawn(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -117,6 +139,7 @@ async function startAgent(tag: string): Promise<Agent> {
   return {
     child,
     events,
+    config,
     async stop() {
       child.kill('SIGTERM');
       await exited;
@@ -157,16 +180,62 @@ async function measure(n: number, helper: string): Promise<Row> {
   }
 }
 
-/** OOM kill -> JSONL line: the record's `time` (the kernel's kill, CLOCK_REALTIME) to when the line was seen. */
-async function killLatency(kills: number): Promise<number[]> {
-  const agent = await startAgent('kills');
+/**
+ * The ClickHouse 26.9 engine behind the test front, with the agent's schema already in place (as on a fleet,
+ * where the table exists before this agent's first insert); or why it could not be had.
+ */
+async function startClickHouse(): Promise<ServerHandle | string> {
+  let server: ServerHandle | undefined;
+  try {
+    server = await startChdb({ dir: path.join(work, 'chdb') });
+    const s = server;
+    const ch = loadConfig({ etcDir: path.join(work, 'no-etc'), env: {} }).config.sinks.clickhouse;
+    const version = (JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../package.json'), 'utf8')) as { version: string }).version;
+    const run = { command: async (q: string) => void (await sql(s, q)), text: (q: string) => sql(s, q) };
+    await migrate(run, { database: ch.database, table: ch.table, ttlDays: ch.ttl_days }, version);
+    return server;
+  } catch (e) {
+    await server?.stop();
+    return (e as Error).message.split('\n')[0];
+  }
+}
+
+interface Latencies {
+  /** OOM kill -> JSONL line, ms */
+  jsonl: number[];
+  /** OOM kill -> first poll that returned the row, ms; absent without a server */
+  ch?: number[];
+  /** duration of each poll query, ms */
+  queryMs: number[];
+  pollErrors: number;
+  lastPollError?: string;
+  /** `pipeline.batch.max_age_ms` the agent ran with */
+  maxAgeMs: number;
+}
+
+const killNsOf = (time: string): number => {
+  const [sec, frac = ''] = time.replace(/Z$/, '').split('.');
+  return Date.parse(sec + 'Z') * 1e6 + Number(frac.padEnd(9, '0').slice(0, 9));
+};
+
+/**
+ * OOM kill -> JSONL line: the record's `time` (the kernel's kill, CLOCK_REALTIME) to when the line was seen. With
+ * `ch`, from the same kills: `time` to the first poll of the agent's table that returned the row. Each kill waits
+ * for both before the next, so every row goes through an empty batch (the full max_age_ms wait).
+ */
+async function killLatency(kills: number, ch?: ServerHandle): Promise<Latencies> {
+  const agent = await startAgent('kills', ch);
+  const { config } = loadConfig({ file: agent.config, env: process.env });
   const cg = makeDemoCgroup(`oomtrail-fp-kill-${process.pid}`);
-  const lat: number[] = [];
+  const out: Latencies = { jsonl: [], queryMs: [], pollErrors: 0, maxAgeMs: config.pipeline.batch.max_age_ms };
+  const lat = out.jsonl;
   const mine = '/' + path.relative(ROOT, cg.dir);
+  let waiter = null as (() => void) | null;
+  let polling = Boolean(ch);
+  let poller: Promise<void> = Promise.resolve();
   try {
     fs.writeFileSync(agent.events, '', { flag: 'a' });
     let seen = 0;
-    let waiter: (() => void) | null = null;
     const watcher = fs.watch(agent.events, () => {
       const at = Date.now() * 1e6;
       const lines = fs.readFileSync(agent.events, 'utf8').split('\n').filter(Boolean);
@@ -174,25 +243,58 @@ async function killLatency(kills: number): Promise<number[]> {
         const r = JSON.parse(l) as { time: string; kind?: string; oom_cgroup?: string };
         // other processes on the host cause kills too: only this bench's cgroup counts
         if ((r.kind && r.kind !== 'oom_kill') || r.oom_cgroup !== mine) continue;
-        const [sec, frac = ''] = r.time.replace(/Z$/, '').split('.');
-        const killNs = Date.parse(sec + 'Z') * 1e6 + Number(frac.padEnd(9, '0').slice(0, 9));
-        lat.push((at - killNs) / 1e6);
+        lat.push((at - killNsOf(r.time)) / 1e6);
       }
       seen = lines.length;
       waiter?.();
     });
+    if (ch) {
+      const rowLat: number[] = (out.ch = []);
+      const got = new Set<string>();
+      const cfg = config.sinks.clickhouse;
+      // this cgroup's rows only, the time as ns since the epoch (a double keeps it to 256 ns: plenty for ms)
+      const query = `SELECT event_id AS id, toUnixTimestamp64Nano(time) AS t FROM ${tableRef(cfg)} WHERE oom_cgroup = ${lit(mine)} AND kind = 'oom_kill'`;
+      poller = (async () => {
+        while (polling) {
+          const t0 = Date.now();
+          try {
+            const rs = await selectRows<{ id: string; t: number }>(ch, query);
+            const at = Date.now();
+            for (const r of rs) {
+              if (got.has(r.id)) continue;
+              got.add(r.id);
+              rowLat.push(at - r.t / 1e6);
+            }
+            if (rs.length) waiter?.();
+          } catch (e) {
+            out.pollErrors++;
+            out.lastPollError = (e as Error).message.split('\n')[0];
+          }
+          const took = Date.now() - t0;
+          out.queryMs.push(took);
+          await sleep(Math.max(0, CH_POLL_MS - took));
+        }
+      })();
+    }
+    // a row that does not come within this long stops the per-kill wait for rows (the JSONL wait goes on)
+    let waitRows = Boolean(ch);
     for (let i = 0; i < kills; i++) {
       const want = lat.length + 1;
-      const done = new Promise<void>((r) => (waiter = () => lat.length >= want && r()));
+      const wantRows = (out.ch?.length ?? 0) + 1;
+      const ready = () => lat.length >= want && (!waitRows || out.ch!.length >= wantRows);
+      const done = new Promise<void>((r) => (waiter = () => ready() && r()));
       spawn('/bin/sh', ['-c', 'echo $$ > "$1" && exec dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null', 'sh', cg.procs], { stdio: 'ignore' });
       await Promise.race([done, sleep(15_000)]);
+      if (waitRows && out.ch!.length < wantRows) waitRows = false;
     }
     watcher.close();
   } finally {
+    polling = false;
+    await poller;
     await agent.stop();
-    removeCgroup(cg.dir);
+    await removeCgroup(cg.dir);
   }
-  return lat;
+  return out;
 }
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
@@ -211,7 +313,7 @@ async function main(): Promise<void> {
   }
   const idle = rows.find((r) => r.n === 0);
   console.log(`agent footprint, default config, cgroup v${version}, window ${WINDOW_S} s after ${WARMUP_S} s warm-up, ${os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(1)}`);
-  console.log('cgroups  cpu%(sched)  cpu%(stat)  rss MB  hwm MB  us/cgroup/step  C open/read/close us  C pread us  ratio vs orc  ratio vs pread');
+  if (rows.length) console.log('cgroups  cpu%(sched)  cpu%(stat)  rss MB  hwm MB  us/cgroup/step  C open/read/close us  C pread us  ratio vs orc  ratio vs pread');
   for (const r of rows) {
     const steps = (WINDOW_S * 1000) / STEP_MS;
     const per = idle && r.n > 0 ? ((r.cpuNs - idle.cpuNs) * WINDOW_S) / 1e3 / (r.n * steps) : NaN;
@@ -232,8 +334,34 @@ async function main(): Promise<void> {
     );
   }
   if (KILLS > 0) {
-    const lat = await killLatency(KILLS);
-    console.log(`OOM kill -> JSONL line (default batching): ${lat.length}/${KILLS} kills, p50 ${pct(lat, 50)?.toFixed(1)} ms, p99 ${pct(lat, 99)?.toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+    let server: ServerHandle | undefined;
+    let why = 'skipped (FP_CLICKHOUSE=0)';
+    if (CLICKHOUSE) {
+      process.stderr.write('footprint: starting ClickHouse (chdb) ...\n');
+      const s = await startClickHouse();
+      if (typeof s === 'string') why = `not measured: the ClickHouse server could not be started: ${s}`;
+      else server = s;
+    }
+    process.stderr.write(`footprint: ${KILLS} OOM kills ...\n`);
+    try {
+      const r = await killLatency(KILLS, server);
+      const sinks = server ? 'file + ClickHouse sinks' : 'file sink';
+      const stats = (xs: number[]) => `p50 ${pct(xs, 50)?.toFixed(1)} ms, p99 ${pct(xs, 99)?.toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms`;
+      console.log(`OOM kill -> JSONL line (default batching, ${sinks}): ${r.jsonl.length}/${KILLS} kills, ${stats(r.jsonl)}`);
+      if (r.ch) {
+        const target = r.maxAgeMs + 500;
+        const p99 = pct(r.ch, 99);
+        const verdict = r.ch.length < KILLS ? 'rows missing' : p99 <= target ? 'met' : 'not met';
+        console.log(
+          `OOM kill -> ClickHouse row visible (${server!.kind}, polled every ${CH_POLL_MS} ms, query p50 ${pct(r.queryMs, 50)} ms): ${r.ch.length}/${KILLS} kills, ${r.ch.length ? stats(r.ch) : 'no rows'}; target p99 <= pipeline.batch.max_age_ms ${r.maxAgeMs} + 500 = ${target} ms: ${verdict}`,
+        );
+        if (r.pollErrors) console.log(`  ${r.pollErrors} poll(s) failed, last: ${r.lastPollError}`);
+      } else {
+        console.log(`OOM kill -> ClickHouse row visible: ${why}`);
+      }
+    } finally {
+      await server?.stop();
+    }
   }
 }
 
