@@ -19,10 +19,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Anchors the event struct in the object's BTF, so a test can compare it with the decoder. */
 const struct oomtrail_event *unused_event __attribute__((unused));
 
-/* 2 MiB holds ~245 events (8.4 kB each, two whole cgroup paths): a burst is read long before that fills. */
+/* 1 MiB holds ~124 events (8.4 kB each, two whole cgroup paths): a burst is read long before that fills, and
+ * an overflow is counted and backfilled from the kernel log. Every page counts twice in the agent's RSS (the
+ * data area is mapped twice for wrap-around, all of it at mmap): 2 MiB cost 4 MB of an idle agent's ~64. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 2 << 20);
+	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
 /* Events that could not be reserved: never silent, user space reports the count. */
