@@ -51,5 +51,5 @@ COPY config ./config
 # records (JSON Lines) and the spool: mount a volume (or a hostPath) here so a restart loses nothing
 VOLUME /var/lib/oomtrail
 ENV NODE_ENV=production
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/opt/oomtrail/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--v8-pool-size=1", "/opt/oomtrail/dist/src/cli/main.js"]
 CMD ["run"]

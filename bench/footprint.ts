@@ -36,7 +36,7 @@ const CLICKHOUSE = process.env.FP_CLICKHOUSE !== '0';
 const CH_POLL_MS = Number(process.env.FP_CH_POLL_MS ?? 50);
 const STEP_MS = 1000; // trail.step_ms default
 /** as systemd/oomtrail.service, the Dockerfile and scripts/run.sh start it */
-const NODE_FLAGS = ['--max-semi-space-size=1'];
+const NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 const MAIN = path.resolve(__dirname, '../src/cli/main.js');
 const FLOOR_C = path.resolve(__dirname, '../../bench/footprint-floor.c');
 
