@@ -83,4 +83,28 @@ describe('deploy/kubernetes/daemonset.yaml', () => {
     assert.equal(vol.credentials.secret.secretName, 'oomtrail-credentials');
     assert.equal(vol.config.configMap.name, 'oomtrail-config');
   });
+
+  test('each runtime socket the config names is that runtime\'s own socket on the node, mounted read-only', () => {
+    const cm = docs.find((d) => d.kind === 'ConfigMap');
+    const file = path.join(tmp, 'config-sockets.yaml');
+    fs.writeFileSync(file, cm.data['config.yaml']);
+    const rt = loadConfig({ file, env: {} }).config.enrich.runtime;
+    const defaults = loadConfig({ env: {} }).config.enrich.runtime;
+    const pod = ds.spec.template.spec;
+    const vol = Object.fromEntries(pod.volumes.map((v: { name: string }) => [v.name, v]));
+    const onNode = (inPod: string): string | null => {
+      for (const m of pod.containers[0].volumeMounts as Array<{ name: string; mountPath: string; readOnly?: boolean }>) {
+        if (!inPod.startsWith(m.mountPath + '/')) continue;
+        assert.equal(m.readOnly, true, `${m.mountPath} read-only`);
+        const host = vol[m.name].hostPath?.path;
+        return host ? host + inPod.slice(m.mountPath.length) : null;
+      }
+      return null;
+    };
+    const real = (p: string) => p.replace(/^\/var\/run\//, '/run/');
+    const used = rt.runtimes.split(',');
+    assert.deepEqual(used.sort(), ['containerd', 'cri-o'], 'the Kubernetes runtimes');
+    assert.equal(onNode(rt.containerd_socket), real(defaults.containerd_socket));
+    assert.equal(onNode(rt.crio_socket), real(defaults.crio_socket));
+  });
 });
