@@ -79,7 +79,8 @@ test('the agent moves assembled records from the queue to the router: kill with 
   // a writable copy of the defaults (the loaded configuration is frozen)
   const config = structuredClone(loadConfig({ etcDir: path.join(tmp, 'no-etc'), env: {} }).config);
   config.pipeline.spool.dir = path.join(tmp, 'spool');
-  config.pipeline.batch.max_age_ms = 10;
+  // the sink's own batch age wins over the pipeline's: with 60 s the records below would not arrive in time
+  config.pipeline.batch.max_age_ms = 60_000;
   config.metrics.listen = '';
   config.collectors.oomkill.backfill = false;
 
@@ -95,6 +96,7 @@ test('the agent moves assembled records from the queue to the router: kill with 
   const written: OomRecord[] = [];
   const sink: Sink = {
     name: 'mem',
+    batchMaxAgeMs: 10,
     write: async (batch) => {
       written.push(...batch);
       return { status: 'delivered' };
