@@ -148,6 +148,7 @@ test('the agent moves assembled records from the queue to the router: kill with 
   hooks.onPressure!({ cgroup: '/lim', bootNs: KILL_BOOT_NS, usageBytes: 95, limitBytes: 100, info: { reasons: ['usage'], usage_ratio: 0.95, psi_some_avg10: null, psi_full_avg10: null, reclaim_stall_ms: null }, trail: trailOf(2) });
   const deadline = Date.now() + 5000;
   while (written.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(written.length, 2, 'both records written while the agent runs, not by the stop\'s flush');
   await agent.stop(2000);
 
   const kill = written.find((r) => r.kind === 'oom_kill')!;
