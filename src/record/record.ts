@@ -93,6 +93,10 @@ export interface OomRecord {
   memory_at_kill?: MemoryAtKill | null;
   /** The OOM domain's top tasks by the kernel's badness at kill time (victim's row marked); null when unknown. */
   candidates?: Candidate[] | null;
+  /** Where `candidates` came from: `kmsg`, the kernel's printed table of that kill (at kill time); `procfs`,
+   *  the OOM cgroup's processes read from /proc right after the kill (memcg kills whose table the kernel
+   *  rate-limited), with the victim's row from the kernel event. null when candidates is null. */
+  candidates_source?: 'kmsg' | 'procfs' | null;
   /** The dominant consumer in memory_at_kill (rule: README "Why this kill"); null without a breakdown. */
   cause?: Cause | null;
   /** The victim's RSS (anon + file + shmem) / memory_at_kill.usage_bytes; > 1 when part of it is charged elsewhere. */
@@ -136,7 +140,8 @@ export interface Candidate {
   rss_anon_kb: number | null;
   rss_file_kb: number | null;
   rss_shmem_kb: number | null;
-  swapents: number;
+  /** null only for the victim's row of a `procfs` list: the kernel event carries no swap entry count */
+  swapents: number | null;
   pgtables_kb: number;
   oom_score_adj: number;
   /** the kernel's oom_badness; null for oom_score_adj -1000 (never chosen) or an unknown domain */

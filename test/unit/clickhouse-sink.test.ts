@@ -183,6 +183,9 @@ describe('clickhouse sink: what goes over the wire', () => {
         // migration 4: why this kill, one ALTER
         'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `at_kill_source`',
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 4, ',
+        // migration 5: candidates_source
+        'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `candidates_source`',
+        'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 5, ',
         'INSERT INTO `oomtrail`.`oom_kills` FORMAT JSONEachRow',
       ].map((q) => q.slice(0, 60)));
     } finally {

@@ -10,6 +10,8 @@ import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, comp
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
 import { OomReportParser } from '../kmsg/report';
+import { readCgroupTasks, type ProcTaskRead } from './procfs';
+import { detectCgroupVersion, memoryRoot } from '../../host/facts';
 
 export class CollectorError extends Error {
   readonly retriable = false;
@@ -92,6 +94,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   /** The kernel's printed reports: printed before mark_victim, so already readable when its event is. */
   private kmsg: KmsgFollower | null = null;
   private readonly reports = new OomReportParser();
+  /** the memory hierarchy's root, found at the first procfs fallback */
+  private memRoot: string | null | undefined;
 
   constructor(private readonly opts: OomKillOptions) {}
 
@@ -199,7 +203,23 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
     }
     event.kernelReport = this.reportFor(event);
+    if (!event.kernelReport?.tasks.length) event.procfsTasks = this.procfsTasksFor(event);
     return event;
+  }
+
+  /**
+   * The candidate list's last fallback (no printed table for this kill): the OOM cgroup's processes
+   * from /proc, read here because this is the earliest moment user space can, before the record
+   * waits for the victim's exit. Memcg kills only: a global OOM's domain is the whole host.
+   */
+  private procfsTasksFor(event: RawOomEvent): ProcTaskRead | null {
+    const cg = event.oomCgroup;
+    if (event.constraint !== 'memcg' || !cg || cg.truncated || cg.path === '/') return null;
+    if (this.memRoot === undefined) this.memRoot = memoryRoot(detectCgroupVersion());
+    if (!this.memRoot) return null;
+    const read = readCgroupTasks(path.join(this.memRoot, cg.path), new Set([event.victimPid]));
+    this.opts.logger.debug(`oomkill: no printed table for the kill of ${event.victimPid}: ${read.tasks.length} task(s) of ${cg.path} read from /proc in ${read.ms.toFixed(2)} ms`);
+    return read;
   }
 
   private reportFor(event: RawOomEvent) {

@@ -167,6 +167,9 @@ export interface RawOomEvent {
   memAtKill?: RawMemAtKill | null;
   /** The kernel's printed report for this kill, when it was printed (attached by the collector). */
   kernelReport?: import('../kmsg/report').OomReport | null;
+  /** Memcg kill without a printed table: the OOM cgroup's other processes, read from /proc right after
+   *  the event was decoded (attached by the collector); the victim is not among them. */
+  procfsTasks?: import('./procfs').ProcTaskRead | null;
 }
 
 function cstring(buf: Buffer, off: number, len: number): string {

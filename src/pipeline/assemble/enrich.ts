@@ -5,7 +5,7 @@ import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
 import { formatRfc3339Nanos } from '../../host/clock';
 import type { HostFacts } from '../../host/facts';
-import { candidatesFromReport, causeOf, domainPages, memoryAtKill, memoryFromReport, victimShare } from './explain';
+import { candidatesFromProcfs, candidatesFromReport, causeOf, domainPages, memoryAtKill, memoryFromReport, victimShare } from './explain';
 
 /** Options of the "why this kill" fields. */
 export interface ExplainOptions {
@@ -78,14 +78,22 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
   };
 }
 
-function explainFields(ev: RawOomEvent, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+function explainFields(ev: RawOomEvent, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'candidates_source' | 'cause' | 'victim_share'> {
   const mak = memoryAtKill(ev, facts.pageSize, facts.cgroupVersion);
   const total = domainPages(ev, mak, facts.pageSize, opts.hostTotalPages);
   const { anonRssPages: a, fileRssPages: f, shmemRssPages: sh } = ev;
   const rss = a !== null && f !== null && sh !== null ? (a + f + sh) * facts.pageSize : null;
+  // the kernel's printed table first; else the OOM cgroup read from /proc right after the kill
+  let candidates = ev.kernelReport ? candidatesFromReport(ev.kernelReport, ev.victimPid, total, facts.pageSize, opts.candidates) : null;
+  let source: OomRecord['candidates_source'] = candidates ? 'kmsg' : null;
+  if (!candidates && ev.procfsTasks) {
+    candidates = candidatesFromProcfs(ev, ev.procfsTasks.tasks, total, facts.pageSize, opts.candidates);
+    source = candidates ? 'procfs' : null;
+  }
   return {
     memory_at_kill: mak,
-    candidates: ev.kernelReport ? candidatesFromReport(ev.kernelReport, ev.victimPid, total, facts.pageSize, opts.candidates) : null,
+    candidates,
+    candidates_source: source,
     cause: causeOf(mak),
     victim_share: victimShare(rss, mak),
   };
@@ -208,14 +216,16 @@ export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (prin
 }
 
 /** A backfilled kill with its printed report: the same "why" fields, all from the report (source kmsg). */
-function explainFromReport(kill: KmsgKill, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'cause' | 'victim_share'> {
+function explainFromReport(kill: KmsgKill, facts: HostFacts, opts: ExplainOptions): Pick<OomRecord, 'memory_at_kill' | 'candidates' | 'candidates_source' | 'cause' | 'victim_share'> {
   const report = kill.report!;
   const mak = memoryFromReport(report, facts.pageSize);
   const total = mak?.scope === 'memcg' ? (mak.limit_bytes === null ? opts.hostTotalPages : Math.floor(mak.limit_bytes / facts.pageSize)) : opts.hostTotalPages;
   const k = kill.killed;
+  const candidates = candidatesFromReport(report, k.pid, total, facts.pageSize, opts.candidates);
   return {
     memory_at_kill: mak,
-    candidates: candidatesFromReport(report, k.pid, total, facts.pageSize, opts.candidates),
+    candidates,
+    candidates_source: candidates ? 'kmsg' : null,
     cause: causeOf(mak),
     victim_share: victimShare((k.anonRssKb + k.fileRssKb + k.shmemRssKb) * 1024, mak),
   };

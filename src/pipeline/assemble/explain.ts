@@ -1,6 +1,7 @@
 import type { RawOomEvent, MakField } from '../../collectors/oomkill/event';
 import { MAK_FLAG } from '../../collectors/oomkill/event';
 import type { OomReport, TaskRow } from '../../collectors/kmsg/report';
+import type { ProcTask } from '../../collectors/oomkill/procfs';
 import type { Candidate, Cause, MemoryAtKill } from '../../record/record';
 
 /*
@@ -137,18 +138,26 @@ export function memoryAtKill(ev: RawOomEvent, pageSize: number, cgroupVersion: 1
 /**
  * The kernel's oom_badness(): rss + swap entries + page tables (pages), plus oom_score_adj in
  * thousandths of the OOM domain (`adj *= totalpages / 1000`, integer division first, as in
- * mm/oom_kill.c). null for -1000: the kernel never picks such a task.
+ * mm/oom_kill.c). null for -1000: the kernel never picks such a task. Unknown swap entries
+ * (null: the victim's row of a procfs list) count as none.
  */
-export function badness(row: Pick<TaskRow, 'rss' | 'swapents' | 'pgtables_bytes' | 'oom_score_adj'>, totalPages: number, pageSize: number): number | null {
+export function badness(
+  row: Pick<TaskRow, 'rss' | 'pgtables_bytes' | 'oom_score_adj'> & { swapents: number | null },
+  totalPages: number,
+  pageSize: number,
+): number | null {
   if (row.oom_score_adj === -1000) return null;
-  return row.rss + row.swapents + Math.floor(row.pgtables_bytes / pageSize) + row.oom_score_adj * Math.floor(totalPages / 1000);
+  return row.rss + (row.swapents ?? 0) + Math.floor(row.pgtables_bytes / pageSize) + row.oom_score_adj * Math.floor(totalPages / 1000);
 }
 
-/** Top `n` rows of the printed Tasks state table by badness; the victim's row is always kept. */
-export function candidatesFromReport(r: OomReport, victimTgid: number, totalPages: number | null, pageSize: number, n: number): Candidate[] | null {
-  if (!r.tasks.length || n <= 0) return null;
+/** A candidate row in the kernel's units (pages; page tables in bytes), whichever source it came from. */
+type Row = Omit<TaskRow, 'total_vm' | 'swapents'> & { swapents: number | null };
+
+/** Rows → the top `n` candidates by badness; the victim's row is always kept. */
+function rank(rows: Row[], victimTgid: number, totalPages: number | null, pageSize: number, n: number): Candidate[] | null {
+  if (!rows.length || n <= 0) return null;
   const kb = (pages: number | null) => (pages === null ? null : (pages * pageSize) / 1024);
-  const rows = r.tasks.map((t) => ({
+  const cands = rows.map((t) => ({
     pid: t.pid,
     tgid: t.tgid,
     comm: t.name,
@@ -163,12 +172,46 @@ export function candidatesFromReport(r: OomReport, victimTgid: number, totalPage
     points: totalPages === null ? null : badness(t, totalPages, pageSize),
     victim: t.tgid === victimTgid,
   }));
-  const rank = (c: Candidate) => c.points ?? -Infinity;
-  rows.sort((a, b) => rank(b) - rank(a) || a.pid - b.pid);
-  const top = rows.slice(0, n);
-  const v = rows.find((c) => c.victim);
+  const pts = (c: Candidate) => c.points ?? -Infinity;
+  cands.sort((a, b) => pts(b) - pts(a) || a.pid - b.pid);
+  const top = cands.slice(0, n);
+  const v = cands.find((c) => c.victim);
   if (v && !top.includes(v)) top.push(v);
   return top;
+}
+
+/** Top `n` rows of the printed Tasks state table by badness; the victim's row is always kept. */
+export function candidatesFromReport(r: OomReport, victimTgid: number, totalPages: number | null, pageSize: number, n: number): Candidate[] | null {
+  return rank(r.tasks, victimTgid, totalPages, pageSize, n);
+}
+
+/**
+ * The same from the OOM cgroup's processes read from /proc right after the kill (`ProcTask`, kB),
+ * plus the victim's row from the kernel event (its memory is being freed by then). The event
+ * carries no swap entry count: the victim's `swapents` is null and its points leave swap out.
+ * null when the event lacks the victim's mm counters.
+ */
+export function candidatesFromProcfs(ev: RawOomEvent, tasks: readonly ProcTask[], totalPages: number | null, pageSize: number, n: number): Candidate[] | null {
+  const { anonRssPages: a, fileRssPages: f, shmemRssPages: sh, pgtablesBytes: pt, oomScoreAdj: adj, victimUid: uid } = ev;
+  if (a === null || f === null || sh === null || pt === null || adj === null || uid === null) return null;
+  const pages = (kb: number) => Math.round((kb * 1024) / pageSize);
+  const victim: Row = { pid: ev.victimPid, tgid: ev.victimPid, uid, name: ev.victimComm, rss: a + f + sh, rss_anon: a, rss_file: f, rss_shmem: sh, pgtables_bytes: pt, swapents: null, oom_score_adj: adj };
+  const rows: Row[] = tasks
+    .filter((t) => t.tgid !== ev.victimPid)
+    .map((t) => ({
+      pid: t.pid,
+      tgid: t.tgid,
+      uid: t.uid,
+      name: t.comm,
+      rss: pages(t.rss_anon_kb + t.rss_file_kb + t.rss_shmem_kb),
+      rss_anon: pages(t.rss_anon_kb),
+      rss_file: pages(t.rss_file_kb),
+      rss_shmem: pages(t.rss_shmem_kb),
+      pgtables_bytes: t.pgtables_kb * 1024,
+      swapents: pages(t.swap_kb),
+      oom_score_adj: t.oom_score_adj,
+    }));
+  return rank([victim, ...rows], ev.victimPid, totalPages, pageSize, n);
 }
 
 /**

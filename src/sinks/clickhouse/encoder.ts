@@ -54,10 +54,11 @@ function slowRow(record: OomRecord): string {
   return JSON.stringify(row);
 }
 
-/** Nested fields go into String columns as their own JSON text (migration 2), labels as JSON (3), memory_at_kill into typed columns (4). */
+/** Nested fields go into String columns as their own JSON text (migration 2), labels as JSON (3), memory_at_kill into typed columns (4), candidates_source '-' for null (5). */
 function flattenNested(record: OomRecord): OomRecord {
   const explain = record.memory_at_kill !== undefined || record.candidates !== undefined;
-  if (record.trail === undefined && record.pressure === undefined && record.labels === undefined && !explain) return record;
+  const source = record.candidates_source !== undefined;
+  if (record.trail === undefined && record.pressure === undefined && record.labels === undefined && !explain && !source) return record;
   const flat: Record<string, unknown> = { ...record };
   if (record.trail !== undefined) flat.trail = JSON.stringify(record.trail);
   if (record.pressure !== undefined) flat.pressure = JSON.stringify(record.pressure);
@@ -71,6 +72,7 @@ function flattenNested(record: OomRecord): OomRecord {
     for (const c of AT_KILL_COLUMNS) flat[`at_kill_${c}`] = m ? m[c] : null;
     flat.candidates = JSON.stringify(record.candidates ?? null);
   }
+  if (source) flat.candidates_source = record.candidates_source ?? '-'; // migration 5
   return flat as unknown as OomRecord;
 }
 
@@ -190,6 +192,12 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
       out.candidates = row.candidates === '' || row.candidates === undefined ? null : JSON.parse(String(row.candidates));
     }
     for (const k of ['at_kill_source', 'at_kill_scope', ...cols]) delete out[k];
+  }
+  // migration 5 ('' = the record had no such field, '-' = null)
+  if ('candidates_source' in row) {
+    const cs = row.candidates_source;
+    if (cs === '' || cs === undefined) delete out.candidates_source;
+    else out.candidates_source = cs === '-' ? null : cs;
   }
   return out as unknown as OomRecord;
 }

@@ -158,11 +158,20 @@ export function addExplainColumnsSql(o: SchemaOptions): string[] {
   return [`ALTER TABLE ${tableRef(o)} ${cols.map((c) => `ADD COLUMN IF NOT EXISTS ${c}`).join(', ')}`];
 }
 
+/**
+ * Migration 5: `candidates_source` ('kmsg': the kernel's printed table; 'procfs': read from /proc right
+ * after the kill; '-': the record's field was null; '': the record had no such field).
+ */
+export function addCandidatesSourceSql(o: SchemaOptions): string[] {
+  return [`ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`candidates_source\` LowCardinality(String) DEFAULT ''`];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
   { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid, container init, group kill', statements: addRuntimeColumnsSql },
   { version: 4, description: 'why this kill: memory at kill (typed), cause, victim_share, candidates as JSON', statements: addExplainColumnsSql },
+  { version: 5, description: 'candidates_source: the printed table (kmsg) or /proc read right after the kill (procfs)', statements: addCandidatesSourceSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

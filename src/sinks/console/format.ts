@@ -100,6 +100,9 @@ function formatMemoryAtKill(r: OomRecord): string[] {
         `  shmem ${bytesMib(m.shmem_bytes)}  kernel ${bytesMib(m.kernel_bytes)}  cause ${r.cause ?? '?'}${share}`,
     );
   }
+  if (r.candidates?.length && r.candidates_source === 'procfs') {
+    out.push(`  candidates [procfs] read from /proc right after the kill (the kernel's table was rate-limited); the victim's row from the kernel event`);
+  }
   for (const [i, c] of (r.candidates ?? []).entries()) {
     out.push(
       `  ${i === 0 ? 'top      ' : '         '}pid ${c.pid} (${c.comm}) points ${c.points ?? '-'}  rss ${mib(c.rss_kb)}` +
