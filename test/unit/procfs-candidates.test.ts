@@ -75,6 +75,7 @@ test('readCgroupTasks: the whole subtree, each process once, without the victim,
   const t = fakeTree();
   try {
     assert.deepEqual(subtreeTgids(t.cg).sort(), [12, 5100, 5101, 5102, 5103]);
+    assert.equal(subtreeTgids(t.cg, 3).length, 3, 'capped: the decode path stays short');
     const r = readCgroupTasks(t.cg, new Set([5100]), t.proc);
     const byPid = [...r.tasks].sort((a, b) => a.pid - b.pid);
     assert.deepEqual(byPid.map((x) => [x.pid, x.comm, x.oom_score_adj, x.rss_anon_kb]), [[5101, 'dd', -1000, 8448], [5102, 'big one', 500, 20000]]);
