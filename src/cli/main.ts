@@ -117,7 +117,7 @@ async function run(args: Args): Promise<number> {
     return EXIT.CONFIG;
   }
   requireSink(config);
-  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger });
+  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger, candidates: config.collectors.oomkill.candidates });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
   reclaim?.load(); // before the sinks, the runtimes and the agent grow the heap: see its comment
   const sinks = createSinks(config, logger);

@@ -56,6 +56,7 @@ function assertMemoryMatches(rec: OomRecord, report: OomReport): void {
 function assertCandidatesMatch(rec: OomRecord, report: OomReport, n = 5): void {
   const c = rec.candidates;
   assert.ok(c && c.length > 0, 'candidates present');
+  assert.equal(rec.candidates_source, 'kmsg', 'from the printed table');
   const limitPages = rec.memory_at_kill!.limit_bytes! / PAGE;
   const pts = (r: OomReport['tasks'][number]) => r.rss + r.swapents + Math.floor(r.pgtables_bytes / PAGE) + r.oom_score_adj * Math.floor(limitPages / 1000);
   const rows = [...report.tasks].sort((a, b) => pts(b) - pts(a) || a.pid - b.pid);

@@ -28,6 +28,8 @@ export interface OomKillOptions {
   hook: 'auto' | Hook;
   logger: Logger;
   objectPath?: string;
+  /** collectors.oomkill.candidates: 0 turns the /proc fallback off too (default: on) */
+  candidates?: number;
 }
 
 /** Reads the memory controller's path from /proc when the kernel side could not find the task. */
@@ -214,7 +216,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
    */
   private procfsTasksFor(event: RawOomEvent): ProcTaskRead | null {
     const cg = event.oomCgroup;
-    if (event.constraint !== 'memcg' || !cg || cg.truncated || cg.path === '/') return null;
+    if (this.opts.candidates === 0 || event.constraint !== 'memcg' || !cg || cg.truncated || cg.path === '/') return null;
     if (this.memRoot === undefined) this.memRoot = memoryRoot(detectCgroupVersion());
     if (!this.memRoot) return null;
     const read = readCgroupTasks(path.join(this.memRoot, cg.path), new Set([event.victimPid]));
