@@ -12,6 +12,7 @@ import path from 'node:path';
 import { KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
+import { spawnHolder } from '../helpers/kills';
 import { OomReportParser, type OomReport } from '../../src/collectors/kmsg/report';
 import { memoryFromReport } from '../../src/pipeline/assemble/explain';
 import type { OomRecord } from '../../src/record/record';
@@ -81,20 +82,6 @@ function assertCandidatesMatch(rec: OomRecord, report: OomReport, n = 5): void {
   assert.equal(c.filter((x) => x.victim).length, 1, 'the victim row is marked');
   // the kernel killed the task with the highest badness: our ranking must agree
   assert.equal(c[0].victim, true, 'the top candidate is the victim');
-}
-
-/**
- * A process in `procs` holding `mib` MiB of anonymous memory: `dd` fills its buffer from /dev/zero,
- * then blocks writing it into a pipe nobody drains (busybox has no perl; the VM guest has busybox).
- */
-function spawnHolder(procs: string, mib: number): { pid: number; ready: Promise<void>; kill: () => void } {
-  const child = spawn('/bin/sh', ['-c', `echo $$ > "$1" && exec dd if=/dev/zero bs=${mib}M count=1 2>/dev/null`, 'sh', procs], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const ready = new Promise<void>((resolve, reject) => {
-    // the first bytes come after the whole buffer was read in; not reading keeps dd blocked
-    child.stdout!.once('readable', () => resolve());
-    child.once('exit', (code, signal) => reject(new Error(`holder exited (${code ?? signal}) before holding its memory`)));
-  });
-  return { pid: child.pid ?? -1, ready, kill: () => child.kill('SIGKILL') };
 }
 
 describe('explain e2e: memory_at_kill and candidates equal the kernel report', () => {

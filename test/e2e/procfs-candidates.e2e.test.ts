@@ -9,26 +9,16 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { KmsgReader, parseKilled, waitForOomLogWindow, type KernelKillReport } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
+import { spawnHolder } from '../helpers/kills';
 import { OomReportParser } from '../../src/collectors/kmsg/report';
 import type { Candidate, OomRecord } from '../../src/record/record';
 
 const PAGE = 4096;
 const KILLS = 14;
-
-/** A process in `procs` holding `mib` MiB of anonymous memory, blocked (sleeping) on a pipe nobody reads. */
-function spawnHolder(procs: string, mib: number): { pid: number; ready: Promise<void>; kill: () => void } {
-  const child = spawn('/bin/sh', ['-c', `echo $$ > "$1" && exec dd if=/dev/zero bs=${mib}M count=1 2>/dev/null`, 'sh', procs], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const ready = new Promise<void>((resolve, reject) => {
-    child.stdout!.once('readable', () => resolve());
-    child.once('exit', (code, signal) => reject(new Error(`holder exited (${code ?? signal}) before holding its memory`)));
-  });
-  return { pid: child.pid ?? -1, ready, kill: () => child.kill('SIGKILL') };
-}
 
 /** What /proc says of a process, in the candidate's units (read independently of the agent's parser). */
 function procRow(pid: number): Omit<Candidate, 'points' | 'victim'> {
