@@ -145,8 +145,7 @@ async function run(args: Args): Promise<number> {
     for (const sink of sinks) sink.reopen?.();
   });
   const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
-  // before the agent reads the first kill: the cache holds the running containers (a container that ended
-  // between the hook's attach above and this list is named from the cgroup path only)
+  // before the collector attaches: the cache holds the running containers before any kill
   await runtime?.start();
   const agent = new Agent({
     runtime,
