@@ -3,8 +3,7 @@ import { ConfigError } from '../config/errors';
 import { MetricsError } from '../observe/metrics';
 import type { AppConfig } from '../config/schema';
 import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
-import type { Logger } from '../observe/logger';
-import { deferredLogger } from '../observe/deferred';
+import { createLogger, type Logger } from '../observe/logger';
 import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../host/facts';
@@ -59,14 +58,9 @@ function parseArgs(argv: string[]): Args | string {
   return args;
 }
 
-/** winston, loaded when first needed: `run` loads its BPF objects before (see deferredLogger). */
-function createLogger(config: AppConfig): Logger {
-  return (require('../observe/logger') as typeof import('../observe/logger')).createLogger(config.log.level, config.log.format);
-}
-
 function load(args: Args): { config: AppConfig; sources: string[]; logger: Logger } {
   const { config, sources, warnings } = loadConfig({ file: args.config });
-  const logger = createLogger(config);
+  const logger = createLogger(config.log.level, config.log.format);
   for (const w of warnings) logger.warn(`config: ${w}`);
   return { config, sources, logger };
 }
@@ -117,27 +111,15 @@ function terminate(signal: NodeJS.Signals): never {
 async function run(args: Args): Promise<number> {
   // before the worker threads exist: each would otherwise keep its own malloc arena (~7 MB of idle RSS)
   if (!process.env.MALLOC_ARENA_MAX) loadLibBpf().mallocArenaMax?.(2);
-  const { config, sources, warnings } = loadConfig({ file: args.config });
-  const early = deferredLogger(config.log.level);
-  for (const w of warnings) early.logger.warn(`config: ${w}`);
+  const { config, sources, logger } = load(args);
   if (!config.collectors.oomkill.enabled) {
-    early.attach(createLogger(config));
-    early.logger.error('collectors.oomkill.enabled is false: no collector to run');
+    logger.error('collectors.oomkill.enabled is false: no collector to run');
     return EXIT.CONFIG;
   }
   requireSink(config);
-  // The BPF objects load first, before winston, the sinks, the runtimes and the agent grow the process:
-  // libbpf's parse of the kernel's BTF (~12 MB, freed right after) is the agent's peak RSS.
-  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger: early.logger, candidates: config.collectors.oomkill.candidates });
-  const { reclaim, trail } = buildOptionalCollectors(config, early.logger);
-  let logger: Logger;
-  try {
-    reclaim?.load();
-    collector.load();
-  } finally {
-    logger = createLogger(config);
-    early.attach(logger);
-  }
+  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger, candidates: config.collectors.oomkill.candidates });
+  const { reclaim, trail } = buildOptionalCollectors(config, logger);
+  reclaim?.load(); // before the sinks, the runtimes and the agent grow the heap: see its comment
   const sinks = createSinks(config, logger);
   // logrotate's postrotate convention; Node's default for SIGHUP would be to die
   process.on('SIGHUP', () => {

@@ -175,12 +175,9 @@ export class Agent {
       emitted: (record) => this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup),
       entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup),
     });
-    const startUs = this.clock.printkNowUs();
+    const beforeAttachUs = this.clock.printkNowUs();
     await collector.start((ev) => this.capture(ev));
-    // the window in which the kernel side attached: main.ts has the collector attach before the agent exists
-    const attached = collector.attachWindowUs?.() ?? null;
-    const beforeAttachUs = attached ? Math.min(attached.beforeUs, startUs) : startUs;
-    const afterAttachUs = Math.max(attached?.afterUs ?? 0, this.clock.printkNowUs());
+    const afterAttachUs = this.clock.printkNowUs();
     this.audit = new KillAudit({
       ledger,
       metrics: this.metrics,
