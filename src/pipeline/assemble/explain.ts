@@ -126,12 +126,12 @@ export function memoryAtKill(ev: RawOomEvent, pageSize: number, cgroupVersion: 1
   if (!printed || printed.scope !== 'memcg') return bpf;
   const counters = { usage_bytes: printed.usage_bytes, limit_bytes: printed.limit_bytes, failcnt: printed.failcnt };
   if (bpf.anon_bytes === null) return { ...printed, ...counters };
-  const counted = (own: number | null, fromPrint: number | null) => (fromPrint ?? own);
+  const printedCounters = ev.kernelReport!.counters;
   return {
     ...bpf,
     ...counters,
-    kernel_bytes: cgroupVersion === 1 ? counted(bpf.kernel_bytes, ev.kernelReport?.counters.kmem ? printed.kernel_bytes : null) : bpf.kernel_bytes,
-    swap_bytes: cgroupVersion === 2 ? counted(bpf.swap_bytes, ev.kernelReport?.counters.swap ? printed.swap_bytes : null) : bpf.swap_bytes,
+    kernel_bytes: cgroupVersion === 1 && printedCounters.kmem ? printed.kernel_bytes : bpf.kernel_bytes,
+    swap_bytes: cgroupVersion === 2 && printedCounters.swap ? printed.swap_bytes : bpf.swap_bytes,
   };
 }
 
