@@ -1,3 +1,4 @@
+import { natural } from '../config/formats';
 import type { KeyProblem } from '../config/errors';
 import type { Logger } from '../observe/logger';
 import type { OomRecord } from '../record/record';
@@ -47,6 +48,16 @@ export type ConfigKey<T> = {
   /** The loader never prints the value. */
   sensitive?: boolean;
 };
+
+/** `sinks.<name>.batch_max_age_ms` of a local sink (file, console), whose writes cost ~nothing: 0 by default. */
+export function localBatchAgeKey(env: string): ConfigKey<number> {
+  return {
+    doc: 'Batch age of this sink (milliseconds), instead of pipeline.batch.max_age_ms: a local write costs ~nothing, so by default (0) a record is written as soon as it is assembled; records of one burst still share a write.',
+    format: natural,
+    default: 0,
+    env,
+  };
+}
 
 /** A sink's part of the configuration schema (`sinks.<name>.*`); declared here so a sink needs no convict import. */
 export type ConfigSchema<C> = { [K in keyof C]: C[K] extends string | number | boolean ? ConfigKey<C[K]> : ConfigSchema<C[K]> };

@@ -1,5 +1,4 @@
-import { natural } from '../../config/formats';
-import type { ConfigSchema, SinkDefinition } from '../sink';
+import { localBatchAgeKey, type ConfigSchema, type SinkDefinition } from '../sink';
 import { ConsoleSink } from './sink';
 
 export interface ConsoleConfig {
@@ -17,12 +16,7 @@ export const schema: ConfigSchema<ConsoleConfig> = {
     default: true,
     env: 'OOMTRAIL_SINKS_CONSOLE_ENABLED',
   },
-  batch_max_age_ms: {
-    doc: 'Batch age of this sink (milliseconds), instead of pipeline.batch.max_age_ms: a local write costs ~nothing, so by default (0) a record is written as soon as it is assembled; records of one burst still share a write.',
-    format: natural,
-    default: 0,
-    env: 'OOMTRAIL_SINKS_CONSOLE_BATCH_MAX_AGE_MS',
-  },
+  batch_max_age_ms: localBatchAgeKey('OOMTRAIL_SINKS_CONSOLE_BATCH_MAX_AGE_MS'),
   format: {
     doc: 'Console record format: text (one readable line) or json (one JSON object per line).',
     format: [...FORMATS],

@@ -1,5 +1,5 @@
-import { natural, nonEmptyString } from '../../config/formats';
-import type { ConfigSchema, SinkDefinition } from '../sink';
+import { nonEmptyString } from '../../config/formats';
+import { localBatchAgeKey, type ConfigSchema, type SinkDefinition } from '../sink';
 import { FileSink } from './sink';
 
 export interface FileConfig {
@@ -15,12 +15,7 @@ export const schema: ConfigSchema<FileConfig> = {
     default: true,
     env: 'OOMTRAIL_SINKS_FILE_ENABLED',
   },
-  batch_max_age_ms: {
-    doc: 'Batch age of this sink (milliseconds), instead of pipeline.batch.max_age_ms: a local write costs ~nothing, so by default (0) a record is written as soon as it is assembled; records of one burst still share a write.',
-    format: natural,
-    default: 0,
-    env: 'OOMTRAIL_SINKS_FILE_BATCH_MAX_AGE_MS',
-  },
+  batch_max_age_ms: localBatchAgeKey('OOMTRAIL_SINKS_FILE_BATCH_MAX_AGE_MS'),
   path: {
     doc: 'JSON-lines file the file sink appends to.',
     format: nonEmptyString,
