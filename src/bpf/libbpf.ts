@@ -3,7 +3,8 @@ import koffi from 'koffi';
 /** The raw libbpf.so.1 / libc functions oomtrail uses, bound once. Higher layers wrap their returns. */
 export interface LibBpf {
   versionString(): string;
-  setPrint(fn: ((level: number, message: string) => void) | null): void;
+  /** libbpf's messages up to maxLevel (0 warn, 1 info, 2 debug; default all): the others are not even formatted. */
+  setPrint(fn: ((level: number, message: string) => void) | null, maxLevel?: number): void;
   objectOpenFile(path: string): unknown | null;
   objectFindProgramByName(obj: unknown, name: string): unknown | null;
   objectFindMapFdByName(obj: unknown, name: string): number;
@@ -95,7 +96,7 @@ export function loadLibBpf(): LibBpf {
 
   cached = {
     versionString: () => versionString(),
-    setPrint(fn) {
+    setPrint(fn, maxLevel = 2) {
       if (printCallback) koffi.unregister(printCallback);
       printCallback = null;
       if (!fn) {
@@ -104,6 +105,7 @@ export function loadLibBpf(): LibBpf {
       }
       // libbpf logs from the thread that called it: only open/load/attach, always the main thread.
       printCallback = koffi.register((level: number, fmt: string, args: unknown) => {
+        if (level > maxLevel) return 0;
         const buf = printBuffer;
         const n = Number(vsnprintf(buf, buf.length, fmt, args));
         fn(level, buf.toString('utf8', 0, Math.max(0, Math.min(n, buf.length - 1))).trimEnd());

@@ -39,6 +39,20 @@ test('check: names the first hook that works and why the earlier ones do not', (
   assert.match(text.stdout, new RegExp(`selected hook\\s+${report.selected}`));
 });
 
+test("check: a refused hook's reason quotes libbpf's warning; libbpf's debug lines only at log.level debug", (t) => {
+  const info = oomtrail(['check', '--json']);
+  assert.equal(info.status, 0, info.stderr);
+  // thousands of CO-RE relocation steps per load: neither formatted nor logged unless asked for
+  assert.doesNotMatch(info.stderr, /CO-RE relocating/);
+  const debug = oomtrail(['check', '--json'], { OOMTRAIL_LOG_LEVEL: 'debug' });
+  assert.equal(debug.status, 0, debug.stderr);
+  assert.match(debug.stderr, /CO-RE relocating/);
+  const refused = JSON.parse(info.stdout).hooks.find((h: { hook: string; ok: boolean }) => h.hook === 'fentry' && !h.ok);
+  if (!refused) return t.skip('fentry loads on this kernel: no load failure to explain');
+  // libbpf logs why a load failed as a warning, which the reason keeps with the debug lines dropped
+  assert.match(refused.reason, /libbpf: prog 'fentry_oom_kill_process': /);
+});
+
 test('check: a forced hook the kernel lacks exits 69 naming it', (t) => {
   const r0 = JSON.parse(oomtrail(['check', '--json']).stdout);
   const missing = r0.hooks.find((h: { ok: boolean }) => !h.ok);
