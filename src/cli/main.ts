@@ -4,7 +4,6 @@ import { MetricsError } from '../observe/metrics';
 import type { AppConfig } from '../config/schema';
 import { CollectorError, OomKillCollector } from '../collectors/oomkill/collector';
 import { createLogger, type Logger } from '../observe/logger';
-import { Agent } from '../pipeline/agent';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../host/facts';
 import { probeRuntimes, RuntimeMetadata } from '../pipeline/assemble/runtime';
@@ -119,7 +118,11 @@ async function run(args: Args): Promise<number> {
   requireSink(config);
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger, candidates: config.collectors.oomkill.candidates });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
-  reclaim?.load(); // before the sinks, the runtimes and the agent grow the heap: see its comment
+  // Both BPF objects load before the sinks, the runtimes and the agent grow the process: libbpf's parse
+  // of the kernel's BTF (~12 MB, freed right after each load) is the agent's peak RSS. Kills from the
+  // attach on wait in the ring buffer until the agent starts reading it.
+  reclaim?.load();
+  collector.load();
   const sinks = createSinks(config, logger);
   // logrotate's postrotate convention; Node's default for SIGHUP would be to die
   process.on('SIGHUP', () => {
@@ -127,8 +130,10 @@ async function run(args: Args): Promise<number> {
     for (const sink of sinks) sink.reopen?.();
   });
   const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
-  // before the collector attaches: the cache holds the running containers before any kill
+  // before the agent reads the first kill: the cache holds the running containers by then
   await runtime?.start();
+  // required only now, after the loads above: the pipeline's modules (~1.5 MB) would add to their peak
+  const { Agent } = await import('../pipeline/agent');
   const agent = new Agent({
     runtime,
     config,

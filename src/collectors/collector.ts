@@ -20,4 +20,9 @@ export interface Collector<E> {
   describe(): CollectorDescription;
   /** Events the kernel side could not queue (ring buffer full); never silently lost. */
   lostEvents(): bigint;
+  /**
+   * When the kernel side was attached (printk clock, µs), if that happened before `start` (a
+   * collector may attach early): kills logged before `beforeUs` are not in its stream.
+   */
+  attachWindowUs?(): { beforeUs: number; afterUs: number } | null;
 }

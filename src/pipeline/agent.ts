@@ -175,9 +175,12 @@ export class Agent {
       emitted: (record) => this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup),
       entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup),
     });
-    const beforeAttachUs = this.clock.printkNowUs();
+    const startUs = this.clock.printkNowUs();
     await collector.start((ev) => this.capture(ev));
-    const afterAttachUs = this.clock.printkNowUs();
+    // the window in which the kernel side attached: main.ts has the collector attach before the agent exists
+    const attached = collector.attachWindowUs?.() ?? null;
+    const beforeAttachUs = attached ? Math.min(attached.beforeUs, startUs) : startUs;
+    const afterAttachUs = Math.max(attached?.afterUs ?? 0, this.clock.printkNowUs());
     this.audit = new KillAudit({
       ledger,
       metrics: this.metrics,

@@ -68,6 +68,20 @@ export class KmsgFollower {
     return out;
   }
 
+  /** Moves past every record logged so far without parsing them (read() would build them all). */
+  skip(): void {
+    if (this.fd === null) return;
+    for (;;) {
+      try {
+        fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') return;
+        if (code !== 'EPIPE') throw err;
+      }
+    }
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;

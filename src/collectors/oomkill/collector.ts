@@ -12,6 +12,7 @@ import { KmsgFollower } from '../kmsg/kmsg';
 import { OomReportParser } from '../kmsg/report';
 import { readCgroupTasks, type ProcTaskRead } from './procfs';
 import { detectCgroupVersion, memoryRoot } from '../../host/facts';
+import { printkNowUs } from '../../host/clock';
 
 export class CollectorError extends Error {
   readonly retriable = false;
@@ -99,13 +100,33 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   /** the memory hierarchy's root, found at the first procfs fallback */
   private memRoot: string | null | undefined;
 
+  private attached: { beforeUs: number; afterUs: number } | null = null;
+
   constructor(private readonly opts: OomKillOptions) {}
 
-  async start(emit: (event: RawOomEvent) => Promise<void>): Promise<void> {
+  attachWindowUs(): { beforeUs: number; afterUs: number } | null {
+    return this.attached;
+  }
+
+  /**
+   * Probes, loads and attaches the hook (kills from here on wait in the ring buffer until `start`).
+   * Callable before the rest of the agent is built, so that libbpf's parse of the kernel's BTF
+   * (~12 MB, freed right after) peaks on a small process; `start` does it when nobody did.
+   */
+  load(): void {
+    if (this.obj) return;
     const { logger } = this.opts;
     const objectPath = this.opts.objectPath ?? OBJECT_PATH;
-    this.emit = emit;
     installLibbpfLogger(logger);
+    if (!this.kmsg) {
+      // before the hook attaches: reports already in the log belong to kills not seen here
+      try {
+        this.kmsg = new KmsgFollower();
+        this.kmsg.skip();
+      } catch (err) {
+        logger.info(`oomkill: kernel reports unavailable (/dev/kmsg: ${(err as Error).message}): no candidates, no kmsg fallback`);
+      }
+    }
     const tracefs = ensureTracefs();
     // Start-up loads as few objects as it can (each load costs seconds under emulation): a context
     // hook is probed alone first (its failure is cheap and names the reason), a victim hook is
@@ -131,6 +152,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       });
 
     const candidates = this.opts.hook === 'auto' ? HOOK_ORDER : [this.opts.hook];
+    const beforeUs = printkNowUs();
     for (const hook of candidates) {
       const context = CONTEXT_HOOKS.includes(hook);
       if (context && !probe(hook).ok) continue;
@@ -168,18 +190,18 @@ export class OomKillCollector implements Collector<RawOomEvent> {
         `no OOM hook could be attached (${this.opts.hook === 'auto' ? 'tried ' + HOOK_ORDER.join(', ') : 'forced ' + this.opts.hook}): ${why.join(' | ') || 'no victim program (tp_btf/tracepoint) available'}`,
       );
     }
+    this.attached = { beforeUs, afterUs: printkNowUs() };
     logger.info(`oomkill: attached hook ${this.chosen} (programs: ${this.programs.join(', ')})`);
     this.degraded = degradations(this.chosen, this.programs, this.probes, this.companions, tracefs);
     for (const d of this.degraded) logger.info(`oomkill: degraded on this kernel: ${d}`);
+  }
 
-    try {
-      this.kmsg = new KmsgFollower();
-      this.kmsg.read(); // reports from before the start belong to kills not seen here
-    } catch (err) {
-      logger.info(`oomkill: kernel reports unavailable (/dev/kmsg: ${(err as Error).message}): no candidates, no kmsg fallback`);
-    }
+  async start(emit: (event: RawOomEvent) => Promise<void>): Promise<void> {
+    const { logger } = this.opts;
+    this.emit = emit;
+    this.load();
     this.reader = new RingBufferReader(
-      this.obj.mapFd('events'),
+      this.obj!.mapFd('events'), // load() threw unless a hook is attached
       (data) => {
         try {
           this.pending.push(this.decode(data));
