@@ -10,6 +10,7 @@ import { kafkaClientConfig } from '../sinks/kafka/client';
 import { retrySettings } from '../sinks/kafka/retry';
 import type { KafkaSinkConfig } from '../sinks/kafka/config';
 import type { Sink, WriteResult } from '../sinks/sink';
+import { checkSinks, type SinkHealth } from '../sinks/health';
 
 /** The message value for a dead letter: text when it is valid UTF-8, else base64. */
 function valueOf(value: Buffer | null): Pick<RelayDeadLetter, 'value' | 'value_base64'> {
@@ -112,6 +113,11 @@ export class Relay {
       maxBytesPerPartition: 16 * 1024 * 1024,
       allowAutoTopicCreation: false,
     });
+  }
+
+  /** ClickHouse's healthcheck: the sink's own, bounded as the agent's start-up check is; never throws. */
+  async checkClickHouse(timeoutMs?: number): Promise<SinkHealth> {
+    return (await checkSinks([this.opts.sink], timeoutMs))[0]!;
   }
 
   async start(): Promise<void> {
@@ -269,7 +275,21 @@ export function createRelay(config: AppConfig, logger: Logger): Relay {
 /** `oomtrail relay`: runs until SIGINT/SIGTERM, then stops consuming (the current insert finishes) and exits 0. */
 export async function runRelay(config: AppConfig, logger: Logger): Promise<number> {
   const relay = createRelay(config, logger);
-  await relay.start();
+  // logged, never fatal, beside the Kafka connect: a batch waits (its offsets uncommitted) until ClickHouse answers
+  void relay.checkClickHouse().then((h) => {
+    if (h.healthy) logger.info(`relay: clickhouse reachable${h.detail ? ` (${h.detail})` : ''}`, { ms: h.ms });
+    else logger.warn(`relay: clickhouse unreachable at start: ${h.detail ?? 'unhealthy'}; batches wait, offsets uncommitted, until it answers`, { ms: h.ms });
+  });
+  try {
+    await relay.start();
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // brokers down or unresolvable after the client's retries: exit 1, for the supervisor to try again later
+    const e = err as Error & { cause?: Error };
+    const why = e.cause && e.cause.message !== e.message ? `${e.message} (${e.cause.message})` : e.message;
+    logger.error(`relay: cannot consume ${config.sinks.kafka.topic} from kafka ${config.sinks.kafka.brokers}: ${why}`);
+    return 1;
+  }
   logger.info(`oomtrail relay started: ${config.sinks.kafka.topic} (group ${relay.groupId}) -> clickhouse ${config.sinks.clickhouse.url}; dead letters: ${relay.deadLetterPath}`);
   const progress = setInterval(() => logger.info('relay progress', { ...relay.stats }), 10_000);
   await new Promise<void>((resolve) => {

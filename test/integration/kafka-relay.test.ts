@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { MAIN } from '../helpers/agent';
@@ -33,14 +34,14 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-kafka-relay-'));
 
   /** A relay config (Kafka topic → the ClickHouse server) with its password file; returns its path. */
-  function relayConfig(name: string, topic: string, clientId: string, spoolDir: string, table?: string): string {
+  function relayConfig(name: string, topic: string, clientId: string, spoolDir: string, table?: string, url = ch.url): string {
     const pw = path.join(base, `${name}.password`);
     fs.writeFileSync(pw, ch.password + '\n', { mode: 0o600 });
     const cfg = path.join(base, `${name}.yaml`);
     fs.writeFileSync(cfg, [
       'sinks:', '  console:', '    enabled: false', '  file:', '    enabled: false',
       '  kafka:', `    brokers: ${kafka.broker}`, `    topic: ${topic}`, `    client_id: ${clientId}`,
-      '  clickhouse:', `    url: ${ch.url}`, `    password_file: ${pw}`, ...(table ? [`    table: ${table}`] : []),
+      '  clickhouse:', `    url: ${url}`, `    password_file: ${pw}`, ...(table ? [`    table: ${table}`] : []),
       'pipeline:', '  retry:', '    initial_ms: 200', '    max_ms: 2000', '  spool:', `    dir: ${spoolDir}`,
     ].join('\n') + '\n');
     return cfg;
@@ -126,6 +127,31 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     assert.equal(distinct, N);
     assert.equal(committed, BigInt(N));
     assert.equal(code, 0, `relay exit on SIGTERM:\n${second.log().slice(-2000)}`);
+    assert.match(first.log(), /relay: clickhouse reachable/);
+  });
+
+  test('ClickHouse unreachable at start: the relay says so at once, keeps running, exits 0 on SIGTERM', async () => {
+    const topic = 'fleet-noch';
+    await createTopic(kafka.broker, topic, 1);
+    // a port nobody listens on: taken, then freed
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const cfg = relayConfig('relay-noch', topic, 'relaynoch', path.join(base, 'relay-noch-spool'), undefined, `http://127.0.0.1:${port}`);
+    const relay = startRelay(cfg);
+    const until = Date.now() + 30_000;
+    while (!/relay: clickhouse unreachable at start: .+/.test(relay.log())) {
+      if (Date.now() > until || relay.child.exitCode !== null) throw new Error(`no unreachable warning within 30 s (exit ${relay.child.exitCode}):\n${relay.log().slice(-3000)}`);
+      await sleep(100);
+    }
+    assert.ok(!relay.log().includes(ch.password), 'no password in the log');
+    await sleep(500);
+    assert.equal(relay.child.exitCode, null, `the relay keeps running:\n${relay.log().slice(-2000)}`);
+    relay.child.kill('SIGTERM');
+    assert.equal(await relay.exited, 0, `relay exit on SIGTERM:\n${relay.log().slice(-2000)}`);
   });
 
   test('poison messages and records ClickHouse refuses go to the relay dead-letter file; the partition moves on', async () => {
