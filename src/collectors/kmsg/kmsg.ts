@@ -50,17 +50,7 @@ export class KmsgFollower {
 
   read(): KmsgRecord[] {
     const out: KmsgRecord[] = [];
-    if (this.fd === null) return out;
-    for (;;) {
-      let n: number;
-      try {
-        n = fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') break;
-        if (code === 'EPIPE') continue;
-        throw err;
-      }
+    for (let n = this.next(); n !== null; n = this.next()) {
       // latin1 keeps every byte; the kernel escaped everything outside printable ASCII anyway
       const r = parseKmsgLine(this.buf.toString('latin1', 0, n));
       if (r) out.push(r);
@@ -70,13 +60,18 @@ export class KmsgFollower {
 
   /** Moves past every record logged so far without parsing them (read() would build them all). */
   skip(): void {
-    if (this.fd === null) return;
+    while (this.next() !== null);
+  }
+
+  /** The next record into buf: its length, or null when none is left (or the follower is closed). */
+  private next(): number | null {
+    if (this.fd === null) return null;
     for (;;) {
       try {
-        fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
+        return fs.readSync(this.fd, this.buf, 0, this.buf.length, null);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') return;
+        if (code === 'EAGAIN') return null;
         if (code !== 'EPIPE') throw err;
       }
     }
