@@ -10,7 +10,7 @@ import { kafkaClientConfig } from '../sinks/kafka/client';
 import { retrySettings } from '../sinks/kafka/retry';
 import type { KafkaSinkConfig } from '../sinks/kafka/config';
 import type { Sink, WriteResult } from '../sinks/sink';
-import { checkSinks, type SinkHealth } from '../sinks/health';
+import { logSinkHealth } from '../sinks/health';
 
 /** The message value for a dead letter: text when it is valid UTF-8, else base64. */
 function valueOf(value: Buffer | null): Pick<RelayDeadLetter, 'value' | 'value_base64'> {
@@ -94,6 +94,8 @@ export class Relay {
   readonly stats: RelayStats = { consumed: 0, inserted: 0, rejected: 0, undecodable: 0, deadLettered: 0, commits: 0, retries: 0 };
   readonly groupId: string;
   readonly deadLetterPath: string;
+  /** Where the records go: the ClickHouse sink. */
+  readonly clickhouse: Sink;
   private readonly consumer: Consumer;
   private stopping = false;
 
@@ -101,6 +103,7 @@ export class Relay {
     const c = opts.kafka;
     this.groupId = opts.groupId ?? `${c.client_id}-relay`;
     this.deadLetterPath = opts.deadLetterPath;
+    this.clickhouse = opts.sink;
     // the sink's client settings: brokers, SASL and TLS files checked the same way (exit 78 on bad ones)
     const kc: KafkaConfig = kafkaClientConfig(c, opts.logger);
     const kafka = new Kafka({ ...kc, clientId: `${c.client_id}-relay`, logLevel: logLevel.WARN });
@@ -113,11 +116,6 @@ export class Relay {
       maxBytesPerPartition: 16 * 1024 * 1024,
       allowAutoTopicCreation: false,
     });
-  }
-
-  /** ClickHouse's healthcheck: the sink's own, bounded as the agent's start-up check is; never throws. */
-  async checkClickHouse(timeoutMs?: number): Promise<SinkHealth> {
-    return (await checkSinks([this.opts.sink], timeoutMs))[0]!;
   }
 
   async start(): Promise<void> {
@@ -276,10 +274,7 @@ export function createRelay(config: AppConfig, logger: Logger): Relay {
 export async function runRelay(config: AppConfig, logger: Logger): Promise<number> {
   const relay = createRelay(config, logger);
   // logged, never fatal, beside the Kafka connect: a batch waits (its offsets uncommitted) until ClickHouse answers
-  void relay.checkClickHouse().then((h) => {
-    if (h.healthy) logger.info(`relay: clickhouse reachable${h.detail ? ` (${h.detail})` : ''}`, { ms: h.ms });
-    else logger.warn(`relay: clickhouse unreachable at start: ${h.detail ?? 'unhealthy'}; batches wait, offsets uncommitted, until it answers`, { ms: h.ms });
-  });
+  void logSinkHealth([relay.clickhouse], logger, 'batches wait, offsets uncommitted, until it answers');
   try {
     await relay.start();
   } catch (err) {

@@ -34,14 +34,19 @@ export async function checkSinks(sinks: readonly Sink[], timeoutMs = HEALTHCHECK
 }
 
 /**
- * At agent start: each sink's healthcheck, logged, never fatal (an unreachable sink's records wait in the spool);
- * not awaited by the start, so a hanging server delays nothing.
+ * At start: each sink's healthcheck, logged, never fatal; `meanwhile` says what waits for an unreachable one
+ * (the agent's records in the spool, the relay's batches). Not awaited by the start, so a hanging server delays nothing.
  */
-export function logSinkHealth(sinks: readonly Sink[], logger: Logger, timeoutMs = HEALTHCHECK_TIMEOUT_MS): Promise<SinkHealth[]> {
+export function logSinkHealth(
+  sinks: readonly Sink[],
+  logger: Logger,
+  meanwhile = 'its records are spooled until it answers',
+  timeoutMs = HEALTHCHECK_TIMEOUT_MS,
+): Promise<SinkHealth[]> {
   return checkSinks(sinks, timeoutMs).then((results) => {
     for (const r of results) {
       if (r.healthy) logger.info(`sink ${r.sink}: reachable${r.detail ? ` (${r.detail})` : ''}`, { sink: r.sink, ms: r.ms });
-      else logger.warn(`sink ${r.sink}: unreachable at start: ${r.detail ?? 'unhealthy'}; its records are spooled until it answers`, { sink: r.sink, ms: r.ms });
+      else logger.warn(`sink ${r.sink}: unreachable at start: ${r.detail ?? 'unhealthy'}; ${meanwhile}`, { sink: r.sink, ms: r.ms });
     }
     return results;
   });

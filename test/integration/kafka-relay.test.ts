@@ -127,7 +127,7 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     assert.equal(distinct, N);
     assert.equal(committed, BigInt(N));
     assert.equal(code, 0, `relay exit on SIGTERM:\n${second.log().slice(-2000)}`);
-    assert.match(first.log(), /relay: clickhouse reachable/);
+    assert.match(first.log(), /sink clickhouse: reachable/);
   });
 
   test('ClickHouse unreachable at start: the relay says so at once, keeps running, exits 0 on SIGTERM', async () => {
@@ -143,7 +143,7 @@ describe('relay: Kafka → oomtrail relay → ClickHouse', () => {
     const cfg = relayConfig('relay-noch', topic, 'relaynoch', path.join(base, 'relay-noch-spool'), undefined, `http://127.0.0.1:${port}`);
     const relay = startRelay(cfg);
     const until = Date.now() + 30_000;
-    while (!/relay: clickhouse unreachable at start: .+/.test(relay.log())) {
+    while (!/sink clickhouse: unreachable at start: .+; batches wait, offsets uncommitted/.test(relay.log())) {
       if (Date.now() > until || relay.child.exitCode !== null) throw new Error(`no unreachable warning within 30 s (exit ${relay.child.exitCode}):\n${relay.log().slice(-3000)}`);
       await sleep(100);
     }
