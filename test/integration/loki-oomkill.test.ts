@@ -98,6 +98,7 @@ describe('loki: real OOM kills → real agent → real Loki', () => {
     const tStop = Date.now();
     await loki.stop();
     const stopMs = Date.now() - tStop;
+    const stoppedBy = loki.child?.signalCode ?? `exit ${loki.child?.exitCode}`;
     await burst;
     const whileDown = agent!.records().filter(ours).filter((r) => Date.parse(r.time) > tStop).length;
     await sleep(Math.max(0, OUTAGE_MS - (Date.now() - tStop)));
@@ -110,7 +111,7 @@ describe('loki: real OOM kills → real agent → real Loki', () => {
     const t0 = Date.now();
     const lines = await waitLoki(`{job="oomtrail"} | victim_cgroup=${JSON.stringify(cg.kernelPath)}`, (l) => l.length >= killed, 60_000, `${killed} burst lines`);
     console.log(
-      `# outage: ${killed} kills, ${whileDown} while Loki was down (${downMs} ms down, stop took ${stopMs} ms, restart ready in ${loki.readyMs} ms); all in Loki ${Date.now() - t0} ms after ready`,
+      `# outage: ${killed} kills, ${whileDown} while Loki was down (${downMs} ms down, stop took ${stopMs} ms, ${stoppedBy}, restart ready in ${loki.readyMs} ms); all in Loki ${Date.now() - t0} ms after ready`,
     );
     assert.deepEqual([...lines].sort(), expected.map(encodeRecordJson).sort(), 'Loki holds exactly the JSONL lines, once each');
   });

@@ -84,7 +84,8 @@ export class LokiServer {
 
   /** Starts the process (again, after stop(): same ports, same data dir) and waits for GET /ready. */
   async run(timeoutMs = 90_000): Promise<void> {
-    if (this.child && this.child.exitCode === null) throw new Error('loki already running');
+    // a Loki SIGKILLed after stop()'s grace has exitCode null and a signalCode: gone, so it may run again
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) throw new Error('loki already running');
     this.log = '';
     const child = track(
       spawn(this.bin, [`-config.file=${path.join(this.dir, 'loki.yaml')}`, '-ingester.min-ready-duration=0s', '-target=all'], {
