@@ -46,6 +46,8 @@ export class KillAudit {
   private kmsgFollower: KmsgFollower | null = null;
   private readonly repeats = new KillLineDeduper();
   private repeatedSinceBase = 0;
+  /** the repeated lines since the base (newest 4,096), to take them off their cgroup's own counter too */
+  private readonly repeatedKills: Array<{ pid: number; usec: number }> = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
 
@@ -146,17 +148,8 @@ export class KillAudit {
     const trail = this.parts.cgroups;
     const base = this.parts.ledger.state.cg_base;
     if (!trail || !base) return [];
-    const since = new Map(Object.entries(base).map(([rel, [, t]]) => [rel, t]));
-    const recorded = this.parts.ledger.countByCgroupSince(since);
-    const out: Array<[string, number]> = [];
-    for (const { rel, dir } of trail.cgroups()) {
-      const b = base[rel];
-      const n = b ? this.cgroupKills(dir) : null;
-      if (!b || n === null) continue;
-      const short = n - b[0] - (recorded.get(rel) ?? 0);
-      if (short > 0) out.push([rel, short]);
-    }
-    return out;
+    const counters = [...trail.cgroups()].filter(({ rel }) => base[rel]).map(({ rel, dir }) => ({ rel, kills: this.cgroupKills(dir) }));
+    return cgroupShortfalls(this.parts.ledger, counters, this.repeatedKills);
   }
 
   /** One reconciliation: kernel count vs recorded kills, reported once settled past the grace period. */
@@ -174,7 +167,11 @@ export class KillAudit {
       for (const r of this.kmsgFollower?.read() ?? []) {
         const k = parseKilled(r.message);
         // a memory.oom.group sweep logs its victim twice, and each line is counted in oom_kill
-        if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= ledger.state.audit_base_us) this.repeatedSinceBase++;
+        if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= ledger.state.audit_base_us) {
+          this.repeatedSinceBase++;
+          this.repeatedKills.push({ pid: k.pid, usec: r.usec });
+          if (this.repeatedKills.length > 4096) this.repeatedKills.shift();
+        }
       }
     } catch (err) {
       this.parts.logger.warn(`audit: kernel log unreadable, stop reading it: ${(err as Error).message}`);
@@ -195,12 +192,44 @@ export class KillAudit {
     if (settled > this.missedReported) {
       metrics.missedKills.inc({}, settled - this.missedReported);
       const where = this.cgroupShortfalls();
+      // a kill recorded from the kernel log whose oom-kill: line was rate-limited counts for no cgroup
+      const noCgroup = where.length ? ledger.countWithoutCgroupSince(ledger.state.audit_base_us) : 0;
       this.parts.logger.warn(
         `audit: the kernel counted ${kernel - ledger.state.audit_base_kills} OOM kill(s) since the first agent start of this boot, ` +
           `this host recorded ${ledger.countSince(ledger.state.audit_base_us)}: ${settled} missed` +
-          (where.length ? `; by the cgroups' own counters: ${where.map(([cg, n]) => `${cg} ${n}`).join(', ')}` : ''),
+          (where.length ? `; by the cgroups' own counters: ${where.map(([cg, n]) => `${cg} ${n}`).join(', ')}` : '') +
+          (noCgroup ? ` (${noCgroup} recorded kill(s) name no cgroup, their oom-kill: line rate-limited: they may be among these)` : ''),
       );
       this.missedReported = settled;
     }
   }
+}
+
+/**
+ * Per cgroup: its own kill counter's growth since the audit first saw it (`cg_base`), less the kills
+ * recorded there since then and the repeated kernel lines of a memory.oom.group sweep (counted twice
+ * in the cgroup's counter as in /proc/vmstat). Cgroups without a base or a readable counter are left out.
+ */
+export function cgroupShortfalls(
+  ledger: KillLedger,
+  counters: Iterable<{ rel: string; kills: number | null }>,
+  repeatedKills: ReadonlyArray<{ pid: number; usec: number }>,
+): Array<[string, number]> {
+  const base = ledger.state.cg_base;
+  if (!base) return [];
+  const since = new Map(Object.entries(base).map(([rel, [, t]]) => [rel, t]));
+  const recorded = ledger.countByCgroupSince(since);
+  const repeated = new Map<string, number>();
+  for (const { pid, usec } of repeatedKills) {
+    const cg = ledger.cgroupOf(pid, usec);
+    if (cg !== undefined && usec >= (since.get(cg) ?? Infinity)) repeated.set(cg, (repeated.get(cg) ?? 0) + 1);
+  }
+  const out: Array<[string, number]> = [];
+  for (const { rel, kills } of counters) {
+    const b = base[rel];
+    if (!b || kills === null) continue;
+    const short = kills - b[0] - (recorded.get(rel) ?? 0) - (repeated.get(rel) ?? 0);
+    if (short > 0) out.push([rel, short]);
+  }
+  return out;
 }

@@ -145,6 +145,19 @@ export class KillLedger {
     return out;
   }
 
+  /** Kills recorded this boot at or after `sinceUs` whose victim cgroup is unknown (a kernel log line without its `oom-kill:` line). */
+  countWithoutCgroupSince(sinceUs: number): number {
+    let n = 0;
+    for (const e of this.entries) if (e.c === undefined && e.t >= sinceUs) n++;
+    return n;
+  }
+
+  /** The victim cgroup of this boot's recorded kill of `pid` logged near `usec`, when recorded with one. */
+  cgroupOf(pid: number, usec: number): string | undefined {
+    for (const e of this.entries) if (e.p === pid && Math.abs(e.t - usec) <= MATCH_US) return e.c;
+    return undefined;
+  }
+
   /** Whether a kill of `pid` logged at `usec` (in boot `bootId`) was already recorded (live capture or an earlier backfill). */
   matches(pid: number, usec: number, bootId = this.bootId): boolean {
     const byPid = bootId === this.bootId ? this.byPid : this.others.get(bootId)?.byPid;
