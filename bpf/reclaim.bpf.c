@@ -18,6 +18,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const struct oomtrail_reclaim_stat *unused_stat __attribute__((unused));
 const struct oomtrail_victim_state *unused_victim __attribute__((unused));
+const struct oomtrail_memcg_usage *unused_usage __attribute__((unused));
 
 /* One entry per memory cgroup that ever stalled; LRU so a churn of short-lived cgroups never fills it. */
 struct {
@@ -170,5 +171,60 @@ int task_reaped(struct trace_event_raw_finish_task_reaping *ctx)
 
 	if (v && !v->reaped_ns)
 		v->reaped_ns = bpf_ktime_get_boot_ns();
+	return 0;
+}
+
+/* The memory cgroups user space samples: kernfs id -> slot, and each slot's usage. User space
+ * inserts and deletes the ids and reads the slots through its mapping of `usage_slots`. */
+#define USAGE_SLOTS 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, USAGE_SLOTS);
+	__type(key, __u64);
+	__type(value, __u32);
+} slot_by_cg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, USAGE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct oomtrail_memcg_usage);
+} usage_slots SEC(".maps");
+
+/*
+ * One pass over the memory hierarchy (a read() of an iterator made from this program's link, Linux
+ * >= 6.1) reads every sampled cgroup's page counter: three syscalls per trail step instead of one
+ * pread of memory.current / memory.usage_in_bytes (the same counter those files print) per cgroup.
+ * It writes nothing to the seq file: a cgroup iterator stops after one kernel buffer of output.
+ */
+SEC("iter/cgroup")
+int memcg_usage(struct bpf_iter__cgroup *ctx)
+{
+	struct cgroup *cgrp = ctx->cgroup;
+	int mem = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct cgroup_subsys_state *css = NULL;
+	struct oomtrail_memcg_usage *u;
+	struct mem_cgroup *memcg;
+	__u32 *slot;
+	__u64 id;
+
+	if (!cgrp) /* the call after the last cgroup */
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
+	slot = bpf_map_lookup_elem(&slot_by_cg, &id);
+	if (!slot)
+		return 0;
+	u = bpf_map_lookup_elem(&usage_slots, slot);
+	if (!u)
+		return 0;
+	bpf_core_read(&css, sizeof(css), &cgrp->subsys[mem]);
+	if (!css)
+		return 0;
+	/* css is mem_cgroup's first member; the offset is relocated all the same */
+	memcg = (void *)css - bpf_core_field_offset(struct mem_cgroup, css);
+	u->usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+	u->visits++;
 	return 0;
 }

@@ -23,4 +23,12 @@ struct oomtrail_victim_state {
 	__u32 _pad;
 };
 
+/* Value of map `usage_slots` (an mmapable array user space reads in place), index = the slot user
+ * space gave the cgroup in map `slot_by_cg` (key __u64 kernfs id, value __u32 slot). Each pass of
+ * the `memcg_usage` cgroup iterator fills in the slots of the cgroups it visits. */
+struct oomtrail_memcg_usage {
+	__u64 usage_pages; /* page_counter_read(&memcg->memory): memory.current / memory.usage_in_bytes in pages */
+	__u64 visits;      /* iterator passes that found the cgroup alive: unchanged = removed */
+};
+
 #endif

@@ -32,6 +32,17 @@ export interface LibBpf {
   pread?(fd: number, buf: Buffer, n: number): number;
   /** glibc mallopt(M_ARENA_MAX, n): fewer per-thread malloc arenas (each libuv/V8 thread would get one). */
   mallocArenaMax?(n: number): number;
+  /** bpf_program__attach_iter with a union bpf_iter_link_info (16 bytes) as its link_info. */
+  programAttachIter?(prog: unknown, linkInfo: Buffer): unknown | null;
+  linkFd?(link: unknown): number;
+  /** bpf_iter_create: a readable fd that runs the iterator program as it is read */
+  iterCreate?(linkFd: number): number;
+  read?(fd: number, buf: Buffer, n: number): number;
+  mapUpdateElem?(fd: number, key: Buffer, value: Buffer, flags: number): number;
+  /** sysconf(_SC_PAGESIZE) */
+  pageSize?(): number;
+  /** mmap(MAP_SHARED, read/write) of an fd (a BPF_F_MMAPABLE array map): memory JS reads in place, or null */
+  mmapShared?(fd: number, size: number): { view: ArrayBuffer; unmap(): void } | null;
   ringBufferNew(mapFd: number, sample: (data: unknown, size: number) => number): unknown | null;
   ringBufferEpollFd(rb: unknown): number;
   ringBufferConsume(rb: unknown): number;
@@ -69,6 +80,15 @@ export function loadLibBpf(): LibBpf {
   const lookup = lib.func('int bpf_map_lookup_elem(int fd, void *key, void *value)');
   const getNextKey = lib.func('int bpf_map_get_next_key(int fd, void *key, void *next_key)');
   const deleteElem = lib.func('int bpf_map_delete_elem(int fd, void *key)');
+  const updateElem = lib.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)');
+  const mmap = libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)');
+  const munmap = libc.func('int munmap(void *addr, size_t length)');
+  koffi.struct('oomtrail_iter_attach_opts', { sz: 'size_t', link_info: 'void *', link_info_len: 'uint32_t' });
+  const attachIter = lib.func('void *bpf_program__attach_iter(void *prog, const oomtrail_iter_attach_opts *opts)');
+  const linkFd = lib.func('int bpf_link__fd(void *link)');
+  const iterCreate = lib.func('int bpf_iter_create(int link_fd)');
+  const readFd = libc.func('long read(int fd, void *buf, size_t count)');
+  const sysconf = libc.func('long sysconf(int name)');
   const epollCreate1 = libc.func('int epoll_create1(int flags)');
   const epollCtl = libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
   const closeFd = libc.func('int close(int fd)');
@@ -124,6 +144,17 @@ export function loadLibBpf(): LibBpf {
     mapLookupElem: (fd, key, value) => lookup(fd, key, value),
     mapGetNextKey: (fd, key, next) => getNextKey(fd, key, next),
     mapDeleteElem: (fd, key) => deleteElem(fd, key),
+    mapUpdateElem: (fd, key, value, flags) => updateElem(fd, key, value, flags),
+    mmapShared(fd, size) {
+      const p = mmap(null, size, 3 /* PROT_READ | PROT_WRITE */, 1 /* MAP_SHARED */, fd, 0);
+      if (!p || koffi.address(p) === 0xffffffffffffffffn /* MAP_FAILED */) return null;
+      return { view: koffi.view(p, size), unmap: () => munmap(p, size) };
+    },
+    programAttachIter: (prog, linkInfo) => attachIter(prog, { sz: koffi.sizeof('oomtrail_iter_attach_opts'), link_info: linkInfo, link_info_len: linkInfo.length }),
+    linkFd: (link) => linkFd(link),
+    iterCreate: (fd) => iterCreate(fd),
+    read: (fd, buf, n) => Number(readFd(fd, buf, n)),
+    pageSize: () => Number(sysconf(30 /* _SC_PAGESIZE */)),
     epollCreate: () => epollCreate1(0o2000000 /* EPOLL_CLOEXEC */),
     epollCtl(epfd, op, fd, events, data) {
       // struct epoll_event is packed on x86-64: u32 events, u64 data

@@ -8,6 +8,7 @@ import { copyNative, loadLibBpf, type LibBpf } from './libbpf';
 export class BpfObject {
   private obj: unknown | null;
   private readonly links: unknown[] = [];
+  private readonly mappings: Array<() => void> = [];
   private readonly lib: LibBpf;
 
   private constructor(lib: LibBpf, obj: unknown) {
@@ -55,6 +56,49 @@ export class BpfObject {
     this.links.push(link);
   }
 
+  /** Attaches an iterator program (`link_info`: its union bpf_iter_link_info); returns the link's fd for `runIter`. */
+  attachIter(programName: string, linkInfo: Buffer): number {
+    const { programAttachIter, linkFd } = this.lib;
+    if (!programAttachIter || !linkFd) throw new BpfError('bpf_program__attach_iter', 38 /* ENOSYS */, 'binding missing');
+    const link = checkPointer('bpf_program__attach_iter', programAttachIter(this.program(programName), linkInfo), this.lib.errno, programName);
+    this.links.push(link);
+    return checkStatus('bpf_link__fd', linkFd(link), programName);
+  }
+
+  /** One pass of an attached iterator: creates its fd, reads it to the end (output discarded), closes it. */
+  runIter(linkFd: number, scratch: Buffer): void {
+    const fd = checkStatus('bpf_iter_create', this.lib.iterCreate!(linkFd));
+    try {
+      for (;;) {
+        const n = this.lib.read!(fd, scratch, scratch.length);
+        if (n === 0) return;
+        if (n < 0) throw new BpfError('read(bpf_iter)', this.lib.errno());
+      }
+    } finally {
+      this.lib.close!(fd);
+    }
+  }
+
+  /** Inserts or overwrites one element (flags: BPF_ANY 0, BPF_NOEXIST 1). */
+  update(mapName: string, key: Buffer, value: Buffer, flags = 0): void {
+    const update = this.lib.mapUpdateElem;
+    if (!update) throw new BpfError('bpf_map_update_elem', 38 /* ENOSYS */, 'binding missing');
+    checkStatus('bpf_map_update_elem', update(this.mapFd(mapName), key, value, flags), mapName);
+  }
+
+  /**
+   * A BPF_F_MMAPABLE array map's values as memory JS reads in place (no syscall per read). Unmapped by
+   * close(): the view must not be touched after it.
+   */
+  mapMemory(mapName: string, size: number): ArrayBuffer {
+    const mmap = this.lib.mmapShared;
+    if (!mmap) throw new BpfError('mmap', 38 /* ENOSYS */, 'binding missing');
+    const m = mmap(this.mapFd(mapName), size);
+    if (!m) throw new BpfError('mmap', this.lib.errno(), mapName);
+    this.mappings.push(m.unmap);
+    return m.view;
+  }
+
   mapFd(name: string): number {
     return checkStatus('bpf_object__find_map_fd_by_name', this.lib.objectFindMapFdByName(this.live(), name), name);
   }
@@ -100,6 +144,7 @@ export class BpfObject {
   }
 
   close(): void {
+    for (const unmap of this.mappings.splice(0)) unmap();
     for (const link of this.links.splice(0)) this.lib.linkDestroy(link);
     if (this.obj) this.lib.objectClose(this.obj);
     this.obj = null;

@@ -5,7 +5,8 @@ import { systemClock } from '../host/clock';
 import { detectCgroupVersion, memoryRoot } from '../host/facts';
 import { TrailSampler, type PressureEvent } from './trail/sampler';
 import { ringBytes } from './trail/store';
-import { ReclaimCollector, RECLAIM_OBJECT_PATH, RECLAIM_PROGRAMS } from './reclaim/collector';
+import { ReclaimCollector, RECLAIM_PROGRAMS } from './reclaim/collector';
+import { MEMCG_USAGE_PROGRAM } from './reclaim/usage';
 import { SYSTEM_PSI } from './psi/psi';
 import { AllocCollector, ALLOC_HOOK, ALLOC_OBJECT_PATH, ALLOC_PROGRAM } from './alloc/collector';
 import { ensureTracefs } from './oomkill/hooks';
@@ -70,35 +71,33 @@ export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; ho
   const out: CollectorInfo[] = [
     { name: 'oomkill', enabled: config.collectors.oomkill.enabled, hooks: oomkill.hooks, available: oomkill.ok, detail: oomkill.detail },
   ];
-  // reclaim: load the object and attach each tracepoint once, then detach
+  // reclaim: started once as `run` would (each tracepoint attached, the trail's usage iterator tried), then stopped
   let rAvail = false;
   let rDetail = '';
+  const quiet = { info: () => undefined, warn: () => undefined, debug: () => undefined, isLevelEnabled: () => false } as unknown as Logger;
+  const reclaim = new ReclaimCollector({ logger: quiet });
   try {
-    ensureTracefs();
-    const all = Object.keys(RECLAIM_PROGRAMS);
-    const obj = withLibbpfLog(() => BpfObject.open(RECLAIM_OBJECT_PATH, all, all));
+    reclaim.start();
+    const failed = reclaim.describe().unavailable.map((u) => `${u.hook.replace(/^tracepoint\//, '')}: ${u.reason}`);
+    rAvail = true;
+    rDetail = failed.length ? `unavailable: ${failed.join('; ')}` : 'all tracepoints attach';
+    const root = memoryRoot(detectCgroupVersion());
     try {
-      withLibbpfLog(() => obj.load());
-      const failed: string[] = [];
-      for (const p of all) {
-        try {
-          withLibbpfLog(() => obj.attach(p));
-        } catch (err) {
-          failed.push(`${RECLAIM_PROGRAMS[p]}: ${(err as Error).message}`);
-        }
-      }
-      rAvail = failed.length < all.length;
-      rDetail = failed.length ? `unavailable: ${failed.join('; ')}` : 'all tracepoints attach';
-    } finally {
-      obj.close();
+      if (!root) throw new Error('no memory hierarchy');
+      reclaim.memcgUsage(root);
+      rDetail += '; trail usage: one cgroup-iterator pass per step';
+    } catch (err) {
+      rDetail += `; trail usage: each cgroup's file (no cgroup iterator: ${(err as Error).message})`;
     }
   } catch (err) {
     rDetail = (err as Error).message;
+  } finally {
+    reclaim.stop();
   }
   out.push({
     name: 'reclaim',
     enabled: config.collectors.reclaim.enabled,
-    hooks: Object.values(RECLAIM_PROGRAMS).map((t) => `tracepoint/${t}`),
+    hooks: [...Object.values(RECLAIM_PROGRAMS).map((t) => `tracepoint/${t}`), `iter/cgroup (${MEMCG_USAGE_PROGRAM})`],
     available: rAvail,
     detail: rDetail,
   });

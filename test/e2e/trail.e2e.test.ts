@@ -11,7 +11,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { removeCgroup } from '../helpers/cgroup';
-import { detectCgroupVersion } from '../../src/host/facts';
+import { detectCgroupVersion, memoryRoot } from '../../src/host/facts';
+import { ReclaimCollector } from '../../src/collectors/reclaim/collector';
+import { TrailSampler } from '../../src/collectors/trail/sampler';
+import { readNumber } from '../../src/collectors/trail/cgroupfs';
+import type { Logger } from '../../src/observe/logger';
 import type { OomRecord } from '../../src/record/record';
 
 const LIMIT = 128 * 1024 * 1024;
@@ -122,5 +126,73 @@ describe('trail e2e: what led up to the kill', () => {
       `# trail: ${n} samples, usage ${usage.map((u) => (u / 1048576).toFixed(0)).join(',')} MiB; stall ms ${trail.reclaim_stall_ms.join(',')} + at_record ${trail.at_record.reclaim_stall_ms} (${trail.at_record.reclaimed_pages} pages); ` +
         `exit latency ${kill.victim_exit_latency_ms} ms, reaped ${kill.victim_reaped_latency_ms} ms; pressure at ${p.time} (${p.pressure?.reasons}), kill at ${kill.time}\n`,
     );
+  });
+});
+
+/** A node process that joins the cgroup, touches `mib` MiB and stops itself (SIGSTOP): its usage then holds still. */
+async function spawnHeldMemory(procs: string, mib: number): Promise<{ pid: number; kill(): Promise<void> }> {
+  const script = `
+    require('fs').writeFileSync(${JSON.stringify(procs)}, String(process.pid));
+    globalThis.keep = Buffer.alloc(${mib} * 1048576, 1);
+    process.kill(process.pid, 'SIGSTOP');`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  for (let i = 0; i < 200; i++) {
+    const state = fs.existsSync(`/proc/${child.pid}/stat`) ? /\) (\S)/.exec(fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8'))?.[1] : undefined;
+    if (state === 'T') break;
+    await sleep(50);
+  }
+  return {
+    pid: child.pid ?? -1,
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+describe('trail e2e: each sampled usage equals the cgroup\'s own usage file', () => {
+  test('3 cgroups holding 8, 16 and 24 MiB: 3 steps, each sample = memory.current / memory.usage_in_bytes read around it; a removed cgroup is dropped', async () => {
+    const version = detectCgroupVersion();
+    const root = memoryRoot(version)!;
+    const usageFile = version === 1 ? 'memory.usage_in_bytes' : 'memory.current';
+    const logs: string[] = [];
+    const logger = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m), debug: () => undefined, isLevelEnabled: () => false } as unknown as Logger;
+    const cgs = [8, 16, 24].map((mib) => ({ mib, ...makeCgroup(`oomtrail-usage-${mib}-${process.pid}`) }));
+    const held = await Promise.all(cgs.map((c) => spawnHeldMemory(c.procs, c.mib)));
+    const reclaim = new ReclaimCollector({ logger });
+    // a step far longer than the test: only the ticks below sample
+    const sampler = new TrailSampler({ logger, cgroupVersion: version, root, stepMs: 3_600_000, samples: 10, maxCgroups: 10_000, reclaim, psi: null, pressure: null, nowBootNs: () => process.hrtime.bigint(), onPressure: () => undefined });
+    try {
+      reclaim.start();
+      sampler.start();
+      // the kernel has cgroup iterators (a feature, read from its BTF, not its version): the one-pass read must be the one in use
+      const kernelHasCgroupIter = fs.readFileSync('/sys/kernel/btf/vmlinux').includes('bpf_iter__cgroup');
+      const viaIterator = logs.some((l) => /one cgroup-iterator pass per step/.test(l));
+      assert.equal(viaIterator, kernelHasCgroupIter, logs.join('\n'));
+      for (let step = 0; step < 3; step++) {
+        const before = cgs.map((c) => readNumber(path.join(c.dir, usageFile)));
+        sampler.tick();
+        const after = cgs.map((c) => readNumber(path.join(c.dir, usageFile)));
+        cgs.forEach((c, i) => {
+          const sampled = sampler.store.latest(c.rel)?.usageBytes;
+          assert.ok(sampled === before[i] || sampled === after[i], `${c.rel} step ${step}: sampled ${sampled}, file ${before[i]} before and ${after[i]} after`);
+          assert.ok(sampled! >= c.mib * 1048576, `${c.rel}: ${sampled} holds the ${c.mib} MiB touched`);
+        });
+      }
+      process.stderr.write(`# usage via ${viaIterator ? 'cgroup iterator' : 'usage files'}: ${cgs.map((c) => `${c.rel} ${sampler.store.latest(c.rel)?.usageBytes}`).join(', ')}\n`);
+      await held[2].kill();
+      await removeCgroup(cgs[2].dir);
+      await sleep(300); // the rmdir's inotify event reaches the sampler's watch
+      sampler.tick();
+      const followed = [...sampler.cgroups()].map((c) => c.rel);
+      assert.ok(!followed.includes(cgs[2].rel) && followed.includes(cgs[0].rel), `followed after the removal: ${followed}`);
+      assert.deepEqual(logs.filter((l) => /fail|cannot/.test(l)), []);
+    } finally {
+      await sampler.stop();
+      reclaim.stop();
+      for (const h of held) await h.kill();
+      for (const c of cgs) await removeCgroup(c.dir);
+    }
   });
 });

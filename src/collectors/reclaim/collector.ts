@@ -4,6 +4,8 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
 import { ensureTracefs } from '../oomkill/hooks';
+import { MEMCG_USAGE_PROGRAM, MemcgUsagePass } from './usage';
+import { loadLibBpf } from '../../bpf/libbpf';
 
 export const RECLAIM_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/reclaim.bpf.o');
 
@@ -18,6 +20,8 @@ export const RECLAIM_PROGRAMS: Record<string, string> = {
   task_reaped: 'oom/finish_task_reaping',
 };
 const DEATH_PROGRAMS = ['victim_marked', 'task_exit'];
+/** Every program in the object: the tracepoints, and the memory-usage iterator the trail sampler may use. */
+export const RECLAIM_OBJECT_PROGRAMS = [...Object.keys(RECLAIM_PROGRAMS), MEMCG_USAGE_PROGRAM];
 
 /** struct oomtrail_reclaim_stat (bpf/reclaim.h): six u64. */
 export const RECLAIM_STAT_SIZE = 48;
@@ -79,6 +83,9 @@ export class ReclaimCollector {
 
   private loaded: BpfObject | null = null;
   private loadError: Error | null = null;
+  /** why the object was loaded without its memory-usage iterator (kernel without cgroup iterators, < 6.1) */
+  private usageRefused: string | null = null;
+  private usagePass: MemcgUsagePass | null = null;
 
   /**
    * Opens and loads the BPF object without attaching anything. `run` calls it first, before the JS
@@ -92,16 +99,28 @@ export class ReclaimCollector {
     try {
       ensureTracefs();
       const all = Object.keys(RECLAIM_PROGRAMS);
-      this.loaded = withLibbpfLog(() => {
-        const o = BpfObject.open(this.opts.objectPath ?? RECLAIM_OBJECT_PATH, all, all);
-        try {
-          o.load();
-        } catch (err) {
-          o.close();
-          throw err;
-        }
-        return o;
-      });
+      let libbpfSaid: string[] = [];
+      const open = (programs: string[]) =>
+        withLibbpfLog((log) => {
+          libbpfSaid = log;
+          const o = BpfObject.open(this.opts.objectPath ?? RECLAIM_OBJECT_PATH, programs, RECLAIM_OBJECT_PROGRAMS);
+          try {
+            o.load();
+          } catch (err) {
+            o.close();
+            throw err;
+          }
+          return o;
+        });
+      try {
+        this.loaded = open([...all, MEMCG_USAGE_PROGRAM]);
+      } catch (err) {
+        // the iterator needs cgroup iterators (a feature, not a version: the load is the check); the
+        // tracepoints do not. libbpf's last warning says why (e.g. no kernel BTF type 'bpf_iter_cgroup').
+        const why = libbpfSaid.filter((l) => /fail|error|invalid|unknown|not /i.test(l)).at(-1);
+        this.usageRefused = (err as Error).message + (why ? ` (${why.replace(/^libbpf: /, '')})` : '');
+        this.loaded = open(all);
+      }
     } catch (err) {
       this.loadError = err as Error;
     }
@@ -134,6 +153,20 @@ export class ReclaimCollector {
     }
     logger.info(`reclaim: attached ${this.attached.map((p) => RECLAIM_PROGRAMS[p]).join(', ')}`);
     for (const u of this.unavailable) logger.warn(`reclaim: ${u.hook} unavailable: ${u.reason}`);
+  }
+
+  /**
+   * The memory-usage iterator attached below the memory hierarchy `root`, attached at the first call
+   * (the trail sampler's start); throws with the reason when this kernel or object has none.
+   */
+  memcgUsage(root: string): MemcgUsagePass {
+    if (this.usagePass) return this.usagePass;
+    if (!this.obj) throw new Error('reclaim collector not running');
+    if (this.usageRefused !== null) throw new Error(`its load was refused: ${this.usageRefused}`);
+    const pageSize = loadLibBpf().pageSize?.() ?? -1;
+    if (pageSize <= 0) throw new Error('page size unknown');
+    this.usagePass = withLibbpfLog(() => MemcgUsagePass.attach(this.obj!, root, pageSize));
+    return this.usagePass;
   }
 
   get running(): boolean {
@@ -196,6 +229,8 @@ export class ReclaimCollector {
   }
 
   stop(): void {
+    this.usagePass?.close();
+    this.usagePass = null;
     this.obj?.close();
     this.obj = null;
     this.loaded?.close(); // loaded but never started (the agent failed to start)

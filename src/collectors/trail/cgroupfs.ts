@@ -18,9 +18,11 @@ export interface TrackedCgroup {
   rel: string;
   dir: string;
   ino: bigint;
+  /** the same id as a number, the key of the usage source */
+  id: number;
   /** as last read: at discovery, at each inotify event on the limit file, or at each walk */
   limit: number;
-  /** the usage file, kept open and pread each step (-1: could not be opened, read by path) */
+  /** the usage file, kept open and pread each step without a usage source (-1: not open, read by path) */
   fd: number;
 }
 
@@ -65,6 +67,14 @@ function parseBuf(len: number): number | null {
   return i === 0 ? null : n;
 }
 
+function openOrMinus1(file: string): number {
+  try {
+    return fs.openSync(file, 'r');
+  } catch {
+    return -1; // EMFILE and the like: read by path each step
+  }
+}
+
 export function readNumber(file: string): number | null {
   try {
     const t = fs.readFileSync(file, 'utf8').trim();
@@ -88,6 +98,16 @@ export function hostMemory(): { usage: number; limit: number } | null {
   }
 }
 
+/** Usage of many cgroups read in one pass per step (the reclaim object's cgroup iterator), by cgroup id. */
+export interface UsageSource {
+  /** false: not taken (full) */
+  track(id: bigint): boolean;
+  untrack(id: bigint): void;
+  refresh(): void;
+  /** bytes at the last refresh; undefined when that pass did not see the cgroup */
+  usage(id: number): number | undefined;
+}
+
 export interface CgroupTreeOptions {
   logger: Logger;
   cgroupVersion: 1 | 2 | null;
@@ -108,6 +128,7 @@ export class CgroupTree {
   private readonly byRel = new Map<string, TrackedCgroup>();
   /** bumped whenever a cgroup starts or stops being tracked: lets a reader skip an unchanged set */
   private changes = 0;
+  private usageSource: UsageSource | null = null;
   private readonly dirs = new Map<string, Dir>();
   private readonly byIno = new Map<bigint, string>();
   private watching = false;
@@ -128,6 +149,28 @@ export class CgroupTree {
   /** From now on, watch every directory found (mkdir/rmdir and limit writes raise inotify events on cgroupfs). */
   watch(): void {
     this.watching = this.opts.root !== null;
+  }
+
+  /** Reads usages through `source` from now on: one pass per step instead of a pread per cgroup. */
+  useUsageSource(source: UsageSource): void {
+    this.usageSource = source;
+    for (const t of this.tracked.values()) {
+      if (!source.track(t.ino)) continue;
+      if (t.fd >= 0) fs.closeSync(t.fd);
+      t.fd = -1;
+    }
+  }
+
+  /** The usage source's pass for this step; on failure it is dropped and each file is read again. */
+  refreshUsage(): void {
+    if (!this.usageSource) return;
+    try {
+      this.usageSource.refresh();
+    } catch (err) {
+      this.opts.logger.warn(`trail: cgroup usage pass failed (${(err as Error).message}): reading each cgroup's ${this.usageFile} from now on`);
+      this.usageSource = null;
+      for (const t of this.tracked.values()) if (t.fd < 0) t.fd = openOrMinus1(path.join(t.dir, this.usageFile));
+    }
   }
 
   close(): void {
@@ -204,13 +247,9 @@ export class CgroupTree {
       return;
     }
     if (this.tracked.size >= this.opts.maxCgroups) return;
-    let fd = -1;
-    try {
-      fd = fs.openSync(path.join(dir, this.usageFile), 'r');
-    } catch {
-      /* EMFILE and the like: read by path each step */
-    }
-    const nt: TrackedCgroup = { rel: d.rel, dir, ino: d.ino, limit, fd };
+    const viaSource = this.usageSource?.track(d.ino) ?? false;
+    const fd = viaSource ? -1 : openOrMinus1(path.join(dir, this.usageFile));
+    const nt: TrackedCgroup = { rel: d.rel, dir, ino: d.ino, id: Number(d.ino), limit, fd };
     this.tracked.set(dir, nt);
     this.byRel.set(d.rel, nt);
     this.changes++;
@@ -218,6 +257,7 @@ export class CgroupTree {
 
   private untrack(dir: string, t: TrackedCgroup): void {
     if (t.fd >= 0) fs.closeSync(t.fd);
+    this.usageSource?.untrack(t.ino);
     this.changes++;
     this.tracked.delete(dir);
     if (this.byRel.get(t.rel) === t) this.byRel.delete(t.rel);
@@ -289,8 +329,10 @@ export class CgroupTree {
     if (!large || step % REDISCOVER_TICKS === 0 || this.dirs.size === 0) this.scan(root, true);
   }
 
-  /** Usage of a tracked cgroup: pread of its kept-open file; null (and forgotten) once removed. */
+  /** Usage of a tracked cgroup: from this step's pass, else a pread of its kept-open file; null (and forgotten) once removed. */
   readUsage(t: TrackedCgroup): number | null {
+    const passed = this.usageSource?.usage(t.id);
+    if (passed !== undefined) return passed;
     if (t.fd < 0) return readNumber(path.join(t.dir, this.usageFile));
     try {
       return parseBuf(preadUsage(t.fd));

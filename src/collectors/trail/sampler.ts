@@ -92,7 +92,16 @@ export class TrailSampler implements TrailSource {
       logger.warn(`psi: ${SYSTEM_PSI} not found (CONFIG_PSI off or psi=0): no PSI in trails`);
       this.store.psiScope = 'none';
     }
-    // with a watch per directory, steps read only the kept-open usage files instead of walking the hierarchy
+    const { reclaim, root } = this.opts;
+    if (reclaim?.running && root) {
+      try {
+        this.tree.useUsageSource(reclaim.memcgUsage(root));
+        logger.info('trail: usage of every cgroup read by one cgroup-iterator pass per step');
+      } catch (err) {
+        logger.info(`trail: usage read from each cgroup's file (no cgroup iterator: ${(err as Error).message})`);
+      }
+    }
+    // with a watch per directory, steps read only the usages instead of walking the hierarchy
     this.tree.watch();
     this.tick();
     this.timer = setInterval(() => this.tick(), this.opts.stepMs);
@@ -128,6 +137,7 @@ export class TrailSampler implements TrailSource {
       this.ticks++;
       this.lastTickMs = nowMs;
       this.tree.discover(this.ticks);
+      this.tree.refreshUsage();
       // stall of tasks in unlimited child cgroups is credited to their limited ancestor: every
       // known directory's id maps to its path
       const { perPath, host } = this.deltas.reclaim(this.tree);
