@@ -21,7 +21,7 @@ export const RECLAIM_PROGRAMS: Record<string, string> = {
 };
 const DEATH_PROGRAMS = ['victim_marked', 'task_exit'];
 /** Every program in the object: the tracepoints, and the memory-usage iterator the trail sampler may use. */
-export const RECLAIM_OBJECT_PROGRAMS = [...Object.keys(RECLAIM_PROGRAMS), MEMCG_USAGE_PROGRAM];
+const RECLAIM_OBJECT_PROGRAMS = [...Object.keys(RECLAIM_PROGRAMS), MEMCG_USAGE_PROGRAM];
 
 /** struct oomtrail_reclaim_stat (bpf/reclaim.h): six u64. */
 export const RECLAIM_STAT_SIZE = 48;
@@ -116,8 +116,8 @@ export class ReclaimCollector {
         this.loaded = open([...all, MEMCG_USAGE_PROGRAM]);
       } catch (err) {
         // the iterator needs cgroup iterators (a feature, not a version: the load is the check); the
-        // tracepoints do not. libbpf's last warning says why (e.g. no kernel BTF type 'bpf_iter_cgroup').
-        const why = libbpfSaid.filter((l) => /fail|error|invalid|unknown|not /i.test(l)).at(-1);
+        // tracepoints do not. libbpf's first complaint says why (e.g. no kernel BTF type 'bpf_iter_cgroup').
+        const why = libbpfSaid.find((l) => /fail|error|invalid|unknown|not /i.test(l));
         this.usageRefused = (err as Error).message + (why ? ` (${why.replace(/^libbpf: /, '')})` : '');
         this.loaded = open(all);
       }
