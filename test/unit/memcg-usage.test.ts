@@ -62,3 +62,17 @@ test('usage pass: bytes = pages × page size for the cgroups the pass visited; a
   assert.throws(() => pass.refresh(), /stopped/);
   assert.equal(pass.usage(11), undefined);
 });
+
+test('usage pass: a cgroup the map refuses is not taken (its file is read) and its slot is not lost', () => {
+  const { obj, slots } = fakeObject(new Map([[21n, 3]]));
+  const refusing = Object.assign(Object.create(obj) as object, {
+    update: () => {
+      throw new Error('bpf_map_update_elem failed: ENOMEM');
+    },
+  }) as unknown as BpfObject;
+  const pass = MemcgUsagePass.attach(refusing, fs.mkdtempSync('/tmp/oomtrail-usage-'), 4096);
+  assert.equal(pass.track(21n), false);
+  assert.equal(slots.size, 0);
+  pass.refresh();
+  assert.equal(pass.usage(21), undefined);
+});

@@ -53,7 +53,7 @@ export class MemcgUsagePass {
     }
   }
 
-  /** From the next pass on, reads the cgroup with kernfs id `id`; false when every slot is taken. */
+  /** From the next pass on, reads the cgroup with kernfs id `id`; false (its file is read) when every slot is taken or the map refuses it. */
   track(id: bigint): boolean {
     const n = Number(id);
     if (this.closed) return false;
@@ -64,7 +64,12 @@ export class MemcgUsagePass {
     this.fresh[slot] = 0;
     this.key.writeBigUInt64LE(id);
     this.slotBuf.writeUInt32LE(slot);
-    this.obj.update('slot_by_cg', this.key, this.slotBuf);
+    try {
+      this.obj.update('slot_by_cg', this.key, this.slotBuf);
+    } catch {
+      this.free.push(slot);
+      return false;
+    }
     this.slotOf.set(n, slot);
     return true;
   }
