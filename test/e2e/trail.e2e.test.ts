@@ -15,6 +15,7 @@ import { detectCgroupVersion, memoryRoot } from '../../src/host/facts';
 import { ReclaimCollector } from '../../src/collectors/reclaim/collector';
 import { TrailSampler } from '../../src/collectors/trail/sampler';
 import { readNumber } from '../../src/collectors/trail/cgroupfs';
+import { parsePsi } from '../../src/collectors/psi/psi';
 import type { Logger } from '../../src/observe/logger';
 import type { OomRecord } from '../../src/record/record';
 
@@ -152,7 +153,7 @@ async function spawnHeldMemory(procs: string, mib: number): Promise<{ pid: numbe
 }
 
 describe('trail e2e: each sampled usage equals the cgroup\'s own usage file', () => {
-  test('3 cgroups holding 8, 16 and 24 MiB: 3 steps, each sample = memory.current / memory.usage_in_bytes read around it; a removed cgroup is dropped', async () => {
+  test('3 cgroups holding 8, 16 and 24 MiB: 3 steps, each sample = memory.current / memory.usage_in_bytes (and on v2 memory.pressure avg10) read around it; a removed cgroup is dropped', async () => {
     const version = detectCgroupVersion();
     const root = memoryRoot(version)!;
     const usageFile = version === 1 ? 'memory.usage_in_bytes' : 'memory.current';
@@ -163,7 +164,14 @@ describe('trail e2e: each sampled usage equals the cgroup\'s own usage file', ()
     const held = await Promise.all(cgs.map((c) => spawnHeldMemory(c.procs, c.mib)));
     const reclaim = new ReclaimCollector({ logger });
     // a step far longer than the test: only the ticks below sample
-    const sampler = new TrailSampler({ logger, cgroupVersion: version, root, stepMs: 3_600_000, samples: 10, maxCgroups: 10_000, reclaim, psi: null, pressure: null, nowBootNs: () => process.hrtime.bigint(), onPressure: () => undefined });
+    const psi = { enabled: true, stallUs: 150_000, windowUs: 1_000_000, maxCgroupTriggers: 0 };
+    const sampler = new TrailSampler({ logger, cgroupVersion: version, root, stepMs: 3_600_000, samples: 10, maxCgroups: 10_000, reclaim, psi, pressure: null, nowBootNs: () => process.hrtime.bigint(), onPressure: () => undefined });
+    // v2: each cgroup's own memory.pressure, read each step like the usage (v1 has none: the system's)
+    const ownPsi = version === 2 && fs.existsSync(path.join(cgs[0].dir, 'memory.pressure'));
+    const readAvg10 = (dir: string) => {
+      const p = parsePsi(fs.readFileSync(path.join(dir, 'memory.pressure'), 'utf8'));
+      return `${p.some?.avg10 ?? null}/${p.full?.avg10 ?? null}`;
+    };
     try {
       reclaim.start();
       sampler.start();
@@ -173,12 +181,21 @@ describe('trail e2e: each sampled usage equals the cgroup\'s own usage file', ()
       assert.equal(viaIterator, kernelHasCgroupIter, logs.join('\n'));
       for (let step = 0; step < 3; step++) {
         const before = cgs.map((c) => readNumber(path.join(c.dir, usageFile)));
+        const psiBefore = ownPsi ? cgs.map((c) => readAvg10(c.dir)) : [];
         sampler.tick();
         const after = cgs.map((c) => readNumber(path.join(c.dir, usageFile)));
+        const psiAfter = ownPsi ? cgs.map((c) => readAvg10(c.dir)) : [];
         cgs.forEach((c, i) => {
           const sampled = sampler.store.latest(c.rel)?.usageBytes;
           assert.ok(sampled === before[i] || sampled === after[i], `${c.rel} step ${step}: sampled ${sampled}, file ${before[i]} before and ${after[i]} after`);
           assert.ok(sampled! >= c.mib * 1048576, `${c.rel}: ${sampled} holds the ${c.mib} MiB touched`);
+          if (ownPsi) {
+            const s = sampler.store.latest(c.rel)!;
+            // the ring keeps PSI as float32; the trail rounds it to the file's 2 decimals
+            const r2 = (x: number | null) => (x === null ? null : Number(x.toFixed(2)));
+            const got = `${r2(s.psiSome)}/${r2(s.psiFull)}`;
+            assert.ok(got === psiBefore[i] || got === psiAfter[i], `${c.rel} step ${step}: PSI avg10 sampled ${got}, file ${psiBefore[i]} before and ${psiAfter[i]} after`);
+          }
         });
       }
       process.stderr.write(`# usage via ${viaIterator ? 'cgroup iterator' : `usage files (${logs.find((l) => /no cgroup iterator/.test(l))})`}: ${cgs.map((c) => `${c.rel} ${sampler.store.latest(c.rel)?.usageBytes}`).join(', ')}\n`);

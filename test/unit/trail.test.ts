@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ringBytes, TrailStore } from '../../src/collectors/trail/store';
-import { parsePsi } from '../../src/collectors/psi/psi';
+import { parsePsi, parsePsiAvg10 } from '../../src/collectors/psi/psi';
 import { decodeReclaimStat, decodeVictim, RECLAIM_STAT_SIZE, VICTIM_STATE_SIZE } from '../../src/collectors/reclaim/collector';
 
 const REPO = path.resolve(__dirname, '../../..');
@@ -82,6 +82,20 @@ test('PSI parse', () => {
   assert.equal(p.full!.avg10, 0.25);
   assert.equal(p.full!.totalUs, 8381472);
   assert.deepEqual(parsePsi(''), { some: null, full: null });
+});
+
+test('PSI avg10 parse (every cgroup and step on v2) agrees with the full parse', () => {
+  const texts = [
+    'some avg10=1.50 avg60=0.04 avg300=0.19 total=36503406\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=8381472\n',
+    'some avg10=100.00 avg60=99.99 avg300=12.00 total=18446744073709551615\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n',
+    'some avg10=0.07 avg60=0.00 avg300=0.00 total=12\n', // no full line
+    '',
+  ];
+  for (const t of texts) {
+    const full = parsePsi(t);
+    assert.deepEqual(parsePsiAvg10(t), { some: full.some?.avg10 ?? null, full: full.full?.avg10 ?? null }, JSON.stringify(t));
+  }
+  assert.deepEqual(parsePsiAvg10('xsome avg10=3.00 avg60=0.00 avg300=0.00 total=1\n'), { some: null, full: null }, 'only at a line start');
 });
 
 test('reclaim map decoders match bpf/reclaim.h', (t) => {

@@ -25,6 +25,26 @@ export function parsePsi(text: string): Psi {
   return out;
 }
 
+/** The two numbers a trail sample keeps: avg10 of "some" and of "full" (null: line absent). */
+export interface PsiAvg10 {
+  some: number | null;
+  full: number | null;
+}
+
+/**
+ * avg10 of both lines of a PSI file's text, without the regex of parsePsi: this runs for every cgroup
+ * and trail step on cgroup v2 (`some avg10=1.50 avg60=…\nfull avg10=0.25 …`).
+ */
+export function parsePsiAvg10(text: string): PsiAvg10 {
+  const at = (prefix: string): number | null => {
+    const i = text.indexOf(prefix);
+    if (i < 0 || (i > 0 && text[i - 1] !== '\n')) return null;
+    const v = parseFloat(text.slice(i + prefix.length, i + prefix.length + 12));
+    return Number.isFinite(v) ? v : null;
+  };
+  return { some: at('some avg10='), full: at('full avg10=') };
+}
+
 export function readPsi(file: string): Psi | null {
   try {
     return parsePsi(fs.readFileSync(file, 'utf8'));
@@ -70,6 +90,11 @@ export class PsiTriggers {
   fired = 0;
 
   constructor(private readonly opts: PsiTriggerOptions) {}
+
+  /** No more files will be watched (the bound reached, or stopped). */
+  get full(): boolean {
+    return this.stopped || this.files.size >= this.opts.maxFiles;
+  }
 
   watch(file: string): boolean {
     if (this.files.has(file)) return true;

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadLibBpf } from '../../bpf/libbpf';
 import type { Logger } from '../../observe/logger';
+import { parsePsiAvg10, type PsiAvg10 } from '../psi/psi';
 
 /** Without inotify (tick() driven by hand, or no watch could be set), past this many limited
  *  cgroups the hierarchy is walked (and limits re-read) only every REDISCOVER_TICKS steps: at
@@ -24,6 +25,8 @@ export interface TrackedCgroup {
   limit: number;
   /** the usage file, kept open and pread each step without a usage source (-1: not open, read by path) */
   fd: number;
+  /** with `psiFile`: that file, kept open and pread each step (-1: not open, read by path) */
+  psiFd: number;
 }
 
 /** A directory of the memory hierarchy the walker knows, limited or not. */
@@ -35,10 +38,12 @@ interface Dir {
 }
 
 const readBuf = Buffer.allocUnsafe(32);
+/** a memory.pressure file: two lines of ~60-90 bytes */
+const psiBuf = Buffer.allocUnsafe(256);
 
 /** libc pread through koffi when libbpf/libc load (the agent), else fs.readSync (~0.7 us more per call). */
 let nativePread: ((fd: number, buf: Buffer, n: number) => number) | null | undefined;
-function preadUsage(fd: number): number {
+function pread(fd: number, buf: Buffer = readBuf): number {
   if (nativePread === undefined) {
     try {
       nativePread = loadLibBpf().pread ?? null;
@@ -47,11 +52,11 @@ function preadUsage(fd: number): number {
     }
   }
   if (nativePread) {
-    const n = nativePread(fd, readBuf, readBuf.length);
+    const n = nativePread(fd, buf, buf.length);
     if (n < 0) throw new Error('pread failed');
     return n;
   }
-  return fs.readSync(fd, readBuf, 0, readBuf.length, 0);
+  return fs.readSync(fd, buf, 0, buf.length, 0);
 }
 
 /** Parses the number at the start of readBuf[0, len): bytes as v1/v2 print them, or 'max'. */
@@ -72,6 +77,14 @@ function openOrMinus1(file: string): number {
     return fs.openSync(file, 'r');
   } catch {
     return -1; // EMFILE and the like: read by path each step
+  }
+}
+
+function readText(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'latin1');
+  } catch {
+    return null;
   }
 }
 
@@ -114,6 +127,8 @@ export interface CgroupTreeOptions {
   /** memory hierarchy root: /sys/fs/cgroup/memory (v1) or /sys/fs/cgroup (v2); null: none */
   root: string | null;
   maxCgroups: number;
+  /** a PSI file each limited cgroup has and the sampler reads each step (v2: memory.pressure), or null */
+  psiFile?: string | null;
 }
 
 /**
@@ -176,7 +191,10 @@ export class CgroupTree {
   close(): void {
     this.watching = false;
     for (const d of this.dirs.values()) d.watcher?.close();
-    for (const t of this.tracked.values()) if (t.fd >= 0) fs.closeSync(t.fd);
+    for (const t of this.tracked.values()) {
+      if (t.fd >= 0) fs.closeSync(t.fd);
+      if (t.psiFd >= 0) fs.closeSync(t.psiFd);
+    }
     this.dirs.clear();
     this.byIno.clear();
     this.tracked.clear();
@@ -249,7 +267,8 @@ export class CgroupTree {
     if (this.tracked.size >= this.opts.maxCgroups) return;
     const viaSource = this.usageSource?.track(d.ino) ?? false;
     const fd = viaSource ? -1 : openOrMinus1(path.join(dir, this.usageFile));
-    const nt: TrackedCgroup = { rel: d.rel, dir, ino: d.ino, id: Number(d.ino), limit, fd };
+    const psiFd = this.opts.psiFile ? openOrMinus1(path.join(dir, this.opts.psiFile)) : -1;
+    const nt: TrackedCgroup = { rel: d.rel, dir, ino: d.ino, id: Number(d.ino), limit, fd, psiFd };
     this.tracked.set(dir, nt);
     this.byRel.set(d.rel, nt);
     this.changes++;
@@ -257,6 +276,7 @@ export class CgroupTree {
 
   private untrack(dir: string, t: TrackedCgroup): void {
     if (t.fd >= 0) fs.closeSync(t.fd);
+    if (t.psiFd >= 0) fs.closeSync(t.psiFd);
     this.usageSource?.untrack(t.ino);
     this.changes++;
     this.tracked.delete(dir);
@@ -335,13 +355,27 @@ export class CgroupTree {
     if (passed !== undefined) return passed;
     if (t.fd < 0) return readNumber(path.join(t.dir, this.usageFile));
     try {
-      return parseBuf(preadUsage(t.fd));
+      return parseBuf(pread(t.fd));
     } catch {
       // ENODEV: the cgroup was removed; its parent's rescan (or the next walk) forgets the rest
       this.untrack(t.dir, t);
       this.dirty.add(t.dir);
       this.dirty.add(path.dirname(t.dir));
       return null;
+    }
+  }
+
+  /** avg10 of the cgroup's `psiFile`: a pread of its kept-open file (by path when not open); null once removed. */
+  readPsiAvg10(t: TrackedCgroup): PsiAvg10 | null {
+    if (!this.opts.psiFile) return null;
+    if (t.psiFd < 0) {
+      const text = readText(path.join(t.dir, this.opts.psiFile));
+      return text === null ? null : parsePsiAvg10(text);
+    }
+    try {
+      return parsePsiAvg10(psiBuf.toString('latin1', 0, pread(t.psiFd, psiBuf)));
+    } catch {
+      return null; // removed: the usage read forgets the cgroup
     }
   }
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ReclaimCollector } from '../reclaim/collector';
 import type { AllocCollector } from '../alloc/collector';
-import { PsiTriggers, readPsi, SYSTEM_PSI, type Psi } from '../psi/psi';
+import { PsiTriggers, readPsi, SYSTEM_PSI, type Psi, type PsiAvg10 } from '../psi/psi';
 import type { Logger } from '../../observe/logger';
 import type { Trail } from '../../record/record';
 import { formatRfc3339Ms } from '../../host/clock';
@@ -63,7 +63,13 @@ export class TrailSampler implements TrailSource {
     this.store = new TrailStore(opts.samples, opts.stepMs, opts.maxCgroups + 1);
     this.store.psiScope = !opts.psi?.enabled ? 'none' : opts.cgroupVersion === 2 ? 'cgroup' : 'system';
     this.nowMs = opts.nowMs ?? Date.now;
-    this.tree = new CgroupTree({ logger: opts.logger, cgroupVersion: opts.cgroupVersion, root: opts.root, maxCgroups: opts.maxCgroups });
+    this.tree = new CgroupTree({
+      logger: opts.logger,
+      cgroupVersion: opts.cgroupVersion,
+      root: opts.root,
+      maxCgroups: opts.maxCgroups,
+      psiFile: this.store.psiScope === 'cgroup' ? 'memory.pressure' : null,
+    });
     this.deltas = new CounterDeltas(opts.reclaim, opts.alloc ?? null);
     this.pressure = new PressureDetector({ thresholds: opts.pressure, maxCgroups: opts.maxCgroups, nowMs: this.nowMs, nowBootNs: opts.nowBootNs });
   }
@@ -142,7 +148,7 @@ export class TrailSampler implements TrailSource {
       // known directory's id maps to its path
       const { perPath, host } = this.deltas.reclaim(this.tree);
       const allocs = this.deltas.alloc(this.tree);
-      const systemPsi = this.store.psiScope === 'none' ? null : readPsi(SYSTEM_PSI);
+      const systemPsi = this.store.psiScope === 'none' ? null : avg10(readPsi(SYSTEM_PSI));
       const mem = hostMemory();
       this.sample('/', mem?.usage ?? null, mem?.limit ?? null, host.stallMs, host.pages, allocs ? allocs.host : null, systemPsi);
       for (const t of this.tree.cgroups()) {
@@ -150,9 +156,9 @@ export class TrailSampler implements TrailSource {
         if (usage === null) continue; // removed since the walk
         let psi = systemPsi;
         if (cgroupVersion === 2 && this.store.psiScope === 'cgroup') {
-          const f = path.join(t.dir, 'memory.pressure');
-          psi = readPsi(f);
-          this.triggers?.watch(f); // bounded by max_cgroup_triggers
+          psi = this.tree.readPsiAvg10(t);
+          // bounded by max_cgroup_triggers: once the set is full, a step asks nothing of it
+          if (this.triggers && !this.triggers.full) this.triggers.watch(path.join(t.dir, 'memory.pressure'));
         }
         const r = perPath.size ? perPath.get(t.rel) : undefined;
         this.sample(t.rel, usage, t.limit, r?.stallMs ?? 0, r?.pages ?? 0, allocs ? allocs.perPath.get(t.rel) ?? 0 : null, psi);
@@ -214,15 +220,15 @@ export class TrailSampler implements TrailSource {
     return t;
   }
 
-  private sample(rel: string, usage: number | null, limit: number | null, stallMs: number, pages: number, allocPages: number | null, psi: Psi | null): void {
+  private sample(rel: string, usage: number | null, limit: number | null, stallMs: number, pages: number, allocPages: number | null, psi: PsiAvg10 | null): void {
     const reclaimRunning = this.deltas.reclaimRunning;
     const s: TrailSample = {
       usageBytes: usage,
       limitBytes: limit === null || limit === Infinity || limit >= UNLIMITED_BYTES ? null : limit,
       reclaimStallMs: reclaimRunning ? stallMs : null,
       reclaimedPages: reclaimRunning ? pages : null,
-      psiSome: psi?.some?.avg10 ?? null,
-      psiFull: psi?.full?.avg10 ?? null,
+      psiSome: psi?.some ?? null,
+      psiFull: psi?.full ?? null,
       allocPages,
     };
     // the previous sample is read back only for the pressure check (off by default)
@@ -235,3 +241,5 @@ export class TrailSampler implements TrailSource {
     this.opts.onPressure(trail ? { ...ev, trail } : ev);
   }
 }
+
+const avg10 = (p: Psi | null): PsiAvg10 | null => (p ? { some: p.some?.avg10 ?? null, full: p.full?.avg10 ?? null } : null);
