@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { AppConfig } from '../config/schema';
-import type { Logger } from '../observe/logger';
+import { silentLogger, type Logger } from '../observe/logger';
 import { systemClock } from '../host/clock';
 import { detectCgroupVersion, memoryRoot } from '../host/facts';
 import { TrailSampler, type PressureEvent } from './trail/sampler';
@@ -9,7 +9,6 @@ import { ReclaimCollector, RECLAIM_PROGRAMS } from './reclaim/collector';
 import { MEMCG_USAGE_PROGRAM } from './reclaim/usage';
 import { SYSTEM_PSI } from './psi/psi';
 import { AllocCollector, ALLOC_HOOK, ALLOC_OBJECT_PATH, ALLOC_PROGRAM } from './alloc/collector';
-import { ensureTracefs } from './oomkill/hooks';
 import { BpfObject } from '../bpf/object';
 import { withLibbpfLog } from '../bpf/log';
 
@@ -74,8 +73,7 @@ export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; ho
   // reclaim: started once as `run` would (each tracepoint attached, the trail's usage iterator tried), then stopped
   let rAvail = false;
   let rDetail = '';
-  const quiet = { info: () => undefined, warn: () => undefined, debug: () => undefined, isLevelEnabled: () => false } as unknown as Logger;
-  const reclaim = new ReclaimCollector({ logger: quiet });
+  const reclaim = new ReclaimCollector({ logger: silentLogger() });
   try {
     reclaim.start();
     const failed = reclaim.describe().unavailable.map((u) => `${u.hook.replace(/^tracepoint\//, '')}: ${u.reason}`);
