@@ -147,6 +147,11 @@ export class MetricsRegistry {
     return this.register(name, help, labelNames, 'gauge', opts) as Gauge;
   }
 
+  /** Every registered metric, in registration order (docs/metrics.md is generated from it: scripts/gen-docs.ts). */
+  list(): Array<{ name: string; type: 'counter' | 'gauge'; help: string; labelNames: readonly string[] }> {
+    return [...this.metrics.values()].map((m) => ({ name: m.name, type: m.type, help: m.help, labelNames: m.labelNames }));
+  }
+
   /** Runs before every render, to refresh gauges sampled from elsewhere (e.g. queue depth). */
   onCollect(fn: () => void): void {
     this.collectors.push(fn);
