@@ -147,7 +147,9 @@ const FORMAT_NAMES: Record<string, string> = {
 
 function typeOf(prop: Record<string, unknown>): string {
   const f = prop.format;
-  if (Array.isArray(f)) return `one of ${f.map((v) => `\`${String(v)}\``).join(', ')}`;
+  const attached = typeof f === 'function' ? (f as unknown as { values?: unknown }).values : undefined;
+  const values = Array.isArray(f) ? f : Array.isArray(attached) ? attached : null;
+  if (values) return `one of ${values.map((v) => `\`${String(v)}\``).join(', ')}`;
   if (f === Boolean) return 'boolean';
   if (typeof f === 'function' && FORMAT_NAMES[f.name]) return FORMAT_NAMES[f.name]!;
   const d = prop.default;

@@ -32,10 +32,12 @@ export function nonEmptyString(x: unknown): void {
   if (CONTROL.test(x)) throw new Error('must not contain control characters');
 }
 
-export function oneOf<T extends string>(values: readonly T[]): (x: unknown) => void {
-  return (x) => {
+/** The check carries its `values`, so the generated reference (docs/config.md) can list them. */
+export function oneOf<T extends string>(values: readonly T[]): ((x: unknown) => void) & { values: readonly T[] } {
+  const check = (x: unknown): void => {
     if (typeof x !== 'string' || !(values as readonly string[]).includes(x)) throw new Error(`must be one of ${values.join(', ')}`);
   };
+  return Object.assign(check, { values });
 }
 
 export interface HttpUrlRules {

@@ -104,6 +104,18 @@ describe('docs/metrics.md: every metric series', () => {
     );
   });
 
+  test('every metric registered anywhere in src/ is in the registry the table is generated from', () => {
+    const walk = (d: string): string[] =>
+      fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : e.name.endsWith('.ts') ? [path.join(d, e.name)] : []));
+    const names = new Set<string>();
+    for (const f of walk(path.join(ROOT, 'src'))) {
+      for (const m of fs.readFileSync(f, 'utf8').matchAll(/\.(?:counter|gauge)\(\s*['"`](oomtrail_[a-z0-9_]+)['"`]/g)) names.add(m[1]!);
+    }
+    assert.ok(names.size >= registry.length, `${names.size} registrations found`);
+    const listed = new Set(registry.map((m) => m.name));
+    assert.deepEqual([...names].filter((n) => !listed.has(n)), [], 'registered outside PipelineMetrics: add them to registryMetrics() in scripts/gen-docs.ts');
+  });
+
   test('README links docs/metrics.md', () => {
     assert.match(read('README.md'), /\(docs\/metrics\.md\)/);
   });
