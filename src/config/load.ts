@@ -418,6 +418,8 @@ function convictProblem(line: string, origins: Map<string, Origin>): ConfigProbl
   // A URL may carry a password (userinfo) or a token (webhook paths): show only scheme://host[:port]/….
   const shown = /^(.*): value was "(.*)"$/s.exec(reason);
   if (shown && /(^|[._])url$/.test(key)) reason = `${shown[1]}: value was "${redactUrl(shown[2]!)}"`;
+  // userinfo anywhere else (a broker list, an address): the value is not shown at all
+  else if (shown && /[^\s/@]*:[^\s@]*@/.test(shown[2]!)) reason = shown[1]!;
   return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${reason}` };
 }
 

@@ -56,6 +56,8 @@ export function parseBrokers(x: string): string[] {
   const list = x.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (list.length === 0) throw new Error('must list at least one broker as host:port (comma-separated)');
   for (const b of list) {
+    // user:password@host would put a password into every log line that quotes the broker
+    if (b.includes('@')) throw new Error('must not carry credentials (user:password@): use sinks.kafka.sasl.*');
     const m = BROKER_RE.exec(b);
     if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`${JSON.stringify(b.slice(0, 100))} is not host:port`);
   }
