@@ -9,7 +9,8 @@ import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
 import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
-import { readVmstatOomKills, recordedThisBoot } from '../pipeline/ledger';
+import { accountKills, describeKillAccount, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
+import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -32,8 +33,8 @@ export interface CheckReport {
   ok: boolean;
   /** every collector, its hooks and whether it can run here (when a config was given) */
   collectors?: CollectorInfo[];
-  /** kills since boot: the kernel's count (/proc/vmstat oom_kill) and the records this host's state dir holds */
-  kills?: { kernel: number | null; recorded: number };
+  /** kills since boot: the kernel's count (/proc/vmstat oom_kill), the records this state dir holds, and the split between */
+  kills?: { kernel: number | null; recorded: number; account: KillAccount; explained: string[] };
   /** where the configuration came from, the sinks it enables, where records and state are kept */
   config?: { sources: string[]; sinks: string[]; spool_dir: string; state: string[]; spool_in_use_by: number | null };
   /** the kernel programs `run` would have attached with this configuration (not all that can load) */
@@ -44,7 +45,14 @@ export interface CheckReport {
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
   const kernel = readVmstatOomKills();
-  return { kernel, recorded: recordedThisBoot(spoolDir, readBootId()) };
+  let logKills: Array<{ pid: number; usec: number }> | null = null;
+  try {
+    logKills = killsFromKmsg(readKmsgRing()).map((k) => ({ pid: k.killed.pid, usec: k.usec }));
+  } catch {
+    /* not readable (no CAP_SYSLOG): said so in the report */
+  }
+  const account = accountKills(spoolDir, readBootId(), kernel, logKills);
+  return { kernel, recorded: account.recorded_here, account, explained: describeKillAccount(account, spoolDir).slice(1) };
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {
@@ -173,7 +181,7 @@ export function formatCheck(r: CheckReport): string {
           `state           ${r.config.state.join(', ')}`,
         ]
       : []),
-    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`] : []),
+    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`, ...r.kills.explained.map((l) => `  ${l}`)] : []),
     r.selected ? `selected hook   ${r.selected} (programs: ${r.programs.join(', ')})` : 'selected hook   NONE: no hook can capture OOM kills on this host',
     ...(r.selected ? (r.degraded.length ? ['degraded on this kernel:', ...r.degraded.map((d) => `  - ${d}`)] : ['degraded on this kernel: nothing']) : []),
     ...(r.collectors

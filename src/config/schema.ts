@@ -132,7 +132,7 @@ export const schema: convict.Schema<AppConfig> = {
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_HOOK',
       },
       backfill: {
-        doc: 'At start, record the kills the kernel log (/dev/kmsg) still holds that no agent captured (hook "kmsg").',
+        doc: 'At start, record the kills the kernel log (/dev/kmsg) still holds that are not in this state dir (pipeline.spool.dir): no agent using it captured them (hook "kmsg").',
         format: Boolean,
         default: true,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL',

@@ -199,6 +199,7 @@ export class Agent {
         assembler: this.assembler!,
         metrics: this.metrics,
         logger,
+        stateDir: dir,
         journald: o.backfill_journald
           ? {
               options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
