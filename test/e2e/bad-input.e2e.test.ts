@@ -416,18 +416,22 @@ describe('bad-input battery', () => {
   });
 
   // Agents that must start: a sink that does not answer is not a configuration error (the spool covers it)
-  const STARTS: Array<{ name: string; file: (caseDir: string) => Record<string, unknown>; env?: Record<string, string> }> = [
+  const STARTS: Array<{ name: string; file: (caseDir: string) => Record<string, unknown>; env?: Record<string, string>; warns?: RegExp }> = [
     { name: 'clickhouse unreachable at start and at stop (password in a file)', file: () => ck({ url: 'http://127.0.0.1:1', password_file: F.secretFile, request_timeout_ms: 1000 }) },
     { name: 'kafka unreachable at start and at stop (SASL password in a file)', file: () => kafka({ sasl: { mechanism: 'plain', username: 'u', password_file: F.secretFile }, request_timeout_ms: 1000, retries: 0 }) },
     { name: 'loki unreachable at start and at stop (bearer token in a file)', file: () => loki({ url: 'http://127.0.0.1:1', bearer_token_file: F.secretFile, request_timeout_ms: 1000 }) },
     { name: 'webhook unreachable at start and at stop (bearer token in a file)', file: () => hook({ bearer_token_file: F.secretFile, request_timeout_ms: 1000 }) },
-    { name: 'spool on a full file system (the directory exists)', file: () => ({ pipeline: { spool: { dir: path.join(F.fullDisk, 'spool') } } }) },
+    // how the records fare on a full disk is issue 26 part 1 (another branch): here, that it starts, says so, and stops
+    { name: 'spool on a full file system (the directory exists)', file: () => ({ pipeline: { spool: { dir: path.join(F.fullDisk, 'spool') } } }), warns: /^\S+ warn .*ENOSPC/m },
   ];
   for (const s of STARTS) {
     test(`starts anyway, stops within 15 s with exit 0: ${s.name}`, async () => {
       const caseDir = fs.mkdtempSync(path.join(root, 'start-'));
       const configFile = path.join(caseDir, 'config.yaml');
-      fs.writeFileSync(configFile, yaml.dump(merge(baseConfig(caseDir), s.file(caseDir))));
+      // the kmsg backfill (of a fresh state dir) hands every sink the kills the kernel log holds: records are
+      // pending in the unreachable sink's lane when the stop comes
+      const backfill = { collectors: { oomkill: { backfill: true, backfill_journald: false } } };
+      fs.writeFileSync(configFile, yaml.dump(merge(merge(baseConfig(caseDir), backfill), s.file(caseDir))));
       const child = spawn(process.execPath, [MAIN, 'run', '--config', configFile], { env: { ...process.env, ...s.env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -447,10 +451,12 @@ describe('bad-input battery', () => {
         const { code, signal } = await exited;
         clearTimeout(kill);
         const ms = Date.now() - t1;
-        console.log(`# ${s.name}: stopped in ${ms} ms`);
+        console.log(`# ${s.name}: stopped in ${ms} ms; ${(/stopped;.*$/m.exec(out) ?? ['no stop line'])[0]}`);
         assert.equal(code, 0, `exit ${code ?? signal} after ${ms} ms:\n${out}`);
         assert.ok(ms <= EXIT_BUDGET_MS, `stop took ${ms} ms:\n${out}`);
+        if (process.env.OOMTRAIL_TEST_VERBOSE) console.log(out);
         assert.doesNotMatch(out, /configuration error/, out);
+        if (s.warns) assert.match(out, s.warns, `warns:\n${out}`);
         assert.doesNotMatch(out, /^\s+at /m, `no stack trace:\n${out}`);
         assert.ok(!out.includes(SECRET), `no secret:\n${out}`);
       } finally {
