@@ -9,7 +9,8 @@ import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
 import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
-import { readVmstatOomKills, recordedThisBoot } from '../pipeline/ledger';
+import { accountKills, describeKillAccount, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
+import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -32,15 +33,26 @@ export interface CheckReport {
   ok: boolean;
   /** every collector, its hooks and whether it can run here (when a config was given) */
   collectors?: CollectorInfo[];
-  /** kills since boot: the kernel's count (/proc/vmstat oom_kill) and the records this host's state dir holds */
-  kills?: { kernel: number | null; recorded: number };
+  /** kills since boot: the kernel's count (/proc/vmstat oom_kill), the records this state dir holds, and the split between */
+  kills?: { kernel: number | null; recorded: number; account: KillAccount; explained: string[] };
+  /** where the configuration came from, the sinks it enables, where records and state are kept */
+  config?: { sources: string[]; sinks: string[]; spool_dir: string; state: string[]; spool_in_use_by: number | null };
+  /** the kernel programs `run` would have attached with this configuration (not all that can load) */
+  in_use?: string[];
   /** container runtimes that name victims (enrich.runtime): socket found, API answering */
   runtimes?: RuntimeStatus[];
 }
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
   const kernel = readVmstatOomKills();
-  return { kernel, recorded: recordedThisBoot(spoolDir, readBootId()) };
+  let logKills: Array<{ pid: number; usec: number }> | null = null;
+  try {
+    logKills = killsFromKmsg(readKmsgRing()).map((k) => ({ pid: k.killed.pid, usec: k.usec }));
+  } catch {
+    /* not readable (no CAP_SYSLOG): said so in the report */
+  }
+  const account = accountKills(spoolDir, readBootId(), kernel, logKills);
+  return { kernel, recorded: account.recorded_here, account, explained: describeKillAccount(account, spoolDir).slice(1) };
 }
 
 function cgroupLayout(): CheckReport['cgroup'] {
@@ -53,7 +65,12 @@ function cgroupLayout(): CheckReport['cgroup'] {
 }
 
 /** What this kernel offers and which hook `run` will use; `hook` is the configured choice. */
-export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: AppConfig): CheckReport {
+export interface CheckContext {
+  sources: string[];
+  spool: { dir: string; state: string[]; heldBy: number | null };
+}
+
+export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: AppConfig, context?: CheckContext): CheckReport {
   let libbpf: string | null = null;
   try {
     libbpf = loadLibBpf().versionString();
@@ -84,6 +101,18 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
         })
       : undefined;
   return {
+    ...(config && context
+      ? {
+          config: {
+            sources: context.sources,
+            sinks: enabledSinkNames(config),
+            spool_dir: context.spool.dir,
+            state: context.spool.state,
+            spool_in_use_by: context.spool.heldBy,
+          },
+          in_use: programsInUse(config, programs, collectors),
+        }
+      : {}),
     collectors,
     kills: config ? killsSinceBoot(config.pipeline.spool.dir) : undefined,
     kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
@@ -102,6 +131,33 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
   };
 }
 
+function enabledSinkNames(config: AppConfig): string[] {
+  return Object.entries(config.sinks)
+    .filter(([, c]) => (c as { enabled: boolean }).enabled)
+    .map(([name]) => name);
+}
+
+/**
+ * What `run` would attach with this configuration: the selected hook's programs, then each enabled collector's
+ * hooks where they can run here (reclaim without those its probe found unavailable; alloc only with the trail).
+ */
+function programsInUse(config: AppConfig, oomkill: string[], collectors: CollectorInfo[] | undefined): string[] {
+  const out = config.collectors.oomkill.enabled ? oomkill.map((p) => `oomkill: ${p}`) : [];
+  for (const c of collectors ?? []) {
+    if (c.name === 'oomkill' || !c.enabled || !c.available) continue;
+    if (c.name === 'alloc' && !config.trail.enabled) continue;
+    if (c.name === 'psi' && !config.trail.enabled) continue;
+    const unavailable = c.detail.startsWith('unavailable: ') ? c.detail : '';
+    for (const h of c.hooks) {
+      const tp = h.replace(/^tracepoint\//, '');
+      if (unavailable && unavailable.includes(`${tp}:`)) continue;
+      if (c.name === 'reclaim' && h.startsWith('iter/') && (!config.trail.enabled || !c.detail.includes('cgroup-iterator pass'))) continue;
+      out.push(`${c.name}: ${h}`);
+    }
+  }
+  return out;
+}
+
 export function formatCheck(r: CheckReport): string {
   const yes = (b: boolean) => (b ? 'yes' : 'no');
   const lines = [
@@ -117,7 +173,15 @@ export function formatCheck(r: CheckReport): string {
     ...r.hooks.map((h) => `  ${h.hook.padEnd(11)} ${h.ok ? 'available' : `unavailable: ${h.reason}`}`),
     'signal companions (find a pid-only mark_victim\'s task):',
     ...r.companions.map((c) => `  ${c.program.padEnd(24)} ${c.ok ? 'available' : `unavailable: ${c.reason}`}`),
-    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`] : []),
+    ...(r.config
+      ? [
+          `config          ${r.config.sources.join(' <- ')}`,
+          `sinks enabled   ${r.config.sinks.join(', ') || 'NONE'}`,
+          `spool dir       ${r.config.spool_dir}${r.config.spool_in_use_by !== null ? ` (in use by the agent with pid ${r.config.spool_in_use_by || 'unknown'})` : ''}`,
+          `state           ${r.config.state.join(', ')}`,
+        ]
+      : []),
+    ...(r.kills ? [`kills since boot: kernel ${r.kills.kernel ?? 'unknown'}, recorded ${r.kills.recorded}`, ...r.kills.explained.map((l) => `  ${l}`)] : []),
     r.selected ? `selected hook   ${r.selected} (programs: ${r.programs.join(', ')})` : 'selected hook   NONE: no hook can capture OOM kills on this host',
     ...(r.selected ? (r.degraded.length ? ['degraded on this kernel:', ...r.degraded.map((d) => `  - ${d}`)] : ['degraded on this kernel: nothing']) : []),
     ...(r.collectors
@@ -128,6 +192,7 @@ export function formatCheck(r: CheckReport): string {
           ),
         ]
       : []),
+    ...(r.in_use ? ['programs in use by run (this configuration):', ...(r.in_use.length ? r.in_use.map((p) => `  ${p}`) : ['  none'])] : []),
     ...(r.runtimes
       ? [
           'container runtimes (names for records):',

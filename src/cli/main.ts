@@ -1,4 +1,4 @@
-import { loadConfig } from '../config/load';
+import { attributeError, loadConfig, type OriginOf } from '../config/load';
 import { ConfigError } from '../config/errors';
 import { MetricsError } from '../observe/metrics';
 import type { AppConfig } from '../config/schema';
@@ -14,7 +14,8 @@ import { checkSinks, formatSinkHealth, logSinkHealth } from '../sinks/health';
 import { loadLibBpf } from '../bpf/libbpf';
 import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
 import { runDemo } from './demo';
-import { SpoolLockError } from '../pipeline/lock';
+import { DirLock, SpoolLockError } from '../pipeline/lock';
+import { preflight, type PreflightReport } from './preflight';
 
 const USAGE = `usage: oomtrail <command> [options]
 
@@ -57,19 +58,23 @@ function parseArgs(argv: string[]): Args | string {
   return args;
 }
 
+/** Where each key's value came from, once loaded: the exit handler names it in every configuration error. */
+let originOf: OriginOf | null = null;
+
 function load(args: Args): { config: AppConfig; sources: string[]; logger: Logger } {
-  const { config, sources, warnings } = loadConfig({ file: args.config });
+  const loaded = loadConfig({ file: args.config });
+  originOf = loaded.originOf;
+  const { config, sources, warnings } = loaded;
   const logger = createLogger(config.log.level, config.log.format);
   for (const w of warnings) logger.warn(`config: ${w}`);
   return { config, sources, logger };
 }
 
-function requireSink(config: AppConfig): void {
-  if (!Object.values(config.sinks).some((s) => s.enabled)) {
-    throw new ConfigError([
-      { code: 'CONFIG_INVALID', key: 'sinks', message: 'sinks: every sink is disabled, so OOM kills would be captured into nothing; enable at least one sinks.<name>.enabled' },
-    ]);
-  }
+/** The pre-flight's refusals as one ConfigError (exit 78), before anything is attached or created. */
+async function preflightOrThrow(config: AppConfig): Promise<PreflightReport> {
+  const report = await preflight(config, originOf!);
+  if (report.problems.length > 0) throw new ConfigError(report.problems);
+  return report;
 }
 
 /** How long `check --sinks` waits for the sinks to close after their healthchecks. */
@@ -81,7 +86,7 @@ const CLOSE_WAIT_MS = 2000;
  * `run` would still start and spool its records, but a deployment check should not pass.
  */
 async function checkSinksCommand(args: Args, config: AppConfig, logger: Logger): Promise<number> {
-  requireSink(config);
+  await preflightOrThrow(config);
   const sinks = createSinks(config, logger);
   const results = await checkSinks(sinks);
   process.stdout.write(args.json ? JSON.stringify({ sinks: results, ok: results.every((r) => r.healthy) }) + '\n' : formatSinkHealth(results));
@@ -111,11 +116,10 @@ async function run(args: Args): Promise<number> {
   // before the worker threads exist: each would otherwise keep its own malloc arena (~7 MB of idle RSS)
   if (!process.env.MALLOC_ARENA_MAX) loadLibBpf().mallocArenaMax?.(2);
   const { config, sources, logger } = load(args);
-  if (!config.collectors.oomkill.enabled) {
-    logger.error('collectors.oomkill.enabled is false: no collector to run');
-    return EXIT.CONFIG;
-  }
-  requireSink(config);
+  // every setting this host cannot honour is refused here, before a BPF program is loaded or attached
+  await preflightOrThrow(config);
+  // taken before the attach, too: a second agent on this spool exits 78 with nothing attached
+  const lock = DirLock.acquire(config.pipeline.spool.dir);
   const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger, candidates: config.collectors.oomkill.candidates });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
   // Both BPF objects load before the sinks, the runtimes and the agent grow the process: libbpf's parse
@@ -143,6 +147,7 @@ async function run(args: Args): Promise<number> {
     sources,
     reclaim,
     trail,
+    lock,
     deathWaitMs: config.collectors.reclaim.death_wait_ms,
   });
   await agent.start();
@@ -196,13 +201,16 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.USAGE;
   }
   if (args.command === 'run') return run(args);
-  const { config, logger } = load(args);
+  const { config, sources, logger } = load(args);
   if (args.command === 'relay') return (await import('../relay/relay')).runRelay(config, logger);
   if (args.command === 'check' && args.sinks) return checkSinksCommand(args, config, logger);
   if (args.command === 'check') {
-    const report = runCheck(logger, config.collectors.oomkill.hook, config);
+    // the same refusals as `run`, with the same exit code; the report is printed either way
+    const pre = await preflight(config, originOf!);
+    const report = runCheck(logger, config.collectors.oomkill.hook, config, { sources, spool: pre.spool });
     if (config.enrich.runtime.enabled) report.runtimes = await probeRuntimes(config.enrich.runtime);
-    process.stdout.write(args.json ? JSON.stringify(report) + '\n' : formatCheck(report));
+    process.stdout.write(args.json ? JSON.stringify({ ...report, refused: pre.problems.map((p) => p.message) }) + '\n' : formatCheck(report));
+    if (pre.problems.length > 0) throw new ConfigError(pre.problems);
     return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;
   }
   const record = await runDemo(logger, config.collectors.oomkill.hook);
@@ -215,19 +223,22 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
+    // One line on stderr naming the key and where its value came from; never a stack trace (systemd shows
+    // the line, and a restart cannot fix a setting, so 78 is in the unit's RestartPreventExitStatus=).
+    const source = (key: string) => originOf?.(key) ?? 'default';
     if (err instanceof ConfigError) {
-      process.stderr.write(`oomtrail: configuration error: ${err.message}\n`);
+      const e = originOf ? attributeError(err, originOf) : err;
+      process.stderr.write(`oomtrail: configuration error: ${e.message}\n`);
       process.exit(EXIT.CONFIG);
     }
     if (err instanceof MetricsError && err.code === 'METRICS_LISTEN') {
-      // The address is the operator's to fix (taken by another program, not local, privileged port):
-      // restarting every few seconds cannot help, so this is a configuration error systemd does not restart.
-      process.stderr.write(`oomtrail: configuration error: metrics.listen: ${err.message}\n`);
+      // The address is the operator's to fix (taken by another program, not local, privileged port)
+      process.stderr.write(`oomtrail: configuration error: ${source('metrics.listen')}: metrics.listen: ${err.message.replace(/^metrics\.listen /, '')}\n`);
       process.exit(EXIT.CONFIG);
     }
-    if (err instanceof SpoolLockError && err.code === 'SPOOL_LOCKED') {
-      // another agent owns pipeline.spool.dir: a restart would not help, so a configuration exit
-      process.stderr.write(`oomtrail: ${err.message}\n`);
+    if (err instanceof SpoolLockError) {
+      // another agent owns pipeline.spool.dir, or the directory cannot hold the lock: a restart would not help
+      process.stderr.write(`oomtrail: configuration error: ${source('pipeline.spool.dir')}: pipeline.spool.dir: ${err.message}\n`);
       process.exit(EXIT.CONFIG);
     }
     if (err instanceof CollectorError) {

@@ -32,8 +32,7 @@ export type TrailFactory = (onPressure: (ev: PressureEvent) => void) => TrailSam
 export function buildOptionalCollectors(config: AppConfig, logger: Logger): { reclaim: ReclaimCollector | null; trail: TrailFactory | null } {
   const reclaim = config.collectors.reclaim.enabled ? new ReclaimCollector({ logger }) : null;
   const version = detectCgroupVersion();
-  if (config.collectors.alloc.enabled && !config.trail.enabled) logger.warn('collectors.alloc.enabled needs trail.enabled: alloc not started');
-  if (config.pressure.enabled && !config.trail.enabled) logger.warn('pressure.enabled needs trail.enabled: no memory_pressure records');
+  // alloc or pressure without trail is refused by the loader (config/schema.ts crossCheck)
   if (!config.trail.enabled) return { reclaim, trail: null };
   const bound = ((config.trail.max_cgroups + 1) * (ringBytes(config.trail.samples) + 800)) / 1e6;
   logger.info(`trail: ${config.trail.samples} samples x ${config.trail.step_ms} ms per cgroup, at most ${config.trail.max_cgroups} cgroups (~${bound.toFixed(1)} MB)`);

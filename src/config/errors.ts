@@ -20,6 +20,8 @@ export interface ConfigProblem {
   env?: string;
   /** One line naming the source and the key; never a sensitive value. */
   message: string;
+  /** Other keys the problem depends on (see KeyProblem). */
+  related?: string[];
 }
 
 /** A problem found by a sink's own checks: the full dotted key and a reason that never holds a secret. */
@@ -27,6 +29,8 @@ export interface KeyProblem {
   key: string;
   message: string;
   code?: ConfigErrorCode;
+  /** Other keys whose values the problem depends on (`pipeline.retry.initial_ms` for `max_ms`): their sources are named too. */
+  related?: string[];
 }
 
 /** Any configuration failure. Not retriable: the process should exit with EX_CONFIG (78). */
@@ -47,7 +51,8 @@ export class ConfigError extends Error {
     super(
       problems.length === 1
         ? first.message
-        : `${problems.length} configuration problems:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`,
+        : // one line: systemd and log shippers show each line as its own entry
+          `${problems.length} configuration problems: ${problems.map((p) => p.message).join('; ')}`,
     );
     this.code = first.code;
     if (first.key !== undefined) this.key = first.key;
@@ -59,6 +64,8 @@ export class ConfigError extends Error {
   /** `key: message` for each problem; throws nothing when `problems` is empty (returns undefined). */
   static of(problems: readonly KeyProblem[]): ConfigError | undefined {
     if (problems.length === 0) return undefined;
-    return new ConfigError(problems.map((p) => ({ code: p.code ?? 'CONFIG_INVALID', key: p.key, message: `${p.key}: ${p.message}` })));
+    return new ConfigError(
+      problems.map((p) => ({ code: p.code ?? 'CONFIG_INVALID', key: p.key, message: `${p.key}: ${p.message}`, ...(p.related ? { related: p.related } : {}) })),
+    );
   }
 }

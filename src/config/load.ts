@@ -5,6 +5,7 @@ import convict from 'convict';
 import yaml from 'js-yaml';
 import { ConfigError, type ConfigProblem } from './errors';
 import { redactUrl } from './formats';
+import { readRegularFile } from '../host/paths';
 import { crossCheck, schema as appSchema, type AppConfig } from './schema';
 
 /**
@@ -64,6 +65,35 @@ export interface LoadResult<T> {
   sources: string[];
   /** Non-fatal findings for the caller to log (none at present: an unknown `OOMTRAIL_*` variable is an error). */
   warnings: string[];
+  /** Where a key's value came from: `env OOMTRAIL_…`, `file /etc/oomtrail/config.yaml` or `default`. */
+  originOf: OriginOf;
+}
+
+export type OriginOf = (key: string) => string;
+
+/**
+ * A problem found after loading (a sink's files, the spool dir, a cross-key check) with the source of its key
+ * put in front, `env OOMTRAIL_… : key: reason`, and the sources of the related keys that were set after it: the
+ * operator learns where to fix it. Problems already naming a source, or no key, are kept as they are.
+ */
+export function attributeProblem(p: ConfigProblem, originOf: OriginOf): ConfigProblem {
+  if (p.key === undefined || p.env !== undefined || p.file !== undefined) return p;
+  const origin = originOf(p.key);
+  const set = (p.related ?? []).map((k) => [k, originOf(k)] as const).filter(([, o]) => o !== 'default');
+  const note = set.length ? ` (${set.map(([k, o]) => `${k} from ${o}`).join(', ')})` : '';
+  const body = p.message.startsWith(`${p.key}: `) ? p.message : `${p.key}: ${p.message}`;
+  return { ...p, ...originFieldsOf(origin), message: `${origin}: ${body}${note}` };
+}
+
+/** The same for every problem of a ConfigError. */
+export function attributeError(err: ConfigError, originOf: OriginOf): ConfigError {
+  return new ConfigError(err.problems.map((p) => attributeProblem(p, originOf)));
+}
+
+function originFieldsOf(origin: string): { file?: string; env?: string } {
+  if (origin.startsWith('env ')) return { env: origin.slice(4) };
+  if (origin.startsWith('file ')) return { file: origin.slice(5) };
+  return {};
 }
 
 /** Load the agent configuration. Throws `ConfigError`. */
@@ -95,7 +125,7 @@ export interface GenericLoadOptions<T> extends LoadOptions {
   /** Names with the prefix that are not configuration and are never checked. Default `NON_CONFIG_ENV_PREFIXES`. */
   ignoreEnvPrefixes?: readonly string[];
   /** Cross-key checks run on the validated config. */
-  check?: (config: T) => Array<{ key: string; message: string }>;
+  check?: (config: T) => Array<{ key: string; message: string; related?: string[] }>;
 }
 
 export function loadConfigWithSchema<T>(schema: convict.Schema<T>, opts: GenericLoadOptions<T> = {}): LoadResult<T> {
@@ -166,14 +196,14 @@ export function loadConfigWithSchema<T>(schema: convict.Schema<T>, opts: Generic
   }
 
   const values = config.getProperties() as T;
+  const originOf: OriginOf = (key) => where(origins.get(key));
   if (problems.length === 0 && opts.check) {
-    for (const { key, message } of opts.check(values)) {
-      const origin = origins.get(key);
-      problems.push({ code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${message}` });
+    for (const { key, message, related } of opts.check(values)) {
+      problems.push(attributeProblem({ code: 'CONFIG_INVALID', key, message, ...(related ? { related } : {}) }, originOf));
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return { config: deepFreeze(values), sources, warnings };
+  return { config: deepFreeze(values), sources, warnings, originOf };
 }
 
 // ---- schema introspection --------------------------------------------------------------------------------------
@@ -237,9 +267,13 @@ function exists(p: string): boolean {
   }
 }
 
+/** Far above any real configuration; a bound so that a device or a huge file is refused, not read. */
+const CONFIG_MAX_BYTES = 1024 * 1024;
+
 function readFile(file: string): string {
   try {
-    return fs.readFileSync(file, 'utf8');
+    // a FIFO would block the read (and the start) until something writes to it: regular files only
+    return readRegularFile(file, CONFIG_MAX_BYTES).toString('utf8');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why =
@@ -249,6 +283,8 @@ function readFile(file: string): string {
           ? 'is a directory, not a file'
           : e.code === 'EACCES' || e.code === 'EPERM'
             ? 'permission denied'
+            : e.code === 'ENOTREG' || e.code === 'EFBIG'
+              ? e.message
             : `cannot be read (${e.code ?? e.message})`;
     throw new ConfigError([{ code: 'CONFIG_UNREADABLE', file, message: `config file ${file} ${why}` }]);
   }
@@ -261,7 +297,7 @@ function parseFile(file: string, text: string): unknown {
     try {
       return JSON.parse(text);
     } catch (err) {
-      throw new ConfigError([{ code: 'CONFIG_PARSE', file, message: `${file}: not valid JSON: ${jsonReason(err, text)}` }]);
+      throw new ConfigError([{ code: 'CONFIG_PARSE', file, message: `file ${file}: not valid JSON: ${jsonReason(err, text)}` }]);
     }
   }
   try {
@@ -270,7 +306,7 @@ function parseFile(file: string, text: string): unknown {
     // The exception's message quotes the file's lines (maybe a secret): use only its reason and position.
     const e = err as { reason?: string; mark?: { line: number; column: number } };
     const at = e.mark ? ` at line ${e.mark.line + 1}, column ${e.mark.column + 1}` : '';
-    throw new ConfigError([{ code: 'CONFIG_PARSE', file, message: `${file}: not valid YAML${at}: ${e.reason ?? 'parse error'}` }]);
+    throw new ConfigError([{ code: 'CONFIG_PARSE', file, message: `file ${file}: not valid YAML${at}: ${e.reason ?? 'parse error'}` }]);
   }
 }
 
@@ -302,7 +338,7 @@ function collectFileValues(
   const out: Array<[string, unknown]> = [];
   if (parsed === undefined || parsed === null) return out;
   if (!isPlainObject(parsed)) {
-    problems.push({ code: 'CONFIG_INVALID', file, message: `${file}: the top level must be a mapping of keys, got ${kindOf(parsed)}` });
+    problems.push({ code: 'CONFIG_INVALID', file, message: `file ${file}: the top level must be a mapping of keys, got ${kindOf(parsed)}` });
     return out;
   }
   const known = [...leaves.keys(), ...sections];
@@ -313,19 +349,19 @@ function collectFileValues(
       const leaf = leaves.get(key);
       if (leaf) {
         const wrong = typeMismatch(leaf, value);
-        if (wrong) problems.push({ code: 'CONFIG_INVALID', key, file, message: `${file}: ${key}: ${wrong}` });
+        if (wrong) problems.push({ code: 'CONFIG_INVALID', key, file, message: `file ${file}: ${key}: ${wrong}` });
         else out.push([key, value]);
       } else if (sections.has(key)) {
         if (value === null) continue; // `sinks:` with every child commented out
         if (isPlainObject(value)) walk(value, key);
-        else problems.push({ code: 'CONFIG_INVALID', key, file, message: `${file}: ${key}: must be a mapping of keys, got ${kindOf(value)}` });
+        else problems.push({ code: 'CONFIG_INVALID', key, file, message: `file ${file}: ${key}: must be a mapping of keys, got ${kindOf(value)}` });
       } else {
         const hint = suggest(key, known);
         problems.push({
           code: 'CONFIG_UNKNOWN_KEY',
           key,
           file,
-          message: `${file}: unknown key ${key}${hint ? ` (did you mean ${hint}?)` : ''}`,
+          message: `file ${file}: unknown key ${key}${hint ? ` (did you mean ${hint}?)` : ''}`,
         });
       }
     }
@@ -382,12 +418,14 @@ function convictProblem(line: string, origins: Map<string, Origin>): ConfigProbl
   // A URL may carry a password (userinfo) or a token (webhook paths): show only scheme://host[:port]/….
   const shown = /^(.*): value was "(.*)"$/s.exec(reason);
   if (shown && /(^|[._])url$/.test(key)) reason = `${shown[1]}: value was "${redactUrl(shown[2]!)}"`;
+  // userinfo anywhere else (a broker list, an address): the value is not shown at all
+  else if (shown && /[^\s/@]*:[^\s@]*@/.test(shown[2]!)) reason = shown[1]!;
   return { code: 'CONFIG_INVALID', key, ...originFields(origin), message: `${where(origin)}: ${key}: ${reason}` };
 }
 
 function where(origin: Origin | undefined): string {
   if (!origin) return 'default';
-  return 'file' in origin ? origin.file : `env ${origin.env}`;
+  return 'file' in origin ? `file ${origin.file}` : `env ${origin.env}`;
 }
 
 function originFields(origin: Origin | undefined): { file?: string; env?: string } {

@@ -132,7 +132,7 @@ export const schema: convict.Schema<AppConfig> = {
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_HOOK',
       },
       backfill: {
-        doc: 'At start, record the kills the kernel log (/dev/kmsg) still holds that no agent captured (hook "kmsg").',
+        doc: 'At start, record the kills the kernel log (/dev/kmsg) still holds that are not in this state dir (pipeline.spool.dir): no agent using it captured them (hook "kmsg").',
         format: Boolean,
         default: true,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_BACKFILL',
@@ -403,13 +403,21 @@ export const schema: convict.Schema<AppConfig> = {
 };
 
 /** Checks that span keys. Each problem names the key it is reported against (for its source). */
-export function crossCheck(config: AppConfig): Array<{ key: string; message: string }> {
-  const problems: Array<{ key: string; message: string }> = [];
+export function crossCheck(config: AppConfig): Array<{ key: string; message: string; related?: string[] }> {
+  const problems: Array<{ key: string; message: string; related?: string[] }> = [];
   if (config.pipeline.retry.max_ms < config.pipeline.retry.initial_ms) {
     problems.push({
       key: 'pipeline.retry.max_ms',
       message: `must be >= pipeline.retry.initial_ms (${config.pipeline.retry.initial_ms})`,
+      related: ['pipeline.retry.initial_ms'],
     });
+  }
+  // both ride on the trail sampler: enabled without it they would do nothing, which a warning hid
+  if (config.pressure.enabled && !config.trail.enabled) {
+    problems.push({ key: 'pressure.enabled', message: 'needs trail.enabled (memory_pressure records come from the trail sampler)', related: ['trail.enabled'] });
+  }
+  if (config.collectors.alloc.enabled && !config.trail.enabled) {
+    problems.push({ key: 'collectors.alloc.enabled', message: 'needs trail.enabled (allocations are counted per trail step)', related: ['trail.enabled'] });
   }
   for (const { definition, config: c } of enabledSinks(config.sinks)) problems.push(...definition.check(c as never));
   return problems;

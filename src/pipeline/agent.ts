@@ -39,6 +39,8 @@ export interface AgentParts {
   reclaim?: (DeathSource & { start(): void; stop(): void }) | null;
   /** optional: per-cgroup trails attached to records, and memory_pressure records (given where they go) */
   trail?: ((onPressure: (ev: PressureEvent) => void) => AgentTrail) | null;
+  /** the spool dir's lock, when the caller took it already (before the BPF attach); taken at start otherwise */
+  lock?: DirLock | null;
   /** longest wait after a kill for the victim's exit before its record goes out */
   deathWaitMs?: number;
   /** host clocks (tests may steer them); the system's by default */
@@ -143,7 +145,7 @@ export class Agent {
     const dir = config.pipeline.spool.dir;
     // before any spool is touched: a second agent on this directory would replay, ack and delete
     // the first one's records
-    this.lock = DirLock.acquire(dir);
+    this.lock = this.parts.lock ?? DirLock.acquire(dir);
     try {
       await this.startLocked();
     } catch (err) {
@@ -197,6 +199,7 @@ export class Agent {
         assembler: this.assembler!,
         metrics: this.metrics,
         logger,
+        stateDir: dir,
         journald: o.backfill_journald
           ? {
               options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },

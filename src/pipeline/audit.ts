@@ -196,7 +196,7 @@ export class KillAudit {
       const noCgroup = where.length ? ledger.countWithoutCgroupSince(ledger.state.audit_base_us) : 0;
       this.parts.logger.warn(
         `audit: the kernel counted ${kernel - ledger.state.audit_base_kills} OOM kill(s) since the first agent start of this boot, ` +
-          `this host recorded ${ledger.countSince(ledger.state.audit_base_us)}: ${settled} missed` +
+          `this state dir recorded ${ledger.countSince(ledger.state.audit_base_us)}: ${settled} missed (not recorded here; an agent with another state dir may hold them)` +
           (where.length ? `; by the cgroups' own counters: ${where.map(([cg, n]) => `${cg} ${n}`).join(', ')}` : '') +
           (noCgroup ? ` (${noCgroup} recorded kill(s) name no cgroup, their oom-kill: line rate-limited: they may be among these)` : ''),
       );

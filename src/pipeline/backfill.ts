@@ -4,7 +4,7 @@ import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
 import type { HostFacts } from '../host/facts';
 import type { RecordAssembler } from './assemble/assemble';
 import { backfillFromJournald, type JournaldBackfillOptions } from './journald-backfill';
-import { noteKill, type KillLedger } from './ledger';
+import { noteKill, readVmstatOomKills, type KillLedger } from './ledger';
 import type { Router } from './router';
 
 /** Kernel-log lines this close to the collector's attach are checked against live captures a little later. */
@@ -16,6 +16,8 @@ export interface BackfillParts {
   assembler: RecordAssembler;
   metrics: PipelineMetrics;
   logger: Logger;
+  /** the state dir (pipeline.spool.dir) the ledger is kept in, named in the summary */
+  stateDir: string;
   /** also read systemd-journald (this boot's kills the ring lost, previous boots'); null: the ring only */
   journald: { options: JournaldBackfillOptions; facts: HostFacts; printkToRealtimeNs: (ns: bigint) => bigint } | null;
 }
@@ -48,12 +50,15 @@ export class Backfill {
 
   async run(beforeAttachUs: number, afterAttachUs: number): Promise<void> {
     const { logger, ledger } = this.parts;
+    const recordedBefore = ledger.count;
     let ring: ReturnType<typeof readKmsgRing>;
+    let ringReadable = true;
     try {
       ring = readKmsgRing();
     } catch (err) {
       logger.warn(`backfill: cannot read /dev/kmsg: ${(err as Error).message}`);
       ring = []; // the journal may still be readable
+      ringReadable = false;
     }
     const since = ledger.state.kmsg_seq;
     const lastSeq = ring.filter((r) => r.usec < afterAttachUs).reduce((m, r) => Math.max(m, r.seq), since);
@@ -64,6 +69,7 @@ export class Backfill {
     const now = kills.filter((k) => k.usec < beforeAttachUs);
     const later = kills.filter((k) => k.usec >= beforeAttachUs);
     let n = await this.emitKmsgKills(now);
+    const inLog = ringReadable ? killsFromKmsg(ring).length : null;
     if (later.length > 0) {
       await new Promise<void>((resolve) => {
         this.timer = setTimeout(() => {
@@ -75,6 +81,7 @@ export class Backfill {
       });
       n += await this.emitKmsgKills(later);
     }
+    const fromRing = n;
     const j = this.parts.journald;
     // after the ring's settle pass: a slow journalctl must not hold back kills the audit is waiting for
     if (j && !this.stopJournalctl.signal.aborted) {
@@ -99,7 +106,19 @@ export class Backfill {
     } catch (err) {
       logger.warn(`backfill: cannot save progress: ${(err as Error).message}`);
     }
-    if (n > 0) logger.warn(`backfill: recorded ${n} OOM kill(s) from the kernel log that no agent captured`);
+    // Kernel vs recorded, explained: the kernel counts every kill, its log ring loses old lines, and this state dir
+    // holds only what agents using it recorded (an agent with another spool dir records elsewhere, unseen here).
+    const kernel = readVmstatOomKills();
+    const account =
+      `the kernel counted ${kernel ?? 'an unknown number of'} OOM kill(s) this boot; ` +
+      (inLog === null ? 'the kernel log was unreadable; ' : `the kernel log holds ${inLog}${kernel !== null && kernel > inLog ? ` (${kernel - inLog} no longer in it)` : ''}; `) +
+      `${recordedBefore} were recorded in this state dir (${this.parts.stateDir}) before this start`;
+    if (n > 0) {
+      logger.warn(
+        `backfill: recorded ${n} OOM kill(s) not in this state dir (${fromRing} from the kernel log, ${n - fromRing} from the journal): ` +
+          `no agent using this state dir captured them (one with another state dir may have); ${account}`,
+      );
+    } else if (kernel !== null && kernel > ledger.count) logger.info(`backfill: nothing to record; ${account}`);
   }
 
   private async emitKmsgKills(kills: ReturnType<typeof killsFromKmsg>): Promise<number> {

@@ -122,6 +122,6 @@ async function backfillBoot(p: JournaldBackfillParts, ctl: JournalctlOptions, bo
   if (last && !p.signal?.aborted) progress[bootId] = { cursor: last.cursor, kernel };
   else if (kernel && before) progress[bootId] = { ...before, kernel };
   if (read.truncated) logger.warn(`backfill: boot ${bootId} has more than ${MAX_LINES_PER_BOOT} OOM lines in the journal; the rest is read at the next start`);
-  if (n > 0) logger.warn(`backfill: recorded ${n} OOM kill(s) from the systemd journal${isCurrent ? '' : ` of previous boot ${bootId}`} that no agent captured`);
+  if (n > 0) logger.warn(`backfill: recorded ${n} OOM kill(s) from the systemd journal${isCurrent ? '' : ` of previous boot ${bootId}`} not in this state dir`);
   return n;
 }

@@ -224,7 +224,6 @@ function readLedgerState(file: string): LedgerState | null {
   }
 }
 
-/** Kills recorded this boot per the ledger in `dir`, for `oomtrail check` (0 when there is none). */
 /** The kernel's OOM kill count since boot (/proc/vmstat oom_kill); null where it cannot be read. */
 export function readVmstatOomKills(): number | null {
   try {
@@ -235,12 +234,58 @@ export function readVmstatOomKills(): number | null {
   }
 }
 
-export function recordedThisBoot(dir: string, bootId: string): number {
+
+/**
+ * How the kernel's count of this boot's kills compares with one state dir's records. The kernel counts every
+ * kill (/proc/vmstat oom_kill); its log is a ring that overwrites old lines; and a state dir holds only what the
+ * agents using it recorded — an agent with another `pipeline.spool.dir` records into its own, which cannot be
+ * seen from here, so a kill the log holds but this dir does not is "not in this state dir", not "missed".
+ */
+export interface KillAccount {
+  /** /proc/vmstat oom_kill since boot; null where unreadable */
+  kernel: number | null;
+  /** kill reports the kernel log still holds; null where /dev/kmsg is unreadable */
+  in_kernel_log: number | null;
+  /** kernel − in_kernel_log: kills whose lines the log no longer holds (overwritten or rate-limited) */
+  gone_from_log: number | null;
+  /** kills this state dir's ledger holds for this boot */
+  recorded_here: number;
+  /** of those in the kernel log, how many this state dir has not recorded (what a backfill here would record) */
+  in_log_not_here: number | null;
+}
+
+/** The account for `dir` (read only: nothing is created), given the kills the kernel log holds. */
+export function accountKills(dir: string, bootId: string, kernel: number | null, logKills: ReadonlyArray<{ pid: number; usec: number }> | null): KillAccount {
+  let entries: LedgerEntry[] = [];
   try {
-    return new Set(readLedger(path.join(dir, LEDGER_FILE), bootId).entries.map((e) => e.e)).size;
+    entries = readLedger(path.join(dir, LEDGER_FILE), bootId).entries;
   } catch {
-    return 0;
+    /* unreadable: nothing recorded that we can see */
   }
+  const recorded = new Set(entries.map((e) => e.e)).size;
+  const matched = (k: { pid: number; usec: number }) => entries.some((e) => e.p === k.pid && Math.abs(e.t - k.usec) <= MATCH_US);
+  const inLog = logKills ? logKills.length : null;
+  return {
+    kernel,
+    in_kernel_log: inLog,
+    gone_from_log: kernel !== null && inLog !== null ? Math.max(0, kernel - inLog) : null,
+    recorded_here: recorded,
+    in_log_not_here: logKills ? logKills.filter((k) => !matched(k)).length : null,
+  };
+}
+
+/** The account in words, for `oomtrail check` and the start-up backfill's summary. */
+export function describeKillAccount(a: KillAccount, dir: string): string[] {
+  const out = [`kernel ${a.kernel ?? 'unknown'}, recorded in this state dir (${dir}) ${a.recorded_here}`];
+  if (a.in_kernel_log === null) out.push('the kernel log (/dev/kmsg) cannot be read: the difference cannot be explained here');
+  else {
+    if (a.gone_from_log) out.push(`${a.gone_from_log} no longer in the kernel log (its ring overwrote them): only the journald backfill can still find them`);
+    out.push(
+      `${a.in_kernel_log} in the kernel log: ${a.in_kernel_log - (a.in_log_not_here ?? 0)} recorded in this state dir, ` +
+        `${a.in_log_not_here ?? 0} not in this state dir (recorded by an agent with another state dir, or by none)`,
+    );
+  }
+  return out;
 }
 
 /** Enters a kill in the ledger; a write failure is logged, never thrown: the record still goes out. */

@@ -82,6 +82,29 @@ export class DirLock {
     return new DirLock(fd, file);
   }
 
+  /**
+   * Whether another process holds the lock, asked without creating anything (`oomtrail check`): the holder's pid
+   * (or 0 when it cannot be read) if held, null if free or absent.
+   */
+  static holder(dir: string): number | null {
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(dir, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch {
+      return null;
+    }
+    try {
+      if (flock(fd, LOCK_EX | LOCK_NB) === 0) return null; // closing the descriptor below drops it again
+      if (koffi.errno() !== EWOULDBLOCK) return null;
+      const text = fs.readFileSync(fd, 'utf8').trim();
+      return /^\d+$/.test(text) ? Number(text) : 0;
+    } catch {
+      return 0;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   release(): void {
     if (this.fd === null) return;
     // closing the last descriptor drops the flock

@@ -81,6 +81,12 @@ export interface SinkDefinition<C extends { enabled: boolean } = { enabled: bool
    * and where it was set. Messages never hold a secret.
    */
   check(config: C): KeyProblem[];
+  /**
+   * `check` and the files `create` would read (secrets: bounded regular files; TLS: parsed as PEM), the paths it
+   * would write: run before the BPF programs attach, and by `oomtrail check`. Loads no client library, connects to
+   * nothing, changes nothing on disk.
+   */
+  preflight(config: C): KeyProblem[];
   /** Builds the sink: check, then the files it needs read now; throws ConfigError naming the key. */
   create(config: C, deps: SinkDeps): Sink;
 }

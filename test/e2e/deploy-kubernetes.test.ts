@@ -38,6 +38,24 @@ const docs = yaml.loadAll(fs.readFileSync(MANIFEST, 'utf8')) as any[];
 const ds = docs.find((d) => d.kind === 'DaemonSet');
 
 describe('deploy/kubernetes/daemonset.yaml', () => {
+  // env wins over the file: only what the ConfigMap cannot hold (the node's own name) comes through env
+  test('the DaemonSet sets only OOMTRAIL_HOST_NAME through env; the ConfigMap\'s keys take effect', () => {
+    const container = ds.spec.template.spec.containers[0];
+    const envNames = (container.env ?? []).map((e: { name: string }) => e.name).filter((n: string) => n.startsWith('OOMTRAIL_'));
+    assert.deepEqual(envNames, ['OOMTRAIL_HOST_NAME']);
+    const cm = docs.find((d) => d.kind === 'ConfigMap');
+    const edited = yaml.load(cm.data['config.yaml']) as Record<string, Record<string, Record<string, unknown>>>;
+    edited.pipeline.spool.dir = '/var/lib/oomtrail/edited-spool';
+    edited.sinks.file.path = '/var/lib/oomtrail/edited.jsonl';
+    const file = path.join(tmp, 'edited-config.yaml');
+    fs.writeFileSync(file, yaml.dump(edited));
+    const { config, originOf } = loadConfig({ file, env: { OOMTRAIL_HOST_NAME: 'node-1' } });
+    assert.equal(config.pipeline.spool.dir, '/var/lib/oomtrail/edited-spool');
+    assert.equal(config.sinks.file.path, '/var/lib/oomtrail/edited.jsonl');
+    assert.equal(originOf('pipeline.spool.dir'), `file ${file}`);
+    assert.equal(originOf('host.name'), 'env OOMTRAIL_HOST_NAME');
+  });
+
   for (const version of ['1.37.0', '1.30.0']) {
     test(`validates against the Kubernetes ${version} schemas (strict)`, async () => {
       assert.ok(fs.existsSync(VALIDATOR), `${VALIDATOR} missing: run test/servers/docker/setup.sh`);

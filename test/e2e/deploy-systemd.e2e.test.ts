@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MAIN, REPO, readJsonl, sleep, testConfigYaml } from '../helpers/agent';
+import { loadConfig } from '../../src/config/load';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 
 const UNIT = path.join(REPO, 'systemd/oomtrail.service');
@@ -29,6 +30,21 @@ function unitValues(key: string): string[] {
   for (const line of text.split('\n')) {
     const m = new RegExp(`^${key}=(.*)$`).exec(line.trim());
     if (m) out.push(...m[1].trim().split(/\s+/).filter(Boolean));
+  }
+  return out;
+}
+
+/** The unit's Environment= assignments (systemd's syntax: space-separated, each optionally double-quoted). */
+function unitEnvironment(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(UNIT, 'utf8').split('\n')) {
+    const m = /^Environment=(.*)$/.exec(line.trim());
+    if (!m) continue;
+    for (const word of m[1].match(/"[^"]*"|\S+/g) ?? []) {
+      const w = word.replace(/^"|"$/g, '');
+      const eq = w.indexOf('=');
+      if (eq > 0) out[w.slice(0, eq)] = w.slice(eq + 1);
+    }
   }
   return out;
 }
@@ -106,6 +122,45 @@ function runUnprivileged(caps: string[], prefix: string[] = []): Run {
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, log: () => err, exited, eventsPath };
 }
+
+describe('systemd unit: one place for the configuration', () => {
+  // env wins over the file: a key the unit set through Environment= could not be changed in /etc/oomtrail/config.yaml
+  test('the unit sets no OOMTRAIL_* variable, so every key edited in the config file takes effect', async () => {
+    const unitEnv = unitEnvironment();
+    assert.deepEqual(Object.keys(unitEnv).filter((k) => k.startsWith('OOMTRAIL_')), [], 'Environment= sets no configuration');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-unit-cfg-'));
+    const file = path.join(dir, 'config.yaml');
+    // the two keys the unit once set, and one more of each kind, edited as the README says (copy, keep what you change)
+    fs.writeFileSync(
+      file,
+      [
+        'sinks:',
+        '  console: { enabled: false }',
+        `  file: { path: ${JSON.stringify(path.join(dir, 'edited', 'events.jsonl'))} }`,
+        'pipeline:',
+        `  spool: { dir: ${JSON.stringify(path.join(dir, 'edited-spool'))}, fsync: batch }`,
+        'log: { level: warn }',
+      ].join('\n'),
+    );
+    const { config, originOf } = loadConfig({ file, env: unitEnv });
+    assert.equal(config.pipeline.spool.dir, path.join(dir, 'edited-spool'));
+    assert.equal(config.sinks.file.path, path.join(dir, 'edited', 'events.jsonl'));
+    assert.equal(config.pipeline.spool.fsync, 'batch');
+    assert.equal(originOf('pipeline.spool.dir'), `file ${file}`);
+    assert.equal(originOf('sinks.file.path'), `file ${file}`);
+    // and the unit's ExecStartPre (`check --config`) with the unit's environment reports the edited spool
+    const { execFile } = await import('node:child_process');
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [MAIN, 'check', '--json', '--config', file], { env: { PATH: process.env.PATH, ...unitEnv } }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const report = JSON.parse(out);
+    assert.equal(report.config.spool_dir, path.join(dir, 'edited-spool'));
+    assert.deepEqual(report.config.sources, ['defaults', file]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
 
 describe('systemd unit: hardening and least privilege', () => {
   const cgroups: TestCgroup[] = [];

@@ -44,7 +44,7 @@ describe('sink registry: one shape', () => {
     for (const name of folders) assert.ok(fs.existsSync(path.join(SRC, 'sinks', name, 'definition.ts')), name);
     for (const [name, d] of defs) {
       assert.equal(d.name, name);
-      assert.deepEqual(Object.keys(d).sort(), ['check', 'create', 'name', 'schema'], name);
+      assert.deepEqual(Object.keys(d).sort(), ['check', 'create', 'name', 'preflight', 'schema'], name);
       assert.equal(typeof d.check, 'function');
       assert.equal(typeof d.create, 'function');
       const enabled = (d.schema as unknown as Record<string, { format: unknown; env: string }>).enabled!;

@@ -13,11 +13,11 @@ export interface ClickHouseSinkDeps extends SinkDeps {
 function check(config: ClickHouseSinkConfig): KeyProblem[] {
   const p = new StartProblems(KEY);
   const problem = p.add.bind(p);
-  if (config.password_file !== '' && config.password !== '') problem('password_file', 'set either password or password_file, not both');
+  if (config.password_file !== '' && config.password !== '') problem('password_file', 'set either password or password_file, not both', ['password']);
   const { ca_file, cert_file, key_file } = config.tls;
-  if ((ca_file || cert_file || key_file) && !config.url.startsWith('https:')) problem('tls.ca_file', 'tls files need an https:// url');
-  if ((cert_file === '') !== (key_file === '')) problem('tls.cert_file', 'cert_file and key_file go together');
-  if (cert_file && !ca_file) problem('tls.ca_file', 'mutual TLS (cert_file) needs ca_file too');
+  if ((ca_file || cert_file || key_file) && !config.url.startsWith('https:')) problem('tls.ca_file', 'tls files need an https:// url', ['url', 'tls.cert_file', 'tls.key_file']);
+  if ((cert_file === '') !== (key_file === '')) problem('tls.cert_file', 'cert_file and key_file go together', ['tls.key_file']);
+  if (cert_file && !ca_file) problem('tls.ca_file', 'mutual TLS (cert_file) needs ca_file too', ['tls.cert_file']);
   return p.problems;
 }
 
@@ -25,18 +25,30 @@ function check(config: ClickHouseSinkConfig): KeyProblem[] {
  * Reads `password_file` and the TLS files now, so a missing or unreadable one stops the agent at start with a
  * configuration error (exit 78) naming the key and the file, never the password.
  */
-function create(config: ClickHouseSinkConfig, deps: ClickHouseSinkDeps) {
-  const start = new StartProblems(KEY);
-  start.addAll(check(config));
+function readFiles(config: ClickHouseSinkConfig, start: StartProblems): { password: string | undefined; tls: ClickHouseSinkOptions['tls'] } {
   const password = config.password_file !== '' ? start.secret('password_file', config.password_file) : config.password;
   const { ca_file, cert_file, key_file } = config.tls;
   let tls: ClickHouseSinkOptions['tls'];
   if (ca_file && config.url.startsWith('https:')) {
-    const ca = start.file('tls.ca_file', ca_file);
-    const cert = cert_file ? start.file('tls.cert_file', cert_file) : undefined;
-    const key = key_file ? start.file('tls.key_file', key_file) : undefined;
+    const ca = start.file('tls.ca_file', ca_file, false, 'ca');
+    const { cert, key } = cert_file && key_file ? start.certAndKey('tls.cert_file', cert_file, 'tls.key_file', key_file) : {};
     if (ca) tls = cert && key ? { ca_cert: ca, cert, key } : { ca_cert: ca };
   }
+  return { password, tls };
+}
+
+/** The checks and the files, for the pre-flight: no client library loaded, nothing connected. */
+function preflight(config: ClickHouseSinkConfig): KeyProblem[] {
+  const start = new StartProblems(KEY);
+  start.addAll(check(config));
+  readFiles(config, start);
+  return start.problems;
+}
+
+function create(config: ClickHouseSinkConfig, deps: ClickHouseSinkDeps) {
+  const start = new StartProblems(KEY);
+  start.addAll(check(config));
+  const { password, tls } = readFiles(config, start);
   start.throwIfAny();
 
   const logger = deps.logger;
@@ -60,4 +72,4 @@ function create(config: ClickHouseSinkConfig, deps: ClickHouseSinkDeps) {
   return new ClickHouseSink(opts);
 }
 
-export const definition: SinkDefinition<ClickHouseSinkConfig> = { name: 'clickhouse', schema: clickhouseConfigSchema, check, create };
+export const definition: SinkDefinition<ClickHouseSinkConfig> = { name: 'clickhouse', schema: clickhouseConfigSchema, check, preflight, create };

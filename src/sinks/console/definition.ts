@@ -29,5 +29,6 @@ export const definition: SinkDefinition<ConsoleConfig> = {
   name: 'console',
   schema,
   check: () => [],
+  preflight: () => [],
   create: (config) => new ConsoleSink({ format: config.format, batchMaxAgeMs: config.batch_max_age_ms }),
 };

@@ -1,6 +1,7 @@
 import { nonEmptyString } from '../../config/formats';
 import { localBatchAgeKey, type ConfigSchema, type SinkDefinition } from '../sink';
 import { FileSink } from './sink';
+import { unusablePath } from '../../host/paths';
 
 export interface FileConfig {
   enabled: boolean;
@@ -28,5 +29,10 @@ export const definition: SinkDefinition<FileConfig> = {
   name: 'file',
   schema,
   check: () => [],
+  // a directory, a read-only mount or a file in the way would fail every write (and retry for ever)
+  preflight: (config) => {
+    const why = unusablePath(config.path, 'file');
+    return why ? [{ key: 'sinks.file.path', message: `${config.path} ${why}` }] : [];
+  },
   create: (config) => new FileSink({ path: config.path, batchMaxAgeMs: config.batch_max_age_ms }),
 };

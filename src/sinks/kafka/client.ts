@@ -1,7 +1,7 @@
 import { logLevel, type KafkaConfig } from 'kafkajs';
 import type { Logger } from '../../observe/logger';
 import { StartProblems } from '../secret';
-import { checkKafkaConfig, parseBrokers, type KafkaSinkConfig } from './config';
+import { checkKafkaConfig, parseBrokers, readKafkaFiles, type KafkaSinkConfig } from './config';
 import { retrySettings } from './retry';
 
 /**
@@ -12,11 +12,7 @@ import { retrySettings } from './retry';
 export function kafkaClientConfig(c: KafkaSinkConfig, logger: Logger): KafkaConfig {
   const start = new StartProblems('sinks.kafka');
   start.addAll(checkKafkaConfig(c));
-  const password = c.sasl.mechanism !== 'none' && c.sasl.password_file !== '' ? start.secret('sasl.password_file', c.sasl.password_file) : undefined;
-  const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-  for (const [k, file] of [['ca', c.tls.ca_file], ['cert', c.tls.cert_file], ['key', c.tls.key_file]] as const) {
-    if (file) tls[k] = start.file(`tls.${k}_file`, file);
-  }
+  const { password, ...tls } = readKafkaFiles(c, start);
   start.throwIfAny();
   const kc: KafkaConfig = {
     clientId: c.client_id,

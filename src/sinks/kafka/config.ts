@@ -56,6 +56,8 @@ export function parseBrokers(x: string): string[] {
   const list = x.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (list.length === 0) throw new Error('must list at least one broker as host:port (comma-separated)');
   for (const b of list) {
+    // user:password@host would put a password into every log line that quotes the broker
+    if (b.includes('@')) throw new Error('must not carry credentials (user:password@): use sinks.kafka.sasl.*');
     const m = BROKER_RE.exec(b);
     if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new Error(`${JSON.stringify(b.slice(0, 100))} is not host:port`);
   }
@@ -169,11 +171,41 @@ export function checkKafkaConfig(c: KafkaSinkConfig): KeyProblem[] {
     p.add('brokers', (err as Error).message);
   }
   if (c.sasl.mechanism !== 'none') {
-    if (c.sasl.username.trim() === '') p.add('sasl.username', `is required with sasl.mechanism ${c.sasl.mechanism}`);
-    if (c.sasl.password_file === '') p.add('sasl.password_file', `is required with sasl.mechanism ${c.sasl.mechanism}`);
+    if (c.sasl.username.trim() === '') p.add('sasl.username', `is required with sasl.mechanism ${c.sasl.mechanism}`, ['sasl.mechanism']);
+    if (c.sasl.password_file === '') p.add('sasl.password_file', `is required with sasl.mechanism ${c.sasl.mechanism}`, ['sasl.mechanism']);
   }
   const { ca_file, cert_file, key_file } = c.tls;
-  if ((ca_file || cert_file || key_file) && !c.tls.enabled) p.add('tls.enabled', 'tls files are set but tls.enabled is false');
-  if ((cert_file === '') !== (key_file === '')) p.add('tls.cert_file', 'cert_file and key_file go together');
+  if ((ca_file || cert_file || key_file) && !c.tls.enabled) p.add('tls.enabled', 'tls files are set but tls.enabled is false', ['tls.ca_file', 'tls.cert_file', 'tls.key_file']);
+  if ((cert_file === '') !== (key_file === '')) p.add('tls.cert_file', 'cert_file and key_file go together', ['tls.key_file']);
   return p.problems;
+}
+
+/**
+ * Reads the SASL password file and the TLS files (each a bounded regular file, the TLS ones parsed as PEM),
+ * recording every problem in `start`. Used by the client at start and by the pre-flight before the BPF attach.
+ */
+export function readKafkaFiles(c: KafkaSinkConfig, start: StartProblems): { password?: string; ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  const out: { password?: string; ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+  if (c.sasl.mechanism !== 'none' && c.sasl.password_file !== '') {
+    const password = start.secret('sasl.password_file', c.sasl.password_file);
+    if (password !== undefined) out.password = password;
+  }
+  if (c.tls.ca_file) {
+    const ca = start.file('tls.ca_file', c.tls.ca_file, false, 'ca');
+    if (ca) out.ca = ca;
+  }
+  if (c.tls.cert_file && c.tls.key_file) {
+    const { cert, key } = start.certAndKey('tls.cert_file', c.tls.cert_file, 'tls.key_file', c.tls.key_file);
+    if (cert) out.cert = cert;
+    if (key) out.key = key;
+  }
+  return out;
+}
+
+/** The sink's checks and files, for the pre-flight: no client library loaded, nothing connected. */
+export function preflightKafka(c: KafkaSinkConfig): KeyProblem[] {
+  const start = new StartProblems('sinks.kafka');
+  start.addAll(checkKafkaConfig(c));
+  readKafkaFiles(c, start);
+  return start.problems;
 }

@@ -206,12 +206,12 @@ export const lokiConfigSchema: ConfigSchema<LokiSinkConfig> = {
 export function checkLokiConfig(config: LokiSinkConfig): KeyProblem[] {
   const p = new StartProblems('sinks.loki');
   const problem = p.add.bind(p);
-  if (config.basic_auth_user && !config.basic_auth_password_file) problem('basic_auth_user', 'needs sinks.loki.basic_auth_password_file');
-  if (!config.basic_auth_user && config.basic_auth_password_file) problem('basic_auth_password_file', 'needs sinks.loki.basic_auth_user');
-  if (config.basic_auth_user && config.bearer_token_file) problem('bearer_token_file', 'set basic auth or a bearer token, not both');
-  if (Boolean(config.tls.cert_file) !== Boolean(config.tls.key_file)) problem('tls.cert_file', 'cert_file and key_file go together');
+  if (config.basic_auth_user && !config.basic_auth_password_file) problem('basic_auth_user', 'needs sinks.loki.basic_auth_password_file', ['basic_auth_password_file']);
+  if (!config.basic_auth_user && config.basic_auth_password_file) problem('basic_auth_password_file', 'needs sinks.loki.basic_auth_user', ['basic_auth_user']);
+  if (config.basic_auth_user && config.bearer_token_file) problem('bearer_token_file', 'set basic auth or a bearer token, not both', ['basic_auth_user']);
+  if (Boolean(config.tls.cert_file) !== Boolean(config.tls.key_file)) problem('tls.cert_file', 'cert_file and key_file go together', ['tls.key_file']);
   const usesTls = config.tls.ca_file || config.tls.cert_file || config.tls.insecure_skip_verify;
-  if (usesTls && !config.url.startsWith('https:')) problem('url', 'is not https:// but sinks.loki.tls.* is set');
+  if (usesTls && !config.url.startsWith('https:')) problem('url', 'is not https:// but sinks.loki.tls.* is set', ['tls.ca_file', 'tls.cert_file', 'tls.insecure_skip_verify']);
   try {
     parseStaticLabels(config.labels);
   } catch (err) {
