@@ -40,7 +40,12 @@ export class MetaCache implements MetaSink {
     // where docker 20.10 leaves no name, image or labels. What one knows is not erased by the other's blanks.
     const old = this.entries.get(id);
     const meta = old
-      ? { name: incoming.name || old.meta.name, image: incoming.image || old.meta.image, labels: { ...old.meta.labels, ...incoming.labels } }
+      ? {
+          name: incoming.name || old.meta.name,
+          image: incoming.image || old.meta.image,
+          labels: { ...old.meta.labels, ...incoming.labels },
+          ...(incoming.k8s || old.meta.k8s ? { k8s: true } : {}),
+        }
       : incoming;
     this.entries.delete(id); // re-insert: Map order is write order, the eviction order
     this.entries.set(id, { meta, removedAt: null });
