@@ -92,6 +92,9 @@ describe(`containerd with ${N} containers of ${SPEC_BYTES / 1000} kB specs`, { t
     src.stop();
     console.log(`# containerd List of ${N} containers (${((N * SPEC_BYTES) / 1e6).toFixed(0)} MB of specs): ${times.join(', ')} ms`);
     assert.ok(Math.max(...times) < 2000, `${times}`);
+    // linear reassembly: ~60 ms here; the quadratic one this replaced took 730–1,970 ms for the same list, a
+    // coin toss against the 2 s timeout on a busy node
+    assert.ok([...times].sort((a, b) => a - b)[1]! < 500, `median of ${times}`);
 
     // what the agent's start does: Subscribe, then List within request_timeout_ms (2 s)
     const logger = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
