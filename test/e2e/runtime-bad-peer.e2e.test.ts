@@ -13,7 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { makeNestedTestCgroup, removeCgroup, spawnDdHog } from '../helpers/cgroup';
-import { startAgent, sleep } from '../helpers/agent';
+import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 
 type Peer = { socket: string; close: () => void };
 
@@ -69,9 +69,15 @@ describe('a containerd socket that answers badly', { timeout: 240_000 }, () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-badpeer-'));
       const peer = make(path.join(dir, 'containerd.sock'));
       await sleep(50);
-      const agent = await startAgent(
-        ['enrich:', '  runtime:', '    runtimes: containerd', `    containerd_socket: ${JSON.stringify(peer.socket)}`, '    request_timeout_ms: 1500', '    lookup_timeout_ms: 300'].join('\n'),
-      );
+      let agent: RunningAgent;
+      try {
+        agent = await startAgent(
+          ['enrich:', '  runtime:', '    runtimes: containerd', `    containerd_socket: ${JSON.stringify(peer.socket)}`, '    request_timeout_ms: 1500', '    lookup_timeout_ms: 300'].join('\n'),
+        );
+      } catch (e) {
+        peer.close();
+        throw e;
+      }
       try {
         const id = crypto.randomBytes(32).toString('hex');
         const cg = makeNestedTestCgroup([`oomtrail-badpeer-${process.pid}-${dirs.length}`, `cri-containerd-${id}.scope`]);
@@ -91,6 +97,10 @@ describe('a containerd socket that answers badly', { timeout: 240_000 }, () => {
         const warnings = agent.stderr().match(/runtime containerd: .* does not answer/g) ?? [];
         assert.equal(warnings.length, 1, agent.stderr().slice(-2000));
         assert.doesNotMatch(agent.stderr(), /URIError|uncaught|ENHANCE_YOUR_CALM/i);
+        // a reply is refused at its length prefix, never buffered: the agent's peak RSS stays far below 100 MB more
+        const hwmMb = Number(/VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${agent.child.pid}/status`, 'utf8'))![1]) / 1024;
+        console.log(`# ${what}: agent peak RSS ${hwmMb.toFixed(0)} MiB`);
+        assert.ok(hwmMb < 200, `peak RSS ${hwmMb} MiB`);
         console.log(`# ${what}: record without names; ${agent.stderr().match(/runtime containerd: [^\n]*/)![0].slice(0, 200)}`);
       } finally {
         await agent.stop();
