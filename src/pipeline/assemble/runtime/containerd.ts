@@ -10,7 +10,7 @@ import { boundedName, DEFAULT_KEEP, keepLabels, NERDCTL_NAME } from './labels';
 const PROTO = `
 syntax = "proto3";
 package oomtrail.containerd;
-message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
+message Container { string id = 1; map<string, string> labels = 2; string image = 3; Any spec = 5; }
 message ListContainersRequest { repeated string filters = 1; }
 message ListContainersResponse { repeated Container containers = 1; }
 message GetContainerRequest { string id = 1; }
@@ -39,6 +39,27 @@ interface PbContainer {
   id?: string;
   labels?: Record<string, string>;
   image?: string;
+  spec?: { value?: Uint8Array };
+}
+
+/** An OCI spec larger than this is not read for its cgroup (kubelet's are tens of kB). */
+const SPEC_MAX_BYTES = 1 << 20;
+const CGROUP_PATH_MAX = 4096;
+
+/**
+ * The cgroup the container's OCI spec puts it in (`linux.cgroupsPath`), when it is a plain absolute path (the
+ * cgroupfs driver, e.g. `ctr run`'s `/<namespace>/<id>`); the systemd driver's `slice:prefix:name` is left to
+ * the path patterns. runc creates the container's cgroup from exactly this, so it names the victim's cgroup.
+ */
+function cgroupOf(spec: PbContainer['spec']): string | undefined {
+  const v = spec?.value;
+  if (!v || v.length === 0 || v.length > SPEC_MAX_BYTES) return undefined;
+  try {
+    const p = (JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.length).toString('utf8')) as { linux?: { cgroupsPath?: unknown } })?.linux?.cgroupsPath;
+    return typeof p === 'string' && p.startsWith('/') && p.length <= CGROUP_PATH_MAX && !p.includes('\0') ? p.replace(/\/+$/, '') || undefined : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The namespace the CRI plugin (kubelet's containers) uses: the only one whose io.kubernetes.* labels are believed. */
@@ -47,7 +68,8 @@ export const K8S_NAMESPACE = 'k8s.io';
 function toMeta(c: PbContainer, namespace: string, keep: ReadonlySet<string>): ContainerMeta {
   const labels = keepLabels(c.labels, keep);
   // containerd has no container name of its own; nerdctl keeps one in a label
-  return { name: labels[NERDCTL_NAME] ?? '', image: boundedName(c.image), labels, k8s: namespace === K8S_NAMESPACE };
+  const cgroup = cgroupOf(c.spec);
+  return { name: labels[NERDCTL_NAME] ?? '', image: boundedName(c.image), labels, k8s: namespace === K8S_NAMESPACE, ...(cgroup ? { cgroup } : {}) };
 }
 
 /**

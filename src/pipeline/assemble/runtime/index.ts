@@ -8,7 +8,8 @@ import { DockerSource } from './docker';
 import { K8S_CONTAINER, K8S_NS, K8S_POD, labelKeepSet } from './labels';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
-export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'>;
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'> &
+  Partial<Pick<OomRecord, 'container_id' | 'container_runtime' | 'victim_is_container_init'>>;
 
 /** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
 const START_WAIT_MAX_MS = 2000;
@@ -138,14 +139,32 @@ export class RuntimeMetadata {
   }
 
   /** The runtime fields for `record`'s container: {} when it has none or no runtime knew it in time. */
-  async annotate(record: Pick<OomRecord, 'container_id'> & Partial<Pick<OomRecord, 'pod_uid'>>): Promise<RuntimeFields> {
+  async annotate(record: Pick<OomRecord, 'container_id'> & Partial<Pick<OomRecord, 'pod_uid' | 'victim_cgroup' | 'victim_ns_pid'>>): Promise<RuntimeFields> {
     const id = record.container_id;
-    if (!id) return {};
+    if (!id) return this.byCgroup(record);
     const hit = this.cache.get(id);
     if (hit) return fieldsOf(hit, this.allow, trustsK8sLabels(hit, record));
     if (this.active.length === 0 || this.cfg.lookup_timeout_ms === 0) return {};
     const meta = await this.lookupMiss(id, this.cfg.lookup_timeout_ms);
     return meta ? fieldsOf(meta, this.allow, trustsK8sLabels(meta, record)) : {};
+  }
+
+  /**
+   * A victim whose cgroup path no pattern names (a plain `ctr run`: `/<namespace>/<id>`, any id): the container
+   * whose runtime gave it exactly that cgroup (containerd's spec `linux.cgroupsPath`, from the cache). The ns
+   * pid then tells the init: the kernel read it in the victim's own pid namespace, and a container's cgroup
+   * holds no host pid 1.
+   */
+  private byCgroup(record: Partial<Pick<OomRecord, 'pod_uid' | 'victim_cgroup' | 'victim_ns_pid'>>): RuntimeFields {
+    if (!record.victim_cgroup) return {};
+    const hit = this.cache.byCgroup(record.victim_cgroup);
+    if (!hit) return {};
+    return {
+      container_id: hit.id,
+      container_runtime: 'containerd',
+      ...(record.victim_ns_pid != null ? { victim_is_container_init: record.victim_ns_pid === 1 } : {}),
+      ...fieldsOf(hit.meta, this.allow, trustsK8sLabels(hit.meta, record)),
+    };
   }
 
   /** A container the streams have not told about yet: the first of (stream delivers, a runtime answers, the bound). */

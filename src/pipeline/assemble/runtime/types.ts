@@ -13,6 +13,8 @@ export interface ContainerMeta {
    * or when the kernel's cgroup path puts the victim in a kubepods pod, are `io.kubernetes.*` labels believed.
    */
   k8s?: boolean;
+  /** the cgroup path the runtime gave the container (containerd's OCI spec `linux.cgroupsPath`), when absolute */
+  cgroup?: string;
 }
 
 /** Where a source puts what it learns; `removed` starts the grace period, it does not drop the entry. */
