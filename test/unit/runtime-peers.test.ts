@@ -314,3 +314,34 @@ test('docker source: labels of any shape from the peer are reduced to kept strin
     server.close();
   }
 });
+
+test('containerd spec linux.cgroupsPath: a victim in that cgroup gets the container, its image and init; the index follows eviction', async () => {
+  const spec = (p: unknown) => ({ type_url: 'types.containerd.io/opencontainers/runtime-spec/1/Spec', value: Buffer.from(JSON.stringify({ linux: { cgroupsPath: p }, annotations: { cgroupsPath: '/default/other' } })) });
+  const containers = [
+    { id: 'plain-1', image: 'img:1', labels: K8S_LABELS, spec: spec('/default/plain-1') },
+    { id: 'systemd-1', image: 'img:2', spec: spec('system.slice:containerd:systemd-1') },
+    { id: 'bad-1', image: 'img:3', spec: { type_url: 'x', value: Buffer.from('{not json') } },
+  ];
+  const body = grpcFrame(ListRes.encode(ListRes.create({ containers })).finish());
+  const peer = await standInContainerd((s, m) => (m.endsWith('/List') ? reply(s, body) : reply(s, Buffer.alloc(0), { 'grpc-status': '5' })));
+  const { logger } = memLogger();
+  const rt = new RuntimeMetadata(cfg({ containerd_socket: peer.socket, containerd_namespaces: 'default', max_containers: 3 }), logger);
+  try {
+    assert.equal((await rt.start())[0]!.containers, 3);
+    assert.deepEqual(await rt.annotate({ container_id: '', victim_cgroup: '/default/plain-1', victim_ns_pid: 1, pod_uid: '' }), {
+      container_id: 'plain-1',
+      container_runtime: 'containerd',
+      victim_is_container_init: true,
+      container_image: 'img:1',
+    }, 'namespace default: io.kubernetes.* not believed; the annotation spelling a path is not the spec field');
+    assert.equal((await rt.annotate({ container_id: '', victim_cgroup: '/default/plain-1', victim_ns_pid: 7, pod_uid: '' })).victim_is_container_init, false);
+    assert.deepEqual(await rt.annotate({ container_id: '', victim_cgroup: '/default/other', victim_ns_pid: 1, pod_uid: '' }), {});
+    assert.deepEqual(await rt.annotate({ container_id: '', victim_cgroup: '/system.slice/containerd/systemd-1', victim_ns_pid: 1, pod_uid: '' }), {});
+    // evicted (cache of 3, three more put): the path names nothing any more
+    for (const c of ['x', 'y', 'z']) rt.cache.put(ID(c), { name: c, image: '', labels: {} });
+    assert.deepEqual(await rt.annotate({ container_id: '', victim_cgroup: '/default/plain-1', victim_ns_pid: 1, pod_uid: '' }), {});
+  } finally {
+    rt.stop();
+    await peer.close();
+  }
+});
