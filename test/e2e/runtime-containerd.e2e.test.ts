@@ -15,6 +15,8 @@ import type { OomRecord } from '../../src/record/record';
 // its image store persists between runs: kept with the other test caches, outside the clone
 const ROOT = path.join(CACHE_ROOT, 'containerd', 'runtime-test-root');
 const NS = 'k8s.io';
+/** a plain `ctr run` namespace: cgroup `/<namespace>/<id>` with any id; not Kubernetes */
+const PLAIN_NS = 'default';
 const K8S = ['--label', 'io.kubernetes.pod.name=api-5c6d', '--label', 'io.kubernetes.pod.namespace=payments', '--label', 'io.kubernetes.container.name=worker'];
 const LIMIT = ['--memory-limit', String(32 << 20)];
 
@@ -31,8 +33,16 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
   before(async () => {
     c = await startContainerd(ROOT);
     await ensureImage(c, NS, ROOT + '-image');
+    await ensureImage(c, PLAIN_NS, ROOT + '-image');
     agent = await startAgent(
-      ['enrich:', '  runtime:', '    runtimes: containerd', `    containerd_socket: ${JSON.stringify(c.socket)}`, '    labels: io.kubernetes.pod.uid'].join('\n'),
+      [
+        'enrich:',
+        '  runtime:',
+        '    runtimes: containerd',
+        `    containerd_socket: ${JSON.stringify(c.socket)}`,
+        `    containerd_namespaces: ${NS},${PLAIN_NS}`,
+        '    labels: io.kubernetes.pod.uid',
+      ].join('\n'),
     );
   });
 
@@ -40,10 +50,12 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
     await agent?.stop();
     if (c) {
       for (const id of ids) {
-        await c.ctr(['task', 'kill', '-s', 'KILL', id], { namespace: NS }).catch(() => undefined);
-        await sleep(100);
-        await c.ctr(['task', 'rm', '-f', id], { namespace: NS }).catch(() => undefined);
-        await c.ctr(['containers', 'rm', id], { namespace: NS }).catch(() => undefined);
+        for (const namespace of [NS, PLAIN_NS]) {
+          await c.ctr(['task', 'kill', '-s', 'KILL', id], { namespace }).catch(() => undefined);
+          await sleep(100);
+          await c.ctr(['task', 'rm', '-f', id], { namespace }).catch(() => undefined);
+          await c.ctr(['containers', 'rm', id], { namespace }).catch(() => undefined);
+        }
       }
       await c.stop();
     }
@@ -112,5 +124,22 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
     assert.equal(r.pod_name, 'api-5c6d');
     assert.equal(r.k8s_container, 'worker');
     assert.equal(r.victim_is_container_init, true);
+  });
+
+  test('a plain `ctr run` (cgroup /default/<name>, no id pattern) killed at init: found by the cgroup its spec gave it', async () => {
+    const id = `oomtrail-plain-${process.pid}`;
+    ids.push(id);
+    // kubelet's labels on a non-Kubernetes namespace: the container is named, the pod is not believed
+    await c.ctr(['run', '-d', ...LIMIT, ...K8S, IMAGE, id, 'tail', '/dev/zero'], { namespace: PLAIN_NS });
+    const rs = await agent.waitFor((r) => r.some((x) => x.victim_cgroup === `/${PLAIN_NS}/${id}`), 30_000, 'the plain ctr run kill');
+    const r = rs.find((x) => x.victim_cgroup === `/${PLAIN_NS}/${id}`)!;
+    assert.equal(r.victim_comm, 'tail');
+    assert.equal(r.container_id, id);
+    assert.equal(r.container_runtime, 'containerd');
+    assert.equal(r.container_image, IMAGE);
+    assert.equal(r.victim_ns_pid, 1);
+    assert.equal(r.victim_is_container_init, true);
+    assert.equal(r.pod_name, undefined, 'namespace default is not Kubernetes: io.kubernetes.* not believed');
+    assert.equal(r.k8s_container, undefined);
   });
 });

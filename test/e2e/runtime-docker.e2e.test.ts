@@ -1,7 +1,8 @@
 /*
  * Runtime names from a real Docker engine (Debian's dockerd, private socket and data-root): containers
  * OOM-killed for real, the agent names them from its cache (list + event stream), and tells a container's
- * init from a child.
+ * init from a child. io.kubernetes.* labels name a pod only for a container in a kubepods pod cgroup (as
+ * cri-dockerd places kubelet's; here `--cgroup-parent` under a private root), never for a plain `docker run`.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,23 @@ import type { OomRecord } from '../../src/record/record';
 const DATA_ROOT = path.join(CACHE, 'runtime-test-root');
 const K8S = ['--label', 'io.kubernetes.pod.name=web-7d9f', '--label', 'io.kubernetes.pod.namespace=shop', '--label', 'io.kubernetes.container.name=app'];
 const LIMIT = ['--memory', '32m', '--memory-swap', '32m', '--network', 'none'];
+// a kubepods pod cgroup as kubelet's cgroupfs driver makes it, under a --cgroup-root of this run's own
+const POD_ROOT = `/oomtrail-rt-${process.pid}`;
+const POD_UID = '0b1c2d3e-aaaa-bbbb-cccc-0123456789ab';
+const IN_POD = ['--cgroup-parent', `${POD_ROOT}/kubepods/besteffort/pod${POD_UID}`];
+
+function removePodCgroups(): void {
+  for (const ctl of fs.readdirSync('/sys/fs/cgroup')) {
+    const top = path.join('/sys/fs/cgroup', ctl, POD_ROOT);
+    for (const d of [`kubepods/besteffort/pod${POD_UID}`, 'kubepods/besteffort', 'kubepods', '.'].map((x) => path.join(top, x))) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* not there, or a link to another controller */
+      }
+    }
+  }
+}
 
 describe('runtime names from docker', { timeout: 300_000 }, () => {
   let engine: DockerEngine;
@@ -40,6 +58,7 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
       if (ids.length) await engine.docker(['rm', '-f', ...ids]).catch(() => undefined);
       await engine.stop();
     }
+    removePodCgroups();
   });
 
   const recordOf = async (id: string, what: string): Promise<OomRecord> => {
@@ -47,7 +66,7 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     return rs.find((x) => x.container_id === id)!;
   };
 
-  test('a labelled container OOM-killed at its init, within 1 s of its start: names, pod, image, init', async () => {
+  test('a plain docker run with io.kubernetes.* labels OOM-killed at its init, within 1 s of its start: names, image, init, no pod', async () => {
     const id = (
       await engine.docker(['run', '-d', '--name', `${tag}-init`, ...LIMIT, ...K8S, '--label', 'team=infra', DEBIAN_IMAGE, 'tail', '/dev/zero'])
     ).trim();
@@ -55,9 +74,11 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     assert.equal(r.container_runtime, 'docker');
     assert.equal(r.container_name, `${tag}-init`);
     assert.equal(r.container_image, DEBIAN_IMAGE);
-    assert.equal(r.pod_name, 'web-7d9f');
-    assert.equal(r.pod_namespace, 'shop');
-    assert.equal(r.k8s_container, 'app');
+    // any image or `docker run` can spell kubelet's labels: without a kubepods cgroup they name no pod
+    assert.equal(r.pod_uid, '');
+    assert.equal(r.pod_name, undefined);
+    assert.equal(r.pod_namespace, undefined);
+    assert.equal(r.k8s_container, undefined);
     assert.deepEqual(r.labels, { team: 'infra' }, 'only allow-listed labels that exist');
     assert.equal(r.victim_comm, 'tail');
     assert.equal(r.victim_ns_pid, 1);
@@ -70,13 +91,13 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     assert.equal((await engine.docker(['inspect', '-f', '{{.State.OOMKilled}} {{.State.Running}}', id])).trim(), 'true false');
   });
 
-  test('--rm: the container is gone before the record is built, the names are not', async () => {
+  test('--rm, in a kubepods pod cgroup: the container is gone before the record is built, the names (pod too) are not', async () => {
     // the agent is paused through the kill and the removal, so that docker's destroy event reaches it before
     // the record is built (what a busy agent sees): only the cache's grace period keeps the names
     process.kill(agent.child.pid!, 'SIGSTOP');
     let id = '';
     try {
-      id = (await engine.docker(['run', '-d', '--rm', '--name', `${tag}-rm`, ...LIMIT, ...K8S, DEBIAN_IMAGE, 'tail', '/dev/zero'])).trim();
+      id = (await engine.docker(['run', '-d', '--rm', '--name', `${tag}-rm`, ...LIMIT, ...IN_POD, ...K8S, DEBIAN_IMAGE, 'tail', '/dev/zero'])).trim();
       for (let i = 0; i < 100 && (await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(); i++) await sleep(100);
       assert.equal((await engine.docker(['ps', '-aq', '--no-trunc', '--filter', `id=${id}`])).trim(), '', 'container removed');
     } finally {
@@ -84,13 +105,15 @@ describe('runtime names from docker', { timeout: 300_000 }, () => {
     }
     const r = await recordOf(id, 'the --rm kill');
     assert.equal(r.container_name, `${tag}-rm`);
+    assert.equal(r.pod_uid, POD_UID);
     assert.equal(r.pod_name, 'web-7d9f');
+    assert.equal(r.pod_namespace, 'shop');
     assert.equal(r.victim_is_container_init, true);
   });
 
-  test('a child killed while PID 1 survives: not the init, and the container keeps running', async () => {
+  test('a child killed while PID 1 survives (kubepods pod cgroup): not the init, and the container keeps running', async () => {
     const id = (
-      await engine.docker(['run', '-d', '--name', `${tag}-child`, ...LIMIT, ...K8S, DEBIAN_IMAGE, 'bash', '-c', 'tail /dev/zero; exec sleep 600'])
+      await engine.docker(['run', '-d', '--name', `${tag}-child`, ...LIMIT, ...IN_POD, ...K8S, DEBIAN_IMAGE, 'bash', '-c', 'tail /dev/zero; exec sleep 600'])
     ).trim();
     const r = await recordOf(id, 'the child kill');
     assert.equal(r.victim_comm, 'tail');

@@ -14,6 +14,8 @@ interface Entry {
 export class MetaCache implements MetaSink {
   private readonly entries = new Map<string, Entry>();
   private readonly waiters = new Map<string, Set<(m: ContainerMeta) => void>>();
+  /** cgroup path the runtime gave a container → its id (the last one put with that path) */
+  private readonly byCgroupPath = new Map<string, string>();
 
   constructor(
     private readonly maxEntries: number,
@@ -29,7 +31,7 @@ export class MetaCache implements MetaSink {
     const e = this.entries.get(id);
     if (!e) return null;
     if (e.removedAt !== null && this.now() - e.removedAt > this.graceMs) {
-      this.entries.delete(id);
+      this.drop(id);
       return null;
     }
     return e.meta;
@@ -40,8 +42,15 @@ export class MetaCache implements MetaSink {
     // where docker 20.10 leaves no name, image or labels. What one knows is not erased by the other's blanks.
     const old = this.entries.get(id);
     const meta = old
-      ? { name: incoming.name || old.meta.name, image: incoming.image || old.meta.image, labels: { ...old.meta.labels, ...incoming.labels } }
+      ? {
+          name: incoming.name || old.meta.name,
+          image: incoming.image || old.meta.image,
+          labels: { ...old.meta.labels, ...incoming.labels },
+          ...(incoming.k8s || old.meta.k8s ? { k8s: true } : {}),
+          ...(incoming.cgroup || old.meta.cgroup ? { cgroup: incoming.cgroup || old.meta.cgroup } : {}),
+        }
       : incoming;
+    if (meta.cgroup) this.byCgroupPath.set(meta.cgroup, id);
     this.entries.delete(id); // re-insert: Map order is write order, the eviction order
     this.entries.set(id, { meta, removedAt: null });
     const ws = this.waiters.get(id);
@@ -50,6 +59,18 @@ export class MetaCache implements MetaSink {
       for (const w of ws) w(meta);
     }
     if (this.entries.size > this.maxEntries) this.evict();
+  }
+
+  /** The container whose runtime-given cgroup is `path` (kept like any entry: through the grace period). */
+  byCgroup(path: string): { id: string; meta: ContainerMeta } | null {
+    const id = this.byCgroupPath.get(path);
+    if (id === undefined) return null;
+    const meta = this.get(id);
+    if (!meta || meta.cgroup !== path) {
+      this.byCgroupPath.delete(path);
+      return null;
+    }
+    return { id, meta };
   }
 
   removed(id: string): void {
@@ -68,17 +89,24 @@ export class MetaCache implements MetaSink {
     };
   }
 
+  /** Forgets `id`, and its cgroup path with it (the path index never outgrows the entries). */
+  private drop(id: string): void {
+    const e = this.entries.get(id);
+    this.entries.delete(id);
+    if (e?.meta.cgroup && this.byCgroupPath.get(e.meta.cgroup) === id) this.byCgroupPath.delete(e.meta.cgroup);
+  }
+
   private evict(): void {
     const t = this.now();
-    for (const [id, e] of this.entries) if (e.removedAt !== null && t - e.removedAt > this.graceMs) this.entries.delete(id);
+    for (const [id, e] of this.entries) if (e.removedAt !== null && t - e.removedAt > this.graceMs) this.drop(id);
     if (this.entries.size <= this.maxEntries) return;
     for (const [id, e] of this.entries) {
       if (this.entries.size <= this.maxEntries) return;
-      if (e.removedAt !== null) this.entries.delete(id);
+      if (e.removedAt !== null) this.drop(id);
     }
     for (const id of this.entries.keys()) {
       if (this.entries.size <= this.maxEntries) return;
-      this.entries.delete(id);
+      this.drop(id);
     }
   }
 }

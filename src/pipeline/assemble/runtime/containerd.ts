@@ -2,14 +2,15 @@ import fs from 'node:fs';
 import protobuf from 'protobufjs';
 import { GrpcConn } from './grpc';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
-import { EventFollower } from './follow';
+import { EventFollower, LIST_RETRY_MAX_MS, LIST_RETRY_MIN_MS } from './follow';
+import { boundedName, DEFAULT_KEEP, keepLabels, NERDCTL_NAME } from './labels';
 
 // The subset of containerd's API (api/services/containers/v1, api/services/events/v1, api/events) the cache
 // needs. Field numbers are containerd's; message names are ours (only method paths go on the wire).
 const PROTO = `
 syntax = "proto3";
 package oomtrail.containerd;
-message Container { string id = 1; map<string, string> labels = 2; string image = 3; }
+message Container { string id = 1; map<string, string> labels = 2; string image = 3; Any spec = 5; }
 message ListContainersRequest { repeated string filters = 1; }
 message ListContainersResponse { repeated Container containers = 1; }
 message GetContainerRequest { string id = 1; }
@@ -38,12 +39,37 @@ interface PbContainer {
   id?: string;
   labels?: Record<string, string>;
   image?: string;
+  spec?: { value?: Uint8Array };
 }
 
-function toMeta(c: PbContainer): ContainerMeta {
-  const labels = c.labels ?? {};
+/** An OCI spec larger than this is not read for its cgroup (kubelet's are tens of kB). */
+const SPEC_MAX_BYTES = 1 << 20;
+const CGROUP_PATH_MAX = 4096;
+
+/**
+ * The cgroup the container's OCI spec puts it in (`linux.cgroupsPath`), when it is a plain absolute path (the
+ * cgroupfs driver, e.g. `ctr run`'s `/<namespace>/<id>`); the systemd driver's `slice:prefix:name` is left to
+ * the path patterns. runc creates the container's cgroup from exactly this, so it names the victim's cgroup.
+ */
+function cgroupOf(spec: PbContainer['spec']): string | undefined {
+  const v = spec?.value;
+  if (!v || v.length === 0 || v.length > SPEC_MAX_BYTES) return undefined;
+  try {
+    const p = (JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.length).toString('utf8')) as { linux?: { cgroupsPath?: unknown } })?.linux?.cgroupsPath;
+    return typeof p === 'string' && p.startsWith('/') && p.length <= CGROUP_PATH_MAX && !p.includes('\0') ? p.replace(/\/+$/, '') || undefined : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The namespace the CRI plugin (kubelet's containers) uses: the only one whose io.kubernetes.* labels are believed. */
+export const K8S_NAMESPACE = 'k8s.io';
+
+function toMeta(c: PbContainer, namespace: string, keep: ReadonlySet<string>): ContainerMeta {
+  const labels = keepLabels(c.labels, keep);
   // containerd has no container name of its own; nerdctl keeps one in a label
-  return { name: labels['nerdctl/name'] ?? '', image: c.image ?? '', labels };
+  const cgroup = cgroupOf(c.spec);
+  return { name: labels[NERDCTL_NAME] ?? '', image: boundedName(c.image), labels, k8s: namespace === K8S_NAMESPACE, ...(cgroup ? { cgroup } : {}) };
 }
 
 /**
@@ -61,32 +87,32 @@ export class ContainerdSource implements RuntimeSource {
     readonly socket: string,
     private readonly namespaces: string[],
     private readonly requestTimeoutMs: number,
+    private readonly keep: ReadonlySet<string> = DEFAULT_KEEP,
+    maxReplyBytes?: number,
   ) {
-    this.conn = new GrpcConn(socket);
+    this.conn = new GrpcConn(socket, maxReplyBytes);
   }
 
   private status(reachable: boolean, containers: number | null, error?: string): RuntimeStatus {
     return { runtime: 'containerd', socket: this.socket, found: fs.existsSync(this.socket), reachable, containers, ...(error ? { error } : {}) };
   }
 
-  async list(namespace: string, timeoutMs: number): Promise<PbContainer[]> {
-    const out: PbContainer[] = [];
+  /** One namespace's containers, each reduced to what the cache keeps as its message is decoded. */
+  async list(namespace: string, timeoutMs: number): Promise<Array<{ id: string; meta: ContainerMeta }>> {
+    const out: Array<{ id: string; meta: ContainerMeta }> = [];
     await this.conn.call(LIST, ListReq.encode(ListReq.create({ filters: [] })).finish(), { [NS_HEADER]: namespace }, (m) => {
       const r = ListRes.toObject(ListRes.decode(m), { defaults: true }) as { containers: PbContainer[] };
-      out.push(...r.containers);
+      for (const c of r.containers) if (c.id) out.push({ id: c.id, meta: toMeta(c, namespace, this.keep) });
     }, { timeoutMs }).done;
     return out;
   }
 
   private async listAll(sink: MetaSink): Promise<number> {
+    // all namespaces answer before any is put: a failed list is retried whole
+    const lists = [];
+    for (const ns of this.namespaces) lists.push(await this.list(ns, this.requestTimeoutMs));
     let n = 0;
-    for (const ns of this.namespaces) {
-      for (const c of await this.list(ns, this.requestTimeoutMs)) {
-        if (!c.id) continue;
-        sink.put(c.id, toMeta(c));
-        n++;
-      }
-    }
+    for (const l of lists) for (const { id, meta } of l) (sink.put(id, meta), n++);
     return n;
   }
 
@@ -96,26 +122,46 @@ export class ContainerdSource implements RuntimeSource {
         // Subscribe answers its headers only with the first event: list after a short wait instead, so a
         // quiet containerd does not hold the start; events from then on are not lost (the stream is open)
         let listed = false;
-        const listOnce = () => {
-          if (listed) return;
-          listed = true;
+        let ended = false;
+        let retry: ReturnType<typeof setTimeout> | undefined;
+        let backoff = LIST_RETRY_MIN_MS;
+        // a failed list (timeout, oversized or garbled reply) is retried with backoff while the stream is up,
+        // not only when it reconnects: the events alone never tell about containers created before them
+        const attempt = () => {
           this.listAll(sink)
             .then((n) => {
               connected();
               report(this.status(true, n));
             })
-            .catch((e: Error) => report(this.status(false, null, e.message)));
+            .catch((e: Error) => {
+              report(this.status(false, null, e.message));
+              if (ended || this.follower.stopped) return;
+              retry = setTimeout(attempt, backoff);
+              retry.unref();
+              backoff = Math.min(backoff * 2, LIST_RETRY_MAX_MS);
+            });
+        };
+        const listOnce = () => {
+          if (listed) return;
+          listed = true;
+          attempt();
         };
         const call = this.conn.call(
           SUBSCRIBE,
           SubReq.encode(SubReq.create({ filters: ['topic~="/containers/"'] })).finish(),
           {},
           (m) => this.onEvent(m, sink),
-          { timeoutMs: 0, onOpen: listOnce },
+          { timeoutMs: 0, onOpen: listOnce, stream: true },
         );
         this.cancelStream = call.cancel;
         const t = setTimeout(listOnce, 100);
-        return { done: call.done.finally(() => clearTimeout(t)) };
+        return {
+          done: call.done.finally(() => {
+            ended = true;
+            clearTimeout(t);
+            clearTimeout(retry);
+          }),
+        };
       },
       (why) => this.status(false, null, why),
     );
@@ -145,7 +191,7 @@ export class ContainerdSource implements RuntimeSource {
       if (/grpc-status 5 /.test((e as Error).message)) return null; // NOT_FOUND
       throw e;
     }
-    return found ? toMeta(found) : null;
+    return found ? toMeta(found, namespace, this.keep) : null;
   }
 
   async inspect(id: string, signal: AbortSignal): Promise<ContainerMeta | null> {

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { getJson } from './http';
+import { boundedName, DEFAULT_KEEP, keepLabels } from './labels';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
 
 /** CRI-O's `GET /containers/<id>` answer (its pkg/types ContainerInfo), the fields used here. */
@@ -20,6 +21,7 @@ export class CrioSource implements RuntimeSource {
   constructor(
     readonly socket: string,
     private readonly requestTimeoutMs: number,
+    private readonly keep: ReadonlySet<string> = DEFAULT_KEEP,
   ) {}
 
   private status(reachable: boolean, error?: string): RuntimeStatus {
@@ -33,7 +35,8 @@ export class CrioSource implements RuntimeSource {
   async inspect(id: string, signal: AbortSignal): Promise<ContainerMeta | null> {
     const d = (await getJson(this.socket, `/containers/${encodeURIComponent(id)}`, this.requestTimeoutMs, signal)) as CrioContainerInfo | null;
     if (!d) return null;
-    return { name: d.name ?? '', image: d.image ?? '', labels: d.labels ?? {} };
+    // CRI-O is a Kubernetes runtime only (its containers are kubelet's): its io.kubernetes.* labels are the CRI's
+    return { name: boundedName(d.name), image: boundedName(d.image), labels: keepLabels(d.labels, this.keep), k8s: true };
   }
 
   async probe(timeoutMs: number): Promise<RuntimeStatus> {

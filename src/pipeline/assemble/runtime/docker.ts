@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { getJson, streamJsonLines } from './http';
 import type { ContainerMeta, MetaSink, RuntimeSource, RuntimeStatus } from './types';
-import { EventFollower } from './follow';
+import { EventFollower, LIST_RETRY_MAX_MS, LIST_RETRY_MIN_MS } from './follow';
+import { boundedName, DEFAULT_KEEP, keepLabels } from './labels';
 
 interface ListItem {
   Id?: string;
@@ -35,25 +36,44 @@ export class DockerSource implements RuntimeSource {
   constructor(
     readonly socket: string,
     private readonly requestTimeoutMs: number,
+    private readonly keep: ReadonlySet<string> = DEFAULT_KEEP,
   ) {}
 
   async start(sink: MetaSink): Promise<RuntimeStatus> {
     return this.follower.follow(
       (report, connected) => {
+        let ended = false;
+        let retry: ReturnType<typeof setTimeout> | undefined;
+        let backoff = LIST_RETRY_MIN_MS;
+        // a failed list is retried with backoff while the stream is up, not only when it reconnects
+        const attempt = () => {
+          this.list(sink)
+            .then((n) => report(this.status(true, n)))
+            .catch((e: Error) => {
+              report(this.status(true, null, e.message));
+              if (ended || this.follower.stopped) return;
+              retry = setTimeout(attempt, backoff);
+              retry.unref();
+              backoff = Math.min(backoff * 2, LIST_RETRY_MAX_MS);
+            });
+        };
         const s = streamJsonLines(
           this.socket,
           '/events?filters=' + encodeURIComponent(JSON.stringify({ type: ['container'] })),
           () => {
             connected();
-            this.list(sink)
-              .then((n) => report(this.status(true, n)))
-              .catch((e: Error) => report(this.status(true, null, e.message)));
+            attempt();
           },
           (doc) => this.onEvent(doc as EventDoc, sink),
           this.requestTimeoutMs,
         );
         this.closeStream = s.close;
-        return s;
+        return {
+          done: s.done.finally(() => {
+            ended = true;
+            clearTimeout(retry);
+          }),
+        };
       },
       (why) => this.status(false, null, why),
     );
@@ -68,7 +88,7 @@ export class DockerSource implements RuntimeSource {
     if (!Array.isArray(items)) return 0;
     for (const c of items) {
       if (!c.Id) continue;
-      sink.put(c.Id, { name: (c.Names?.[0] ?? '').replace(/^\//, ''), image: c.Image ?? '', labels: c.Labels ?? {} });
+      sink.put(c.Id, this.meta(c.Names?.[0], c.Image, c.Labels));
     }
     this.lastCount = items.length;
     return items.length;
@@ -80,7 +100,7 @@ export class DockerSource implements RuntimeSource {
     if (ev.Action === 'create') {
       // the attributes mix labels with `name` and `image`: good enough at once, then exact from inspect
       const { name = '', image = '', ...labels } = ev.Actor?.Attributes ?? {};
-      sink.put(id, { name, image, labels });
+      sink.put(id, this.meta(name, image, labels));
       const ac = new AbortController();
       this.inspect(id, ac.signal)
         .then((m) => m && sink.put(id, m))
@@ -97,7 +117,15 @@ export class DockerSource implements RuntimeSource {
   async inspect(id: string, signal: AbortSignal): Promise<ContainerMeta | null> {
     const d = (await getJson(this.socket, `/containers/${encodeURIComponent(id)}/json`, this.requestTimeoutMs, signal)) as InspectDoc | null;
     if (!d) return null;
-    return { name: (d.Name ?? '').replace(/^\//, ''), image: d.Config?.Image ?? '', labels: d.Config?.Labels ?? {} };
+    return this.meta(d.Name, d.Config?.Image, d.Config?.Labels);
+  }
+
+  /**
+   * Docker never vouches for Kubernetes (`k8s` unset): any image's labels may spell io.kubernetes.*; they are
+   * believed only when the kernel puts the victim in a kubepods cgroup (cri-dockerd's containers).
+   */
+  private meta(name: unknown, image: unknown, labels: unknown): ContainerMeta {
+    return { name: boundedName(name).replace(/^\//, ''), image: boundedName(image), labels: keepLabels(labels, this.keep) };
   }
 
   async probe(timeoutMs: number): Promise<RuntimeStatus> {

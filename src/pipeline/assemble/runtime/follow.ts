@@ -2,6 +2,9 @@ import type { RuntimeStatus } from './types';
 
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 30_000;
+/** A failed list is retried on its own backoff while its event stream stays up. */
+export const LIST_RETRY_MIN_MS = 500;
+export const LIST_RETRY_MAX_MS = 30_000;
 
 export interface EventStream {
   /** ends (resolves or rejects) when the stream does */

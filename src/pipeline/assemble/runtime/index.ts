@@ -5,28 +5,38 @@ import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
 import { CrioSource } from './crio';
 import { DockerSource } from './docker';
+import { K8S_CONTAINER, K8S_NS, K8S_POD, labelKeepSet } from './labels';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
-export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'>;
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'> &
+  Partial<Pick<OomRecord, 'container_id' | 'container_runtime' | 'victim_is_container_init'>>;
 
 /** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
 const START_WAIT_MAX_MS = 2000;
-const K8S_POD = 'io.kubernetes.pod.name';
-const K8S_NS = 'io.kubernetes.pod.namespace';
-const K8S_CONTAINER = 'io.kubernetes.container.name';
+const K8S_PREFIX = 'io.kubernetes.';
 
-/** The record fields one container's metadata gives; labels only those allowed. */
-export function fieldsOf(meta: ContainerMeta, allow: readonly string[]): RuntimeFields {
+/**
+ * Whether a container's `io.kubernetes.*` labels may name its pod. Anyone who builds an image can set them,
+ * so they are believed only with proof the container is kubelet's: its runtime says so (containerd namespace
+ * `k8s.io`, CRI-O) or the kernel's cgroup path puts the victim inside a kubepods pod cgroup (`pod_uid`,
+ * parsed from the path; the way cri-dockerd's docker containers are told from plain `docker run`).
+ */
+export function trustsK8sLabels(meta: ContainerMeta, record: { pod_uid?: string }): boolean {
+  return meta.k8s === true || !!record.pod_uid;
+}
+
+/** The record fields one container's metadata gives; labels only those allowed; io.kubernetes.* only when `k8s`. */
+export function fieldsOf(meta: ContainerMeta, allow: readonly string[], k8s: boolean): RuntimeFields {
   const l = meta.labels;
   // unknown stays absent, never '': a record reads the same from every sink (ClickHouse's '' default is "absent")
   const out: RuntimeFields = {};
   if (meta.name) out.container_name = meta.name;
   if (meta.image) out.container_image = meta.image;
-  if (l[K8S_POD]) out.pod_name = l[K8S_POD];
-  if (l[K8S_NS]) out.pod_namespace = l[K8S_NS];
-  if (l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
+  if (k8s && l[K8S_POD]) out.pod_name = l[K8S_POD];
+  if (k8s && l[K8S_NS]) out.pod_namespace = l[K8S_NS];
+  if (k8s && l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
   const picked: Record<string, string> = {};
-  for (const k of allow) if (typeof l[k] === 'string') picked[k] = l[k];
+  for (const k of allow) if (typeof l[k] === 'string' && (k8s || !k.startsWith(K8S_PREFIX))) picked[k] = l[k];
   if (Object.keys(picked).length) out.labels = picked;
   return out;
 }
@@ -55,15 +65,16 @@ class AbsentSource implements RuntimeSource {
 /** One source per configured runtime; each is used only when its socket exists (checked at start). */
 export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
   const out: RuntimeSource[] = [];
+  const keep = labelKeepSet(splitList(cfg.labels));
   for (const r of splitList(cfg.runtimes)) {
-    if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms));
-    if (r === 'cri-o') out.push(new CrioSource(cfg.crio_socket, cfg.request_timeout_ms));
+    if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms, keep));
+    if (r === 'cri-o') out.push(new CrioSource(cfg.crio_socket, cfg.request_timeout_ms, keep));
     if (r === 'containerd') {
       // protobufjs costs megabytes of heap: loaded only where a containerd socket is there to use it
       if (!fs.existsSync(cfg.containerd_socket)) out.push(new AbsentSource('containerd', cfg.containerd_socket));
       else {
         const { ContainerdSource } = require('./containerd') as typeof import('./containerd');
-        out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms));
+        out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms, keep));
       }
     }
   }
@@ -128,14 +139,32 @@ export class RuntimeMetadata {
   }
 
   /** The runtime fields for `record`'s container: {} when it has none or no runtime knew it in time. */
-  async annotate(record: Pick<OomRecord, 'container_id'>): Promise<RuntimeFields> {
+  async annotate(record: Pick<OomRecord, 'container_id'> & Partial<Pick<OomRecord, 'pod_uid' | 'victim_cgroup' | 'victim_ns_pid'>>): Promise<RuntimeFields> {
     const id = record.container_id;
-    if (!id) return {};
+    if (!id) return this.byCgroup(record);
     const hit = this.cache.get(id);
-    if (hit) return fieldsOf(hit, this.allow);
+    if (hit) return fieldsOf(hit, this.allow, trustsK8sLabels(hit, record));
     if (this.active.length === 0 || this.cfg.lookup_timeout_ms === 0) return {};
     const meta = await this.lookupMiss(id, this.cfg.lookup_timeout_ms);
-    return meta ? fieldsOf(meta, this.allow) : {};
+    return meta ? fieldsOf(meta, this.allow, trustsK8sLabels(meta, record)) : {};
+  }
+
+  /**
+   * A victim whose cgroup path no pattern names (a plain `ctr run`: `/<namespace>/<id>`, any id): the container
+   * whose runtime gave it exactly that cgroup (containerd's spec `linux.cgroupsPath`, from the cache). The ns
+   * pid then tells the init: the kernel read it in the victim's own pid namespace, and a container's cgroup
+   * holds no host pid 1.
+   */
+  private byCgroup(record: Partial<Pick<OomRecord, 'pod_uid' | 'victim_cgroup' | 'victim_ns_pid'>>): RuntimeFields {
+    if (!record.victim_cgroup) return {};
+    const hit = this.cache.byCgroup(record.victim_cgroup);
+    if (!hit) return {};
+    return {
+      container_id: hit.id,
+      container_runtime: 'containerd',
+      ...(record.victim_ns_pid != null ? { victim_is_container_init: record.victim_ns_pid === 1 } : {}),
+      ...fieldsOf(hit.meta, this.allow, trustsK8sLabels(hit.meta, record)),
+    };
   }
 
   /** A container the streams have not told about yet: the first of (stream delivers, a runtime answers, the bound). */

@@ -6,7 +6,15 @@ export interface ContainerMeta {
   name: string;
   /** image reference as the container was created from it ('' unknown) */
   image: string;
+  /** only the labels the agent uses (see labels.ts): the rest are dropped as the reply is read */
   labels: Record<string, string>;
+  /**
+   * The runtime itself places the container in Kubernetes (containerd namespace `k8s.io`, CRI-O): only then,
+   * or when the kernel's cgroup path puts the victim in a kubepods pod, are `io.kubernetes.*` labels believed.
+   */
+  k8s?: boolean;
+  /** the cgroup path the runtime gave the container (containerd's OCI spec `linux.cgroupsPath`), when absolute */
+  cgroup?: string;
 }
 
 /** Where a source puts what it learns; `removed` starts the grace period, it does not drop the entry. */
