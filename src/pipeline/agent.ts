@@ -64,7 +64,11 @@ export function describeStop(r: StopReport): string {
       .join(', ');
   const total = sum((l) => l.spooled + l.memory + dropped(l));
   const unclosed = r.lanes.filter((l) => !l.closed).map((l) => l.sink);
-  const late = r.complete ? '' : ` (the ${r.deadlineMs} ms stop deadline passed${unclosed.length ? ` before ${unclosed.join(', ')} finished` : ''})`;
+  const late = unclosed.length
+    ? ` (${unclosed.join(', ')} did not finish within the ${r.deadlineMs} ms stop deadline)`
+    : r.complete
+      ? ''
+      : ` (the ${r.deadlineMs} ms stop deadline passed before the stop finished)`;
   if (total === 0) return `stopped; every record delivered${late}`;
   const where: string[] = [];
   if (sum((l) => l.spooled) > 0) where.push(`in the spool ${r.spoolDir}, sent at the next start: ${list((l) => l.spooled)}`);
@@ -384,7 +388,7 @@ export class Agent {
     this.stopped = true;
     if (outcome === 'deadline') this.parts.logger.error(`stop: the ${deadlineMs} ms deadline passed before every step finished; not waiting any longer`);
     return {
-      complete: outcome === 'done',
+      complete: outcome === 'done' && this.router.lanes.every((l) => l.closed),
       deadlineMs,
       ms: Date.now() - started,
       spoolDir: this.parts.config.pipeline.spool.dir,
