@@ -409,27 +409,37 @@ export class Agent {
   private async stopSteps(deadlineMs: number, started: number): Promise<void> {
     const remaining = () => Math.max(0, deadlineMs - (Date.now() - started));
     const reserve = Math.min(CLOSE_RESERVE_MS, Math.floor(deadlineMs / 4));
+    // which step a stop that overruns was in
+    const step = (name: string): void => void this.parts.logger.debug(`stop: ${name} done`, { ms: Date.now() - started });
     this.stopping = true;
     this.backfill?.cancelTimer();
     this.audit?.stopTimer();
     await this.parts.collector.stop();
     await this.trail?.stop();
+    step('collectors');
     this.queue.close();
     await this.consumer;
     // every live capture is in the ledger now: a backfill waiting to check against them may go on
     this.backfill?.wake();
     await this.backfillDone;
     this.audit?.check();
+    // before the drain, whose share of the deadline is measured after it: its stop blocks up to a poll interval
+    // (synchronously, so not even the deadline's timer runs meanwhile); the queued records had their deaths read
+    this.parts.reclaim?.stop();
+    step('queue');
     await this.router.drain(Math.max(0, remaining() - reserve));
+    step('drain');
     // A write still in flight is waited for only within the deadline (a hung sink must not hold the
     // stop past it); an abandoned write's records stay in the spool.
     await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(0, remaining() - reserve / 2)));
+    step('lanes closed');
     this.stopped = true;
     await this.server?.close();
-    this.parts.reclaim?.stop();
     await this.journal?.close().catch(() => undefined);
     this.audit?.close();
     this.lock?.release();
     this.lock = null;
+    step('all');
   }
+
 }

@@ -282,8 +282,8 @@ export class Lane {
   undelivered(): LaneUndelivered {
     return {
       spooled: this.spool?.count ?? 0,
-      memory: this.held.length,
-      memoryIds: this.held.map((e) => e.record.event_id),
+      memory: this.held.length + this.lostAtClose.length,
+      memoryIds: [...this.lostAtClose, ...this.held.map((e) => e.record.event_id)],
       dropped: this.dropped(),
     };
   }
@@ -293,6 +293,8 @@ export class Lane {
     return this.state === 'closed' && this.sinkClosed;
   }
   private sinkClosed = false;
+  /** event_ids of records held in memory when the lane closed: lost with the process */
+  private readonly lostAtClose: string[] = [];
 
   /** Records held in memory because the spool could not take them. */
   get heldRecords(): number {
@@ -306,6 +308,7 @@ export class Lane {
   async close(graceMs = this.opts.closeGraceMs ?? 2000): Promise<void> {
     if (this.state === 'closed' || this.state === 'closing') return;
     const wasOpen = this.state === 'open';
+    const closeBy = Date.now() + Math.max(0, graceMs);
     this.state = 'closing';
     this.stopDelivery();
     this.batcher.stop();
@@ -321,12 +324,16 @@ export class Lane {
     }
     await this.spool?.close();
     this.state = 'closed';
-    for (const e of this.held.splice(0)) e.settle(false);
+    // held records the spool never took are gone with the process: kept here only to be reported
+    for (const e of this.held.splice(0)) {
+      this.lostAtClose.push(e.record.event_id);
+      e.settle(false);
+    }
     this.heldBytes = 0;
     this.updateHeldGauge();
-    // bounded too: a client that never answers its disconnect (a broker gone) must not hold the stop
+    // bounded too, within the same grace: a client that never answers its disconnect (a broker gone) must not hold the stop
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, graceMs))));
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, closeBy - Date.now()))));
     await Promise.race([
       this.opts.sink
         .close()

@@ -173,7 +173,10 @@ test('at the stop: held records are spooled if the disk takes them again, otherw
   const u = lane.undelivered();
   assert.deepEqual([u.spooled, u.memory], [0, 4], 'the disk is still full: in memory');
   assert.deepEqual(u.memoryIds, [0, 1, 2, 3].map((i) => rec(i).event_id));
+  const taken = lane.whenTaken(rec(3).event_id);
   await lane.close(10);
+  assert.equal(await taken, false, 'lost with the lane');
+  assert.deepEqual(lane.undelivered(), u, 'still reported after the close');
 
   // the same with space back by the stop: the spool takes them, for the next start
   const down2 = new SwitchableTestSink('webhook2');

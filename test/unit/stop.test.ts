@@ -117,7 +117,7 @@ test('a sink that never answers: the stop returns at its deadline, and says the 
   const t0 = Date.now();
   const report = await agent.stop(DEADLINE);
   const ms = Date.now() - t0;
-  assert.ok(ms >= DEADLINE - 50 && ms < DEADLINE + 150, `stop took ${ms} ms for a ${DEADLINE} ms deadline`);
+  assert.ok(ms >= DEADLINE - 200 && ms < DEADLINE + 100, `stop took ${ms} ms for a ${DEADLINE} ms deadline`);
   assert.equal(report.complete, false, 'the hung sink did not finish');
   const kafka = report.lanes.find((l) => l.sink === 'kafka')!;
   assert.deepEqual([kafka.spooled, kafka.memory, kafka.closed], [1, 0, false]);
