@@ -16,6 +16,7 @@ import { silentLogger } from '../../src/observe/logger';
 import { Agent, describeStop, type StopReport } from '../../src/pipeline/agent';
 import type { OomRecord } from '../../src/record/record';
 import type { Sink } from '../../src/sinks/sink';
+import { SmallTmpfs } from '../helpers/tmpfs';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-stop-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -174,4 +175,50 @@ test('describeStop names every place undelivered records are, and counts them', 
       'in memory and in the journal /var/lib/oomtrail/spool/.journal, re-sent at the next start: file 2; in memory only, lost at exit: file 3; ' +
       'dropped: file 4 (hold_full 4), loki 1 (spool_full 1))',
   );
+});
+
+test('the journal keeps what a lane could not take, for that lane alone: re-sent at the next start there, not elsewhere', { skip: process.getuid?.() === 0 ? false : 'needs root (mounts a small tmpfs)' }, async () => {
+  const c = config();
+  // only the file lane's spool is on the full disk: the journal and the console lane's spool are writable
+  const disk = new SmallTmpfs(path.join(c.pipeline.spool.dir, 'file'), 128);
+  disk.mount();
+  try {
+    const consoleGot: OomRecord[] = [];
+    const fileGot: OomRecord[] = [];
+    let fileUp = false;
+    const file: Sink = {
+      ...memorySink('file', fileGot),
+      write: async (batch) => {
+        if (!fileUp) return { status: 'retryable', reason: 'down' };
+        fileGot.push(...batch);
+        return { status: 'delivered' };
+      },
+    };
+    const first = standInCollector();
+    const agent = new Agent({ config: c, logger: silentLogger(), collector: first.collector, sinks: [memorySink('console', consoleGot), file], sources: ['test'], deathWaitMs: 0 });
+    await agent.start();
+    disk.fill();
+    await first.emit(event(777));
+    await until(() => consoleGot.length === 1);
+    const report = await agent.stop(300);
+    assert.equal(
+      describeStop(report),
+      `stopped; 1 record undelivered (held in memory and in the journal ${c.pipeline.spool.dir}/.journal, re-sent at the next start: file 1)`,
+    );
+
+    // the next start, with space and the file sink back: the record goes to the file sink, and not again to the console
+    disk.free();
+    fileUp = true;
+    const second = standInCollector();
+    const again = new Agent({ config: c, logger: silentLogger(), collector: second.collector, sinks: [memorySink('console', consoleGot), file], sources: ['test'], deathWaitMs: 0 });
+    await again.start();
+    await until(() => fileGot.length === 1);
+    const report2 = await again.stop(2000);
+    assert.equal(describeStop(report2), 'stopped; every record delivered');
+    assert.deepEqual(fileGot.map((r) => r.victim_pid), [777]);
+    assert.deepEqual(consoleGot.map((r) => r.victim_pid), [777], 'the console had it once, in the first run');
+    assert.equal(fileGot[0].event_id, consoleGot[0].event_id);
+  } finally {
+    disk.unmount();
+  }
 });
