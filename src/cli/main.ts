@@ -180,9 +180,17 @@ async function run(args: Args): Promise<number> {
   const line = describeStop(report);
   if (line.startsWith('stopped; every record delivered') && report.complete) logger.info(line);
   else logger.warn(line);
-  // A client still retrying a connection (a broker gone) would keep the process alive past the deadline: the
-  // stop is done, so exit. Fires only if something is left running.
-  setTimeout(() => process.exit(EXIT.OK), 100).unref();
+  // The stop is over: whatever is still running must not keep the process past the deadline, neither a client
+  // retrying its connection (a broker gone) nor a worker thread stuck in a sink's open (which would hold even
+  // process.exit, and with it this timer's fallback). Fires only if something is left running.
+  setTimeout(() => {
+    try {
+      loadLibBpf().exitNow?.(EXIT.OK);
+    } catch {
+      /* no libc binding: below */
+    }
+    terminate(signal);
+  }, 100).unref();
   return EXIT.OK;
 }
 

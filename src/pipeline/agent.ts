@@ -23,8 +23,11 @@ export { JOURNAL_DIR } from './journal';
 
 /** Longest wait at stop for a sink write still in flight (or a sink's close). */
 const LANE_CLOSE_GRACE_MS = 2000;
-/** Of the stop deadline, what is kept after the drain for closing the lanes (spool held records, close the sinks). */
-const CLOSE_RESERVE_MS = 300;
+/**
+ * Of the stop deadline, what is kept after the drain for closing the lanes (spool held records, close spools and
+ * sinks: ms each, unless a sink hangs, which is then abandoned). The drain uses the rest.
+ */
+const CLOSE_RESERVE_MS = 50;
 
 /** One lane's share of a stop: what it did not deliver, and whether it finished closing before the deadline. */
 export interface LaneStopReport {
@@ -408,7 +411,7 @@ export class Agent {
 
   private async stopSteps(deadlineMs: number, started: number): Promise<void> {
     const remaining = () => Math.max(0, deadlineMs - (Date.now() - started));
-    const reserve = Math.min(CLOSE_RESERVE_MS, Math.floor(deadlineMs / 4));
+    const reserve = Math.min(CLOSE_RESERVE_MS, Math.floor(deadlineMs / 10));
     // which step a stop that overruns was in
     const step = (name: string): void => void this.parts.logger.debug(`stop: ${name} done`, { ms: Date.now() - started });
     this.stopping = true;

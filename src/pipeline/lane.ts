@@ -138,6 +138,8 @@ export class Lane {
   private inFlight = 0;
   private draining = false;
   private spoolFullLogged = false;
+  /** the spool refused a write and has not taken one since: logged once per streak */
+  private spoolFailing = false;
 
   private nDelivered = 0;
   private nRetried = 0;
@@ -218,7 +220,8 @@ export class Lane {
         return this.drop('spool_error');
       }
       // the disk's fault (ENOSPC, EDQUOT, EIO, EROFS, …), not the record's: hold it and try the spool again later
-      if (!this.held.length) {
+      if (!this.spoolFailing) {
+        this.spoolFailing = true;
         this.opts.logger.error('lane: spool append failed; holding records in memory until the spool takes writes again', {
           sink: this.name,
           error: (err as Error).message,
@@ -231,6 +234,10 @@ export class Lane {
     if (this.spoolFullLogged) {
       this.spoolFullLogged = false;
       this.opts.logger.info('lane: spool accepting records again', { sink: this.name });
+    }
+    if (this.spoolFailing) {
+      this.spoolFailing = false;
+      this.opts.logger.info('lane: spool takes writes again', { sink: this.name });
     }
     this.updateSpoolGauges();
     this.notify();
@@ -288,11 +295,12 @@ export class Lane {
     };
   }
 
-  /** Closed: spool closed and the sink's close returned (or was abandoned after the grace). */
+  /** Closed in time: no sink write abandoned, spool closed, and the sink's close returned within the grace. */
   get closed(): boolean {
-    return this.state === 'closed' && this.sinkClosed;
+    return this.state === 'closed' && this.sinkClosed && !this.writeAbandoned;
   }
   private sinkClosed = false;
+  private writeAbandoned = false;
   /** event_ids of records held in memory when the lane closed: lost with the process */
   private readonly lostAtClose: string[] = [];
 
@@ -319,8 +327,12 @@ export class Lane {
         // Not unref'd: a bounded wait that must finish so the spool is closed cleanly.
         timer = setTimeout(resolve, Math.max(0, graceMs));
       });
-      await Promise.race([this.pumpDone, grace]);
+      const pumped = await Promise.race([this.pumpDone.then(() => true), grace.then(() => false)]);
       clearTimeout(timer);
+      if (!pumped) {
+        this.writeAbandoned = true;
+        this.opts.logger.warn('lane: a sink write still out at the close was abandoned; its records stay spooled', { sink: this.name, grace_ms: graceMs });
+      }
     }
     await this.spool?.close();
     this.state = 'closed';
@@ -670,7 +682,10 @@ export class Lane {
       this.notify();
     }
     this.holdAttempt = 0;
-    if (moved > 0) this.opts.logger.info('lane: spool takes writes again; held records spooled', { sink: this.name, records: moved });
+    if (moved > 0) {
+      this.spoolFailing = false;
+      this.opts.logger.info('lane: spool takes writes again; held records spooled', { sink: this.name, records: moved });
+    }
   }
 
   /** At the stop: every held record (in a batch or not) to the spool if it takes them; those in a batch keep their new seq for a late ack. */
@@ -688,7 +703,13 @@ export class Lane {
         if (err instanceof SpoolSyncError) e.spooledSeq = err.seqs[0];
         else return;
       }
-      this.held.shift();
+      const i = this.held.indexOf(e);
+      if (i < 0) {
+        // a late write of its batch delivered it meanwhile: the copy just spooled must not go out again
+        await this.ack([e.spooledSeq]);
+        continue;
+      }
+      this.held.splice(i, 1);
       this.heldBytes -= e.bytes;
       e.settle(true);
       this.updateHeldGauge();
