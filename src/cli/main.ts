@@ -190,7 +190,7 @@ async function run(args: Args): Promise<number> {
       /* no libc binding: below */
     }
     terminate(signal);
-  }, 100).unref();
+  }, 20).unref();
   return EXIT.OK;
 }
 

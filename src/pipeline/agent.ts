@@ -27,7 +27,7 @@ const LANE_CLOSE_GRACE_MS = 2000;
  * Of the stop deadline, what is kept after the drain for closing the lanes (spool held records, close spools and
  * sinks: ms each, unless a sink hangs, which is then abandoned). The drain uses the rest.
  */
-const CLOSE_RESERVE_MS = 50;
+const CLOSE_RESERVE_MS = 25;
 
 /** One lane's share of a stop: what it did not deliver, and whether it finished closing before the deadline. */
 export interface LaneStopReport {
