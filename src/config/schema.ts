@@ -370,7 +370,7 @@ export const schema: convict.Schema<AppConfig> = {
   },
   shutdown: {
     deadline_ms: {
-      doc: 'On SIGTERM/SIGINT, how long to keep flushing sinks before exiting (milliseconds); unsent records stay spooled.',
+      doc: 'On SIGTERM/SIGINT, how long the stop may take in all (milliseconds), even with a sink that never answers: sinks are flushed until just before it; unsent records stay spooled (or, held in memory on a full disk, are reported lost).',
       format: natural,
       default: 10000,
       env: 'OOMTRAIL_SHUTDOWN_DEADLINE_MS',
