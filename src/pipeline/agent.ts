@@ -369,6 +369,7 @@ export class Agent {
   }
 
   private stopped = false;
+  private lanesClosed = false;
 
   /**
    * Graceful stop within `deadlineMs`, never longer: detach, drain the queue, deliver what the lanes can, spool what
@@ -391,7 +392,8 @@ export class Agent {
     this.stopped = true;
     if (outcome === 'deadline') this.parts.logger.error(`stop: the ${deadlineMs} ms deadline passed before every step finished; not waiting any longer`);
     return {
-      complete: outcome === 'done' && this.router.lanes.every((l) => l.closed),
+      // the lanes are what the line is about: the steps after them (metrics server, journal, lock) only tidy up
+      complete: (outcome === 'done' || this.lanesClosed) && this.router.lanes.every((l) => l.closed),
       deadlineMs,
       ms: Date.now() - started,
       spoolDir: this.parts.config.pipeline.spool.dir,
@@ -435,6 +437,7 @@ export class Agent {
     // A write still in flight is waited for only within the deadline (a hung sink must not hold the
     // stop past it); an abandoned write's records stay in the spool.
     await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(0, remaining() - reserve / 2)));
+    this.lanesClosed = true;
     step('lanes closed');
     this.stopped = true;
     await this.server?.close();

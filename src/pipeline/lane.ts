@@ -301,6 +301,8 @@ export class Lane {
   }
   private sinkClosed = false;
   private writeAbandoned = false;
+  /** sink writes out now */
+  private writing = 0;
   /** event_ids of records held in memory when the lane closed: lost with the process */
   private readonly lostAtClose: string[] = [];
 
@@ -329,7 +331,8 @@ export class Lane {
       });
       const pumped = await Promise.race([this.pumpDone.then(() => true), grace.then(() => false)]);
       clearTimeout(timer);
-      if (!pumped) {
+      // a delivery only waiting for its retry is no loss; one whose write is still out at the sink is
+      if (!pumped && this.writing > 0) {
         this.writeAbandoned = true;
         this.opts.logger.warn('lane: a sink write still out at the close was abandoned; its records stay spooled', { sink: this.name, grace_ms: graceMs });
       }
@@ -516,11 +519,14 @@ export class Lane {
   }
 
   private async write(records: readonly OomRecord[]): Promise<WriteResult> {
+    this.writing++;
     try {
       return await this.opts.sink.write(records);
     } catch (err) {
       // Sinks should answer, not throw; a throw is treated as transient so nothing is lost.
       return { status: 'retryable', reason: `sink threw: ${(err as Error).message}` };
+    } finally {
+      this.writing--;
     }
   }
 
