@@ -32,6 +32,11 @@ export interface LibBpf {
   pread?(fd: number, buf: Buffer, n: number): number;
   /** glibc mallopt(M_ARENA_MAX, n): fewer per-thread malloc arenas (each libuv/V8 thread would get one). */
   mallocArenaMax?(n: number): number;
+  /**
+   * _exit(2): ends the process with `code` at once, without exit handlers. `process.exit` runs them, and one joins
+   * libuv's worker threads: a worker stuck in a sink's open or write (hung mount, FIFO) would hold the exit for ever.
+   */
+  exitNow?(code: number): never;
   /** bpf_program__attach_iter with a union bpf_iter_link_info (16 bytes) as its link_info. */
   programAttachIter?(prog: unknown, linkInfo: Buffer): unknown | null;
   linkFd?(link: unknown): number;
@@ -96,6 +101,7 @@ export function loadLibBpf(): LibBpf {
   const writeFd = libc.func('long write(int fd, const void *buf, size_t count)');
   const mallocTrim = libc.func('int malloc_trim(size_t pad)');
   const mallopt = libc.func('int mallopt(int param, int value)');
+  const exitImmediately = libc.func('void _exit(int status)');
   const pread = libc.func('long pread(int fd, void *buf, size_t count, long offset)');
   const one = Buffer.alloc(8);
   one.writeBigUInt64LE(1n);
@@ -176,6 +182,10 @@ export function loadLibBpf(): LibBpf {
     eventfdSignal: (fd) => Number(writeFd(fd, one, 8)),
     mallocTrim: () => mallocTrim(0),
     mallocArenaMax: (n) => mallopt(-8 /* M_ARENA_MAX */, n),
+    exitNow: (code) => {
+      exitImmediately(code);
+      throw new Error('_exit returned');
+    },
     pread: (fd, buf, n) => Number(pread(fd, buf, n, 0)),
     ringBufferNew(mapFd, sample) {
       const cb = koffi.register((_ctx: unknown, data: unknown, size: number) => sample(data, Number(size)), koffi.pointer(sampleFn));

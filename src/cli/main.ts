@@ -137,7 +137,7 @@ async function run(args: Args): Promise<number> {
   // before the agent reads the first kill: the cache holds the running containers by then
   await runtime?.start();
   // required only now, after the loads above: the pipeline's modules (~1.5 MB) would add to their peak
-  const { Agent } = await import('../pipeline/agent');
+  const { Agent, describeStop } = await import('../pipeline/agent');
   const agent = new Agent({
     runtime,
     config,
@@ -179,10 +179,23 @@ async function run(args: Args): Promise<number> {
     );
     terminate(signal);
   }, deadlineMs + STOP_MARGIN_MS).unref();
-  const left = await agent.stop(deadlineMs);
+  // bounded by the deadline: comes back with what was not delivered even when a sink never answers
+  const report = await agent.stop(deadlineMs);
   runtime?.stop();
-  const pending = Object.entries(left).filter(([, n]) => n > 0);
-  logger.info(pending.length ? `stopped; left in spool: ${pending.map(([s, n]) => `${s}=${n}`).join(', ')}` : 'stopped; every record delivered');
+  const line = describeStop(report);
+  if (line.startsWith('stopped; every record delivered') && report.complete) logger.info(line);
+  else logger.warn(line);
+  // The stop is over: whatever is still running must not keep the process past the deadline, neither a client
+  // retrying its connection (a broker gone) nor a worker thread stuck in a sink's open (which would hold even
+  // process.exit, and with it this timer's fallback). Fires only if something is left running.
+  setTimeout(() => {
+    try {
+      loadLibBpf().exitNow?.(EXIT.OK);
+    } catch {
+      /* no libc binding: below */
+    }
+    terminate(signal);
+  }, 20).unref();
   return EXIT.OK;
 }
 

@@ -55,7 +55,7 @@ export interface AppConfig {
     queue: { capacity: number; overflow: OverflowPolicy };
     batch: { max_events: number; max_bytes: number; max_age_ms: number };
     retry: { initial_ms: number; max_ms: number };
-    spool: { dir: string; fsync: FsyncPolicy; max_bytes: number };
+    spool: { dir: string; fsync: FsyncPolicy; max_bytes: number; hold_max_records: number; hold_max_bytes: number };
     dead_letter: { max_bytes: number; keep: number };
   };
   shutdown: { deadline_ms: number };
@@ -340,6 +340,18 @@ export const schema: convict.Schema<AppConfig> = {
         default: 268435456,
         env: 'OOMTRAIL_PIPELINE_SPOOL_MAX_BYTES',
       },
+      hold_max_records: {
+        doc: 'Per sink: records held in memory while the spool cannot be written (disk full, quota, I/O error, read-only); they are delivered from memory and spooled once it takes writes again. Past the cap new records are dropped (reason hold_full); 0 = hold none.',
+        format: natural,
+        default: 1000,
+        env: 'OOMTRAIL_PIPELINE_SPOOL_HOLD_MAX_RECORDS',
+      },
+      hold_max_bytes: {
+        doc: 'Per sink: bytes (record JSON) held in memory while the spool cannot be written; past it new records are dropped (reason hold_full).',
+        format: natural,
+        default: 8388608,
+        env: 'OOMTRAIL_PIPELINE_SPOOL_HOLD_MAX_BYTES',
+      },
     },
     dead_letter: {
       max_bytes: {
@@ -358,7 +370,7 @@ export const schema: convict.Schema<AppConfig> = {
   },
   shutdown: {
     deadline_ms: {
-      doc: 'On SIGTERM/SIGINT, how long to keep flushing sinks before exiting (milliseconds); unsent records stay spooled.',
+      doc: 'On SIGTERM/SIGINT, how long the stop may take in all (milliseconds), even with a sink that never answers: sinks are flushed until just before it; unsent records stay spooled (or, held in memory on a full disk, are reported lost).',
       format: natural,
       default: 10000,
       env: 'OOMTRAIL_SHUTDOWN_DEADLINE_MS',

@@ -228,6 +228,8 @@ export class PipelineMetrics {
   readonly spoolBytes: Gauge;
   readonly sinkLastSuccess: Gauge;
   readonly sinkBuffered: Gauge;
+  readonly sinkHeld: Gauge;
+  readonly sinkHeldTotal: Counter;
   readonly kernelOomKills: Counter;
   readonly missedKills: Counter;
 
@@ -253,6 +255,12 @@ export class PipelineMetrics {
       'Records read back from the spool and held in memory (open and in-flight batch); bounded by 2 x pipeline.batch.max_events.',
       ['sink'],
     );
+    this.sinkHeld = r.gauge(
+      'oomtrail_sink_held_records',
+      'Records the spool could not take (disk full, quota, I/O error, read-only), held in memory until it takes writes again or the sink has them; bounded by pipeline.spool.hold_max_records / hold_max_bytes, lost if the agent exits first.',
+      ['sink'],
+    );
+    this.sinkHeldTotal = r.counter('oomtrail_sink_held_total', 'Records the spool could not take and the lane held in memory instead (each is later spooled, delivered, or counted as dropped).', ['sink']);
     this.kernelOomKills = r.counter('oomtrail_kernel_oom_kills_total', "The kernel's own OOM kill count since boot (/proc/vmstat oom_kill).");
     this.missedKills = r.counter(
       'oomtrail_missed_kills_total',

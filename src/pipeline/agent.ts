@@ -12,18 +12,74 @@ import { RecordAssembler, type DeathSource, type RuntimeNames } from './assemble
 import { readHostTotalPages } from './assemble/enrich';
 import { KillAudit, type AuditedCgroups } from './audit';
 import { Backfill } from './backfill';
-import { KillJournal } from './journal';
+import { JOURNAL_DIR, KillJournal } from './journal';
 import { DirLock } from './lock';
 import { KillLedger, noteKill } from './ledger';
-import { Lane } from './lane';
+import { Lane, type AcceptResult } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
 
 export { JOURNAL_DIR } from './journal';
 
-/** Longest wait at stop for a sink write still in flight, and the least (even past the deadline). */
+/** Longest wait at stop for a sink write still in flight (or a sink's close). */
 const LANE_CLOSE_GRACE_MS = 2000;
-const LANE_CLOSE_MIN_GRACE_MS = 100;
+/**
+ * Of the stop deadline, what is kept after the drain for closing the lanes (spool held records, close spools and
+ * sinks: ms each, unless a sink hangs, which is then abandoned). The drain uses the rest.
+ */
+const CLOSE_RESERVE_MS = 25;
+
+/** One lane's share of a stop: what it did not deliver, and whether it finished closing before the deadline. */
+export interface LaneStopReport {
+  sink: string;
+  /** left in its spool: sent at the next start */
+  spooled: number;
+  /** held in memory (the spool would not take them): lost at exit, unless the journal keeps them */
+  memory: number;
+  /** of `memory`, those whose kill the journal still keeps for the next start */
+  memoryInJournal: number;
+  /** dropped during this run, by reason */
+  dropped: Record<string, number>;
+  closed: boolean;
+}
+
+export interface StopReport {
+  /** every step of the stop finished within the deadline */
+  complete: boolean;
+  deadlineMs: number;
+  ms: number;
+  spoolDir: string;
+  lanes: LaneStopReport[];
+}
+
+/**
+ * The stop's last line: `stopped; every record delivered` only when every lane delivered everything it was given
+ * this run and nothing is left in a spool or in memory; otherwise how many records were not delivered and where
+ * they are.
+ */
+export function describeStop(r: StopReport): string {
+  const sum = (f: (l: LaneStopReport) => number): number => r.lanes.reduce((n, l) => n + f(l), 0);
+  const dropped = (l: LaneStopReport): number => Object.values(l.dropped).reduce((n, v) => n + v, 0);
+  const list = (f: (l: LaneStopReport) => number, extra?: (l: LaneStopReport) => string): string =>
+    r.lanes
+      .filter((l) => f(l) > 0)
+      .map((l) => `${l.sink} ${f(l)}${extra ? extra(l) : ''}`)
+      .join(', ');
+  const total = sum((l) => l.spooled + l.memory + dropped(l));
+  const unclosed = r.lanes.filter((l) => !l.closed).map((l) => l.sink);
+  const late = unclosed.length
+    ? ` (${unclosed.join(', ')} did not finish within the ${r.deadlineMs} ms stop deadline)`
+    : r.complete
+      ? ''
+      : ` (the ${r.deadlineMs} ms stop deadline passed before the stop finished)`;
+  if (total === 0) return `stopped; every record delivered${late}`;
+  const where: string[] = [];
+  if (sum((l) => l.spooled) > 0) where.push(`in the spool ${r.spoolDir}, sent at the next start: ${list((l) => l.spooled)}`);
+  if (sum((l) => l.memoryInJournal) > 0) where.push(`in memory and in the journal ${r.spoolDir}/${JOURNAL_DIR}, re-sent at the next start: ${list((l) => l.memoryInJournal)}`);
+  if (sum((l) => l.memory - l.memoryInJournal) > 0) where.push(`in memory only, lost at exit: ${list((l) => l.memory - l.memoryInJournal)}`);
+  if (sum(dropped) > 0) where.push(`dropped: ${list(dropped, (l) => ` (${Object.entries(l.dropped).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')})`)}`);
+  return `stopped; ${total} record${total === 1 ? '' : 's'} undelivered (held ${where.join('; ')})${late}`;
+}
 
 /** What the agent needs of the trail sampler: its lifetime, trails for records, its cgroups for the audit. */
 export type AgentTrail = TrailSource & AuditedCgroups & { start(): void; stop(): Promise<void> };
@@ -86,6 +142,8 @@ export class Agent {
   private audit: KillAudit | null = null;
   private backfill: Backfill | null = null;
   private backfillDone: Promise<void> = Promise.resolve();
+  /** Kills whose journal entry stays until the lanes that held them in memory have taken them (event_id → entry seq). */
+  private readonly journalKept = new Map<string, number>();
 
   constructor(private readonly parts: AgentParts) {
     const { config, logger } = parts;
@@ -112,6 +170,7 @@ export class Agent {
           },
           retry: { initialMs: config.pipeline.retry.initial_ms, maxMs: config.pipeline.retry.max_ms },
           deadLetter: { maxBytes: config.pipeline.dead_letter.max_bytes, keep: config.pipeline.dead_letter.keep },
+          hold: { maxRecords: config.pipeline.spool.hold_max_records, maxBytes: config.pipeline.spool.hold_max_bytes },
           logger,
           metrics: this.metrics,
         }),
@@ -264,8 +323,8 @@ export class Agent {
       logger.info(`captured OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}`, {
         event_id: record.event_id,
       });
-      await this.router.route(record);
-      if (item.journalSeq !== null) await this.journal!.ack(item.journalSeq, record.event_id);
+      const outcomes = await this.router.route(record);
+      await this.settleJournal(item, record, outcomes);
       const lost = collector.lostEvents();
       if (lost > this.lostReported) {
         this.metrics.dropped.inc({ stage: 'kernel_ringbuf', reason: 'ringbuf_full' }, Number(lost - this.lostReported));
@@ -275,31 +334,121 @@ export class Agent {
     }
   }
 
-  /** Graceful stop; resolves with the records left undelivered per sink (kept in their spools). */
-  async stop(deadlineMs: number): Promise<Record<string, number>> {
+  /**
+   * A kill's journal entry is done once every lane has its record in its spool. Where a lane could not take it
+   * (held in memory, dropped), the journal keeps it with the lanes that still need it, so a restart re-emits it to
+   * those alone; an entry whose lanes all take it later (spooled or delivered from memory) is acked then.
+   */
+  private async settleJournal(item: KillItem, record: OomRecord, outcomes: AcceptResult[]): Promise<void> {
+    const journal = this.journal!;
+    const lanes = this.router.lanes;
+    const missing = lanes.filter((_, i) => outcomes[i] !== 'spooled');
+    if (missing.length === 0) {
+      if (item.journalSeq !== null) await journal.ack(item.journalSeq, record.event_id);
+      return;
+    }
+    this.parts.logger.warn(
+      `record of pid ${record.victim_pid} not spooled by every sink: ${lanes.map((l, i) => `${l.name} ${outcomes[i]}`).join(', ')}`,
+      { event_id: record.event_id },
+    );
+    let seq = item.journalSeq;
+    if (seq !== null) {
+      const narrowed = await journal.appendFor(record, this.assembler!.killPrintkUs(item.ev), missing.map((l) => l.name));
+      if (narrowed !== null) {
+        await journal.ack(seq, record.event_id);
+        seq = narrowed;
+      }
+    }
+    if (seq === null) return; // nothing durable: the lanes holding it in memory are all it has
+    // a dropped record stays in the journal: the next start re-emits it to the lanes that lack it
+    if (outcomes.includes('dropped')) return;
+    const journalSeq = seq;
+    this.journalKept.set(record.event_id, journalSeq);
+    void Promise.all(missing.map((l) => l.whenTaken(record.event_id))).then(async (taken) => {
+      if (!taken.every(Boolean) || this.stopped) return;
+      this.journalKept.delete(record.event_id);
+      await journal.ack(journalSeq, record.event_id);
+    });
+  }
+
+  private stopped = false;
+  private lanesClosed = false;
+
+  /**
+   * Graceful stop within `deadlineMs`, never longer: detach, drain the queue, deliver what the lanes can, spool what
+   * they could not, close. Resolves with what was not delivered and where it is (see `describeStop`).
+   */
+  async stop(deadlineMs: number): Promise<StopReport> {
     const started = Date.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Not unref'd: the stop must come back with its report even when every other handle is gone.
+    const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), deadlineMs)));
+    const steps = this.stopSteps(deadlineMs, started).then(
+      () => 'done' as const,
+      (err: unknown) => {
+        this.parts.logger.error(`stop: ${(err as Error).message}`);
+        return 'failed' as const;
+      },
+    );
+    const outcome = await Promise.race([steps, deadline]);
+    clearTimeout(timer);
+    this.stopped = true;
+    if (outcome === 'deadline') this.parts.logger.error(`stop: the ${deadlineMs} ms deadline passed before every step finished; not waiting any longer`);
+    return {
+      // the lanes are what the line is about: the steps after them (metrics server, journal, lock) only tidy up
+      complete: (outcome === 'done' || this.lanesClosed) && this.router.lanes.every((l) => l.closed),
+      deadlineMs,
+      ms: Date.now() - started,
+      spoolDir: this.parts.config.pipeline.spool.dir,
+      lanes: this.router.lanes.map((l) => {
+        const u = l.undelivered();
+        return {
+          sink: l.name,
+          spooled: u.spooled,
+          memory: u.memory,
+          memoryInJournal: u.memoryIds.filter((id) => this.journalKept.has(id)).length,
+          dropped: u.dropped,
+          closed: l.closed,
+        };
+      }),
+    };
+  }
+
+  private async stopSteps(deadlineMs: number, started: number): Promise<void> {
     const remaining = () => Math.max(0, deadlineMs - (Date.now() - started));
+    const reserve = Math.min(CLOSE_RESERVE_MS, Math.floor(deadlineMs / 10));
+    // which step a stop that overruns was in
+    const step = (name: string): void => void this.parts.logger.debug(`stop: ${name} done`, { ms: Date.now() - started });
     this.stopping = true;
     this.backfill?.cancelTimer();
     this.audit?.stopTimer();
     await this.parts.collector.stop();
     await this.trail?.stop();
+    step('collectors');
     this.queue.close();
     await this.consumer;
     // every live capture is in the ledger now: a backfill waiting to check against them may go on
     this.backfill?.wake();
     await this.backfillDone;
     this.audit?.check();
-    const left = await this.router.drain(remaining());
+    // before the drain, whose share of the deadline is measured after it: its stop blocks up to a poll interval
+    // (synchronously, so not even the deadline's timer runs meanwhile); the queued records had their deaths read
+    this.parts.reclaim?.stop();
+    step('queue');
+    await this.router.drain(Math.max(0, remaining() - reserve));
+    step('drain');
     // A write still in flight is waited for only within the deadline (a hung sink must not hold the
     // stop past it); an abandoned write's records stay in the spool.
-    await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(LANE_CLOSE_MIN_GRACE_MS, remaining())));
+    await this.router.close(Math.min(LANE_CLOSE_GRACE_MS, Math.max(0, remaining() - reserve / 2)));
+    this.lanesClosed = true;
+    step('lanes closed');
+    this.stopped = true;
     await this.server?.close();
-    this.parts.reclaim?.stop();
     await this.journal?.close().catch(() => undefined);
     this.audit?.close();
     this.lock?.release();
     this.lock = null;
-    return left;
+    step('all');
   }
+
 }

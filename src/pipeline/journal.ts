@@ -12,6 +12,11 @@ export interface JournalEntry {
   j: 1;
   t_us: number;
   record: OomRecord;
+  /**
+   * Only these lanes still need the record (the others spooled or delivered it): written when some lane could not
+   * take it, so a restart re-emits it there and nowhere else. Absent: every lane that does not hold it in its spool.
+   */
+  lanes?: string[];
 }
 
 /** Journal entries a previous run never finished, and which lanes already spooled each (by event_id). */
@@ -48,6 +53,22 @@ export class KillJournal {
       return seq;
     } catch (err) {
       this.logger.error(`journal: cannot write the record of pid ${record.victim_pid}; it is held in memory only: ${(err as Error).message}`, {
+        event_id: record.event_id,
+      });
+      return null;
+    }
+  }
+
+  /**
+   * A second entry for a kill some lanes could not take (held in memory, dropped), naming those lanes; the caller
+   * then acks the first. Its sequence number, or null when the write failed (the first entry then stays).
+   */
+  async appendFor(record: OomRecord, tUs: number, lanes: readonly string[]): Promise<number | null> {
+    try {
+      const [seq] = await this.spool.append([{ j: 1, t_us: tUs, record, lanes: [...lanes] } as unknown as OomRecord]);
+      return seq;
+    } catch (err) {
+      this.logger.warn(`journal: cannot note which sinks still need the record of pid ${record.victim_pid}: ${(err as Error).message}`, {
         event_id: record.event_id,
       });
       return null;
@@ -100,6 +121,7 @@ export class KillJournal {
       const record = entry.record;
       let any = false;
       for (const lane of lanes) {
+        if (entry.lanes && !entry.lanes.includes(lane.name)) continue;
         if (replay.spooled.get(lane.name)?.has(record.event_id)) continue;
         await lane.accept(record);
         any = true;

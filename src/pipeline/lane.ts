@@ -6,7 +6,7 @@ import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { Batcher, type BatchLimits } from './batcher';
 import { backoffMs, MAX_TIMER_MS, type BackoffOptions } from './retry';
-import { Spool, SpoolError, SpoolFullError, type FsyncPolicy, type SpooledRecord } from './spool';
+import { Spool, SpoolError, SpoolFullError, SpoolSyncError, type FsyncPolicy, type SpooledRecord } from './spool';
 
 export type LaneErrorCode = 'LANE_CONFIG' | 'LANE_STATE';
 
@@ -35,6 +35,12 @@ export interface LaneOptions {
    * Default 16 MiB, keep 3.
    */
   deadLetter?: { maxBytes: number; keep: number };
+  /**
+   * `pipeline.spool.hold_max_records` / `hold_max_bytes`: records the spool cannot take (disk full, quota, I/O error,
+   * read-only) are held in memory up to these caps, delivered from there, and appended to the spool in order once it
+   * takes writes again. Past either cap a new record is dropped (reason `hold_full`). Default 1000 records, 8 MiB.
+   */
+  hold?: { maxRecords: number; maxBytes: number };
   /** How long `close()` waits for a sink write still in flight. Default 2000 ms. */
   closeGraceMs?: number;
   /** Test seams. */
@@ -42,10 +48,37 @@ export interface LaneOptions {
   now?: () => number;
 }
 
-/** `spooled`: durable in this lane's spool. `dropped`: counted under a reason in `dropped()`. */
-export type AcceptResult = 'spooled' | 'dropped';
+/**
+ * `spooled`: durable in this lane's spool. `held`: the spool could not take it; held in memory (delivered from there,
+ * spooled once the disk takes writes again; `whenTaken` says when). `dropped`: counted under a reason in `dropped()`.
+ */
+export type AcceptResult = 'spooled' | 'held' | 'dropped';
 
-export type LaneDropReason = 'spool_full' | 'spool_error' | 'lane_closed';
+export type LaneDropReason = 'spool_full' | 'spool_error' | 'lane_closed' | 'hold_full';
+
+/** What a lane has not delivered: still in its spool (kept for the next start), in memory only, or dropped this run. */
+export interface LaneUndelivered {
+  spooled: number;
+  /** records the spool never took, held in memory: gone when the process exits */
+  memory: number;
+  /** event_ids of those, so the caller can tell which of them its journal still keeps */
+  memoryIds: string[];
+  dropped: Record<string, number>;
+}
+
+/** A record the spool could not take. `waiting`: for the pump or the spool; `moving`: being appended to the spool; `reading`: in a batch. */
+interface HeldEntry {
+  record: OomRecord;
+  bytes: number;
+  state: 'waiting' | 'moving' | 'reading';
+  /** set when the entry was spooled at the stop while in a batch: a late delivery acks it */
+  spooledSeq?: number;
+  taken: Promise<boolean>;
+  settle: (taken: boolean) => void;
+}
+
+/** A record in a batch: read from the spool (`seq` > 0), or one held in memory (`held`, `seq` 0). */
+type LaneItem = SpooledRecord & { held?: HeldEntry };
 
 /** What the lane holds in memory, to check it stays bounded while a sink is down. */
 export interface LaneMemoryStats {
@@ -71,6 +104,9 @@ export interface LaneStats {
 
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const DEAD_LETTER_DEFAULTS = { maxBytes: 16 << 20, keep: 3 };
+const HOLD_DEFAULTS = { maxRecords: 1000, maxBytes: 8 << 20 };
+/** Longest wait between two attempts to move held records into the spool (the next accept also tries). */
+const HOLD_RETRY_MAX_MS = 2000;
 
 /**
  * One per sink: accepted records go to the lane's durable spool first; a pump reads them back in
@@ -84,7 +120,13 @@ export class Lane {
   private readonly spoolPath: string;
   readonly deadLetterPath: string;
   private spool: Spool | undefined;
-  private readonly batcher: Batcher<SpooledRecord>;
+  private readonly batcher: Batcher<LaneItem>;
+  /** Records the spool could not take, oldest first: `reading` ones, then `moving`/`waiting` ones. */
+  private readonly held: HeldEntry[] = [];
+  private heldBytes = 0;
+  private holdTimer: ReturnType<typeof setTimeout> | null = null;
+  private holdAttempt = 0;
+  private moving: Promise<void> | null = null;
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
   private stopping = false;
   private cursor = 0;
@@ -96,6 +138,8 @@ export class Lane {
   private inFlight = 0;
   private draining = false;
   private spoolFullLogged = false;
+  /** the spool refused a write and has not taken one since: logged once per streak */
+  private spoolFailing = false;
 
   private nDelivered = 0;
   private nRetried = 0;
@@ -111,7 +155,7 @@ export class Lane {
     if (!NAME_RE.test(this.name)) throw new LaneError('LANE_CONFIG', `sink name ${JSON.stringify(this.name)} is not usable as a file name`);
     this.spoolPath = path.join(opts.spoolDir, this.name);
     this.deadLetterPath = path.join(opts.spoolDir, `${this.name}.dead-letter.jsonl`);
-    this.batcher = new Batcher<SpooledRecord>({
+    this.batcher = new Batcher<LaneItem>({
       ...opts.batch,
       sizeOf: (r) => r.bytes,
       onBatch: (batch) => this.deliver(batch),
@@ -136,13 +180,29 @@ export class Lane {
     this.pumpDone = this.pump();
   }
 
-  /** Appends the record to the spool; resolves once it is durable there (or counted as dropped). Never rejects. */
+  /**
+   * Appends the record to the spool; resolves once it is durable there, held in memory (the spool could not take
+   * it), or counted as dropped. Never rejects.
+   */
   async accept(record: OomRecord): Promise<AcceptResult> {
     const spool = this.spool;
     if (this.state !== 'open' || !spool) return this.drop('lane_closed');
+    // behind records already held: they go to the spool (and the sink) first
+    if (this.held.some((e) => e.state !== 'reading')) {
+      const res = this.hold(record);
+      void this.moveHeld();
+      return res;
+    }
     try {
       await spool.append([record]);
     } catch (err) {
+      if (err instanceof SpoolSyncError) {
+        // written, read back and delivered like any other; only a power loss could take it
+        this.opts.logger.warn('lane: spool fsync failed; the record is spooled but may not survive a power loss', { sink: this.name, error: err.message });
+        this.updateSpoolGauges();
+        this.notify();
+        return 'spooled';
+      }
       if (err instanceof SpoolFullError) {
         if (!this.spoolFullLogged) {
           this.spoolFullLogged = true;
@@ -155,12 +215,29 @@ export class Lane {
         return this.drop('spool_full');
       }
       if (err instanceof SpoolError && err.code === 'SPOOL_CLOSED') return this.drop('lane_closed');
-      this.opts.logger.error('lane: spool append failed, record dropped', { sink: this.name, error: (err as Error).message });
-      return this.drop('spool_error');
+      if (err instanceof SpoolError && err.code === 'SPOOL_RECORD_TOO_LARGE') {
+        this.opts.logger.error('lane: record too large for the spool, dropped', { sink: this.name, error: err.message });
+        return this.drop('spool_error');
+      }
+      // the disk's fault (ENOSPC, EDQUOT, EIO, EROFS, …), not the record's: hold it and try the spool again later
+      if (!this.spoolFailing) {
+        this.spoolFailing = true;
+        this.opts.logger.error('lane: spool append failed; holding records in memory until the spool takes writes again', {
+          sink: this.name,
+          error: (err as Error).message,
+        });
+      }
+      const res = this.hold(record);
+      this.scheduleMoveHeld();
+      return res;
     }
     if (this.spoolFullLogged) {
       this.spoolFullLogged = false;
       this.opts.logger.info('lane: spool accepting records again', { sink: this.name });
+    }
+    if (this.spoolFailing) {
+      this.spoolFailing = false;
+      this.opts.logger.info('lane: spool takes writes again', { sink: this.name });
     }
     this.updateSpoolGauges();
     this.notify();
@@ -190,9 +267,48 @@ export class Lane {
       clearTimeout(timer);
       this.stopDelivery();
     }
+    // what is held in memory goes to the spool now if the disk takes it (the next start delivers it)
+    await this.spoolAllHeld();
     const left = spool.count;
     if (left > 0) this.opts.logger.warn('lane: records left in spool for next start', { sink: this.name, records: left });
-    return left;
+    if (this.held.length > 0) {
+      this.opts.logger.error('lane: records held in memory could not be spooled; they are lost at exit', { sink: this.name, records: this.held.length });
+    }
+    return left + this.held.length;
+  }
+
+  /**
+   * Resolves true once the record with `eventId`, if held in memory, is spooled or delivered; false if it is lost
+   * (dropped at close). A record not held resolves true at once.
+   */
+  whenTaken(eventId: string): Promise<boolean> {
+    return this.held.find((e) => e.record.event_id === eventId)?.taken ?? Promise.resolve(true);
+  }
+
+  /** Records not delivered: in the spool, held in memory, dropped this run (by reason). */
+  undelivered(): LaneUndelivered {
+    return {
+      spooled: this.spool?.count ?? 0,
+      memory: this.held.length + this.lostAtClose.length,
+      memoryIds: [...this.lostAtClose, ...this.held.map((e) => e.record.event_id)],
+      dropped: this.dropped(),
+    };
+  }
+
+  /** Closed in time: no sink write abandoned, spool closed, and the sink's close returned within the grace. */
+  get closed(): boolean {
+    return this.state === 'closed' && this.sinkClosed && !this.writeAbandoned;
+  }
+  private sinkClosed = false;
+  private writeAbandoned = false;
+  /** sink writes out now */
+  private writing = 0;
+  /** event_ids of records held in memory when the lane closed: lost with the process */
+  private readonly lostAtClose: string[] = [];
+
+  /** Records held in memory because the spool could not take them. */
+  get heldRecords(): number {
+    return this.held.length;
   }
 
   /**
@@ -202,21 +318,45 @@ export class Lane {
   async close(graceMs = this.opts.closeGraceMs ?? 2000): Promise<void> {
     if (this.state === 'closed' || this.state === 'closing') return;
     const wasOpen = this.state === 'open';
+    const closeBy = Date.now() + Math.max(0, graceMs);
     this.state = 'closing';
     this.stopDelivery();
     this.batcher.stop();
+    this.clearHoldTimer();
     if (wasOpen) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const grace = new Promise<void>((resolve) => {
         // Not unref'd: a bounded wait that must finish so the spool is closed cleanly.
         timer = setTimeout(resolve, Math.max(0, graceMs));
       });
-      await Promise.race([this.pumpDone, grace]);
+      const pumped = await Promise.race([this.pumpDone.then(() => true), grace.then(() => false)]);
       clearTimeout(timer);
+      // a delivery only waiting for its retry is no loss; one whose write is still out at the sink is
+      if (!pumped && this.writing > 0) {
+        this.writeAbandoned = true;
+        this.opts.logger.warn('lane: a sink write still out at the close was abandoned; its records stay spooled', { sink: this.name, grace_ms: graceMs });
+      }
     }
     await this.spool?.close();
     this.state = 'closed';
-    await this.opts.sink.close().catch((err) => this.opts.logger.warn('lane: sink close failed', { sink: this.name, error: String(err) }));
+    // held records the spool never took are gone with the process: kept here only to be reported
+    for (const e of this.held.splice(0)) {
+      this.lostAtClose.push(e.record.event_id);
+      e.settle(false);
+    }
+    this.heldBytes = 0;
+    this.updateHeldGauge();
+    // bounded too, within the same grace: a client that never answers its disconnect (a broker gone) must not hold the stop
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, closeBy - Date.now()))));
+    await Promise.race([
+      this.opts.sink
+        .close()
+        .catch((err) => this.opts.logger.warn('lane: sink close failed', { sink: this.name, error: String(err) }))
+        .then(() => (this.sinkClosed = true)),
+      grace.then(() => this.opts.logger.warn('lane: sink close did not finish in time; abandoned', { sink: this.name, grace_ms: graceMs })),
+    ]);
+    clearTimeout(timer);
   }
 
   get delivered(): number {
@@ -280,7 +420,7 @@ export class Lane {
     let failures = 0;
     while (!this.stopping) {
       this.dirty = false;
-      let chunk: SpooledRecord[];
+      let chunk: LaneItem[];
       try {
         // Read only what fits in the open batch: memory stays at one open plus one in-flight batch.
         const room = Math.max(1, maxEvents - this.batcher.count);
@@ -292,9 +432,10 @@ export class Lane {
         await this.sleep(backoffMs(failures++, this.opts.retry, undefined, this.opts.random));
         continue;
       }
+      if (chunk.length === 0) chunk = this.takeHeld(Math.max(1, maxEvents - this.batcher.count), Math.max(1, maxBytes - this.batcher.bytes));
       if (chunk.length === 0) {
         if (this.draining) await this.batcher.flush().catch(() => undefined);
-        if (this.inFlight === 0 && this.batcher.count === 0 && spool.count === 0) this.fireIdle();
+        if (this.inFlight === 0 && this.batcher.count === 0 && spool.count === 0 && this.held.length === 0) this.fireIdle();
         if (this.stopping) break;
         if (!this.dirty) await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = null;
@@ -304,7 +445,7 @@ export class Lane {
       this.mem.buffered += chunk.length;
       this.mem.bufferedHighWater = Math.max(this.mem.bufferedHighWater, this.mem.buffered);
       for (const rec of chunk) {
-        this.cursor = rec.seq;
+        if (!(rec as LaneItem).held) this.cursor = rec.seq;
         if (this.stopping) {
           this.mem.buffered--;
           continue;
@@ -317,11 +458,14 @@ export class Lane {
   }
 
   /** Writes one batch until it is delivered, dead-lettered, or delivery is stopped. */
-  private async deliver(batch: SpooledRecord[]): Promise<void> {
+  private async deliver(batch: LaneItem[]): Promise<void> {
     this.inFlight++;
     // The same array goes to every attempt so a retry is byte-identical (sinks dedup on it).
     const records: readonly OomRecord[] = Object.freeze(batch.map((b) => b.record));
-    const seqs = batch.map((b) => b.seq);
+    const spooled = batch.filter((b) => !b.held).map((b) => b.seq);
+    const held = batch.flatMap((b) => (b.held ? [b.held] : []));
+    // held records spooled at the stop while this batch was out: their new seqs (read at ack time)
+    const seqs = (): number[] => [...spooled, ...held.flatMap((h) => (h.spooledSeq ? [h.spooledSeq] : []))];
     const sink = this.name;
     try {
       for (let attempt = 0; !this.stopping; attempt++) {
@@ -335,7 +479,8 @@ export class Lane {
             this.opts.logger.warn('lane: sink refused some records of the batch, writing dead letters', { sink, records: refused.length, of: records.length, reason: refused[0]!.reason });
             if (!(await this.deadLetter(refused))) return;
           }
-          await this.ack(seqs);
+          await this.ack(seqs());
+          this.release(held);
           this.nDelivered += records.length - refused.length;
           this.nRejected += refused.length;
           this.lastSuccess = Date.now();
@@ -351,7 +496,8 @@ export class Lane {
           // (one bad record must not keep /healthz red until the next delivery, maybe hours away).
           this.opts.logger.warn('lane: sink rejected batch, writing dead letters', { sink, records: records.length, reason: res.reason });
           if (!(await this.deadLetter(records.map((record) => ({ record, reason: res.reason }))))) return;
-          await this.ack(seqs);
+          await this.ack(seqs());
+          this.release(held);
           this.nRejected += records.length;
           this.failingSince = null;
           this.opts.metrics?.sinkRejected.inc({ sink }, records.length);
@@ -373,11 +519,14 @@ export class Lane {
   }
 
   private async write(records: readonly OomRecord[]): Promise<WriteResult> {
+    this.writing++;
     try {
       return await this.opts.sink.write(records);
     } catch (err) {
       // Sinks should answer, not throw; a throw is treated as transient so nothing is lost.
       return { status: 'retryable', reason: `sink threw: ${(err as Error).message}` };
+    } finally {
+      this.writing--;
     }
   }
 
@@ -425,6 +574,7 @@ export class Lane {
   }
 
   private async ack(seqs: number[]): Promise<void> {
+    if (seqs.length === 0) return;
     try {
       await this.spool!.ack(seqs);
     } catch (err) {
@@ -432,6 +582,149 @@ export class Lane {
       this.opts.logger.error('lane: spool ack failed', { sink: this.name, error: (err as Error).message });
     }
     this.updateSpoolGauges();
+  }
+
+  // --- records held in memory ------------------------------------------------------------------
+
+  private hold(record: OomRecord): AcceptResult {
+    const { maxRecords, maxBytes } = this.opts.hold ?? HOLD_DEFAULTS;
+    const bytes = Buffer.byteLength(JSON.stringify(record));
+    if (this.held.length + 1 > maxRecords || this.heldBytes + bytes > maxBytes) {
+      this.opts.logger.error('lane: spool unwritable and the in-memory hold is full; record dropped', {
+        sink: this.name,
+        held_records: this.held.length,
+        held_bytes: this.heldBytes,
+      });
+      return this.drop('hold_full');
+    }
+    let settle!: (taken: boolean) => void;
+    const taken = new Promise<boolean>((resolve) => (settle = resolve));
+    this.held.push({ record, bytes, state: 'waiting', taken, settle });
+    this.opts.metrics?.sinkHeldTotal.inc({ sink: this.name });
+    this.heldBytes += bytes;
+    this.updateHeldGauge();
+    this.notify();
+    return 'held';
+  }
+
+  /** Up to `max` held records (and `maxBytes`, at least one) for the pump, in order; none while the oldest is being spooled. */
+  private takeHeld(max: number, maxBytes: number): LaneItem[] {
+    const out: LaneItem[] = [];
+    let bytes = 0;
+    for (const e of this.held) {
+      if (e.state === 'reading') continue;
+      if (e.state === 'moving' || out.length >= max || (out.length > 0 && bytes + e.bytes > maxBytes)) break;
+      e.state = 'reading';
+      out.push({ seq: 0, record: e.record, bytes: e.bytes, held: e });
+      bytes += e.bytes;
+    }
+    return out;
+  }
+
+  /** Held records delivered or dead-lettered: done with. */
+  private release(entries: readonly HeldEntry[]): void {
+    for (const e of entries) {
+      const i = this.held.indexOf(e);
+      if (i >= 0) {
+        this.held.splice(i, 1);
+        this.heldBytes -= e.bytes;
+      }
+      e.settle(true);
+    }
+    if (entries.length > 0) this.updateHeldGauge();
+  }
+
+  private scheduleMoveHeld(): void {
+    if (this.holdTimer || this.state !== 'open') return;
+    const delay = Math.min(HOLD_RETRY_MAX_MS, backoffMs(this.holdAttempt++, this.opts.retry, undefined, this.opts.random));
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = null;
+      void this.moveHeld();
+    }, delay);
+    this.holdTimer.unref();
+  }
+
+  private clearHoldTimer(): void {
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+  }
+
+  /** Appends the held records not yet in a batch to the spool, oldest first, one at a time; stops at the first failure. */
+  private moveHeld(): Promise<void> {
+    if (!this.moving) {
+      this.moving = this.moveHeldNow().finally(() => {
+        this.moving = null;
+      });
+    }
+    return this.moving;
+  }
+
+  private async moveHeldNow(): Promise<void> {
+    const spool = this.spool;
+    if (!spool) return;
+    let moved = 0;
+    for (;;) {
+      if (this.state !== 'open' && this.state !== 'closing') return;
+      const e = this.held.find((x) => x.state !== 'reading');
+      if (!e || e.state !== 'waiting') break;
+      e.state = 'moving';
+      try {
+        await spool.append([e.record]);
+      } catch (err) {
+        if (!(err instanceof SpoolSyncError)) {
+          e.state = 'waiting';
+          if (err instanceof SpoolError && err.code === 'SPOOL_CLOSED') return;
+          this.notify();
+          this.scheduleMoveHeld();
+          return;
+        }
+      }
+      this.held.splice(this.held.indexOf(e), 1);
+      this.heldBytes -= e.bytes;
+      e.settle(true);
+      moved++;
+      this.updateHeldGauge();
+      this.updateSpoolGauges();
+      this.notify();
+    }
+    this.holdAttempt = 0;
+    if (moved > 0) {
+      this.spoolFailing = false;
+      this.opts.logger.info('lane: spool takes writes again; held records spooled', { sink: this.name, records: moved });
+    }
+  }
+
+  /** At the stop: every held record (in a batch or not) to the spool if it takes them; those in a batch keep their new seq for a late ack. */
+  private async spoolAllHeld(): Promise<void> {
+    this.clearHoldTimer();
+    await this.moving;
+    const spool = this.spool;
+    if (!spool) return;
+    while (this.held.length > 0) {
+      const e = this.held[0];
+      try {
+        const [seq] = await spool.append([e.record]);
+        e.spooledSeq = seq;
+      } catch (err) {
+        if (err instanceof SpoolSyncError) e.spooledSeq = err.seqs[0];
+        else return;
+      }
+      const i = this.held.indexOf(e);
+      if (i < 0) {
+        // a late write of its batch delivered it meanwhile: the copy just spooled must not go out again
+        await this.ack([e.spooledSeq]);
+        continue;
+      }
+      this.held.splice(i, 1);
+      this.heldBytes -= e.bytes;
+      e.settle(true);
+      this.updateHeldGauge();
+      this.updateSpoolGauges();
+    }
+  }
+
+  private updateHeldGauge(): void {
+    this.opts.metrics?.sinkHeld.set({ sink: this.name }, this.held.length);
   }
 
   private drop(reason: LaneDropReason): AcceptResult {

@@ -37,6 +37,8 @@ export const LEDGER_STATE_FILE = 'kills.state.json';
 const MATCH_US = 10_000_000;
 /** Bound on the other boots kept before the journal's own boot list prunes them (retainBoots). */
 const MAX_OTHER_BOOTS = 32;
+/** Bound on ledger lines kept in memory while the disk refuses them. */
+const MAX_UNWRITTEN = 10_000;
 
 /**
  * What this host recorded this boot, kept across restarts so that the kernel-log backfill never
@@ -130,10 +132,24 @@ export class KillLedger {
   add(pid: number, tUs: number, eventId: string, cgroup = '', bootId = this.bootId): void {
     if (this.ids.has(eventId)) return;
     const e: LedgerEntry = { b: bootId, p: pid, t: Math.round(tUs), e: eventId, ...(cgroup ? { c: cgroup } : {}) };
-    fs.appendFileSync(this.file, JSON.stringify(e) + '\n');
+    // known in memory first: the audit of this run counts the kill even when the disk refuses the line
     if (bootId === this.bootId) this.remember(e);
     else this.rememberOther(e);
+    this.unwritten.push(JSON.stringify(e) + '\n');
+    if (this.unwritten.length > MAX_UNWRITTEN) this.unwritten.shift();
+    // lines the disk refused before (full, read-only) go first, in order, with this one
+    // a failed append may have left part of a line: start on a fresh line (readers skip blank and torn ones)
+    const text = (this.unwrittenFailed ? '\n' : '') + this.unwritten.join('');
+    this.unwrittenFailed = true;
+    fs.appendFileSync(this.file, text);
+    this.unwrittenFailed = false;
+    this.unwritten.length = 0;
   }
+
+  private unwrittenFailed = false;
+
+  /** Lines not yet on disk (the append failed), written before the next one. */
+  private readonly unwritten: string[] = [];
 
   /** Kills recorded per victim cgroup, each counted from that cgroup's own start time on. */
   countByCgroupSince(since: ReadonlyMap<string, number>): Map<string, number> {

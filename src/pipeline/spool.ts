@@ -31,6 +31,17 @@ export class SpoolError extends Error {
 }
 
 /**
+ * The records were written to the segment but its fsync failed: they are in the spool (and will be read back and
+ * delivered), only their durability across a power loss is in doubt. A caller must not append them again.
+ */
+export class SpoolSyncError extends SpoolError {
+  constructor(readonly seqs: readonly number[], cause: unknown) {
+    super('SPOOL_IO', `spool fsync failed after the write: ${(cause as Error).message}`, true, { cause });
+    this.name = 'SpoolSyncError';
+  }
+}
+
+/**
  * The spool reached `maxBytes`. Policy: the new records are refused (nothing already spooled is
  * evicted, so the oldest evidence survives an outage); the caller counts them as dropped
  * (`reason="spool_full"`). Retriable: space comes back once the sink accepts again.
@@ -179,10 +190,10 @@ export class Spool {
       this.nextSeq = seg.last + 1;
       this.diskBytes += total;
       this.pendingCount += out.length;
-      if (this.opts.fsync === 'always') await this.syncFile(seg);
+      if (this.opts.fsync === 'always') await this.syncFile(seg).catch((err: unknown) => Promise.reject(new SpoolSyncError(out, err)));
       return out;
     });
-    if (this.opts.fsync === 'batch') await this.groupSync();
+    if (this.opts.fsync === 'batch') await this.groupSync().catch((err: unknown) => Promise.reject(new SpoolSyncError(seqs, err)));
     return seqs;
   }
 

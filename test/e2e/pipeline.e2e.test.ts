@@ -197,7 +197,7 @@ describe('pipeline e2e: spool, shutdown, metrics, memory bound', () => {
     assert.equal(stopped.code, 0, agent.stderr().slice(-2000));
     assert.ok(stopped.ms >= deadlineMs - 50, `gave up after ${stopped.ms} ms, before the ${deadlineMs} ms deadline`);
     assert.ok(stopped.ms <= deadlineMs + 1_000, `exit took ${stopped.ms} ms, deadline ${deadlineMs} ms`);
-    assert.match(agent.stderr(), /stopped; left in spool: file=2/);
+    assert.match(agent.stderr(), new RegExp(`warn stopped; 2 records undelivered \\(held in the spool ${path.join(dir, 'spool')}, sent at the next start: file 2\\)\n`));
     assertExactlyOnce(readSpoolDir(path.join(dir, 'spool', 'file')).pending.map((p) => p.record), pids, 'spool after deadline');
     assert.deepEqual(readJsonl(eventsPath), []);
   });
@@ -237,7 +237,7 @@ describe('pipeline e2e: spool, shutdown, metrics, memory bound', () => {
     assert.deepEqual(ids(readJsonl(eventsPath)), ids(spooledRecords));
   });
 
-  test('a sink write that never returns: SIGTERM still ends the agent by deadline + 1 s, records stay spooled', async () => {
+  test('a sink write that never returns: SIGTERM ends the agent at its deadline, exit 0, records stay spooled', async () => {
     const cg = cgroup('hung');
     const deadlineMs = 2_000;
     const dir = path.join(base, 'hung-test');
@@ -255,10 +255,14 @@ describe('pipeline e2e: spool, shutdown, metrics, memory bound', () => {
     const stopped = await stopWithin(agent, 'SIGTERM', deadlineMs + 5_000);
     console.log(`# hung sink: ended by ${stopped.signal ?? `exit ${stopped.code}`} after ${stopped.ms} ms (deadline ${deadlineMs} ms)`);
     assert.ok(stopped.ms >= deadlineMs, `gave up after ${stopped.ms} ms`);
-    assert.ok(stopped.ms <= deadlineMs + 1_500, `took ${stopped.ms} ms, deadline ${deadlineMs} ms`);
-    assert.equal(stopped.signal, 'SIGTERM');
-    assert.match(agent.stderr(), /info stopped; left in spool: file=2/);
-    assert.match(agent.stderr(), /error still running 1000 ms past the 2000 ms shutdown deadline \(a sink operation hangs\)/);
+    // the stop ends at the deadline, and the worker thread stuck in the FIFO's open does not hold the exit
+    assert.ok(stopped.ms <= deadlineMs + 500, `took ${stopped.ms} ms, deadline ${deadlineMs} ms`);
+    assert.equal(stopped.code, 0);
+    assert.match(
+      agent.stderr(),
+      new RegExp(`warn stopped; 2 records undelivered \\(held in the spool ${path.join(dir, 'spool')}, sent at the next start: file 2\\) \\(file did not finish within the 2000 ms stop deadline\\)\n`),
+    );
+    assert.doesNotMatch(agent.stderr(), /past the .* shutdown deadline/);
     const spooledRecords = readSpoolDir(path.join(dir, 'spool', 'file')).pending.map((p) => p.record);
     assertExactlyOnce(spooledRecords, pids, 'spool after the hung stop');
 

@@ -12,6 +12,8 @@ export interface RunningAgent {
   dir: string;
   eventsPath: string;
   stderr: () => string;
+  /** what the agent printed on stdout (the console sink) */
+  stdout: () => string;
   records: () => OomRecord[];
   waitFor: (pred: (rs: OomRecord[]) => boolean, timeoutMs: number, what: string) => Promise<OomRecord[]>;
   stop: (signal?: NodeJS.Signals) => Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
@@ -111,7 +113,8 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
   });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  child.stdout!.on('data', () => undefined);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -130,6 +133,7 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
     dir,
     eventsPath,
     stderr: () => err,
+    stdout: () => out,
     records,
     exited,
     async waitFor(pred, timeoutMs, what) {

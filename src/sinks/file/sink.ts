@@ -95,12 +95,50 @@ export class FileSink implements Sink {
     await h?.close().catch(() => undefined);
   }
 
+  /**
+   * Whether an append could succeed now, found by looking only (a check must not change the host: nothing is
+   * created or written): the path is not a directory and is writable, or its nearest existing ancestor is a
+   * writable directory where it would be created; and that filesystem has space (and an inode for a new file).
+   */
   async healthcheck(): Promise<HealthStatus> {
+    const file = this.config.path;
+    const unhealthy = (code: string, why: string): HealthStatus => ({ healthy: false, detail: `${code}: ${file}: ${why}` });
+    const W_OK = fs.constants?.W_OK ?? 2;
+    const X_OK = fs.constants?.X_OK ?? 1;
     try {
-      await fs.mkdir(path.dirname(this.config.path), { recursive: true, mode: 0o700 });
-      await fs.access(path.dirname(this.config.path), fs.constants?.W_OK ?? 2);
+      const st = await fs.stat(file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null;
+        throw err;
+      });
+      let dir: string;
+      if (st) {
+        if (st.isDirectory()) return unhealthy('EISDIR', 'is a directory');
+        await fs.access(file, W_OK);
+        dir = path.dirname(file);
+      } else {
+        // the directories the first write would create: up to the nearest one that exists
+        dir = path.dirname(file);
+        for (;;) {
+          const d = await fs.stat(dir).catch((err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
+            throw err;
+          });
+          if (d) {
+            if (!d.isDirectory()) return unhealthy('ENOTDIR', `${dir} is not a directory`);
+            break;
+          }
+          const up = path.dirname(dir);
+          if (up === dir) break;
+          dir = up;
+        }
+        await fs.access(dir, W_OK | X_OK);
+      }
+      const fsStat = await fs.statfs(dir);
+      if (fsStat.bavail === 0) return unhealthy('ENOSPC', `no space left on the filesystem of ${dir}`);
+      if (!st && fsStat.files > 0 && fsStat.ffree === 0) return unhealthy('ENOSPC', `no inode left on the filesystem of ${dir}`);
       return { healthy: true };
     } catch (err) {
+      // the errno's message names the code and the path (EACCES: permission denied, access '…')
       return { healthy: false, detail: (err as Error).message };
     }
   }
