@@ -26,20 +26,17 @@ after(() => {
 });
 
 test('under umask 022 every file the agent creates is 0600 and every directory 0700', async () => {
-  // the agent's own directories, none of which exist yet: state/spool root, file sink's directory
+  // the agent's own directories, none of which exist yet: the spool root (ledger, lock, journal, lanes) and the file sink's
   const dir = path.join(base, 'agent');
   fs.mkdirSync(dir, { mode: 0o700 });
-  const state = path.join(dir, 'state');
   const out = path.join(dir, 'out', 'events.jsonl');
   const cg = makeTestCgroup(`oomtrail-modes-${process.pid}`);
   try {
-    // the config names spool dir `<dir>/spool`; the state (ledger, lock, journal) lives there too
     const agent = await startAgent('', {}, { dir, eventsPath: out, wrap: ['/bin/sh', '-c', 'umask 022; exec "$@"', 'sh'] });
     agents.push(agent);
     const [pid] = await causeKills(cg, 1);
     await agent.waitFor((rs) => rs.some((r) => r.victim_pid === pid), 15_000, `the record of pid ${pid}`);
     await agent.stop();
-    void state;
   } finally {
     await removeCgroup(cg.dir);
   }
