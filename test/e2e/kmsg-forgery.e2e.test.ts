@@ -63,6 +63,7 @@ describe('kernel-log forgery e2e: only the kernel is believed', () => {
       kmsg.records.some((r) => r.message.endsWith(`oom_memcg=${nested.kernelPath},task_memcg=${nested.kernelPath},task=dd,pid=${nestedPid},uid=0`)),
       'the kernel printed the nested names',
     );
+    const oomKillLines = kmsg.records.map((r) => r.message).filter((m) => m.startsWith('oom-kill:'));
     kmsg.close();
 
     const second = await launch(BACKFILL);
@@ -82,7 +83,7 @@ describe('kernel-log forgery e2e: only the kernel is believed', () => {
       const mine = ofPid(rs, pid);
       assert.equal(mine.length, 1, `pid ${pid}: one record`);
       assert.equal(mine[0].hook, 'kmsg');
-      assert.equal(mine[0].victim_cgroup, cg, `pid ${pid}: the real cgroup`);
+      assert.equal(mine[0].victim_cgroup, cg, `pid ${pid}: the real cgroup (the kernel printed: ${oomKillLines.find((l) => l.endsWith(`,pid=${pid},uid=0`))})`);
       assert.equal(mine[0].oom_cgroup, cg);
     }
   });

@@ -113,8 +113,12 @@ test('forgery: nested names spelling ",task_memcg=/kubepods…" do not blame ano
   const child = `${mine}/leaf,task_memcg=/kubepods/other`;
   const [k2] = killsFromKmsg(recs(v1Report(mine, child, 4244)));
   assert.deepEqual([k2.constraint?.oomMemcg, k2.constraint?.taskMemcg], [mine, child]);
-  // a cpuset path spelling the rest of the line (v2 prints the task's cgroup as cpuset=)
-  const line = `oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/e,mems_allowed=0,oom_memcg=/kubepods/podY,task_memcg=/kubepods/podY,task=x,pid=1,uid=0/z,mems_allowed=0-1,3,oom_memcg=/e/m,task_memcg=/e/m,task=dd,pid=4245,uid=0`;
+  // v2 (6.1, format of cpuset_print_current_mems_allowed): cpuset= is the trigger's cpuset cgroup by
+  // *name*; a name spelling the rest of the line cannot hold the '/' a path needs
+  const v2 = 'oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=oomtrail-forge-b-133,mems_allowed=0,oom_memcg=/oomtrail-forge-b-133,task_memcg=/oomtrail-forge-b-133,task=dd,pid=153,uid=0';
+  assert.deepEqual(constraintReadings(v2).map((r) => [r.oomMemcg, r.taskMemcg, r.task, r.pid]), [['/oomtrail-forge-b-133', '/oomtrail-forge-b-133', 'dd', 153]]);
+  const name = 'e,mems_allowed=0,global_oom,task_memcg=';
+  const line = `oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=${name},mems_allowed=0-1,3,oom_memcg=/e/m,task_memcg=/e/m,task=dd,pid=4245,uid=0`;
   assert.deepEqual(constraintReadings(line).map((r) => [r.oomMemcg, r.taskMemcg, r.task, r.pid]), [['/e/m', '/e/m', 'dd', 4245]]);
 });
 

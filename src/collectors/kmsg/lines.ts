@@ -150,8 +150,8 @@ function contextSplits(rest: string): Array<{ oomMemcg: string | null; taskMemcg
 
 /**
  * Every reading of an `oom-kill:` line consistent with the kernel's format:
- * `oom-kill:constraint=C,nodemask=N[,cpuset=P1,mems_allowed=M](,oom_memcg=P2|,global_oom),task_memcg=P3,task=COMM,pid=D,uid=D`.
- * The paths and the comm are the tenant's and may hold `,task_memcg=`, `,task=`, `,mems_allowed=`:
+ * `oom-kill:constraint=C,nodemask=N[,cpuset=NAME,mems_allowed=M](,oom_memcg=P2|,global_oom),task_memcg=P3,task=COMM,pid=D,uid=D`.
+ * The names, paths and the comm are the tenant's and may hold `,task_memcg=`, `,task=`, `,mems_allowed=`:
  * the line is read from its fixed ends inwards, trying each place a name could end. One reading is
  * the usual case; several mean the names were built to mislead (see `parseConstraint`).
  */
@@ -164,7 +164,10 @@ export function constraintReadings(message: string): KernelConstraintReport[] {
   const contexts: Array<{ oomMemcg: string | null; taskMemcg: string; task: string }> = [];
   if (body.startsWith(',cpuset=')) {
     for (const i of indexesOf(body, ',mems_allowed=', 8)) {
-      if (!cgroupPathOk(body.slice(8, i))) continue;
+      // cpuset_print_current_mems_allowed() prints the current task's cpuset cgroup by *name*
+      // (pr_cont_cgroup_name: "/" for the root), which cannot hold a '/'
+      const cpuset = body.slice(8, i);
+      if (cpuset !== '/' && (cpuset === '' || cpuset.includes('/'))) continue;
       const after = body.slice(i + 14);
       const nodes = NODE_LIST.exec(after)?.[0] ?? '';
       contexts.push(...contextSplits(after.slice(nodes.length)));
