@@ -156,7 +156,7 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   let invoked: KernelInvokedReport | null = null;
   let constraint: { readings: KernelConstraintReport[]; invoked: KernelInvokedReport | null } | null = null;
   const dedup = new KillLineDeduper();
-  const reports = new OomReportParser();
+  const reports = new OomReportParser(16, false); // refusals are counted here
   for (const r of records) {
     // readers drop what a process wrote to /dev/kmsg; a record that says otherwise is not used either
     if (r.facility !== undefined && r.facility !== 0) continue;

@@ -74,7 +74,11 @@ export class OomReportParser {
   private readonly done: DoneReport[] = [];
 
   // reports are looked up right after they complete; a global OOM on a big host prints thousands of rows each
-  constructor(private readonly keep = 16) {}
+  /** `countRejects`: false where another parser of the same lines counts the refusals already */
+  constructor(
+    private readonly keep = 16,
+    private readonly countRejects = true,
+  ) {}
 
   feed(records: readonly KmsgRecord[]): void {
     for (const r of records) {
@@ -99,7 +103,7 @@ export class OomReportParser {
     if (!cur) return;
     if (line.startsWith('oom-kill:')) {
       const readings = constraintReadings(line);
-      if (readings.length === 0) rejectKernelLine('malformed', line);
+      if (readings.length === 0 && this.countRejects) rejectKernelLine('malformed', line);
       else {
         this.done.push({ ...cur, readings, seq, usec });
         if (this.done.length > this.keep) this.done.shift();
@@ -199,7 +203,7 @@ export class OomReportParser {
     const { readings, ...rest } = d;
     const c = pickReading(readings, q);
     if (c) return { ...rest, constraint: c };
-    rejectKernelLine('ambiguous', `oom-kill: line of pid ${readings[0].pid} reads ${readings.length} ways`);
+    if (this.countRejects) rejectKernelLine('ambiguous', `oom-kill: line of pid ${readings[0].pid} reads ${readings.length} ways`);
     return null;
   }
 }
