@@ -355,13 +355,13 @@ export const schema: convict.Schema<AppConfig> = {
     },
     dead_letter: {
       max_bytes: {
-        doc: 'Size of <spool dir>/<sink>.dead-letter.jsonl (bytes) past which it is renamed to .1 (.1 to .2, ...) before the next append.',
+        doc: 'Size of <spool dir>/<sink>.dead-letter.jsonl (and the relay\'s relay.dead-letter.jsonl), in bytes, past which it is renamed to .1 (.1 to .2, ...) before the next append.',
         format: positive,
         default: 16777216,
         env: 'OOMTRAIL_PIPELINE_DEAD_LETTER_MAX_BYTES',
       },
       keep: {
-        doc: 'Rotated dead-letter files kept per sink (.1 .. .keep; older ones are deleted); 0 = delete the full file.',
+        doc: 'Rotated dead-letter files kept per sink and by the relay (.1 .. .keep; older ones are deleted); 0 = delete the full file.',
         format: natural,
         default: 3,
         env: 'OOMTRAIL_PIPELINE_DEAD_LETTER_KEEP',

@@ -232,6 +232,7 @@ export class PipelineMetrics {
   readonly sinkHeldTotal: Counter;
   readonly kernelOomKills: Counter;
   readonly missedKills: Counter;
+  readonly kernelLinesRejected: Counter;
 
   constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
     const r = registry;
@@ -262,6 +263,11 @@ export class PipelineMetrics {
     );
     this.sinkHeldTotal = r.counter('oomtrail_sink_held_total', 'Records the spool could not take and the lane held in memory instead (each is later spooled, delivered, or counted as dropped).', ['sink']);
     this.kernelOomKills = r.counter('oomtrail_kernel_oom_kills_total', "The kernel's own OOM kill count since boot (/proc/vmstat oom_kill).");
+    this.kernelLinesRejected = r.counter(
+      'oomtrail_kernel_lines_rejected_total',
+      "Kernel-log lines about OOM kills not believed, by reason: not_kernel (written by a process), malformed (not the kernel's format start to end), ambiguous (names that read more than one way). Each reader counts a line it refuses.",
+      ['reason'],
+    );
     this.missedKills = r.counter(
       'oomtrail_missed_kills_total',
       'Kernel OOM kills since the first agent start of this boot with no record (live or backfilled), once unexplained past collectors.oomkill.audit_grace_ms.',

@@ -1,3 +1,4 @@
+import { kernelLineRejects, onKernelLineRejected, type KernelLineRejectReason } from '../collectors/kmsg/lines';
 import type { AppConfig } from '../config/schema';
 import type { Collector } from '../collectors/collector';
 import type { RawOomEvent } from '../collectors/oomkill/event';
@@ -19,6 +20,12 @@ import { Lane, type AcceptResult } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
 
+
+const KERNEL_LINE_REJECTS: Record<KernelLineRejectReason, string> = {
+  not_kernel: 'an OOM line a process wrote to the kernel log, not the kernel',
+  malformed: "an OOM line that is not the kernel's format start to end, e.g. a cgroup name spelling a kill",
+  ambiguous: 'an oom-kill: line whose cgroup names or comm read more than one way',
+};
 export { JOURNAL_DIR } from './journal';
 
 /** Longest wait at stop for a sink write still in flight (or a sink's close). */
@@ -144,6 +151,7 @@ export class Agent {
   private backfillDone: Promise<void> = Promise.resolve();
   /** Kills whose journal entry stays until the lanes that held them in memory have taken them (event_id → entry seq). */
   private readonly journalKept = new Map<string, number>();
+  private readonly unsubscribeRejects: () => void;
 
   constructor(private readonly parts: AgentParts) {
     const { config, logger } = parts;
@@ -176,8 +184,20 @@ export class Agent {
         }),
     );
     this.router = new Router(lanes, logger);
+    // a refused kernel-log line is news once per reason; the metric counts them all
+    const warned = new Set<string>();
+    this.unsubscribeRejects = onKernelLineRejected((reason, message) => {
+      if (warned.has(reason)) return;
+      warned.add(reason);
+      logger.warn(`kernel log: refused a line (${KERNEL_LINE_REJECTS[reason]}); further ones are only counted in oomtrail_kernel_lines_rejected_total: ${JSON.stringify(message.slice(0, 300))}`);
+    });
+    const rejectsReported: Record<string, number> = {};
     // sampled at scrape time, so they are current even while the consumer or a lane is blocked
     this.metrics.registry.onCollect(() => {
+      for (const [reason, n] of Object.entries(kernelLineRejects())) {
+        if (n > (rejectsReported[reason] ?? 0)) this.metrics.kernelLinesRejected.inc({ reason }, n - (rejectsReported[reason] ?? 0));
+        rejectsReported[reason] = n;
+      }
       this.metrics.queueDepth.set({}, this.queue.depth);
       for (const lane of lanes) this.metrics.sinkBuffered.set({ sink: lane.name }, lane.memory.buffered);
     });
@@ -217,6 +237,7 @@ export class Agent {
       await Promise.resolve(this.trail?.stop()).catch(() => undefined);
       this.parts.reclaim?.stop();
       this.audit?.close();
+      this.unsubscribeRejects();
       await this.journal?.close().catch(() => undefined);
       this.lock.release();
       this.lock = null;
@@ -446,6 +467,7 @@ export class Agent {
     await this.server?.close();
     await this.journal?.close().catch(() => undefined);
     this.audit?.close();
+    this.unsubscribeRejects();
     this.lock?.release();
     this.lock = null;
     step('all');

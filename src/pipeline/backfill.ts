@@ -62,8 +62,10 @@ export class Backfill {
     }
     const since = ledger.state.kmsg_seq;
     const lastSeq = ring.filter((r) => r.usec < afterAttachUs).reduce((m, r) => Math.max(m, r.seq), since);
-    if (ring.length > 0 && since >= 0 && ring[0].seq > since + 1) {
-      logger.warn(`backfill: the kernel log lost ${ring[0].seq - since - 1} line(s) since the last look; kills among them cannot be recovered`);
+    // the ring's oldest record of any origin: lines processes wrote are left out of `ring` but are no loss
+    const firstSeq = ring.firstSeq !== undefined && ring.firstSeq >= 0 ? ring.firstSeq : (ring[0]?.seq ?? -1);
+    if (firstSeq >= 0 && since >= 0 && firstSeq > since + 1) {
+      logger.warn(`backfill: the kernel log lost ${firstSeq - since - 1} line(s) since the last look; kills among them cannot be recovered`);
     }
     const kills = killsFromKmsg(ring.filter((r) => r.seq > since && r.usec < afterAttachUs));
     const now = kills.filter((k) => k.usec < beforeAttachUs);

@@ -6,6 +6,7 @@ import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { Batcher, type BatchLimits } from './batcher';
 import { backoffMs, MAX_TIMER_MS, type BackoffOptions } from './retry';
+import { rotateBySize } from './rotate';
 import { Spool, SpoolError, SpoolFullError, SpoolSyncError, type FsyncPolicy, type SpooledRecord } from './spool';
 
 export type LaneErrorCode = 'LANE_CONFIG' | 'LANE_STATE';
@@ -561,15 +562,8 @@ export class Lane {
   /** Shifts `<file>` to `<file>.1`, `.1` to `.2` … when `adding` more bytes would pass the size cap. */
   private async rotateDeadLetters(adding: number): Promise<void> {
     const { maxBytes, keep } = this.opts.deadLetter ?? DEAD_LETTER_DEFAULTS;
-    const size = await fsp.stat(this.deadLetterPath).then((st) => st.size, () => 0);
-    if (size === 0 || size + adding <= maxBytes) return;
-    const name = (i: number): string => (i === 0 ? this.deadLetterPath : `${this.deadLetterPath}.${i}`);
-    if (keep === 0) await fsp.rm(this.deadLetterPath, { force: true });
-    for (let i = keep; i >= 1; i--) {
-      await fsp.rename(name(i - 1), name(i)).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
-    }
+    const size = await rotateBySize(this.deadLetterPath, adding, maxBytes, keep);
+    if (size === 0) return;
     this.opts.logger.info('lane: dead-letter file rotated', { sink: this.name, file: this.deadLetterPath, bytes: size, keep });
   }
 

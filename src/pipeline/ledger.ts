@@ -65,9 +65,17 @@ export class KillLedger {
    * previous boot's kills can never match this boot's log and are dropped.
    */
   static open(dir: string, bootId: string, keepOtherBoots = false): KillLedger {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const file = path.join(dir, LEDGER_FILE);
     const stateFile = path.join(dir, LEDGER_STATE_FILE);
+    // both name tenants' cgroups: 0600 whatever the umask, also when an older version made them
+    for (const f of [file, stateFile]) {
+      try {
+        fs.chmodSync(f, 0o600);
+      } catch {
+        /* not there yet: created 0600 below */
+      }
+    }
     const { entries, others } = readLedger(file, bootId);
     let state = readLedgerState(stateFile);
     if (!state || state.boot_id !== bootId) state = { boot_id: bootId, kmsg_seq: -1, audit_base_kills: null, audit_base_us: null };
@@ -103,7 +111,8 @@ export class KillLedger {
   private rewrite(): void {
     const all = [...[...this.others.values()].flatMap((o) => o.entries), ...this.entries];
     const tmp = `${this.file}.tmp`;
-    fs.writeFileSync(tmp, all.map((e) => JSON.stringify(e) + '\n').join(''));
+    fs.writeFileSync(tmp, all.map((e) => JSON.stringify(e) + '\n').join(''), { mode: 0o600 });
+    fs.chmodSync(tmp, 0o600); // a stale tmp keeps its old mode
     fs.renameSync(tmp, this.file);
   }
 
@@ -141,7 +150,7 @@ export class KillLedger {
     // a failed append may have left part of a line: start on a fresh line (readers skip blank and torn ones)
     const text = (this.unwrittenFailed ? '\n' : '') + this.unwritten.join('');
     this.unwrittenFailed = true;
-    fs.appendFileSync(this.file, text);
+    fs.appendFileSync(this.file, text, { mode: 0o600 });
     this.unwrittenFailed = false;
     this.unwritten.length = 0;
   }
@@ -183,7 +192,8 @@ export class KillLedger {
 
   saveState(): void {
     const tmp = `${this.stateFile}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(this.state));
+    fs.writeFileSync(tmp, JSON.stringify(this.state), { mode: 0o600 });
+    fs.chmodSync(tmp, 0o600); // a stale tmp keeps its old mode
     fs.renameSync(tmp, this.stateFile);
   }
 

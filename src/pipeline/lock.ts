@@ -47,9 +47,12 @@ export class DirLock {
     const file = path.join(dir, LOCK_FILE);
     let fd: number;
     try {
-      fs.mkdirSync(dir, { recursive: true });
+      // the state directory: records and the ledger in it name every tenant's commands and cgroups
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
       // O_CLOEXEC is Node's default: a spawned child never inherits (and so never keeps) the lock
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      // the mode is masked by the umask only at creation; a file an older version made is fixed here
+      fs.fchmodSync(fd, 0o600);
     } catch (err) {
       throw new SpoolLockError('SPOOL_LOCK_IO', `cannot open lock file ${file}: ${(err as Error).message}`);
     }

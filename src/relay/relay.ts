@@ -5,6 +5,7 @@ import { ConfigError } from '../config/errors';
 import type { AppConfig } from '../config/schema';
 import type { Logger } from '../observe/logger';
 import type { OomRecord } from '../record/record';
+import { rotateBySize } from '../pipeline/rotate';
 import { createClickHouseSink } from '../sinks/clickhouse';
 import { kafkaClientConfig } from '../sinks/kafka/client';
 import { retrySettings } from '../sinks/kafka/retry';
@@ -42,6 +43,8 @@ export interface RelayOptions {
   retry?: { initial_ms: number; max_ms: number };
   /** JSON Lines file for messages that are not records and records ClickHouse refuses (created 0600). */
   deadLetterPath: string;
+  /** `pipeline.dead_letter.*`: rotated by size like the lanes' dead-letter files */
+  deadLetter?: { maxBytes: number; keep: number };
 }
 
 /** One line of the relay's dead-letter file. */
@@ -224,6 +227,11 @@ export class Relay {
     for (let attempt = 0; ; attempt++) {
       try {
         await fs.promises.mkdir(path.dirname(this.opts.deadLetterPath), { recursive: true, mode: 0o700 });
+        if (this.opts.deadLetter) {
+          const { maxBytes, keep } = this.opts.deadLetter;
+          const rotated = await rotateBySize(this.opts.deadLetterPath, Buffer.byteLength(text), maxBytes, keep);
+          if (rotated > 0) this.opts.logger.info(`relay: dead-letter file rotated (${rotated} bytes, keep ${keep}): ${this.opts.deadLetterPath}`);
+        }
         const fh = await fs.promises.open(this.opts.deadLetterPath, 'a', 0o600);
         try {
           await fh.writeFile(text);
@@ -267,7 +275,14 @@ export function createRelay(config: AppConfig, logger: Logger): Relay {
     ]);
   }
   const sink = createClickHouseSink(config.sinks.clickhouse, { logger });
-  return new Relay({ kafka: config.sinks.kafka, sink, logger, retry: config.pipeline.retry, deadLetterPath });
+  return new Relay({
+    kafka: config.sinks.kafka,
+    sink,
+    logger,
+    retry: config.pipeline.retry,
+    deadLetterPath,
+    deadLetter: { maxBytes: config.pipeline.dead_letter.max_bytes, keep: config.pipeline.dead_letter.keep },
+  });
 }
 
 /** `oomtrail relay`: runs until SIGINT/SIGTERM, then stops consuming (the current insert finishes) and exits 0. */

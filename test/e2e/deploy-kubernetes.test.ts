@@ -112,7 +112,8 @@ describe('deploy/kubernetes/daemonset.yaml', () => {
     const vol = Object.fromEntries(pod.volumes.map((v: { name: string }) => [v.name, v]));
     const onNode = (inPod: string): string | null => {
       for (const m of pod.containers[0].volumeMounts as Array<{ name: string; mountPath: string; readOnly?: boolean }>) {
-        if (!inPod.startsWith(m.mountPath + '/')) continue;
+        // a directory above the socket, or the socket itself mounted as a file
+        if (inPod !== m.mountPath && !inPod.startsWith(m.mountPath + '/')) continue;
         assert.equal(m.readOnly, true, `${m.mountPath} read-only`);
         const host = vol[m.name].hostPath?.path;
         return host ? host + inPod.slice(m.mountPath.length) : null;
@@ -124,5 +125,17 @@ describe('deploy/kubernetes/daemonset.yaml', () => {
     assert.deepEqual(used.sort(), ['containerd', 'cri-o'], 'the Kubernetes runtimes');
     assert.equal(onNode(rt.containerd_socket), real(defaults.containerd_socket));
     assert.equal(onNode(rt.crio_socket), real(defaults.crio_socket));
+  });
+
+  test('of the runtimes, only their sockets are mounted: never a directory such as /run/containerd (every container\'s bundle and rootfs)', () => {
+    const pod = ds.spec.template.spec;
+    const host = pod.volumes.filter((v: { hostPath?: { path: string } }) => v.hostPath).map((v: { hostPath: { path: string } }) => v.hostPath.path);
+    const runtimeDirs = ['/run/containerd', '/run/crio', '/var/run/containerd', '/var/run/crio', '/run', '/var/run', '/var/lib/containerd', '/var/lib/containers'];
+    for (const p of host) {
+      if (!/containerd|crio|^\/run|^\/var\/run/.test(p)) continue;
+      assert.ok(!runtimeDirs.includes(p.replace(/\/+$/, '')), `${p}: a runtime directory is mounted`);
+      assert.match(p, /\.sock$/, `${p}: only sockets of the runtimes`);
+    }
+    assert.deepEqual(host.filter((p: string) => p.endsWith('.sock')).sort(), ['/run/containerd/containerd.sock', '/run/crio/crio.sock']);
   });
 });

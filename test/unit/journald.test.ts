@@ -22,6 +22,8 @@ const entry = (i: number, message: string | number[], usec = 12589003500 + i) =>
     __REALTIME_TIMESTAMP: String(1796028173403349 + i),
     __MONOTONIC_TIMESTAMP: String(12590247626 + i),
     _BOOT_ID: BOOT,
+    _TRANSPORT: 'kernel',
+    SYSLOG_FACILITY: '0',
     MESSAGE: message,
     _SOURCE_MONOTONIC_TIMESTAMP: String(usec),
   });
@@ -81,6 +83,20 @@ test('a journalctl without PCRE2: every kernel line is read and filtered here', 
     'nopcre',
     `case "$*" in *--grep*) echo "Compiled without pattern matching support" >&2; exit 1;; esac\ncat <<'EOF'\n${out}\nEOF`,
   );
+  const r = await readKernelOomLines(BOOT, { directory: '', timeoutMs: 5000, binary: bin, maxLines: 100 });
+  assert.deepEqual(r.records.map((x) => x.message), [KILLED]);
+});
+
+test('only the kernel: an entry a process wrote to /dev/kmsg (journald stores it with its facility) is refused, whatever journalctl matched', async () => {
+  // journald keeps a line written to /dev/kmsg as _TRANSPORT=kernel with the writer's facility (LOG_USER
+  // at least: the kernel forces it); a journalctl that ignored the match, or a journal file another
+  // host wrote, must not make it a kill
+  const user = { ...JSON.parse(entry(1, KILLED.replace('29407', '1'))), SYSLOG_FACILITY: '1' };
+  const syslog = { ...JSON.parse(entry(2, KILLED.replace('29407', '2'))), _TRANSPORT: 'syslog' };
+  const none = JSON.parse(entry(3, KILLED.replace('29407', '3')));
+  delete none._TRANSPORT;
+  const out = [JSON.stringify(user), JSON.stringify(syslog), JSON.stringify(none), entry(4, KILLED)].join('\n');
+  const bin = fakeJournalctl('user', `cat <<'EOF'\n${out}\nEOF`);
   const r = await readKernelOomLines(BOOT, { directory: '', timeoutMs: 5000, binary: bin, maxLines: 100 });
   assert.deepEqual(r.records.map((x) => x.message), [KILLED]);
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseProcStatus, readCgroupTasks, subtreeTgids, type ProcTask } from '../../src/collectors/oomkill/procfs';
+import { parseProcStatus, parseStartTime, readCgroupTasks, subtreeTgids, type ProcTask } from '../../src/collectors/oomkill/procfs';
 import { candidatesFromProcfs } from '../../src/pipeline/assemble/explain';
 import { enrich } from '../../src/pipeline/assemble/enrich';
 import { OomReportParser } from '../../src/collectors/kmsg/report';
@@ -48,6 +48,10 @@ test('parseProcStatus: uid is the real one, sizes in kB; a task without an mm is
   assert.equal(parseProcStatus(''), null);
 });
 
+/** /proc/<pid>/stat as 6.18 prints it (a `dd` of this host's), with this pid, comm and start time (field 22). */
+const statLine = (pid: number, comm: string, start: number) =>
+  `${pid} (${comm}) R 18900 18900 3401 34817 18900 4194304 2311 0 0 0 12 31 0 0 20 0 1 0 ${start} 139337728 2164 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n`;
+
 /** A cgroup dir with a child (the kernel scans the subtree) and a /proc with the given processes. */
 function fakeTree(): { cg: string; proc: string; cleanup: () => void } {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-procfs-'));
@@ -62,6 +66,7 @@ function fakeTree(): { cg: string; proc: string; cleanup: () => void } {
     fs.writeFileSync(path.join(proc, String(pid), 'status'), status);
     fs.writeFileSync(path.join(proc, String(pid), 'oom_score_adj'), adj);
     fs.writeFileSync(path.join(proc, String(pid), 'comm'), comm);
+    fs.writeFileSync(path.join(proc, String(pid), 'stat'), statLine(pid, comm.trim(), 1000 + pid));
   };
   put(5100, STATUS_DD.replace(/5101/g, '5100'), '0\n', 'victim\n');
   put(5101, STATUS_DD, '-1000\n', 'dd\n');
@@ -81,6 +86,26 @@ test('readCgroupTasks: the whole subtree, each process once, without the victim,
     assert.deepEqual(byPid.map((x) => [x.pid, x.comm, x.oom_score_adj, x.rss_anon_kb]), [[5101, 'dd', -1000, 8448], [5102, 'big one', 500, 20000]]);
     assert.equal(r.skipped, 2, 'the kernel thread and the gone process');
     assert.ok(r.ms >= 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('readCgroupTasks: a row is one process — a pid that went to another process between the reads is dropped', () => {
+  const t = fakeTree();
+  try {
+    // stand-in for a pid reuse between opens (not reproducible on demand): the second read of 5102's
+    // stat shows another start time, as a new process under that pid would
+    let statReads = 0;
+    const read = (file: string) => {
+      const text = fs.readFileSync(file, 'utf8');
+      if (file.endsWith('/5102/stat') && ++statReads > 1) return statLine(5102, 'big one', 999_999);
+      return text;
+    };
+    const r = readCgroupTasks(t.cg, new Set([5100]), t.proc, read);
+    assert.deepEqual(r.tasks.map((x) => x.pid).sort(), [5101]);
+    assert.equal(r.skipped, 3, 'the kernel thread, the gone process and the changed one');
+    assert.equal(parseStartTime(statLine(7, 'a) b (c', 4242)), 4242, 'a comm with ") " does not shift the fields');
   } finally {
     t.cleanup();
   }

@@ -47,3 +47,33 @@ test('createRelay: a pipeline.spool.dir it cannot write is a ConfigError naming 
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('relay dead letters: 0600 whatever the umask, rotated by size like the lanes\' (pipeline.dead_letter.*)', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-relay-unit-'));
+  const umask = process.umask(0o022);
+  try {
+    const { config } = loadConfig({ etcDir: path.join(tmp, 'no-etc'), env: {} });
+    const spool = path.join(tmp, 'spool');
+    const relay = createRelay(
+      { ...config, pipeline: { ...config.pipeline, spool: { ...config.pipeline.spool, dir: spool }, dead_letter: { max_bytes: 400, keep: 2 } } },
+      silentLogger(),
+    );
+    // the write path of a refused batch, without Kafka (no broker here): private, called directly
+    const write = (relay as unknown as { deadLetter(d: object[], hb: () => Promise<void>): Promise<boolean> }).deadLetter.bind(relay);
+    for (let i = 0; i < 8; i++) {
+      assert.equal(await write([{ reason: 'not a record', topic: 't', partition: 0, offset: String(i), value: 'x'.repeat(100) }], async () => undefined), true);
+    }
+    const names = fs.readdirSync(spool).sort();
+    assert.deepEqual(names, ['relay.dead-letter.jsonl', 'relay.dead-letter.jsonl.1', 'relay.dead-letter.jsonl.2']);
+    for (const n of names) {
+      assert.ok(fs.statSync(path.join(spool, n)).size <= 400, `${n} within max_bytes`);
+      assert.equal(fs.statSync(path.join(spool, n)).mode & 0o777, 0o600, `${n} 0600`);
+    }
+    assert.equal(fs.statSync(spool).mode & 0o777, 0o700, 'its directory 0700');
+    const newest = fs.readFileSync(path.join(spool, 'relay.dead-letter.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).offset);
+    assert.equal(newest[newest.length - 1], '7', 'the newest letters in the live file');
+  } finally {
+    process.umask(umask);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import winston from 'winston';
 import { MetaCache } from '../../src/pipeline/assemble/runtime/cache';
-import { fieldsOf, RuntimeMetadata } from '../../src/pipeline/assemble/runtime';
+import { defaultSources, fieldsOf, RuntimeMetadata } from '../../src/pipeline/assemble/runtime';
 import type { RuntimeEnrichConfig } from '../../src/pipeline/assemble/runtime/config';
 import { DockerSource } from '../../src/pipeline/assemble/runtime/docker';
 
@@ -172,5 +172,27 @@ test('config: enrich.runtime defaults, and a bad value names its key (exit 78)',
     assert.equal(err?.name, 'ConfigError', String(caught));
     assert.equal(err.exitCode, 78);
     assert.ok(err.message.includes(key), err.message);
+  }
+});
+
+test('a runtime whose socket path holds a directory (the DaemonSet\'s file mount on a node without it) is absent, never dialled', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-notsock-'));
+  try {
+    // what the container runtime makes of a hostPath file mount whose source is missing: an empty directory
+    const dirs = ['containerd.sock', 'crio.sock', 'docker.sock'].map((n) => path.join(tmp, n));
+    for (const d of dirs) fs.mkdirSync(d);
+    const sources = defaultSources(cfg({ runtimes: 'containerd,cri-o,docker', containerd_socket: dirs[0], crio_socket: dirs[1], docker_socket: dirs[2] }));
+    const st = await Promise.all(sources.map((s) => s.start(new MetaCache(10, 1000))));
+    assert.deepEqual(
+      st.map((s) => [s.runtime, s.found, s.reachable]),
+      [
+        ['containerd', false, false],
+        ['cri-o', false, false],
+        ['docker', false, false],
+      ],
+    );
+    for (const s of sources) s.stop();
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import readline from 'node:readline';
 import type { KmsgRecord } from './kmsg';
+import { looksLikeOomLine, rejectKernelLine } from './lines';
 
 /*
  * systemd-journald's copy of the kernel log, read through journalctl: it keeps what the printk ring
@@ -174,7 +175,7 @@ export async function readKernelOomLines(
   const records: JournalKernelRecord[] = [];
   let kernelRelease: string | null = null;
   const base = [`_BOOT_ID=${plainBootId(bootId)}`, '_TRANSPORT=kernel', 'SYSLOG_FACILITY=0'];
-  const tail = ['-o', 'json', '--output-fields=MESSAGE,_SOURCE_MONOTONIC_TIMESTAMP', '--no-pager', '-q'];
+  const tail = ['-o', 'json', '--output-fields=MESSAGE,_SOURCE_MONOTONIC_TIMESTAMP,_TRANSPORT,SYSLOG_FACILITY', '--no-pager', '-q'];
   if (opts.afterCursor) tail.push(`--after-cursor=${opts.afterCursor}`);
   const onLine = (grepped: boolean) => (line: string) => {
     let e: Record<string, unknown>;
@@ -187,6 +188,12 @@ export async function readKernelOomLines(
     const usec = Number(field(e._SOURCE_MONOTONIC_TIMESTAMP) ?? NaN);
     const cursor = field(e.__CURSOR);
     if (message === null || !Number.isFinite(usec) || cursor === null) return;
+    // the match above asks for these; an entry that does not carry them is not believed (a line a
+    // process wrote to /dev/kmsg reaches the journal with _TRANSPORT=kernel and a facility of its own)
+    if (field(e._TRANSPORT) !== 'kernel' || field(e.SYSLOG_FACILITY) !== '0') {
+      if (looksLikeOomLine(message)) rejectKernelLine('not_kernel', message);
+      return;
+    }
     if (!grepped && !new RegExp(OOM_PATTERN).test(message)) return;
     const v = LINUX_VERSION.exec(message);
     if (v) {

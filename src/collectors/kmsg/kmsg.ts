@@ -1,6 +1,19 @@
 import fs from 'node:fs';
 import { OomReportParser, type OomReport } from './report';
-import { parseConstraint, parseDumpStackHead, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord } from './lines';
+import {
+  constraintReadings,
+  looksLikeOomLine,
+  parseConstraint,
+  parseDumpStackHead,
+  parseInvoked,
+  parseKilled,
+  pickReading,
+  rejectKernelLine,
+  type KernelConstraintReport,
+  type KernelInvokedReport,
+  type KernelKillReport,
+  type KmsgRecord,
+} from './lines';
 
 export { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport, type KmsgRecord };
 
@@ -25,14 +38,18 @@ export function unescapeKmsg(text: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
-/** Parses one read() of /dev/kmsg: `prio,seq,usec,flags[,…];message\n[ KEY=value\n]*`. */
+/**
+ * Parses one read() of /dev/kmsg: `prio,seq,usec,flags[,…];message\n[ KEY=value\n]*`. `prio` is
+ * facility << 3 | level; the kernel's own lines have facility 0, and it gives every line a process
+ * writes to /dev/kmsg a non-zero one (LOG_USER unless the writer names another), whatever `<N>` says.
+ */
 export function parseKmsgLine(raw: string): KmsgRecord | null {
   const semi = raw.indexOf(';');
   if (semi < 0) return null;
-  const [, seq, usec] = raw.slice(0, semi).split(',');
-  if (!/^\d+$/.test(seq ?? '') || !/^\d+$/.test(usec ?? '')) return null;
+  const [prio, seq, usec] = raw.slice(0, semi).split(',');
+  if (!/^\d+$/.test(prio ?? '') || !/^\d+$/.test(seq ?? '') || !/^\d+$/.test(usec ?? '')) return null;
   const message = raw.slice(semi + 1).split('\n')[0];
-  return { seq: Number(seq), usec: Number(usec), message: unescapeKmsg(message) };
+  return { seq: Number(seq), usec: Number(usec), facility: Number(prio) >> 3, message: unescapeKmsg(message) };
 }
 
 /**
@@ -43,17 +60,23 @@ export function parseKmsgLine(raw: string): KmsgRecord | null {
 export class KmsgFollower {
   private fd: number | null;
   private readonly buf = Buffer.alloc(16384);
+  /** sequence number of the first record read (kernel's or not), -1 before any: where the ring began */
+  firstSeq = -1;
 
   constructor(device = '/dev/kmsg') {
     this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   }
 
+  /** The kernel's records logged since the last read; lines written by processes are left out (and counted when they speak of OOM kills). */
   read(): KmsgRecord[] {
     const out: KmsgRecord[] = [];
     for (let n = this.next(); n !== null; n = this.next()) {
       // latin1 keeps every byte; the kernel escaped everything outside printable ASCII anyway
       const r = parseKmsgLine(this.buf.toString('latin1', 0, n));
-      if (r) out.push(r);
+      if (!r) continue;
+      if (this.firstSeq < 0) this.firstSeq = r.seq;
+      if (r.facility === 0) out.push(r);
+      else if (looksLikeOomLine(r.message)) rejectKernelLine('not_kernel', r.message);
     }
     return out;
   }
@@ -83,11 +106,11 @@ export class KmsgFollower {
   }
 }
 
-/** Every record the kernel's printk ring still holds, oldest first. */
-export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] {
+/** Every kernel record the printk ring still holds, oldest first; `firstSeq`: the ring's oldest record of any origin (-1: empty). */
+export function readKmsgRing(device = '/dev/kmsg'): KmsgRecord[] & { firstSeq?: number } {
   const f = new KmsgFollower(device);
   try {
-    return f.read();
+    return Object.assign(f.read(), { firstSeq: f.firstSeq });
   } finally {
     f.close();
   }
@@ -131,11 +154,12 @@ export class KillLineDeduper {
 export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   const out: KmsgKill[] = [];
   let invoked: KernelInvokedReport | null = null;
-  let constraint: KernelConstraintReport | null = null;
-  let invokedForConstraint: KernelInvokedReport | null = null;
+  let constraint: { readings: KernelConstraintReport[]; invoked: KernelInvokedReport | null } | null = null;
   const dedup = new KillLineDeduper();
-  const reports = new OomReportParser();
+  const reports = new OomReportParser(16, false); // refusals are counted here
   for (const r of records) {
+    // readers drop what a process wrote to /dev/kmsg; a record that says otherwise is not used either
+    if (r.facility !== undefined && r.facility !== 0) continue;
     reports.feed([r]);
     const inv = parseInvoked(r.message);
     if (inv) {
@@ -143,27 +167,36 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
       continue;
     }
     if (invoked && invoked.pid == null) {
-      const head = parseDumpStackHead(r.message);
-      if (head && head.comm === invoked.comm) {
-        invoked = { ...invoked, pid: head.pid };
+      const pid = parseDumpStackHead(r.message, invoked.comm);
+      if (pid !== null) {
+        invoked = { ...invoked, pid };
         continue;
       }
     }
-    const c = parseConstraint(r.message);
-    if (c) {
-      constraint = c;
-      invokedForConstraint = invoked;
+    if (r.message.startsWith('oom-kill:')) {
+      const readings = constraintReadings(r.message);
+      if (readings.length === 0) rejectKernelLine('malformed', r.message);
+      constraint = readings.length ? { readings, invoked } : null;
       invoked = null;
       continue;
     }
     const k = parseKilled(r.message);
-    if (!k) continue;
+    if (!k) {
+      // the kernel prints cgroup names inside its lines: one spelling a kill is refused here
+      if (r.message.includes('Killed process')) rejectKernelLine('malformed', r.message);
+      continue;
+    }
     if (dedup.isRepeat(k.pid, r.usec)) continue;
-    const mine = constraint && constraint.pid === k.pid ? constraint : null;
-    const report = mine ? reports.find(k.pid) : null;
-    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? invokedForConstraint : null, ...(report ? { report } : {}) });
+    let mine: KernelConstraintReport | null = null;
+    let report: OomReport | null = null;
+    if (constraint && constraint.readings[0].pid === k.pid) {
+      // the kill line's comm (read unambiguously) tells the oom-kill: line's comm from a name that spells `,task=`
+      mine = pickReading(constraint.readings, { comm: k.comm });
+      if (mine) report = reports.find(k.pid, { comm: mine.task, oomMemcg: mine.oomMemcg, taskMemcg: mine.taskMemcg, notBeforeUs: r.usec - SAME_KILL_US, notAfterUs: r.usec });
+      else rejectKernelLine('ambiguous', `oom-kill: line of pid ${k.pid} reads ${constraint.readings.length} ways`);
+    }
+    out.push({ seq: r.seq, usec: r.usec, killed: k, constraint: mine, invoked: mine ? constraint!.invoked : null, ...(report ? { report } : {}) });
     constraint = null;
-    invokedForConstraint = null;
   }
   return out;
 }

@@ -9,7 +9,8 @@ import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
-import { OomReportParser } from '../kmsg/report';
+import { OomReportParser, type ReportQuery } from '../kmsg/report';
+import { loadLibBpf } from '../../bpf/libbpf';
 import { readCgroupTasks, type ProcTaskRead } from './procfs';
 import { detectCgroupVersion, memoryRoot } from '../../host/facts';
 import { printkNowUs } from '../../host/clock';
@@ -80,6 +81,33 @@ export function resolveTruncatedCgroup(cg: CgroupPath, roots = MEMORY_HIERARCHIE
     }
   }
   return cg;
+}
+
+/**
+ * What picks this kill's printed report: its pid (the caller), the comm and cgroups BPF read (they
+ * settle an `oom-kill:` line whose names read more than one way), and its time. The kill is on
+ * CLOCK_BOOTTIME, the report on the printk clock, which runs unslewed beside CLOCK_MONOTONIC: NTP
+ * moves them apart by at most 500 ppm, so the window is 30 s plus twice that of the time since boot.
+ */
+export function reportQuery(event: RawOomEvent, bootMinusMonoNs = bootMinusMonotonicNs()): ReportQuery {
+  const killUs = Number((event.bootNs - bootMinusMonoNs) / 1000n);
+  const slack = 30_000_000 + Math.ceil(killUs / 1000);
+  const cg = (c: CgroupPath | null) => (c && !c.truncated ? c.path : undefined);
+  return {
+    comm: event.victimComm,
+    ...(event.constraint === 'memcg' && cg(event.oomCgroup) !== undefined ? { oomMemcg: cg(event.oomCgroup) } : {}),
+    ...(cg(event.victimCgroup) !== undefined ? { taskMemcg: cg(event.victimCgroup) } : {}),
+    notBeforeUs: killUs - slack,
+    notAfterUs: killUs + slack,
+  };
+}
+
+/** CLOCK_BOOTTIME − CLOCK_MONOTONIC now (the time spent suspended), ns. */
+function bootMinusMonotonicNs(): bigint {
+  const mono1 = process.hrtime.bigint();
+  const boot = loadLibBpf().clockGettimeNs('boottime');
+  const mono2 = process.hrtime.bigint();
+  return boot - (mono1 + mono2) / 2n;
 }
 
 /** The oomkill collector: one RawOomEvent per victim, through the first hook this kernel allows. */
@@ -253,7 +281,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     } catch (err) {
       this.opts.logger.warn(`oomkill: /dev/kmsg: ${(err as Error).message}`);
     }
-    return this.reports.find(event.victimPid) ?? this.reports.find(event.victimTid);
+    const q = reportQuery(event);
+    return this.reports.take(event.victimPid, q) ?? this.reports.take(event.victimTid, q);
   }
 
   private async deliver(): Promise<void> {

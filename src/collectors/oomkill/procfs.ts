@@ -28,7 +28,7 @@ export interface ProcTaskRead {
   tasks: ProcTask[];
   /** wall time of the read (cgroup.procs of the subtree + three /proc files per process) */
   ms: number;
-  /** processes listed but gone (or without an mm) by the time their files were read */
+  /** processes listed but gone (or without an mm, or another process under the same pid by then) when their files were read */
   skipped: number;
 }
 
@@ -84,6 +84,17 @@ export function subtreeTgids(dir: string, max = MAX_PROCFS_TASKS): number[] {
   return [...out].slice(0, max);
 }
 
+/**
+ * The start time in /proc/<pid>/stat (field 22, clock ticks after boot): with the pid, which process
+ * this is. Fields are counted after the comm's closing parenthesis (a comm may hold ") ").
+ */
+export function parseStartTime(stat: string): number | null {
+  const close = stat.lastIndexOf(')');
+  if (close < 0) return null;
+  const v = Number(stat.slice(close + 2).split(' ')[19]);
+  return Number.isSafeInteger(v) ? v : null;
+}
+
 const buf = Buffer.allocUnsafe(16384);
 
 /** A small /proc file in one read into a shared buffer: no fstat, no allocation per file (readFileSync cost ~1.6× more here, bench/procfs-read.ts). */
@@ -102,21 +113,28 @@ function readSmall(file: string): string {
  * Reads every process of the cgroup directory `dir` (subtree included) from /proc, except `skip`
  * (the victim, whose row comes from the kernel event) and pid 1 (the kernel never lists init).
  */
-export function readCgroupTasks(dir: string, skip: ReadonlySet<number>, proc = '/proc'): ProcTaskRead {
+export function readCgroupTasks(dir: string, skip: ReadonlySet<number>, proc = '/proc', read: (file: string) => string = readSmall): ProcTaskRead {
   const t0 = process.hrtime.bigint();
   const tasks: ProcTask[] = [];
   let skipped = 0;
   for (const pid of subtreeTgids(dir)) {
     if (skip.has(pid) || pid === 1) continue;
     try {
-      const st = parseProcStatus(readSmall(`${proc}/${pid}/status`));
-      if (!st) {
+      // the three files are three opens: the process may exit and its pid go to another in between.
+      // Its start time before and after says the row is one process's; a row that changed is dropped.
+      const born = parseStartTime(read(`${proc}/${pid}/stat`));
+      const st = parseProcStatus(read(`${proc}/${pid}/status`));
+      if (!st || born === null || st.tgid !== pid) {
         skipped++;
         continue;
       }
-      const adj = Number(readSmall(`${proc}/${pid}/oom_score_adj`).trim());
+      const adj = Number(read(`${proc}/${pid}/oom_score_adj`).trim());
       // comm raw (status' Name: escapes some characters); the trailing newline is /proc's
-      const comm = readSmall(`${proc}/${pid}/comm`).replace(/\n$/, '');
+      const comm = read(`${proc}/${pid}/comm`).replace(/\n$/, '');
+      if (parseStartTime(read(`${proc}/${pid}/stat`)) !== born) {
+        skipped++;
+        continue;
+      }
       tasks.push({ pid, comm, oom_score_adj: adj, ...st });
     } catch {
       skipped++; // exited between cgroup.procs and its /proc files

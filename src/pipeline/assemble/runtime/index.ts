@@ -62,16 +62,31 @@ class AbsentSource implements RuntimeSource {
   stop(): void {}
 }
 
+/**
+ * A socket at `p`. Not merely something: the DaemonSet mounts each runtime's socket as a file, and on a
+ * node without that runtime the container runtime puts an empty directory there instead.
+ */
+function isSocket(p: string): boolean {
+  try {
+    return fs.statSync(p).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** Something other than a socket where the socket should be: the runtime is not on this node. */
+const notSocket = (p: string) => fs.existsSync(p) && !isSocket(p);
+
 /** One source per configured runtime; each is used only when its socket exists (checked at start). */
 export function defaultSources(cfg: RuntimeEnrichConfig): RuntimeSource[] {
   const out: RuntimeSource[] = [];
   const keep = labelKeepSet(splitList(cfg.labels));
   for (const r of splitList(cfg.runtimes)) {
-    if (r === 'docker') out.push(new DockerSource(cfg.docker_socket, cfg.request_timeout_ms, keep));
-    if (r === 'cri-o') out.push(new CrioSource(cfg.crio_socket, cfg.request_timeout_ms, keep));
+    if (r === 'docker') out.push(notSocket(cfg.docker_socket) ? new AbsentSource('docker', cfg.docker_socket) : new DockerSource(cfg.docker_socket, cfg.request_timeout_ms, keep));
+    if (r === 'cri-o') out.push(notSocket(cfg.crio_socket) ? new AbsentSource('cri-o', cfg.crio_socket) : new CrioSource(cfg.crio_socket, cfg.request_timeout_ms, keep));
     if (r === 'containerd') {
       // protobufjs costs megabytes of heap: loaded only where a containerd socket is there to use it
-      if (!fs.existsSync(cfg.containerd_socket)) out.push(new AbsentSource('containerd', cfg.containerd_socket));
+      if (!isSocket(cfg.containerd_socket)) out.push(new AbsentSource('containerd', cfg.containerd_socket));
       else {
         const { ContainerdSource } = require('./containerd') as typeof import('./containerd');
         out.push(new ContainerdSource(cfg.containerd_socket, splitList(cfg.containerd_namespaces), cfg.request_timeout_ms, keep));
