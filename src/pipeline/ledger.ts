@@ -63,6 +63,8 @@ export const LEDGER_MAX_KILLS_PER_BOOT = 500_000;
 /** Victim cgroup names remembered for the audit (`cgroupOf`); the counts themselves work on hashes. */
 const MAX_CGROUP_NAMES = 16_384;
 const READ_CHUNK = 1 << 20;
+/** Cgroup names of the newest lines kept while opening (see `nameCgroup`). */
+const RECENT_NAMES = MAX_CGROUP_NAMES / 2;
 
 /** 53-bit string hash (cyrb53): event ids and cgroups are kept as numbers, not strings. */
 function hash53(s: string, from = 0, end = s.length): number {
@@ -354,6 +356,7 @@ export class KillLedger {
     let compact = false;
     const bootOrder: string[] = [];
     const own = `{"b":${JSON.stringify(bootId)},"p":`;
+    ledger.recent = { line: new Array<string>(RECENT_NAMES), from: new Int32Array(RECENT_NAMES), end: new Int32Array(RECENT_NAMES), hash: new Float64Array(RECENT_NAMES), n: 0 };
     forEachLine(file, (line) => {
       if (line.startsWith(own)) {
         const r = ledger.loadOwnLine(line, own.length);
@@ -375,9 +378,13 @@ export class KillLedger {
       if (e.b !== bootId && !ledger.others.has(e.b)) bootOrder.push(e.b);
       if (!ledger.remember(e)) compact = true; // a second line for one kill
     });
-    // the newest names, copied out of the 1 MiB chunks they were sliced from (which they would keep alive)
-    for (const [h, name] of ledger.cgNamesOld) ledger.cgNamesOld.set(h, Buffer.from(name, 'utf8').toString('utf8'));
-    for (const [h, name] of ledger.cgNames) ledger.cgNames.set(h, Buffer.from(name, 'utf8').toString('utf8'));
+    // the newest names, copied out of the 1 MiB chunks their lines were sliced from (which they would keep alive)
+    const r = ledger.recent;
+    ledger.recent = null;
+    for (let i = Math.max(0, r.n - RECENT_NAMES); i < r.n; i++) {
+      const s = i % RECENT_NAMES;
+      ledger.nameCgroup(r.hash[s], Buffer.from(r.line[s].slice(r.from[s], r.end[s]), 'utf8').toString('utf8'));
+    }
     const drop = bootOrder.slice(0, Math.max(0, bootOrder.length - MAX_OTHER_BOOTS));
     for (const b of drop) ledger.dropBoot(b);
     if (compact || drop.length > 0 || ledger.evictedAtOpen) ledger.rewrite();
@@ -580,18 +587,25 @@ export class KillLedger {
 
   private rememberRow(t: KillTable, current: boolean, tUs: number, eh: number, cg: number, cgName: string | null, pid: number, key: number): boolean {
     if (t.findId(eh) >= 0) return false;
-    if (current && cgName !== null) {
+    if (current && cgName !== null) this.nameCgroup(cg, cgName);
+    if (t.n >= this.maxPerBoot) this.evict(t, current ? this.bootId : '');
+    t.push(tUs, eh, cg, pid, key);
+    if (current && this.since && tUs >= this.since.us) this.since.n++;
+    return true;
+  }
+
+  private nameCgroup(cg: number, cgName: string): void {
+    {
       this.cgNames.set(cg, cgName);
       if (this.cgNames.size >= MAX_CGROUP_NAMES / 2) {
         this.cgNamesOld = this.cgNames;
         this.cgNames = new Map();
       }
     }
-    if (t.n >= this.maxPerBoot) this.evict(t, current ? this.bootId : '');
-    t.push(tUs, eh, cg, pid, key);
-    if (current && this.since && tUs >= this.since.us) this.since.n++;
-    return true;
   }
+
+  /** While opening: the newest lines' cgroup names, kept as (line, offsets) and named at the end (no substring, no map entry per line). */
+  private recent: { line: string[]; from: Int32Array; end: Int32Array; hash: Float64Array; n: number } | null = null;
 
   /**
    * A line of this boot as `add` writes it (`…,"p":N,"t":N,"e":"…"[,"c":"…"][,"k":N]}` after `from`),
@@ -617,7 +631,12 @@ export class KillLedger {
       // a backslash before the closing quote: an escape, the full parser's work
       if (cEnd < 0 || (bs >= 0 && bs < cEnd)) return null;
       cg = hash53(line, at + 6, cEnd);
-      cgName = line.slice(at + 6, cEnd);
+      const r = this.recent!;
+      const slot = r.n++ % RECENT_NAMES;
+      r.line[slot] = line;
+      r.from[slot] = at + 6;
+      r.end[slot] = cEnd;
+      r.hash[slot] = cg;
       at = cEnd + 1;
     }
     let key = 0;
