@@ -1,7 +1,6 @@
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { KmsgFollower, killsFromKmsg, parseInvoked, readKmsgRing, type KmsgRecord } from '../collectors/kmsg/kmsg';
-import { printkNowUs } from '../host/clock';
 import type { HostFacts } from '../host/facts';
 import type { RecordAssembler } from './assemble/assemble';
 import { backfillFromJournald, type JournaldBackfillOptions } from './journald-backfill';
@@ -126,7 +125,7 @@ export class Backfill {
    * all in the ledger, so that the next start reads only what no run has examined.
    */
   private followFrom(seq: number): void {
-    if (this.advanceTimer === null && this.stopJournalctl.signal.aborted) return; // stopping already
+    if (this.stopJournalctl.signal.aborted) return; // stopping already
     try {
       this.follower = new KmsgFollower();
     } catch {
@@ -138,17 +137,19 @@ export class Backfill {
   }
 
   /**
-   * Moves `kmsg_seq` over the records read since, up to the last kill line whose kill the ledger holds
-   * (matched on its key, not on a clock). Records newer than the settle time (live captures may still be
-   * on their way) and an OOM report not yet ended by its kill line are held for the next call; `final`
-   * (at stop, every capture in the ledger) settles all. A kill nobody recorded freezes the position
-   * before it: the next start's backfill records it.
+   * Moves `kmsg_seq` over the records read before, up to the last kill line whose kill the ledger holds
+   * (matched on its key, not on a clock). Records read by this call (live captures of their kills may
+   * still be on their way: settled by the time of reading, ≥ 5 s, not by comparing clocks) and an OOM
+   * report not yet ended by its kill line are held for the next call; `final` (at stop, every capture in
+   * the ledger) settles all. A kill nobody recorded freezes the position before it: the next start's
+   * backfill records it.
    */
   advance(final: boolean): void {
     const { ledger, logger } = this.parts;
     if (!this.follower) return;
+    const settled = final ? Infinity : this.held.length;
     try {
-      this.held.push(...this.follower.read());
+      for (const r of this.follower.read()) this.held.push(r);
     } catch (err) {
       logger.warn(`backfill: kernel log unreadable, the saved position stays: ${(err as Error).message}`);
       this.closeFollower();
@@ -159,9 +160,6 @@ export class Backfill {
       this.held = [];
       return;
     }
-    const settledBefore = final ? Infinity : printkNowUs() - BACKFILL_SETTLE_MS * 1000;
-    let settled = 0;
-    while (settled < this.held.length && this.held[settled].usec < settledBefore) settled++;
     const records = this.held.slice(0, settled);
     let pos = -1;
     for (const kill of killsFromKmsg(records)) {
@@ -178,7 +176,7 @@ export class Backfill {
       // after the last kill line: up to an OOM report still open (its invoked line), if any
       const after = pos < 0 ? 0 : records.findIndex((r) => r.seq === pos) + 1;
       const open = records.findIndex((r, i) => i >= after && parseInvoked(r.message) !== null);
-      keepFrom = open < 0 ? settled : open;
+      keepFrom = open < 0 ? records.length : open;
       if (this.held.length - keepFrom > MAX_HELD_RECORDS) keepFrom = this.held.length - MAX_HELD_RECORDS;
       if (keepFrom > 0) pos = Math.max(pos, this.held[keepFrom - 1].seq);
     }

@@ -3,9 +3,15 @@
  * log. Kills captured live, then two restarts: one record per kill, and the saved kernel-log position
  * (kills.state.json kmsg_seq) moved past the kills while the first agent ran, so no restart reads
  * their lines again. Needs root, a memory cgroup controller and BTF.
+ *
+ * OOMTRAIL_TEST_SLEW_CLOCK=<seconds> (in the VM only: it changes the machine's clock): first sets the
+ * kernel tick to +10% (`adjtimex -t 11000`, as NTP may slew), then waits that long, so that
+ * CLOCK_MONOTONIC (what live kills enter the ledger on) runs ahead of the kernel log's clock; the test
+ * then asserts the gap at the kills was > 10 s, the old matching window.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -49,6 +55,12 @@ function examined(stderr: string): { n: number; after: number } | null {
 }
 
 test('kills captured live, agent restarted twice: one record per kill; the kernel-log position passed the kills while running, no restart reads them again', async (t) => {
+  const slewS = Number(process.env.OOMTRAIL_TEST_SLEW_CLOCK ?? 0);
+  if (slewS > 0) {
+    execFileSync('adjtimex', ['-t', '11000'], { stdio: 'ignore' });
+    t.diagnostic(`tick set to 11000 µs (+10%); waiting ${slewS} s`);
+    await sleep(slewS * 1000);
+  }
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-ledger-restart-'));
   cg = makeTestCgroup(`oomtrail-ledger-restart-${process.pid}`);
   const first = await startAgent('', BACKFILL_ON, { dir });
@@ -70,6 +82,20 @@ test('kills captured live, agent restarted twice: one record per kill; the kerne
   assert.equal((await first.stop('SIGTERM')).code, 0, first.stderr());
   const state = JSON.parse(fs.readFileSync(stateFile(dir), 'utf8')) as { kmsg_seq: number };
   assert.ok(state.kmsg_seq >= lastKillSeq, `kmsg_seq ${state.kmsg_seq} saved at stop is past the kills' lines (last ${lastKillSeq})`);
+
+  // the gap between the clocks at the kills: the ledger's time (CLOCK_MONOTONIC-derived) vs the kernel's line
+  const ledgerFile = path.join(path.dirname(stateFile(dir)), 'kills.jsonl');
+  const ledgerT = new Map<number, number>();
+  for (const l of fs.readFileSync(ledgerFile, 'utf8').split('\n').filter(Boolean)) {
+    const e = JSON.parse(l) as { p: number; t: number };
+    ledgerT.set(e.p, e.t);
+  }
+  const gaps = kmsg.records
+    .map((r) => ({ k: parseKilled(r.message), usec: r.usec }))
+    .filter((x) => x.k && pids.includes(x.k.pid))
+    .map((x) => Math.abs(ledgerT.get(x.k!.pid)! - x.usec) / 1e6);
+  t.diagnostic(`clock gap at the kills (ledger time vs kernel log): ${gaps.map((g) => g.toFixed(2)).join(', ')} s`);
+  if (slewS > 0) assert.ok(Math.min(...gaps) > 10, `the slewed clock is > 10 s off the kernel log at the kills: ${gaps.join(', ')}`);
 
   const runs: Array<{ n: number; after: number }> = [];
   for (const name of ['second', 'third']) {
