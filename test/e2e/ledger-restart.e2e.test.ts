@@ -7,7 +7,9 @@
  * OOMTRAIL_TEST_SLEW_CLOCK=<seconds> (in the VM only: it changes the machine's clock): first sets the
  * kernel tick to +10% (`adjtimex -t 11000`, as NTP may slew), then waits that long, so that
  * CLOCK_MONOTONIC (what live kills enter the ledger on) runs ahead of the kernel log's clock; the test
- * then asserts the gap at the kills was > 10 s, the old matching window.
+ * then asserts the gap at the kills was > 10 s, the old matching window. Not achieved yet: in the 6.1
+ * TCG VM (110 s at tick 11000) the gap measured 0.02 s, so this mode fails on that assertion (the
+ * guest's clocks evidently do not diverge that way); the unit test in ledger.test.ts covers the gap.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
