@@ -9,7 +9,7 @@ import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
 import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
-import { accountKills, describeKillAccount, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
+import { accountKills, describeKillAccount, killKeyOfLine, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
 import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
 
 export const EXIT_UNAVAILABLE = 69;
@@ -45,9 +45,9 @@ export interface CheckReport {
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
   const kernel = readVmstatOomKills();
-  let logKills: Array<{ pid: number; usec: number }> | null = null;
+  let logKills: Array<{ pid: number; usec: number; key: number }> | null = null;
   try {
-    logKills = killsFromKmsg(readKmsgRing()).map((k) => ({ pid: k.killed.pid, usec: k.usec }));
+    logKills = killsFromKmsg(readKmsgRing()).map((k) => ({ pid: k.killed.pid, usec: k.usec, key: killKeyOfLine(k.killed) }));
   } catch {
     /* not readable (no CAP_SYSLOG): said so in the report */
   }

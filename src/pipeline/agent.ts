@@ -15,7 +15,7 @@ import { KillAudit, type AuditedCgroups } from './audit';
 import { Backfill } from './backfill';
 import { JOURNAL_DIR, KillJournal } from './journal';
 import { DirLock } from './lock';
-import { KillLedger, noteKill } from './ledger';
+import { KillLedger, killKeyOfRecord, noteKill } from './ledger';
 import { Lane, type AcceptResult } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
@@ -255,7 +255,7 @@ export class Agent {
     await this.router.open();
     await this.journal.replay(replay, this.router.lanes, {
       emitted: (record) => this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup),
-      entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup),
+      entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record)),
     });
     const startUs = this.clock.printkNowUs();
     await collector.start((ev) => this.capture(ev));
@@ -321,7 +321,8 @@ export class Agent {
     // the kill on the printk clock (CLOCK_MONOTONIC-like), to match it with its kernel log line
     const tUs = this.assembler!.killPrintkUs(ev);
     const journalSeq = await this.journal!.append(record, tUs);
-    noteKill(this.ledger!, this.parts.logger, ev.victimPid, tUs, record.event_id, record.victim_cgroup);
+    // matched with its kernel log line by its key, not by tUs: CLOCK_MONOTONIC drifts from the printk clock
+    noteKill(this.ledger!, this.parts.logger, ev.victimPid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record));
     await this.queue.push({ kind: 'kill', ev, record, journalSeq });
   }
 
@@ -451,6 +452,8 @@ export class Agent {
     // every live capture is in the ledger now: a backfill waiting to check against them may go on
     this.backfill?.wake();
     await this.backfillDone;
+    // every capture is in the ledger: the saved kernel-log position moves over all the kills it holds
+    this.backfill?.advance(true);
     this.audit?.check();
     // before the drain, whose share of the deadline is measured after it: its stop blocks up to a poll interval
     // (synchronously, so not even the deadline's timer runs meanwhile); the queued records had their deaths read

@@ -4,7 +4,7 @@ import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { KillLineDeduper, KmsgFollower, parseKilled } from '../collectors/kmsg/kmsg';
 import { printkNowUs } from '../host/clock';
-import { readVmstatOomKills, type KillLedger } from './ledger';
+import { killKeyOfLine, readVmstatOomKills, type KillLedger } from './ledger';
 
 /**
  * A shortfall only counts once it outlasts the grace period, so looking more often than a quarter of
@@ -47,7 +47,7 @@ export class KillAudit {
   private readonly repeats = new KillLineDeduper();
   private repeatedSinceBase = 0;
   /** the repeated lines since the base (newest 4,096), to take them off their cgroup's own counter too */
-  private readonly repeatedKills: Array<{ pid: number; usec: number }> = [];
+  private readonly repeatedKills: Array<{ pid: number; usec: number; key?: number }> = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
 
@@ -169,7 +169,7 @@ export class KillAudit {
         // a memory.oom.group sweep logs its victim twice, and each line is counted in oom_kill
         if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= ledger.state.audit_base_us) {
           this.repeatedSinceBase++;
-          this.repeatedKills.push({ pid: k.pid, usec: r.usec });
+          this.repeatedKills.push({ pid: k.pid, usec: r.usec, key: killKeyOfLine(k) });
           if (this.repeatedKills.length > 4096) this.repeatedKills.shift();
         }
       }
@@ -213,15 +213,16 @@ export class KillAudit {
 export function cgroupShortfalls(
   ledger: KillLedger,
   counters: Iterable<{ rel: string; kills: number | null }>,
-  repeatedKills: ReadonlyArray<{ pid: number; usec: number }>,
+  repeatedKills: ReadonlyArray<{ pid: number; usec: number; key?: number }>,
 ): Array<[string, number]> {
   const base = ledger.state.cg_base;
   if (!base) return [];
   const since = new Map(Object.entries(base).map(([rel, [, t]]) => [rel, t]));
   const recorded = ledger.countByCgroupSince(since);
   const repeated = new Map<string, number>();
-  for (const { pid, usec } of repeatedKills) {
-    const cg = ledger.cgroupOf(pid, usec);
+  for (const { pid, usec, key } of repeatedKills) {
+    // by the kill's key: the live capture's time is on a clock that drifts from the log's
+    const cg = ledger.cgroupOf(pid, usec, key ?? null);
     if (cg !== undefined && usec >= (since.get(cg) ?? Infinity)) repeated.set(cg, (repeated.get(cg) ?? 0) + 1);
   }
   const out: Array<[string, number]> = [];

@@ -4,7 +4,7 @@ import type { Logger } from '../observe/logger';
 import type { OomRecord } from '../record/record';
 import type { HostFacts } from '../host/facts';
 import { enrichKmsg } from './assemble/enrich';
-import type { KillLedger } from './ledger';
+import { killKeyOfLine, type KillLedger } from './ledger';
 
 /** One journalctl run at most this long; the backfill never holds the start or stop longer. */
 const JOURNALCTL_TIMEOUT_MS = 15_000;
@@ -97,7 +97,8 @@ async function backfillBoot(p: JournaldBackfillParts, ctl: JournalctlOptions, bo
     if (p.signal?.aborted) break;
     // this boot from the attach on: live capture and the ring backfill (with its settle pass) own these
     if (isCurrent && kill.usec >= p.beforeAttachUs) continue;
-    if (ledger.matches(kill.killed.pid, kill.usec, bootId)) continue;
+    const key = killKeyOfLine(kill.killed);
+    if (ledger.matches(kill.killed.pid, kill.usec, bootId, key)) continue;
     const line = read.records[kill.seq];
     // the line's wall time: journald's receive time less its lag behind the kernel (both CLOCK_MONOTONIC-like)
     const toRealtime = isCurrent ? p.toRealtime : () => BigInt(line.realtimeUs - (line.monotonicUs - kill.usec)) * 1000n;
@@ -109,7 +110,7 @@ async function backfillBoot(p: JournaldBackfillParts, ctl: JournalctlOptions, bo
     );
     await p.emit(record);
     try {
-      ledger.add(kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup, bootId);
+      ledger.add(kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup, bootId, key);
     } catch (err) {
       logger.warn(`kill ledger: cannot record pid ${kill.killed.pid}: ${(err as Error).message}`);
     }

@@ -216,7 +216,7 @@ describe('durability e2e: spool lock, journal, kernel-log backfill, audit', () =
     // started without allowMissedKills: the e2e helper's standing check must fail this agent's stop
     const second = await launch(extra, env, { dir });
     const s2 = await waitForMetrics(second, (s) => (s.get('oomtrail_missed_kills_total') ?? 0) >= 3, 10_000, 'missed kills counted');
-    assert.match(second.stderr(), /audit: the kernel counted \d+ OOM kill\(s\) since the first agent start of this boot, this host recorded \d+: \d+ missed/);
+    assert.match(second.stderr(), /audit: the kernel counted \d+ OOM kill\(s\) since the first agent start of this boot, this state dir recorded \d+: \d+ missed/);
     // the cgroup's own counter (memory.oom_control / memory.events.local) names where: exactly this test's 3
     const esc = cg.kernelPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     assert.match(second.stderr(), new RegExp(`by the cgroups' own counters: (.*, )?${esc} 3(,|$)`, 'm'));
