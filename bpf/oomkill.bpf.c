@@ -171,17 +171,78 @@ struct trace_event_raw_mark_victim___68 {
 #define MM_ANON 1
 #define MM_SHMEM 3
 
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	struct kernfs_node___pre615 *old = (void *)kn;
-	struct kernfs_node___615 *cur = (void *)kn;
+/*
+ * Linux 7.0 ("mm: fix OOM killer inaccuracy on large many-core systems", mm/oom_kill.c) prints the
+ * "Killed process" line (and the task table, and ranks victims) with get_mm_counter_sum(): the
+ * global count plus every CPU's pending delta, where 6.2 to 6.19 print get_mm_counter(), the global
+ * count alone. That change leaves no trace in BTF; the rename of mm_struct's trailing cpu_bitmap to
+ * flexible_array came with it (same author and series, same 7.0 merge) and is what is asked here.
+ */
+struct mm_struct___70 {
+	char flexible_array[0];
+} __attribute__((preserve_access_index));
 
-	if (bpf_core_field_exists(old->parent))
-		return BPF_CORE_READ(old, parent);
-	return BPF_CORE_READ(cur, __parent);
+/* Each CPU's per-CPU area offset, read through that CPU's copy of this_cpu_off (x86; BTF-typed, so
+ * no kallsyms needed). bpf_per_cpu_ptr() returns NULL past nr_cpu_ids: that is the loop's end. Absent
+ * (weak: another arch), the per-CPU part is not read and the event says so. */
+extern const unsigned long this_cpu_off __ksym __weak;
+
+/* CPUs summed at most: each costs three reads under the OOM lock; a bigger machine keeps the global
+ * count (and says so with OOMTRAIL_F_RSS_INEXACT). */
+#define OOMTRAIL_PCPU_MAX 1024
+
+static __always_inline bool kernel_prints_rss_sum(void)
+{
+	return bpf_core_field_exists(((struct mm_struct___62 *)0)->rss_stat) &&
+	       bpf_core_field_exists(((struct mm_struct___70 *)0)->flexible_array);
 }
 
-static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
+/* percpu_counter_sum() of the three RSS counters at once, one pass over the CPUs, as
+ * __percpu_counter_sum() adds them (offline CPUs hold 0: their deltas are folded in when they go).
+ * False when the per-CPU part cannot be read whole; out[] then keeps the global counts. */
+static __always_inline bool rss_sums(struct mm_struct *mm, long out[3])
+{
+	struct mm_struct___62 *m = (void *)mm;
+	__u8 *pcpu[3];
+	long delta[3] = {};
+	__u32 cpu;
+
+	if (!&this_cpu_off) /* weak: NULL when this kernel has none */
+		return false;
+	pcpu[0] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_ANON].counters);
+	pcpu[1] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_FILE].counters);
+	pcpu[2] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_SHMEM].counters);
+	if (!pcpu[0] || !pcpu[1] || !pcpu[2])
+		return false;
+	for (cpu = 0; cpu < OOMTRAIL_PCPU_MAX; cpu++) {
+		const unsigned long *off = bpf_per_cpu_ptr(&this_cpu_off, cpu);
+		__s32 v[3] = {};
+
+		if (!off)
+			break;
+		if (bpf_probe_read_kernel(&v[0], sizeof(v[0]), pcpu[0] + *off) ||
+		    bpf_probe_read_kernel(&v[1], sizeof(v[1]), pcpu[1] + *off) ||
+		    bpf_probe_read_kernel(&v[2], sizeof(v[2]), pcpu[2] + *off))
+			return false;
+		delta[0] += v[0];
+		delta[1] += v[1];
+		delta[2] += v[2];
+	}
+	if (cpu == OOMTRAIL_PCPU_MAX && bpf_per_cpu_ptr(&this_cpu_off, cpu))
+		return false; /* more CPUs than summed */
+	out[0] += delta[0];
+	out[1] += delta[1];
+	out[2] += delta[2];
+	return true;
+}
+
+static __always_inline __u64 clamp0(long v)
+{
+	/* get_mm_counter() and get_mm_counter_sum() clamp the same way before the kernel prints */
+	return v < 0 ? 0 : v;
+}
+
+static __always_inline long mm_counter_raw(struct mm_struct *mm, int member)
 {
 	long v = 0;
 
@@ -192,8 +253,29 @@ static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
 		struct mm_struct___pre62 *m = (void *)mm;
 		v = BPF_CORE_READ(m, rss_stat.count[member].counter);
 	}
-	/* get_mm_counter() clamps the same way before the kernel prints it */
-	return v < 0 ? 0 : v;
+	return v;
+}
+
+/* The victim's RSS as this kernel prints it: the global counts, or on 7.0+ their exact sums. */
+static __always_inline void fill_rss(struct oomtrail_event *e, struct mm_struct *mm)
+{
+	long v[3] = { mm_counter_raw(mm, MM_ANON), mm_counter_raw(mm, MM_FILE), mm_counter_raw(mm, MM_SHMEM) };
+
+	if (kernel_prints_rss_sum() && !rss_sums(mm, v))
+		e->flags |= OOMTRAIL_F_RSS_INEXACT;
+	e->anon_rss_pages = clamp0(v[0]);
+	e->file_rss_pages = clamp0(v[1]);
+	e->shmem_rss_pages = clamp0(v[2]);
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	struct kernfs_node___pre615 *old = (void *)kn;
+	struct kernfs_node___615 *cur = (void *)kn;
+
+	if (bpf_core_field_exists(old->parent))
+		return BPF_CORE_READ(old, parent);
+	return BPF_CORE_READ(cur, __parent);
 }
 
 static __always_inline void fill_cgroup_path(struct oomtrail_cgroup_path *out, struct kernfs_node *kn)
@@ -545,9 +627,7 @@ static __always_inline void fill_victim_from_task(struct oomtrail_event *e, stru
 	fill_ns_pid(e, task);
 	if (mm) {
 		e->total_vm_pages = BPF_CORE_READ(mm, total_vm);
-		e->anon_rss_pages = mm_counter(mm, MM_ANON);
-		e->file_rss_pages = mm_counter(mm, MM_FILE);
-		e->shmem_rss_pages = mm_counter(mm, MM_SHMEM);
+		fill_rss(e, mm);
 		e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
 	}
 	if (memcg) {
