@@ -341,15 +341,29 @@ struct page_counter___tf {
 
 #define NSI_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item, n)
 #define NSI(n) bpf_core_enum_value(enum node_stat_item, n)
-/* memcg_node_stat_items[] as of 6.18, in enum order (the kernel keeps the list sorted so); items a
- * config leaves out of the enum are left out of the list too. A kernel whose list differs is caught
- * by the length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
- * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable. */
-#define MEMCG_NODE_ITEMS(X) \
-	MEMCG_NODE_PREFIX(X) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
-	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) X(NR_HUGETLB)
+/* Items newer than the kernel this object's headers come from (7.x); only their existence is asked. */
+enum node_stat_item___7x {
+	NR_VMALLOC___7x, PGSTEAL_KSWAPD___7x, PGSTEAL_DIRECT___7x, PGSTEAL_KHUGEPAGED___7x,
+	PGSTEAL_PROACTIVE___7x, PGSTEAL_ANON___7x, PGSTEAL_FILE___7x, PGSCAN_KSWAPD___7x,
+	PGSCAN_DIRECT___7x, PGSCAN_KHUGEPAGED___7x, PGSCAN_PROACTIVE___7x, PGSCAN_ANON___7x,
+	PGSCAN_FILE___7x, PGREFILL___7x,
+};
+#define NSI7_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item___7x, n##___7x)
+/* memcg_node_stat_items[] as of 7.2 (6.18 and 6.12 are this list without the items they lack), in
+ * enum order (the kernel keeps the list sorted so: 7.2's array read from its image); items a config
+ * leaves out of the enum are left out of the list too. A kernel whose list differs is caught by the
+ * length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
+ * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable.
+ * X: in this object's headers; Y: newer (7.x). NR_VMALLOC (7.x) sits between NR_ANON_THPS and
+ * NR_KERNEL_STACK_KB in the enum, which mak_slot() counts without asking its value. */
+#define MEMCG_NODE_ITEMS(X, Y) \
+	MEMCG_NODE_PREFIX(X) Y(NR_VMALLOC) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
+	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) \
+	Y(PGSTEAL_KSWAPD) Y(PGSTEAL_DIRECT) Y(PGSTEAL_KHUGEPAGED) Y(PGSTEAL_PROACTIVE) Y(PGSTEAL_ANON) \
+	Y(PGSTEAL_FILE) Y(PGSCAN_KSWAPD) Y(PGSCAN_DIRECT) Y(PGSCAN_KHUGEPAGED) Y(PGSCAN_PROACTIVE) \
+	Y(PGSCAN_ANON) Y(PGSCAN_FILE) Y(PGREFILL) X(NR_HUGETLB)
 /* The head of that list, up to the last item read here: unconditional in every kernel since 5.9,
- * so the rank of an item read here never depends on an enumerator a kernel may lack. */
+ * so the rank of an item read here depends on no enumerator a kernel may lack but NR_VMALLOC. */
 #define MEMCG_NODE_PREFIX(X) \
 	X(NR_INACTIVE_ANON) X(NR_ACTIVE_ANON) X(NR_INACTIVE_FILE) X(NR_ACTIVE_FILE) X(NR_UNEVICTABLE) \
 	X(NR_SLAB_RECLAIMABLE_B) X(NR_SLAB_UNRECLAIMABLE_B) X(WORKINGSET_REFAULT_ANON) \
@@ -379,6 +393,8 @@ static __always_inline int mak_slot(const struct mak_stats *m, __u32 item)
 #define RANK_BELOW(n) if (NSI(n) < item) rank++;
 	MEMCG_NODE_PREFIX(RANK_BELOW)
 #undef RANK_BELOW
+	if (NSI7_EXISTS(NR_VMALLOC) && item >= NSI(NR_KERNEL_STACK_KB))
+		rank++;
 	return rank < m->n_node ? (int)rank : -1;
 }
 
@@ -445,7 +461,9 @@ static __always_inline void fill_mem_at_kill(struct oomtrail_event *e, struct me
 			return;
 		m.n_node = m.slots - memcg_items;
 #define COUNT_LISTED(n) if (NSI_EXISTS(n)) listed++;
-		MEMCG_NODE_ITEMS(COUNT_LISTED)
+#define COUNT_LISTED_7X(n) if (NSI7_EXISTS(n)) listed++;
+		MEMCG_NODE_ITEMS(COUNT_LISTED, COUNT_LISTED_7X)
+#undef COUNT_LISTED_7X
 #undef COUNT_LISTED
 		if (listed != m.n_node) {
 			e->mak_flags |= OOMTRAIL_MAK_UNMAPPED;
