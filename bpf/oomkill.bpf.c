@@ -182,12 +182,15 @@ struct mm_struct___70 {
 	char flexible_array[0];
 } __attribute__((preserve_access_index));
 
-/* Each CPU's per-CPU area offset, read through that CPU's copy of this_cpu_off (x86; BTF-typed, so
- * no kallsyms needed). bpf_per_cpu_ptr() returns NULL past nr_cpu_ids: that is the loop's end. Absent
- * (weak: another arch), the per-CPU part is not read and the event says so. */
-extern const unsigned long this_cpu_off __ksym __weak;
+/* The per-CPU areas' offsets and how many CPUs can exist: typeless (address-only) ksyms that libbpf
+ * resolves from /proc/kallsyms, both data symbols (CONFIG_KALLSYMS_ALL, as Debian builds). A BTF-typed
+ * percpu ksym (this_cpu_off) would do without kallsyms in libbpf, but the kernel itself looks it up
+ * there and refuses the whole object where it is missing (ENOENT on a 6.18 without KALLSYMS_ALL).
+ * Weak: 0 when not found; the per-CPU part is then not read and the event says so. */
+extern const void __per_cpu_offset __ksym __weak;
+extern const void nr_cpu_ids __ksym __weak;
 
-/* CPUs summed at most: each costs three reads under the OOM lock; a bigger machine keeps the global
+/* CPUs summed at most: each costs four reads under the OOM lock; a bigger machine keeps the global
  * count (and says so with OOMTRAIL_F_RSS_INEXACT). */
 #define OOMTRAIL_PCPU_MAX 1024
 
@@ -203,33 +206,32 @@ static __always_inline bool kernel_prints_rss_sum(void)
 static __always_inline bool rss_sums(struct mm_struct *mm, long out[3])
 {
 	struct mm_struct___62 *m = (void *)mm;
+	const unsigned long *offsets = (const unsigned long *)&__per_cpu_offset;
 	__u8 *pcpu[3];
 	long delta[3] = {};
-	__u32 cpu;
+	__u32 ncpu = 0;
 
-	if (!&this_cpu_off) /* weak: NULL when this kernel has none */
+	if (!offsets || !&nr_cpu_ids || bpf_probe_read_kernel(&ncpu, sizeof(ncpu), &nr_cpu_ids) ||
+	    ncpu == 0 || ncpu > OOMTRAIL_PCPU_MAX)
 		return false;
 	pcpu[0] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_ANON].counters);
 	pcpu[1] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_FILE].counters);
 	pcpu[2] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_SHMEM].counters);
 	if (!pcpu[0] || !pcpu[1] || !pcpu[2])
 		return false;
-	for (cpu = 0; cpu < OOMTRAIL_PCPU_MAX; cpu++) {
-		const unsigned long *off = bpf_per_cpu_ptr(&this_cpu_off, cpu);
+	for (__u32 cpu = 0; cpu < OOMTRAIL_PCPU_MAX && cpu < ncpu; cpu++) {
+		unsigned long off = 0;
 		__s32 v[3] = {};
 
-		if (!off)
-			break;
-		if (bpf_probe_read_kernel(&v[0], sizeof(v[0]), pcpu[0] + *off) ||
-		    bpf_probe_read_kernel(&v[1], sizeof(v[1]), pcpu[1] + *off) ||
-		    bpf_probe_read_kernel(&v[2], sizeof(v[2]), pcpu[2] + *off))
+		if (bpf_probe_read_kernel(&off, sizeof(off), &offsets[cpu]) ||
+		    bpf_probe_read_kernel(&v[0], sizeof(v[0]), pcpu[0] + off) ||
+		    bpf_probe_read_kernel(&v[1], sizeof(v[1]), pcpu[1] + off) ||
+		    bpf_probe_read_kernel(&v[2], sizeof(v[2]), pcpu[2] + off))
 			return false;
 		delta[0] += v[0];
 		delta[1] += v[1];
 		delta[2] += v[2];
 	}
-	if (cpu == OOMTRAIL_PCPU_MAX && bpf_per_cpu_ptr(&this_cpu_off, cpu))
-		return false; /* more CPUs than summed */
 	out[0] += delta[0];
 	out[1] += delta[1];
 	out[2] += delta[2];
