@@ -171,17 +171,80 @@ struct trace_event_raw_mark_victim___68 {
 #define MM_ANON 1
 #define MM_SHMEM 3
 
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	struct kernfs_node___pre615 *old = (void *)kn;
-	struct kernfs_node___615 *cur = (void *)kn;
+/*
+ * Linux 7.0 ("mm: fix OOM killer inaccuracy on large many-core systems", mm/oom_kill.c) prints the
+ * "Killed process" line (and the task table, and ranks victims) with get_mm_counter_sum(): the
+ * global count plus every CPU's pending delta, where 6.2 to 6.19 print get_mm_counter(), the global
+ * count alone. That change leaves no trace in BTF; the rename of mm_struct's trailing cpu_bitmap to
+ * flexible_array came with it (same author and series, same 7.0 merge) and is what is asked here.
+ */
+struct mm_struct___70 {
+	char flexible_array[0];
+} __attribute__((preserve_access_index));
 
-	if (bpf_core_field_exists(old->parent))
-		return BPF_CORE_READ(old, parent);
-	return BPF_CORE_READ(cur, __parent);
+/* The per-CPU areas' offsets and how many CPUs can exist: typeless (address-only) ksyms that libbpf
+ * resolves from /proc/kallsyms, both data symbols (CONFIG_KALLSYMS_ALL, as Debian builds). A BTF-typed
+ * percpu ksym (this_cpu_off) would do without kallsyms in libbpf, but the kernel itself looks it up
+ * there and refuses the whole object where it is missing (ENOENT on a 6.18 without KALLSYMS_ALL).
+ * Weak: 0 when not found; the per-CPU part is then not read and the event says so. */
+extern const void __per_cpu_offset __ksym __weak;
+extern const void nr_cpu_ids __ksym __weak;
+
+/* CPUs summed at most: each costs four reads under the OOM lock; a bigger machine keeps the global
+ * count (and says so with OOMTRAIL_F_RSS_INEXACT). */
+#define OOMTRAIL_PCPU_MAX 1024
+
+static __always_inline bool kernel_prints_rss_sum(void)
+{
+	return bpf_core_field_exists(((struct mm_struct___62 *)0)->rss_stat) &&
+	       bpf_core_field_exists(((struct mm_struct___70 *)0)->flexible_array);
 }
 
-static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
+/* percpu_counter_sum() of the three RSS counters at once, one pass over the CPUs, as
+ * __percpu_counter_sum() adds them (offline CPUs hold 0: their deltas are folded in when they go).
+ * False when the per-CPU part cannot be read whole; out[] then keeps the global counts. */
+static __always_inline bool rss_sums(struct mm_struct *mm, long out[3])
+{
+	struct mm_struct___62 *m = (void *)mm;
+	const unsigned long *offsets = (const unsigned long *)&__per_cpu_offset;
+	__u8 *pcpu[3];
+	long delta[3] = {};
+	__u32 ncpu = 0;
+
+	if (!offsets || !&nr_cpu_ids || bpf_probe_read_kernel(&ncpu, sizeof(ncpu), &nr_cpu_ids) ||
+	    ncpu == 0 || ncpu > OOMTRAIL_PCPU_MAX)
+		return false;
+	pcpu[0] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_ANON].counters);
+	pcpu[1] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_FILE].counters);
+	pcpu[2] = (__u8 *)BPF_CORE_READ(m, rss_stat[MM_SHMEM].counters);
+	if (!pcpu[0] || !pcpu[1] || !pcpu[2])
+		return false;
+	for (__u32 cpu = 0; cpu < OOMTRAIL_PCPU_MAX && cpu < ncpu; cpu++) {
+		unsigned long off = 0;
+		__s32 v[3] = {};
+
+		if (bpf_probe_read_kernel(&off, sizeof(off), &offsets[cpu]) ||
+		    bpf_probe_read_kernel(&v[0], sizeof(v[0]), pcpu[0] + off) ||
+		    bpf_probe_read_kernel(&v[1], sizeof(v[1]), pcpu[1] + off) ||
+		    bpf_probe_read_kernel(&v[2], sizeof(v[2]), pcpu[2] + off))
+			return false;
+		delta[0] += v[0];
+		delta[1] += v[1];
+		delta[2] += v[2];
+	}
+	out[0] += delta[0];
+	out[1] += delta[1];
+	out[2] += delta[2];
+	return true;
+}
+
+static __always_inline __u64 clamp0(long v)
+{
+	/* get_mm_counter() and get_mm_counter_sum() clamp the same way before the kernel prints */
+	return v < 0 ? 0 : v;
+}
+
+static __always_inline long mm_counter_raw(struct mm_struct *mm, int member)
 {
 	long v = 0;
 
@@ -192,8 +255,29 @@ static __always_inline __u64 mm_counter(struct mm_struct *mm, int member)
 		struct mm_struct___pre62 *m = (void *)mm;
 		v = BPF_CORE_READ(m, rss_stat.count[member].counter);
 	}
-	/* get_mm_counter() clamps the same way before the kernel prints it */
-	return v < 0 ? 0 : v;
+	return v;
+}
+
+/* The victim's RSS as this kernel prints it: the global counts, or on 7.0+ their exact sums. */
+static __always_inline void fill_rss(struct oomtrail_event *e, struct mm_struct *mm)
+{
+	long v[3] = { mm_counter_raw(mm, MM_ANON), mm_counter_raw(mm, MM_FILE), mm_counter_raw(mm, MM_SHMEM) };
+
+	if (kernel_prints_rss_sum() && !rss_sums(mm, v))
+		e->flags |= OOMTRAIL_F_RSS_INEXACT;
+	e->anon_rss_pages = clamp0(v[0]);
+	e->file_rss_pages = clamp0(v[1]);
+	e->shmem_rss_pages = clamp0(v[2]);
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	struct kernfs_node___pre615 *old = (void *)kn;
+	struct kernfs_node___615 *cur = (void *)kn;
+
+	if (bpf_core_field_exists(old->parent))
+		return BPF_CORE_READ(old, parent);
+	return BPF_CORE_READ(cur, __parent);
 }
 
 static __always_inline void fill_cgroup_path(struct oomtrail_cgroup_path *out, struct kernfs_node *kn)
@@ -259,15 +343,29 @@ struct page_counter___tf {
 
 #define NSI_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item, n)
 #define NSI(n) bpf_core_enum_value(enum node_stat_item, n)
-/* memcg_node_stat_items[] as of 6.18, in enum order (the kernel keeps the list sorted so); items a
- * config leaves out of the enum are left out of the list too. A kernel whose list differs is caught
- * by the length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
- * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable. */
-#define MEMCG_NODE_ITEMS(X) \
-	MEMCG_NODE_PREFIX(X) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
-	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) X(NR_HUGETLB)
+/* Items newer than the kernel this object's headers come from (7.x); only their existence is asked. */
+enum node_stat_item___7x {
+	NR_VMALLOC___7x, PGSTEAL_KSWAPD___7x, PGSTEAL_DIRECT___7x, PGSTEAL_KHUGEPAGED___7x,
+	PGSTEAL_PROACTIVE___7x, PGSTEAL_ANON___7x, PGSTEAL_FILE___7x, PGSCAN_KSWAPD___7x,
+	PGSCAN_DIRECT___7x, PGSCAN_KHUGEPAGED___7x, PGSCAN_PROACTIVE___7x, PGSCAN_ANON___7x,
+	PGSCAN_FILE___7x, PGREFILL___7x,
+};
+#define NSI7_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item___7x, n##___7x)
+/* memcg_node_stat_items[] as of 7.2 (6.18 and 6.12 are this list without the items they lack), in
+ * enum order (the kernel keeps the list sorted so: 7.2's array read from its image); items a config
+ * leaves out of the enum are left out of the list too. A kernel whose list differs is caught by the
+ * length check in fill_mem_at_kill() and then reports no stats (user space falls back to kmsg).
+ * Only existence is asked of these: a value relocation of a missing enumerator must never be reachable.
+ * X: in this object's headers; Y: newer (7.x). NR_VMALLOC (7.x) sits between NR_ANON_THPS and
+ * NR_KERNEL_STACK_KB in the enum, which mak_slot() counts without asking its value. */
+#define MEMCG_NODE_ITEMS(X, Y) \
+	MEMCG_NODE_PREFIX(X) Y(NR_VMALLOC) X(NR_SECONDARY_PAGETABLE) X(NR_SWAPCACHE) X(PGPROMOTE_SUCCESS) \
+	X(PGDEMOTE_KSWAPD) X(PGDEMOTE_DIRECT) X(PGDEMOTE_KHUGEPAGED) X(PGDEMOTE_PROACTIVE) \
+	Y(PGSTEAL_KSWAPD) Y(PGSTEAL_DIRECT) Y(PGSTEAL_KHUGEPAGED) Y(PGSTEAL_PROACTIVE) Y(PGSTEAL_ANON) \
+	Y(PGSTEAL_FILE) Y(PGSCAN_KSWAPD) Y(PGSCAN_DIRECT) Y(PGSCAN_KHUGEPAGED) Y(PGSCAN_PROACTIVE) \
+	Y(PGSCAN_ANON) Y(PGSCAN_FILE) Y(PGREFILL) X(NR_HUGETLB)
 /* The head of that list, up to the last item read here: unconditional in every kernel since 5.9,
- * so the rank of an item read here never depends on an enumerator a kernel may lack. */
+ * so the rank of an item read here depends on no enumerator a kernel may lack but NR_VMALLOC. */
 #define MEMCG_NODE_PREFIX(X) \
 	X(NR_INACTIVE_ANON) X(NR_ACTIVE_ANON) X(NR_INACTIVE_FILE) X(NR_ACTIVE_FILE) X(NR_UNEVICTABLE) \
 	X(NR_SLAB_RECLAIMABLE_B) X(NR_SLAB_UNRECLAIMABLE_B) X(WORKINGSET_REFAULT_ANON) \
@@ -297,6 +395,8 @@ static __always_inline int mak_slot(const struct mak_stats *m, __u32 item)
 #define RANK_BELOW(n) if (NSI(n) < item) rank++;
 	MEMCG_NODE_PREFIX(RANK_BELOW)
 #undef RANK_BELOW
+	if (NSI7_EXISTS(NR_VMALLOC) && item >= NSI(NR_KERNEL_STACK_KB))
+		rank++;
 	return rank < m->n_node ? (int)rank : -1;
 }
 
@@ -363,7 +463,9 @@ static __always_inline void fill_mem_at_kill(struct oomtrail_event *e, struct me
 			return;
 		m.n_node = m.slots - memcg_items;
 #define COUNT_LISTED(n) if (NSI_EXISTS(n)) listed++;
-		MEMCG_NODE_ITEMS(COUNT_LISTED)
+#define COUNT_LISTED_7X(n) if (NSI7_EXISTS(n)) listed++;
+		MEMCG_NODE_ITEMS(COUNT_LISTED, COUNT_LISTED_7X)
+#undef COUNT_LISTED_7X
 #undef COUNT_LISTED
 		if (listed != m.n_node) {
 			e->mak_flags |= OOMTRAIL_MAK_UNMAPPED;
@@ -545,9 +647,7 @@ static __always_inline void fill_victim_from_task(struct oomtrail_event *e, stru
 	fill_ns_pid(e, task);
 	if (mm) {
 		e->total_vm_pages = BPF_CORE_READ(mm, total_vm);
-		e->anon_rss_pages = mm_counter(mm, MM_ANON);
-		e->file_rss_pages = mm_counter(mm, MM_FILE);
-		e->shmem_rss_pages = mm_counter(mm, MM_SHMEM);
+		fill_rss(e, mm);
 		e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
 	}
 	if (memcg) {

@@ -33,6 +33,7 @@ enum oomtrail_flags {
 	OOMTRAIL_F_VICTIM_CG_VALID = 1 << 5,
 	OOMTRAIL_F_OOM_CG_VALID = 1 << 6,
 	OOMTRAIL_F_TASK_FROM_SIGNAL = 1 << 7, /* victim task taken from the SIGKILL just sent (pid-only mark_victim) */
+	OOMTRAIL_F_RSS_INEXACT = 1 << 8,      /* the kernel prints per-CPU sums (7.0+) that could not be read: global counts */
 };
 
 /* mak_flags: which parts of memory_at_kill the kernel side could read from the OOM memcg */

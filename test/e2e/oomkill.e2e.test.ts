@@ -6,6 +6,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
 import { kernelReportFor, KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeNestedTestCgroup, makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
@@ -21,6 +23,59 @@ const CONSTRAINTS: Record<string, OomRecord['constraint']> = {
 const forcedHook = process.env.OOMTRAIL_COLLECTORS_OOMKILL_HOOK;
 // the VM matrix runs a shorter burst: under software emulation each kill costs ~10x more
 const BURST = Number(process.env.OOMTRAIL_E2E_BURST ?? 50);
+// Set by the VM matrix on kernels that print the RSS counters' exact per-CPU sums (Linux 7.0+): there the
+// per-CPU test must see pending deltas (the print differing from mark_victim's global counts) at least once.
+const EXPECT_RSS_DELTAS = process.env.OOMTRAIL_E2E_RSS_DELTAS === '1';
+
+/** mark_victim's own RSS fields (6.8+), which the kernel fills from the counters' global part (get_mm_counter). */
+interface TraceRss {
+  anonKb: number;
+  fileKb: number;
+  shmemKb: number;
+}
+
+/** A tracefs instance of its own with oom:mark_victim on: the kernel's record of each victim, beside /dev/kmsg. */
+function markVictimTrace(): { read: (pid: number) => TraceRss | null; close: () => void } | null {
+  const root = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'].find((d) => fs.existsSync(path.join(d, 'instances')));
+  if (!root) return null;
+  const dir = path.join(root, 'instances', `oomtrail-e2e-${process.pid}`);
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'events/oom/mark_victim/enable'), '1');
+  return {
+    read(pid) {
+      const text = fs.readFileSync(path.join(dir, 'trace'), 'utf8');
+      // "mark_victim: pid=N comm=… total-vm=NkB anon-rss=NkB file-rss:NkB shmem-rss:NkB uid=…" (6.8+)
+      const re = new RegExp(`mark_victim: pid=${pid} .* anon-rss[=:](\\d+)kB file-rss[=:](\\d+)kB shmem-rss[=:](\\d+)kB`);
+      const m = text.split('\n').map((l) => re.exec(l)).find((x) => x);
+      return m ? { anonKb: Number(m[1]), fileKb: Number(m[2]), shmemKb: Number(m[3]) } : null;
+    },
+    close() {
+      fs.writeFileSync(path.join(dir, 'events/oom/mark_victim/enable'), '0');
+      fs.rmdirSync(dir);
+    },
+  };
+}
+
+/**
+ * The dd hog, moved between the first two CPUs every 10 ms while it faults its buffer in: each CPU keeps
+ * its own share of the RSS counters' changes below the batch (percpu_counter), so at the kill the global
+ * counts lag the exact sums by the per-CPU deltas of both.
+ */
+function spawnFlippingHog(procs: string): Promise<{ pid: number; signal: NodeJS.Signals | null }> {
+  const child = spawn('/bin/sh', ['-c', 'echo $$ > "$1" && exec dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null', 'sh', procs], { stdio: 'ignore' });
+  let cpu = 0;
+  const flip = setInterval(() => {
+    cpu ^= 1;
+    spawnSync('taskset', ['-p', '-c', String(cpu), String(child.pid)], { stdio: 'ignore' });
+  }, 10);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (_code, signal) => {
+      clearInterval(flip);
+      resolve({ pid: child.pid ?? -1, signal });
+    });
+  });
+}
 
 
 describe('oomkill e2e: records equal the kernel report', () => {
@@ -132,6 +187,45 @@ describe('oomkill e2e: records equal the kernel report', () => {
       assert.equal(rec.hook, forcedHook ?? rec.hook);
     });
   }
+
+  // Linux 7.0 prints "Killed process" with get_mm_counter_sum() (global count + every CPU's delta); 6.2 to 6.19
+  // print the global count, which mark_victim's own fields (6.8+) carry on every kernel. Where the two differ,
+  // the kernel's per-CPU deltas were non-zero at this kill; the record must equal the print either way.
+  test('RSS with per-CPU deltas pending (hog moved between CPUs): the record equals the print', async (t) => {
+    const trace = markVictimTrace();
+    const cg = makeTestCgroup(`oomtrail-e2e-pcpu-${process.pid}`);
+    cgroups.push(cg);
+    let pending = 0;
+    try {
+      for (let kill = 1; kill <= 3; kill++) {
+        await waitForOomLogWindow(kmsg);
+        const hog = await spawnFlippingHog(cg.procs);
+        assert.equal(hog.signal, 'SIGKILL', 'the hog must be OOM-killed');
+        const rs = await agent.waitFor((r) => r.some((x) => x.victim_pid === hog.pid), 10_000, `record of pid ${hog.pid}`);
+        const rec = rs.find((x) => x.victim_pid === hog.pid)!;
+        let report = kernelReportFor(kmsg.records, hog.pid);
+        for (let i = 0; i < 20 && !report.killed; i++) {
+          await sleep(100);
+          kmsg.drain();
+          report = kernelReportFor(kmsg.records, hog.pid);
+        }
+        const killed = report.killed;
+        assert.ok(killed, `kernel "Killed process ${hog.pid}" line not found`);
+        assert.equal(rec.victim_anon_rss_kb, killed.anonRssKb, 'anon-rss');
+        assert.equal(rec.victim_file_rss_kb, killed.fileRssKb, 'file-rss');
+        assert.equal(rec.victim_shmem_rss_kb, killed.shmemRssKb, 'shmem-rss');
+        const tp = trace?.read(hog.pid) ?? null;
+        const differs = tp !== null && (tp.anonKb !== killed.anonRssKb || tp.fileKb !== killed.fileRssKb || tp.shmemKb !== killed.shmemRssKb);
+        t.diagnostic(`kill ${kill}: printed anon ${killed.anonRssKb} file ${killed.fileRssKb} shmem ${killed.shmemRssKb} kB; mark_victim ${tp ? `anon ${tp.anonKb} file ${tp.fileKb} shmem ${tp.shmemKb} kB` : 'carries no RSS (before 6.8)'}; recorded anon ${rec.victim_anon_rss_kb} kB`);
+        if (differs) pending++;
+        // one kill with deltas pending pins the case; without the expectation one kill is enough
+        if (pending > 0 || !EXPECT_RSS_DELTAS) break;
+      }
+      if (EXPECT_RSS_DELTAS) assert.ok(pending > 0, 'this kernel prints the per-CPU sums: some kill must have had deltas pending (print != mark_victim)');
+    } finally {
+      trace?.close();
+    }
+  });
 
   test(`burst: ${BURST} kills back to back, none lost, ids unique`, async () => {
     const cg = makeTestCgroup(`oomtrail-e2e-burst-${process.pid}`);

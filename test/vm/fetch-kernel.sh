@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Download and unpack a Debian cloud kernel for the e2e VM (no install).
 #
-#   fetch-kernel.sh [bookworm|bullseye|trixie]     (default: $OOMTRAIL_VM_RELEASE or bookworm)
+#   fetch-kernel.sh [bookworm|bullseye|trixie|sid]  (default: $OOMTRAIL_VM_RELEASE or bookworm)
 #
 #   bookworm  Debian 12, linux-image-6.1.0-<N>-cloud-amd64     (the host's own apt lists)
 #   bullseye  Debian 11, linux-image-5.10.0-<N>-cloud-amd64    (private apt lists, see below)
 #   trixie    Debian 13, linux-image-6.12.<n>+deb13-cloud-amd64 (private apt lists)
+#   sid       Debian unstable, the newest linux-image-<x.y.z>+deb<N>-cloud-amd64 (private apt lists),
+#             whatever version that is: the matrix follows the newest kernel. Its cache is checked
+#             against the mirror again once it is older than OOMTRAIL_VM_SID_MAX_AGE_DAYS (default 7).
+#
+# Split packages (sid since 7.x): linux-image-<ver> is then an empty package that depends on
+# linux-binary-<ver> (the image at /usr/lib/modules/<ver>/vmlinuz), linux-modules-<ver> and
+# linux-base-<ver> (config, modules.builtin); those are downloaded and unpacked together.
 #
 # Releases other than the host's are looked up with a private apt configuration under the cache
 # (sources, lists, archives of its own), pointed at the mirror the host's own apt sources use, so
@@ -32,8 +39,12 @@ case "$RELEASE" in
   bookworm) KPAT='6\.1\.0-[0-9]+'; SUFFIX='' ;;
   bullseye) KPAT='5\.10\.0-[0-9]+'; SUFFIX="-$RELEASE"; PREFER=linux-image-5.10.0-32-cloud-amd64 ;;
   trixie) KPAT='6\.12\.[0-9]+\+deb13'; SUFFIX="-$RELEASE" ;;
-  *) echo "[fetch-kernel] unknown release '$RELEASE' (bookworm|bullseye|trixie)" >&2; exit 2 ;;
+  # any version: the newest one the lists name is taken
+  sid) KPAT='[0-9]+\.[0-9]+(\.[0-9]+)?\+deb[0-9]+'; SUFFIX="-$RELEASE" ;;
+  *) echo "[fetch-kernel] unknown release '$RELEASE' (bookworm|bullseye|trixie|sid)" >&2; exit 2 ;;
 esac
+# sid moves: a cached kernel older than this is compared with the mirror's newest again
+SID_MAX_AGE_DAYS="${OOMTRAIL_VM_SID_MAX_AGE_DAYS:-7}"
 
 CACHE_ROOT="${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}"
 VM_CACHE="$CACHE_ROOT/v1/vm"
@@ -43,6 +54,10 @@ log() { printf '[fetch-kernel] %s: %s\n' "$RELEASE" "$*" >&2; }
 
 cached_ok() { # a complete kernel dir, holding the preferred package when there is one
   [[ -f "$KDIR/.complete" ]] || return 1
+  if [[ "$RELEASE" == sid && -z "${OOMTRAIL_VM_KERNEL_PKG:-}" ]] &&
+     [[ -n "$(find "$KDIR/.complete" -mtime "+$((SID_MAX_AGE_DAYS - 1))" 2>/dev/null)" ]]; then
+    return 1 # stale: look again (the same package is kept without a download, see below)
+  fi
   [[ -z "$PREFER" || -n "${OOMTRAIL_VM_KERNEL_PKG:-}" || -f "$KDIR/.not-preferred-checked" ]] && return 0
   [[ "$(cut -d' ' -f1 "$KDIR/package")" == "$PREFER" ]]
 }
@@ -86,13 +101,15 @@ if [[ -n "$SUFFIX" ]]; then
   keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   {
     echo "deb [signed-by=$keyring] $main_uri $RELEASE main"
-    [[ -n "$sec_uri" ]] && echo "deb [signed-by=$keyring] $sec_uri $RELEASE-security main"
+    # unstable has no security suite
+    [[ -n "$sec_uri" && "$RELEASE" != sid ]] && echo "deb [signed-by=$keyring] $sec_uri $RELEASE-security main"
   } > "$adir/sources.list"
   APT_OPTS=(-o "Dir::Etc::SourceList=$adir/sources.list" -o "Dir::Etc::SourceParts=$adir/parts"
             -o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir" -o "Dir::Cache::archives=$adir/archives"
             -o "Dir::Etc::Preferences=$adir/prefs/none" -o "Dir::Etc::PreferencesParts=$adir/prefs"
             -o "APT::Architecture=amd64")
-  if ! ls "$adir/lists/"*_Packages >/dev/null 2>&1; then
+  # sid's lists are refreshed whenever its kernel is looked up again: the newest is wanted
+  if ! ls "$adir/lists/"*_Packages >/dev/null 2>&1 || [[ "$RELEASE" == sid ]]; then
     log "apt-get update (private lists in $adir)"
     apt-get "${APT_OPTS[@]}" update -q >&2 || { log "ERROR: apt-get update for $RELEASE failed"; exit 1; }
     PRIVATE_UPDATED=1
@@ -113,6 +130,28 @@ candidates() {
     | while read -r p; do echo "$p"; echo "$p-unsigned"; done
 }
 
+# A split image package (an empty linux-image-<ver> depending on linux-binary-, linux-modules- and
+# linux-base-<ver>, sid since 7.x): download those parts of exactly that version into $work.
+# The signed binary first, then the -unsigned one (same kernel).
+download_parts() {
+  local deb="$1" dep name ver bin
+  # (awk reads the whole listing: grep -q would end the pipe early, a failure under pipefail)
+  dpkg-deb -c "$deb" | awk '/\/vmlinuz/{f=1} END{exit !f}' && return 0
+  for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -nE 's/^ *(linux-(binary|modules|base)-[^ ]+) \(= ([^)]+)\).*/\1=\3/p'); do
+    name="${dep%%=*}"; ver="${dep#*=}"
+    if [[ "$name" == linux-binary-* ]]; then
+      bin=1
+      (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "$dep" >&2 2>"$work/err") ||
+        (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "linux-binary-unsigned-${name#linux-binary-}=$ver" >&2 2>"$work/err") ||
+        return 1
+    else
+      (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "$dep" >&2 2>"$work/err") || return 1
+    fi
+  done
+  [[ -n "${bin:-}" ]] || { echo "no vmlinuz and no linux-binary- dependency in $(basename "$deb")" > "$work/err"; return 1; }
+}
+
+REUSED=0
 try_download() {
   local all c ok
   all="$(candidates)"
@@ -121,9 +160,15 @@ try_download() {
   ok="$(apt-cache "${APT_OPTS[@]}" policy $all 2>/dev/null | awk '/^[^ ]/{p=$1; sub(":$","",p)} /Candidate: [0-9]/{print p}')"
   for c in $all; do
     grep -qxF "$c" <<<"$ok" || continue
+    # a stale sid cache that still holds the newest kernel is kept as it is
+    if [[ -f "$KDIR/.complete" && "$(cut -d' ' -f1 "$KDIR/package" 2>/dev/null)" == "$c" ]]; then
+      REUSED=1
+      return 0
+    fi
     log "trying $c"
-    if (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "$c" >&2 2>"$work/err"); then
-      log "downloaded $(basename "$(ls "$work"/*.deb)")"
+    if (cd "$work" && apt-get "${APT_OPTS[@]}" download -q "$c" >&2 2>"$work/err") &&
+       download_parts "$(ls "$work"/*.deb | head -n1)"; then
+      log "downloaded $(cd "$work" && echo *.deb)"
       return 0
     fi
     log "  failed: $(tail -n1 "$work/err" 2>/dev/null)"
@@ -145,20 +190,41 @@ if ! try_download; then
 fi
 t1=$(date +%s.%N)
 
-deb="$(ls "$work"/*.deb | head -n1)"
+if [[ $REUSED -eq 1 ]]; then
+  touch "$KDIR/.complete"
+  log "cached kernel is still the newest: $(cat "$KDIR/package")"
+  echo "$KDIR"
+  exit 0
+fi
+
+# the image package names the kernel (a split one's parts are unpacked beside it)
+deb="$(ls "$work"/linux-image-*.deb | head -n1)"
 pkgname="$(dpkg-deb -f "$deb" Package)"
 pkgver="$(dpkg-deb -f "$deb" Version)"
 log "extracting $pkgname $pkgver"
-dpkg-deb -x "$deb" "$work/x"
+for d in "$work"/*.deb; do dpkg-deb -x "$d" "$work/x"; done
 
-vmlinuz="$(ls "$work"/x/boot/vmlinuz-* | head -n1)"
-kver="${vmlinuz##*/vmlinuz-}"
+# /boot/vmlinuz-<ver> (with config-<ver>, System.map-<ver>), or, split, /usr/lib/modules/<ver>/vmlinuz
+vmlinuz="$(ls "$work"/x/boot/vmlinuz-* 2>/dev/null | head -n1 || true)"
+if [[ -n "$vmlinuz" ]]; then
+  kver="${vmlinuz##*/vmlinuz-}"
+  config="$work/x/boot/config-$kver"
+  sysmap="$work/x/boot/System.map-$kver"
+else
+  vmlinuz="$(ls "$work"/x/usr/lib/modules/*/vmlinuz | head -n1)"
+  kver="$(basename "$(dirname "$vmlinuz")")"
+  config="$work/x/usr/lib/modules/$kver/config"
+  sysmap="$work/x/usr/lib/modules/$kver/System.map"
+fi
 stage="$work/kernel"
 mkdir -p "$stage/modules"
 mv "$vmlinuz" "$stage/vmlinuz"
-mv "$work/x/boot/config-$kver" "$stage/config"
-[[ -f "$work/x/boot/System.map-$kver" ]] && mv "$work/x/boot/System.map-$kver" "$stage/System.map"
-# bookworm and older ship /lib/modules, trixie /usr/lib/modules (merged /usr)
+mv "$config" "$stage/config"
+# sid's System.map is a one-line stub (the real one is in the -dbg package): not kept
+if [[ -f "$sysmap" ]]; then
+  if [[ $(stat -c %s "$sysmap") -gt 4096 ]]; then mv "$sysmap" "$stage/System.map"; else rm -f "$sysmap"; fi
+fi
+# bookworm and older ship /lib/modules, trixie and sid /usr/lib/modules (merged /usr)
 for m in "$work/x/lib/modules/$kver" "$work/x/usr/lib/modules/$kver"; do
   [[ -d "$m" ]] && { mv "$m" "$stage/modules/$kver"; break; }
 done

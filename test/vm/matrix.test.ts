@@ -1,7 +1,8 @@
 /*
- * The kernel matrix: the e2e OOM tests inside VMs of Debian's cloud kernels — 11's 5.10, 12's 6.1 and
- * 13's 6.12 (kprobes, fentry, BTF, cgroup v2 with the memory controller) — once per kernel and forced
- * hook. Each run boots the kernel under QEMU (TCG), runs the tests as root in the guest, and fails
+ * The kernel matrix: the e2e OOM tests inside VMs of Debian's cloud kernels — 11's 5.10, 12's 6.1,
+ * 13's 6.12 and unstable's newest (7.x when written; fetched anew once a week, so a kernel change shows
+ * here the week it lands) (kprobes, fentry, BTF, cgroup v2 with the memory controller) — once per kernel
+ * and forced hook. Each run boots the kernel under QEMU (TCG), runs the tests as root in the guest, and fails
  * here with the guest's output when anything fails there. OOMTRAIL_VM_KERNELS (comma-separated
  * releases) narrows the matrix for a local run.
  */
@@ -29,15 +30,19 @@ const explainOn = (k: GuestKernel, hook: string) => hook === TRAIL_HOOK || k.rel
 const BURST = process.env.OOMTRAIL_VM_BURST ?? '10';
 
 interface GuestKernel {
-  release: 'bullseye' | 'bookworm' | 'trixie';
+  release: 'bullseye' | 'bookworm' | 'trixie' | 'sid';
   label: string;
   /** what run.sh prints for the booted kernel: proves the matrix ran the kernel it names */
   uname: RegExp;
+  /** the kernel prints the RSS counters' exact per-CPU sums (Linux 7.0+): the per-CPU e2e test must see deltas pending */
+  printsRssSums?: boolean;
 }
 const KERNELS: GuestKernel[] = [
   { release: 'bullseye', label: 'Debian 11 5.10', uname: /\[vm-run\] kernel 5\.10\./ },
   { release: 'bookworm', label: 'Debian 12 6.1', uname: /\[vm-run\] kernel 6\.1\./ },
   { release: 'trixie', label: 'Debian 13 6.12', uname: /\[vm-run\] kernel 6\.12\./ },
+  // whatever unstable builds: a kernel past 7.x still runs (and passes or fails) under this label
+  { release: 'sid', label: 'Debian unstable 7.x', uname: /\[vm-run\] kernel (?:[7-9]|[1-9]\d)\.\d+\.\d+\+deb/, printsRssSums: true },
 ];
 const only = process.env.OOMTRAIL_VM_KERNELS?.split(',').map((k) => k.trim());
 
@@ -89,7 +94,12 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
       const run = () =>
         runInVm(
           k.release,
-          { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST, ...(explain ? { OOMTRAIL_E2E_GLOBAL_OOM: '1' } : {}) },
+          {
+            OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook,
+            OOMTRAIL_E2E_BURST: BURST,
+            ...(explain ? { OOMTRAIL_E2E_GLOBAL_OOM: '1' } : {}),
+            ...(k.printsRssSums ? { OOMTRAIL_E2E_RSS_DELTAS: '1' } : {}),
+          },
           ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : []), ...(explain ? EXPLAIN_TESTS : [])].join(' ')}`],
           600,
         );

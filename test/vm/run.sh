@@ -2,12 +2,12 @@
 # Run a command inside a Debian cloud kernel VM (QEMU TCG, no KVM) with the project packed
 # into the initramfs. The command runs as root in the guest, in the project directory
 # (same absolute path as on the host), with BTF and cgroup v2 (+memory); kprobes/fentry on
-# every kernel of the matrix (Debian 11's 5.10, 12's 6.1, 13's 6.12).
+# every kernel of the matrix (Debian 11's 5.10, 12's 6.1, 13's 6.12, unstable's newest).
 #
 #   test/vm/run.sh [options] -- <command> [args...]
 #
 # Options:
-#   --kernel RELEASE    bookworm (6.1, default) | bullseye (5.10) | trixie (6.12); env
+#   --kernel RELEASE    bookworm (6.1, default) | bullseye (5.10) | trixie (6.12) | sid (newest); env
 #                       OOMTRAIL_VM_RELEASE (fetch-kernel.sh downloads and caches it)
 #   --timeout SECONDS   kill the VM after this long (default 600; exit code 124)
 #   --boot-timeout S    if the command has not started after S seconds of boot, kill the

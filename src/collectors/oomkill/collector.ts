@@ -124,6 +124,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private emit: (e: RawOomEvent) => Promise<void> = async () => {};
   /** The kernel's printed reports: printed before mark_victim, so already readable when its event is. */
   private kmsg: KmsgFollower | null = null;
+  private rssInexactSaid = false;
   private readonly reports = new OomReportParser();
   /** the memory hierarchy's root, found at the first procfs fallback */
   private memRoot: string | null | undefined;
@@ -246,6 +247,10 @@ export class OomKillCollector implements Collector<RawOomEvent> {
 
   private decode(data: Buffer): RawOomEvent {
     const event = decodeEvent(data);
+    if (event.rssInexact && !this.rssInexactSaid) {
+      this.rssInexactSaid = true;
+      this.opts.logger.warn('oomkill: this kernel prints the exact per-CPU sums of the RSS counters, which the kernel side could not read here: RSS fields are the global counts and may differ from the kernel\'s line by up to a batch per CPU');
+    }
     // the context hook names the record even though a mark_victim program emitted it
     if (this.chosen) event.hook = this.chosen;
     if (event.victimCgroup?.truncated) event.victimCgroup = resolveTruncatedCgroup(event.victimCgroup);

@@ -113,6 +113,8 @@ export const FLAG = {
   VICTIM_CG_VALID: 1 << 5,
   OOM_CG_VALID: 1 << 6,
   TASK_FROM_SIGNAL: 1 << 7,
+  /** the kernel prints per-CPU sums of the RSS counters (7.0+) and the kernel side could not read them all */
+  RSS_INEXACT: 1 << 8,
 } as const;
 
 const HOOKS: Record<number, Hook> = { 1: 'fentry', 2: 'kprobe', 3: 'tp_btf', 4: 'tracepoint' };
@@ -163,6 +165,9 @@ export interface RawOomEvent {
   victimNsLevel?: number | null;
   /** The kill was one of a memory.oom.group sweep (cgroup v2); null when no task was read. */
   oomGroupKill?: boolean | null;
+  /** The RSS fields are the global counts where this kernel prints their exact per-CPU sums (7.0+):
+   *  the per-CPU parts could not be read (no this_cpu_off, more CPUs than summed). */
+  rssInexact?: boolean;
   /** Null when the kernel side found no OOM memcg (global OOM) or read nothing. */
   memAtKill?: RawMemAtKill | null;
   /** The kernel's printed report for this kill, when it was printed (attached by the collector). */
@@ -226,6 +231,7 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     victimNsPid: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_pid) : null,
     victimNsLevel: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_level) : null,
     oomGroupKill: has(FLAG.HAS_TASK) ? buf.readUInt32LE(o.oom_group_kill) !== 0 : null,
+    ...(has(FLAG.RSS_INEXACT) ? { rssInexact: true } : {}),
     memAtKill: decodeMemAtKill(buf),
   };
 }
