@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Collector } from '../../src/collectors/collector';
 import type { RawOomEvent } from '../../src/collectors/oomkill/event';
 import type { PressureEvent } from '../../src/collectors/trail/sampler';
 import type { Clock } from '../../src/host/clock';
@@ -13,7 +12,7 @@ import { Agent, type AgentTrail } from '../../src/pipeline/agent';
 import { JOURNAL_DIR } from '../../src/pipeline/journal';
 import { Spool } from '../../src/pipeline/spool';
 import type { OomRecord, Trail } from '../../src/record/record';
-import type { Sink } from '../../src/sinks/sink';
+import { memorySink, rawEvent, standInCollector } from '../helpers/stand-ins';
 
 /*
  * Agent.consume without a kernel: a stand-in collector (no BPF here) emits a decoded event, a
@@ -34,34 +33,7 @@ const clock: Clock = {
   printkToRealtimeNs: (p) => p,
 };
 
-function event(pid: number): RawOomEvent {
-  return {
-    bootNs: KILL_BOOT_NS,
-    totalVmPages: 10,
-    anonRssPages: 5,
-    fileRssPages: 0,
-    shmemRssPages: 0,
-    pgtablesBytes: 4096,
-    gfpMask: 0xcc0,
-    order: 0,
-    domainPages: 100,
-    memcgLimitPages: 100,
-    memcgUsagePages: 100,
-    victimPid: pid,
-    victimTid: pid,
-    victimUid: 0,
-    triggerPid: pid,
-    triggerTid: pid,
-    oomScoreAdj: 0,
-    hook: 'fentry',
-    constraint: 'memcg',
-    constraintInferred: false,
-    victimComm: 'hog',
-    triggerComm: 'hog',
-    victimCgroup: { id: 1n, path: '/lim/w', truncated: false },
-    oomCgroup: { id: 2n, path: '/lim', truncated: false },
-  };
-}
+const event = (pid: number): RawOomEvent => rawEvent(pid, KILL_BOOT_NS);
 
 const trailOf = (n: number): Trail => ({
   start: '2023-11-14T22:13:20.000000000Z',
@@ -84,29 +56,11 @@ test('the agent moves assembled records from the queue to the router: kill with 
   config.metrics.listen = '';
   config.collectors.oomkill.backfill = false;
 
-  const collector: Collector<RawOomEvent> = {
-    name: 'stand-in',
-    start: async (e) => {
-      hooks.emit = e;
-    },
-    stop: async () => undefined,
-    describe: () => ({ name: 'stand-in', hook: 'fentry', programs: [], unavailable: [] }),
-    lostEvents: () => 0n,
-  };
+  const { collector, emit } = standInCollector();
   const written: OomRecord[] = [];
-  const sink: Sink = {
-    name: 'mem',
-    batchMaxAgeMs: 10,
-    write: async (batch) => {
-      written.push(...batch);
-      return { status: 'delivered' };
-    },
-    flush: async () => undefined,
-    close: async () => undefined,
-    healthcheck: async () => ({ healthy: true }),
-  };
+  const sink = memorySink('mem', written, 10);
   const trailAsks: Array<[string, number | undefined]> = [];
-  const hooks: { onPressure?: (ev: PressureEvent) => void; emit?: (ev: RawOomEvent) => Promise<void> } = {};
+  const hooks: { onPressure?: (ev: PressureEvent) => void } = {};
   const trail: AgentTrail = {
     start: () => undefined,
     stop: async () => undefined,
@@ -144,7 +98,7 @@ test('the agent moves assembled records from the queue to the router: kill with 
   });
   assert.ok(hooks.onPressure, 'the trail is built with its pressure receiver');
   await agent.start();
-  await hooks.emit!(event(4242));
+  await emit(event(4242));
   hooks.onPressure!({ cgroup: '/lim', bootNs: KILL_BOOT_NS, usageBytes: 95, limitBytes: 100, info: { reasons: ['usage'], usage_ratio: 0.95, psi_some_avg10: null, psi_full_avg10: null, reclaim_stall_ms: null }, trail: trailOf(2) });
   const deadline = Date.now() + 5000;
   while (written.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Collector } from '../../src/collectors/collector';
-import type { RawOomEvent } from '../../src/collectors/oomkill/event';
 import { loadConfig } from '../../src/config/load';
 import type { AppConfig } from '../../src/config/schema';
 import { silentLogger } from '../../src/observe/logger';
 import { Agent, describeStop, type StopReport } from '../../src/pipeline/agent';
 import type { OomRecord } from '../../src/record/record';
 import type { Sink } from '../../src/sinks/sink';
+import { memorySink, rawEvent as event, standInCollector } from '../helpers/stand-ins';
 import { SmallTmpfs } from '../helpers/tmpfs';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-stop-'));
@@ -31,51 +30,6 @@ function config(): AppConfig {
   return c;
 }
 
-function event(pid: number): RawOomEvent {
-  return {
-    bootNs: 5_000_000_000n,
-    totalVmPages: 10,
-    anonRssPages: 5,
-    fileRssPages: 0,
-    shmemRssPages: 0,
-    pgtablesBytes: 4096,
-    gfpMask: 0xcc0,
-    order: 0,
-    domainPages: 100,
-    memcgLimitPages: 100,
-    memcgUsagePages: 100,
-    victimPid: pid,
-    victimTid: pid,
-    victimUid: 0,
-    triggerPid: pid,
-    triggerTid: pid,
-    oomScoreAdj: 0,
-    hook: 'fentry',
-    constraint: 'memcg',
-    constraintInferred: false,
-    victimComm: 'hog',
-    triggerComm: 'hog',
-    victimCgroup: { id: 1n, path: '/lim/w', truncated: false },
-    oomCgroup: { id: 2n, path: '/lim', truncated: false },
-  };
-}
-
-function standInCollector(): { collector: Collector<RawOomEvent>; emit: (ev: RawOomEvent) => Promise<void> } {
-  const hooks: { emit?: (ev: RawOomEvent) => Promise<void> } = {};
-  return {
-    collector: {
-      name: 'stand-in',
-      start: async (e) => {
-        hooks.emit = e;
-      },
-      stop: async () => undefined,
-      describe: () => ({ name: 'stand-in', hook: 'fentry', programs: [], unavailable: [] }),
-      lostEvents: () => 0n,
-    },
-    emit: (ev) => hooks.emit!(ev),
-  };
-}
-
 /** Stand-in for a sink that never answers: every call stays pending for ever. */
 const neverAnswers = (name: string): Sink => ({
   name,
@@ -86,17 +40,6 @@ const neverAnswers = (name: string): Sink => ({
   healthcheck: () => new Promise(() => undefined),
 });
 
-const memorySink = (name: string, got: OomRecord[]): Sink => ({
-  name,
-  batchMaxAgeMs: 0,
-  write: async (batch) => {
-    got.push(...batch);
-    return { status: 'delivered' };
-  },
-  flush: async () => undefined,
-  close: async () => undefined,
-  healthcheck: async () => ({ healthy: true }),
-});
 
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
