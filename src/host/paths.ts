@@ -1,64 +1,85 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+/** Why a path the agent must write cannot be used: the errno it stands for, and the reason in words. */
+export interface PathProblem {
+  code: string;
+  why: string;
+}
+
 /**
- * Whether the agent could use a path it must write, asked without changing the host (`oomtrail check` runs it
- * too): an existing directory (or file) must be one and be writable; a missing one must be creatable under its
- * nearest existing ancestor (a directory, writable, with a free inode). Returns why not, or null.
+ * Whether the agent could use a path it must write, asked without changing the host (`oomtrail check` and the
+ * file sink's healthcheck run it too): an existing directory (or file) must be one and be writable; a missing one
+ * must be creatable under its nearest existing ancestor (a directory, writable, with a free inode). Returns why
+ * not, or null.
  *
  * access(2) answers for this process's uid and capabilities and says EROFS on a read-only mount, so root is told
  * about read-only file systems too.
  */
-export function unusablePath(p: string, kind: 'directory' | 'file'): string | null {
+export function pathProblem(p: string, kind: 'directory' | 'file'): PathProblem | null {
   let st: fs.Stats | null = null;
   try {
     st = fs.statSync(p);
   } catch (err) {
     const code = errnoOf(err);
-    if (code === 'ENOTDIR') return `cannot be created: ${nonDirectoryAncestor(p) ?? 'a parent'} is not a directory`;
-    if (code !== 'ENOENT') return `cannot be examined (${code})`;
+    if (code === 'ENOTDIR') return { code, why: `cannot be created: ${nonDirectoryAncestor(p) ?? 'a parent'} is not a directory` };
+    if (code !== 'ENOENT') return { code, why: `cannot be examined (${code})` };
   }
   if (st) {
-    if (kind === 'directory' && !st.isDirectory()) return `is ${describe(st)}, not a directory`;
-    if (kind === 'file' && st.isDirectory()) return 'is a directory, not a file';
+    if (kind === 'directory' && !st.isDirectory()) return { code: 'ENOTDIR', why: `is ${describe(st)}, not a directory` };
+    if (kind === 'file' && st.isDirectory()) return { code: 'EISDIR', why: 'is a directory' };
     const denied = accessDenied(p, kind === 'directory' ? fs.constants.W_OK | fs.constants.X_OK : fs.constants.W_OK);
-    return denied ? `is not writable (${denied})` : null;
+    return denied ? { code: denied, why: `is not writable (${deniedText(denied)})` } : null;
   }
   // missing: the nearest existing ancestor decides whether it can be created
   let parent = path.dirname(p);
   for (;;) {
     try {
       const pst = fs.statSync(parent);
-      if (!pst.isDirectory()) return `cannot be created: ${parent} is ${describe(pst)}, not a directory`;
+      if (!pst.isDirectory()) return { code: 'ENOTDIR', why: `cannot be created: ${parent} is ${describe(pst)}, not a directory` };
       break;
     } catch (err) {
       const code = errnoOf(err);
-      if (code !== 'ENOENT') return `cannot be created: ${parent}: ${code}`;
-      if (parent === path.dirname(parent)) return 'cannot be created: no existing parent directory';
+      if (code !== 'ENOENT') return { code, why: `cannot be created: ${parent}: ${code}` };
+      if (parent === path.dirname(parent)) return { code, why: 'cannot be created: no existing parent directory' };
       parent = path.dirname(parent);
     }
   }
   const denied = accessDenied(parent, fs.constants.W_OK | fs.constants.X_OK);
-  if (denied) return `cannot be created: ${parent} is not writable (${denied})`;
+  if (denied) return { code: denied, why: `cannot be created: ${parent} is not writable (${deniedText(denied)})` };
   try {
     const sfs = fs.statfsSync(parent);
     // tmpfs and most file systems report their inode budget; 0 free means nothing new can be made there
-    if (sfs.files > 0 && sfs.ffree === 0) return `cannot be created: no free inode on the file system of ${parent} (ENOSPC)`;
+    if (sfs.files > 0 && sfs.ffree === 0) return { code: 'ENOSPC', why: `cannot be created: no free inode on the file system of ${parent} (ENOSPC)` };
   } catch {
     /* statfs only adds detail */
   }
   return null;
 }
 
+/** `pathProblem`'s reason alone, for messages that name the key and the path themselves. */
+export function unusablePath(p: string, kind: 'directory' | 'file'): string | null {
+  return pathProblem(p, kind)?.why ?? null;
+}
+
+/** `p` if it exists, else its nearest existing ancestor: where a first write to `p` would land. */
+export function nearestExisting(p: string): string {
+  for (let a = p; ; a = path.dirname(a)) {
+    if (fs.existsSync(a) || a === path.dirname(a)) return a;
+  }
+}
+
+/** The errno access(2) gives for `mode` on `p`, or null when allowed. */
 function accessDenied(p: string, mode: number): string | null {
   try {
     fs.accessSync(p, mode);
     return null;
   } catch (err) {
-    const code = errnoOf(err);
-    return code === 'EROFS' ? 'EROFS: read-only file system' : code;
+    return errnoOf(err);
   }
 }
+
+const deniedText = (code: string): string => (code === 'EROFS' ? 'EROFS: read-only file system' : code);
 
 function nonDirectoryAncestor(p: string): string | null {
   for (let a = path.dirname(p); a !== path.dirname(a); a = path.dirname(a)) {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { OomRecord } from '../../record/record';
 import { encodeRecordJson } from '../../record/json';
 import type { HealthStatus, Sink, WriteResult } from '../sink';
+import { nearestExisting, pathProblem } from '../../host/paths';
 
 export interface FileSinkConfig {
   path: string;
@@ -97,49 +98,20 @@ export class FileSink implements Sink {
 
   /**
    * Whether an append could succeed now, found by looking only (a check must not change the host: nothing is
-   * created or written): the path is not a directory and is writable, or its nearest existing ancestor is a
-   * writable directory where it would be created; and that filesystem has space (and an inode for a new file).
+   * created or written): the path is usable as `oomtrail check` asks it (not a directory, writable, or creatable
+   * under a writable directory with a free inode), and the filesystem the append lands on has space.
    */
   async healthcheck(): Promise<HealthStatus> {
     const file = this.config.path;
-    const unhealthy = (code: string, why: string): HealthStatus => ({ healthy: false, detail: `${code}: ${file}: ${why}` });
-    const W_OK = fs.constants?.W_OK ?? 2;
-    const X_OK = fs.constants?.X_OK ?? 1;
+    const problem = pathProblem(file, 'file');
+    if (problem) return { healthy: false, detail: `${problem.code}: ${file}: ${problem.why}` };
+    const where = nearestExisting(file);
     try {
-      const st = await fs.stat(file).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return null;
-        throw err;
-      });
-      let dir: string;
-      if (st) {
-        if (st.isDirectory()) return unhealthy('EISDIR', 'is a directory');
-        await fs.access(file, W_OK);
-        dir = path.dirname(file);
-      } else {
-        // the directories the first write would create: up to the nearest one that exists
-        dir = path.dirname(file);
-        for (;;) {
-          const d = await fs.stat(dir).catch((err: NodeJS.ErrnoException) => {
-            if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
-            throw err;
-          });
-          if (d) {
-            if (!d.isDirectory()) return unhealthy('ENOTDIR', `${dir} is not a directory`);
-            break;
-          }
-          const up = path.dirname(dir);
-          if (up === dir) break;
-          dir = up;
-        }
-        await fs.access(dir, W_OK | X_OK);
-      }
-      const fsStat = await fs.statfs(dir);
-      if (fsStat.bavail === 0) return unhealthy('ENOSPC', `no space left on the filesystem of ${dir}`);
-      if (!st && fsStat.files > 0 && fsStat.ffree === 0) return unhealthy('ENOSPC', `no inode left on the filesystem of ${dir}`);
-      return { healthy: true };
+      if ((await fs.statfs(where)).bavail === 0) return { healthy: false, detail: `ENOSPC: ${file}: no space left on the filesystem of ${where}` };
     } catch (err) {
-      // the errno's message names the code and the path (EACCES: permission denied, access '…')
+      // the errno's message names the code and the path
       return { healthy: false, detail: (err as Error).message };
     }
+    return { healthy: true };
   }
 }
