@@ -17,6 +17,10 @@ import { OomReportParser, type OomReport } from '../../src/collectors/kmsg/repor
 import { memoryFromReport } from '../../src/pipeline/assemble/explain';
 import type { OomRecord } from '../../src/record/record';
 
+// A fresh rate-limit window (no kill in the last 5.5 s), not just room in it: with the previous test's kill ~1 s
+// before, the 6.1 kprobe VM recorded slab_bytes 1136 where the kernel printed 0 (memcg stats not yet flushed?
+// not explained yet). Until it is, these tests keep the pause they always had.
+const FRESH_WINDOW = 10;
 const PAGE = 4096;
 const KERNEL_HAS_MEMCG_VMSTATS = fs.readFileSync('/sys/kernel/btf/vmlinux').includes(Buffer.from('\0memcg_vmstats\0'));
 
@@ -118,7 +122,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
   test('anon hog: breakdown and candidates as printed, cause anon', async (t) => {
     const cg = makeTestCgroup(`oomtrail-e2e-explain-anon-${process.pid}`);
     cgroups.push(cg);
-    await waitForOomLogWindow(kmsg);
+    await waitForOomLogWindow(kmsg, FRESH_WINDOW);
     const hog = await spawnDdHog(cg.procs);
     assert.equal(hog.signal, 'SIGKILL');
     const rec = await recordOf(hog.pid);
@@ -136,7 +140,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
     const mnt = fs.mkdtempSync('/tmp/oomtrail-e2e-shm-');
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256m', 'oomtrail-e2e-shm', mnt]);
     mounts.push(mnt);
-    await waitForOomLogWindow(kmsg);
+    await waitForOomLogWindow(kmsg, FRESH_WINDOW);
     // write(2) into a tmpfs file: the pages are charged to the writer's cgroup and stay after it dies
     const file = path.join(mnt, 'fill');
     const child = spawn('/bin/sh', ['-c', `echo $$ > "$1" && exec dd if=/dev/zero of="$2" bs=1M count=200 2>/dev/null`, 'sh', cg.procs, file], { stdio: 'ignore' });
@@ -162,7 +166,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
     const holder = spawnHolder(cg.procs, 36);
     try {
       await holder.ready;
-      await waitForOomLogWindow(kmsg);
+      await waitForOomLogWindow(kmsg, FRESH_WINDOW);
       const child = spawn('/bin/sh', ['-c', 'echo $$ > "$1" && echo 800 > /proc/self/oom_score_adj && exec dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null', 'sh', cg.procs], { stdio: 'ignore' });
       const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
       assert.equal(signal, 'SIGKILL', 'the adj 800 hog is the victim');
@@ -187,7 +191,7 @@ describe('explain e2e: memory_at_kill and candidates equal the kernel report', (
   test('global OOM: memory_at_kill from the host counters, equal to the printed Mem-Info', { skip: globalOk ? false : 'a global OOM only inside the VM guest (the matrix sets OOMTRAIL_E2E_GLOBAL_OOM=1)' }, async () => {
     // the hog's +1000 makes it the kernel's choice over every other task (its points exceed the machine's
     // pages); nothing else is touched: a -1000 runner would hand its -1000 to the next test's hogs
-    await waitForOomLogWindow(kmsg);
+    await waitForOomLogWindow(kmsg, FRESH_WINDOW);
     const hog = spawn(process.execPath, ['-e', "require('fs').writeFileSync('/proc/self/oom_score_adj', '1000'); const a = []; for (;;) a.push(Buffer.alloc(16 << 20, 1));"], { stdio: 'ignore' });
     const signal = await new Promise<NodeJS.Signals | null>((resolve) => hog.once('exit', (_c, sig) => resolve(sig)));
     assert.equal(signal, 'SIGKILL', 'the hog was OOM-killed');
