@@ -79,7 +79,16 @@ test('EACCES: a directory the agent user cannot write, or a file it cannot (chec
   const mod = path.resolve(__dirname, '../../src/sinks/file/sink.js');
   const script = `const { FileSink } = require(${JSON.stringify(mod)});
     Promise.all(process.argv.slice(1).map((p) => new FileSink({ path: p }).healthcheck())).then((r) => process.stdout.write(JSON.stringify(r)));`;
-  const out = execFileSync(process.execPath, ['-e', script, path.join(dir, 'new', 'events.jsonl'), ro], { uid: 65534, gid: 65534, encoding: 'utf8' });
+  // the pinned runtime lives in root's cache, which nobody cannot enter: nobody runs a link (or copy) of it from tmp
+  const node = path.join(tmpRoot, 'node');
+  if (!fs.existsSync(node)) {
+    try {
+      fs.linkSync(process.execPath, node);
+    } catch {
+      fs.copyFileSync(process.execPath, node);
+    }
+  }
+  const out = execFileSync(node, ['-e', script, path.join(dir, 'new', 'events.jsonl'), ro], { uid: 65534, gid: 65534, encoding: 'utf8' });
   const [newFile, roFile] = JSON.parse(out) as { healthy: boolean; detail?: string }[];
   assert.equal(newFile.healthy, false);
   assert.match(newFile.detail ?? '', /EACCES/);
