@@ -7,7 +7,8 @@ import type { Logger } from '../../observe/logger';
 import type { Trail } from '../../record/record';
 import { formatRfc3339Ms } from '../../host/clock';
 import { TrailStore, type TrailSample } from './store';
-import { CgroupTree, hostMemory, UNLIMITED_BYTES } from './cgroupfs';
+import { CgroupTree, hostMemory, UNLIMITED_BYTES, type TrailFdUse } from './cgroupfs';
+import { FdBudget } from './fdbudget';
 import { CounterDeltas } from './deltas';
 import { PressureDetector, type PressureEvent, type PressureThresholds } from './pressure';
 
@@ -35,6 +36,8 @@ export interface SamplerOptions {
   alloc?: AllocCollector | null;
   psi: { enabled: boolean; stallUs: number; windowUs: number; maxCgroupTriggers: number } | null;
   pressure: PressureThresholds | null;
+  /** descriptors the trail may keep open (cgroup files and PSI triggers; host/limits.ts trailFdBudget); default no bound */
+  maxOpenFiles?: number;
   nowBootNs: () => bigint;
   /** wall clock, ms (Date.now unless a test steers it) */
   nowMs?: () => number;
@@ -69,6 +72,7 @@ export class TrailSampler implements TrailSource {
       root: opts.root,
       maxCgroups: opts.maxCgroups,
       psiFile: this.store.psiScope === 'cgroup' ? 'memory.pressure' : null,
+      fdBudget: new FdBudget(opts.maxOpenFiles ?? Infinity),
     });
     this.deltas = new CounterDeltas(opts.reclaim, opts.alloc ?? null);
     this.pressure = new PressureDetector({ thresholds: opts.pressure, maxCgroups: opts.maxCgroups, nowMs: this.nowMs, nowBootNs: opts.nowBootNs });
@@ -90,6 +94,7 @@ export class TrailSampler implements TrailSource {
         stallUs: psi.stallUs,
         windowUs: psi.windowUs,
         maxFiles: 1 + psi.maxCgroupTriggers,
+        fdBudget: this.tree.budget,
         logger,
         onTrigger: (file) => this.pressure.noteTrigger(file === SYSTEM_PSI ? '/' : '/' + path.relative(this.opts.root ?? '/', path.dirname(file))),
       });
@@ -128,6 +133,11 @@ export class TrailSampler implements TrailSource {
   /** The memory-limited cgroups the sampler follows (for the kill-count audit's per-cgroup counters). */
   cgroups(): Iterable<{ rel: string; dir: string }> {
     return this.tree.cgroups();
+  }
+
+  /** Cgroups read through held descriptors vs by path, and the descriptors held against the budget. */
+  fdUse(): TrailFdUse {
+    return this.tree.fdUse();
   }
 
   /** Changes whenever the set of `cgroups()` does. */
