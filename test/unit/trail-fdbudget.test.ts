@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CgroupTree } from '../../src/collectors/trail/cgroupfs';
+import { BY_PATH_PER_STEP, CgroupTree } from '../../src/collectors/trail/cgroupfs';
 import { FdBudget } from '../../src/collectors/trail/fdbudget';
 import { MIN_FD_RESERVE, openFilesLimit, trailFdBudget } from '../../src/host/limits';
 import { silentLogger } from '../../src/observe/logger';
@@ -113,4 +113,25 @@ test('without the budget (the code before it), the same host leaves nothing: the
   const r = runChild('unbounded');
   assert.equal(r.headroom, 0);
   assert.ok(r.errors.some((e: string) => /EMFILE/.test(e)), JSON.stringify(r.errors));
+});
+
+test('past BY_PATH_PER_STEP by-path cgroups, each is read every k-th step, in turn: every one once per k steps', (t) => {
+  const n = 2 * BY_PATH_PER_STEP + 100;
+  const root = fakeTree(n);
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const tree = new CgroupTree({ logger: silentLogger(), cgroupVersion: 2, root, maxCgroups: 10_000, psiFile: 'memory.pressure', fdBudget: new FdBudget(20) });
+  tree.discover(0);
+  const step = () => {
+    tree.beginStep();
+    return [...tree.cgroups()].filter((c) => tree.due(c)).map((c) => c.rel);
+  };
+  assert.equal(step().length, n, 'the first step reads all (no count yet)');
+  assert.equal(tree.byPathEvery, 1);
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 3; i++) for (const rel of step()) seen.set(rel, (seen.get(rel) ?? 0) + 1);
+  assert.equal(tree.byPathEvery, 3);
+  const held = [...tree.cgroups()].filter((c) => c.fd >= 0).map((c) => c.rel);
+  assert.equal(held.length, 10);
+  for (const c of tree.cgroups()) assert.equal(seen.get(c.rel), held.includes(c.rel) ? 3 : 1, `${c.rel} read ${seen.get(c.rel)} times in 3 steps`);
+  tree.close();
 });

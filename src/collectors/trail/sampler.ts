@@ -153,6 +153,7 @@ export class TrailSampler implements TrailSource {
       this.ticks++;
       this.lastTickMs = nowMs;
       this.tree.discover(this.ticks);
+      this.tree.beginStep();
       this.tree.refreshUsage();
       // stall of tasks in unlimited child cgroups is credited to their limited ancestor: every
       // known directory's id maps to its path
@@ -162,6 +163,8 @@ export class TrailSampler implements TrailSource {
       const mem = hostMemory();
       this.sample('/', mem?.usage ?? null, mem?.limit ?? null, host.stallMs, host.pages, allocs ? allocs.host : null, systemPsi);
       for (const t of this.tree.cgroups()) {
+        // past the descriptor budget and BY_PATH_PER_STEP: not this cgroup's turn (its ring gets a null)
+        if (!this.tree.due(t)) continue;
         const usage = this.tree.readUsage(t);
         if (usage === null) continue; // removed since the walk
         let psi = systemPsi;
