@@ -170,8 +170,8 @@ export class TrailSampler implements TrailSource {
         let psi = systemPsi;
         if (cgroupVersion === 2 && this.store.psiScope === 'cgroup') {
           psi = this.tree.readPsiAvg10(t);
-          // bounded by max_cgroup_triggers: once the set is full, a step asks nothing of it
-          if (this.triggers && !this.triggers.full) this.triggers.watch(path.join(t.dir, 'memory.pressure'));
+          // bounded by max_cgroup_triggers and the descriptor budget: once either is spent, a step asks nothing of it
+          if (this.triggers && !this.triggers.full && this.tree.budget.left > 0) this.triggers.watch(path.join(t.dir, 'memory.pressure'));
         }
         const r = perPath.size ? perPath.get(t.rel) : undefined;
         this.sample(t.rel, usage, t.limit, r?.stallMs ?? 0, r?.pages ?? 0, allocs ? allocs.perPath.get(t.rel) ?? 0 : null, psi);
