@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type { AppConfig } from '../config/schema';
 import { silentLogger, type Logger } from '../observe/logger';
 import { systemClock } from '../host/clock';
+import { openFilesLimit, trailFdBudget } from '../host/limits';
 import { detectCgroupVersion, memoryRoot } from '../host/facts';
 import { TrailSampler, type PressureEvent } from './trail/sampler';
 import { ringBytes } from './trail/store';
@@ -36,6 +37,13 @@ export function buildOptionalCollectors(config: AppConfig, logger: Logger): { re
   if (!config.trail.enabled) return { reclaim, trail: null };
   const bound = ((config.trail.max_cgroups + 1) * (ringBytes(config.trail.samples) + 800)) / 1e6;
   logger.info(`trail: ${config.trail.samples} samples x ${config.trail.step_ms} ms per cgroup, at most ${config.trail.max_cgroups} cgroups (~${bound.toFixed(1)} MB)`);
+  // read once at start (after Node raised the soft limit to the hard one): the rest of the agent keeps its reserve
+  const nofile = openFilesLimit();
+  const fds = trailFdBudget(config.trail.max_open_files, nofile?.soft ?? null);
+  logger.info(
+    `trail: descriptor budget ${fds.budget} (trail.max_open_files ${config.trail.max_open_files}, RLIMIT_NOFILE ${nofile ? nofile.soft : 'unknown, taken as 1024'}, ` +
+      `${fds.reserve} kept for the rest of the agent); past it cgroup files are read by path`,
+  );
   const trail: TrailFactory = (onPressure) =>
     new TrailSampler({
       logger,
@@ -44,6 +52,7 @@ export function buildOptionalCollectors(config: AppConfig, logger: Logger): { re
       stepMs: config.trail.step_ms,
       samples: config.trail.samples,
       maxCgroups: config.trail.max_cgroups,
+      maxOpenFiles: fds.budget,
       reclaim,
       alloc: config.collectors.alloc.enabled ? new AllocCollector({ logger }) : null,
       psi: {

@@ -46,7 +46,7 @@ export interface AppConfig {
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
     alloc: { enabled: boolean };
   };
-  trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number };
+  trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number; max_open_files: number };
   enrich: { runtime: RuntimeEnrichConfig };
   pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
   /** One part per sink in the registry (src/sinks/registry.ts). */
@@ -242,6 +242,15 @@ export const schema: convict.Schema<AppConfig> = {
       format: positive,
       default: 10000,
       env: 'OOMTRAIL_TRAIL_MAX_CGROUPS',
+    },
+    max_open_files: {
+      doc:
+        "Most descriptors the trail keeps open (each cgroup's memory.pressure, its usage file where there is no cgroup iterator, PSI triggers). " +
+        'The budget in use is the smaller of this and the soft RLIMIT_NOFILE less a reserve of max(1024, half the limit) for the rest of the agent (spool, ledger, sinks, journald, BPF); ' +
+        'past it a cgroup\'s files are opened, read and closed each step. 0: read every cgroup by path.',
+      format: natural,
+      default: 32768,
+      env: 'OOMTRAIL_TRAIL_MAX_OPEN_FILES',
     },
   },
   pressure: {

@@ -233,6 +233,9 @@ export class PipelineMetrics {
   readonly kernelOomKills: Counter;
   readonly missedKills: Counter;
   readonly kernelLinesRejected: Counter;
+  readonly trailCgroups: Gauge;
+  readonly trailFds: Gauge;
+  readonly trailFdBudget: Gauge;
 
   constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
     const r = registry;
@@ -267,6 +270,16 @@ export class PipelineMetrics {
       'oomtrail_kernel_lines_rejected_total',
       "Kernel-log lines about OOM kills not believed, by reason: not_kernel (written by a process), malformed (not the kernel's format start to end), ambiguous (names that read more than one way). Each reader counts a line it refuses.",
       ['reason'],
+    );
+    this.trailCgroups = r.gauge(
+      'oomtrail_trail_cgroups',
+      "Memory-limited cgroups the trail samples, by how: held (its files kept open) or by_path (opened, read and closed each step, past the descriptor budget).",
+      ['mode'],
+    );
+    this.trailFds = r.gauge('oomtrail_trail_open_files', 'Descriptors the trail keeps open (cgroup files and PSI triggers); never above oomtrail_trail_open_files_budget.');
+    this.trailFdBudget = r.gauge(
+      'oomtrail_trail_open_files_budget',
+      'Descriptors the trail may keep open: trail.max_open_files, at most the soft RLIMIT_NOFILE less a reserve of max(1024, half the limit) for the rest of the agent.',
     );
     this.missedKills = r.counter(
       'oomtrail_missed_kills_total',

@@ -7,6 +7,7 @@ import { MetricsRegistry, PipelineMetrics, startMetricsServer, type MetricsServe
 import type { Sink } from '../sinks/sink';
 import type { OomRecord } from '../record/record';
 import type { PressureEvent, TrailSource } from '../collectors/trail/sampler';
+import type { TrailFdUse } from '../collectors/trail/cgroupfs';
 import { systemClock, type Clock } from '../host/clock';
 import { readHostFacts, type HostFacts } from '../host/facts';
 import { RecordAssembler, type DeathSource, type RuntimeNames } from './assemble/assemble';
@@ -89,7 +90,7 @@ export function describeStop(r: StopReport): string {
 }
 
 /** What the agent needs of the trail sampler: its lifetime, trails for records, its cgroups for the audit. */
-export type AgentTrail = TrailSource & AuditedCgroups & { start(): void; stop(): Promise<void> };
+export type AgentTrail = TrailSource & AuditedCgroups & { start(): void; stop(): Promise<void>; fdUse?(): TrailFdUse };
 
 export interface AgentParts {
   config: AppConfig;
@@ -200,6 +201,13 @@ export class Agent {
       }
       this.metrics.queueDepth.set({}, this.queue.depth);
       for (const lane of lanes) this.metrics.sinkBuffered.set({ sink: lane.name }, lane.memory.buffered);
+      const fds = this.trail?.fdUse?.();
+      if (fds) {
+        this.metrics.trailCgroups.set({ mode: 'held' }, fds.held);
+        this.metrics.trailCgroups.set({ mode: 'by_path' }, fds.byPath);
+        this.metrics.trailFds.set({}, fds.fds);
+        if (Number.isFinite(fds.budget)) this.metrics.trailFdBudget.set({}, fds.budget);
+      }
     });
   }
 

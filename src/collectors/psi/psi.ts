@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { loadLibBpf } from '../../bpf/libbpf';
 import type { Logger } from '../../observe/logger';
+import type { FdBudget } from '../trail/fdbudget';
 
 export const SYSTEM_PSI = '/proc/pressure/memory';
 
@@ -69,6 +70,8 @@ export interface PsiTriggerOptions {
   logger: Logger;
   /** called on the main thread with the file whose trigger fired */
   onTrigger: (file: string) => void;
+  /** each trigger's descriptor is taken from it (the trail's): none left, no more triggers */
+  fdBudget?: FdBudget;
 }
 
 /**
@@ -101,12 +104,21 @@ export class PsiTriggers {
     if (this.stopped || this.files.size >= this.opts.maxFiles) return false;
     const lib = loadLibBpf();
     if (!lib.epollCreate || !lib.epollCtl || !lib.epollWaitEventsAsync) return false;
+    const budget = this.opts.fdBudget;
+    if (budget && !budget.take()) return false;
+    const ok = this.arm(file, lib.epollCreate, lib.epollCtl);
+    if (!ok) budget?.give();
+    return ok;
+  }
+
+  private arm(file: string, epollCreate: () => number, epollCtl: (ep: number, op: number, fd: number, events: number, data: number) => number): boolean {
+    const lib = loadLibBpf();
     if (this.epfd < 0) {
-      this.epfd = lib.epollCreate();
+      this.epfd = epollCreate();
       if (this.epfd < 0) return false;
       const w = lib.eventfd?.() ?? -1;
       // data 0 is no trigger's id (they start at 1)
-      if (w >= 0 && lib.epollCtl(this.epfd, EPOLL_CTL_ADD, w, 1 /* EPOLLIN */, 0) >= 0) this.wakeFd = w;
+      if (w >= 0 && epollCtl(this.epfd, EPOLL_CTL_ADD, w, 1 /* EPOLLIN */, 0) >= 0) this.wakeFd = w;
       else if (w >= 0) lib.close?.(w);
     }
     let fd = -1;
@@ -129,7 +141,7 @@ export class PsiTriggers {
     }
     if (fd < 0) return false;
     const id = this.nextId++;
-    if (lib.epollCtl(this.epfd, EPOLL_CTL_ADD, fd, EPOLLPRI, id) < 0) {
+    if (epollCtl(this.epfd, EPOLL_CTL_ADD, fd, EPOLLPRI, id) < 0) {
       fs.closeSync(fd);
       return false;
     }
@@ -178,6 +190,7 @@ export class PsiTriggers {
     if (!f) return;
     this.files.delete(file);
     this.byId.delete(f.id);
+    this.opts.fdBudget?.give();
     loadLibBpf().epollCtl?.(this.epfd, EPOLL_CTL_DEL, f.fd, 0, 0);
     if (this.waiting) this.toClose.push(f.fd);
     else fs.closeSync(f.fd);

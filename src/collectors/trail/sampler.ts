@@ -7,7 +7,8 @@ import type { Logger } from '../../observe/logger';
 import type { Trail } from '../../record/record';
 import { formatRfc3339Ms } from '../../host/clock';
 import { TrailStore, type TrailSample } from './store';
-import { CgroupTree, hostMemory, UNLIMITED_BYTES } from './cgroupfs';
+import { CgroupTree, hostMemory, UNLIMITED_BYTES, type TrailFdUse } from './cgroupfs';
+import { FdBudget } from './fdbudget';
 import { CounterDeltas } from './deltas';
 import { PressureDetector, type PressureEvent, type PressureThresholds } from './pressure';
 
@@ -35,6 +36,8 @@ export interface SamplerOptions {
   alloc?: AllocCollector | null;
   psi: { enabled: boolean; stallUs: number; windowUs: number; maxCgroupTriggers: number } | null;
   pressure: PressureThresholds | null;
+  /** descriptors the trail may keep open (cgroup files and PSI triggers; host/limits.ts trailFdBudget); default no bound */
+  maxOpenFiles?: number;
   nowBootNs: () => bigint;
   /** wall clock, ms (Date.now unless a test steers it) */
   nowMs?: () => number;
@@ -69,6 +72,7 @@ export class TrailSampler implements TrailSource {
       root: opts.root,
       maxCgroups: opts.maxCgroups,
       psiFile: this.store.psiScope === 'cgroup' ? 'memory.pressure' : null,
+      fdBudget: new FdBudget(opts.maxOpenFiles ?? Infinity),
     });
     this.deltas = new CounterDeltas(opts.reclaim, opts.alloc ?? null);
     this.pressure = new PressureDetector({ thresholds: opts.pressure, maxCgroups: opts.maxCgroups, nowMs: this.nowMs, nowBootNs: opts.nowBootNs });
@@ -90,6 +94,7 @@ export class TrailSampler implements TrailSource {
         stallUs: psi.stallUs,
         windowUs: psi.windowUs,
         maxFiles: 1 + psi.maxCgroupTriggers,
+        fdBudget: this.tree.budget,
         logger,
         onTrigger: (file) => this.pressure.noteTrigger(file === SYSTEM_PSI ? '/' : '/' + path.relative(this.opts.root ?? '/', path.dirname(file))),
       });
@@ -130,6 +135,11 @@ export class TrailSampler implements TrailSource {
     return this.tree.cgroups();
   }
 
+  /** Cgroups read through held descriptors vs by path, and the descriptors held against the budget. */
+  fdUse(): TrailFdUse {
+    return this.tree.fdUse();
+  }
+
   /** Changes whenever the set of `cgroups()` does. */
   cgroupsVersion(): number {
     return this.tree.version;
@@ -143,6 +153,7 @@ export class TrailSampler implements TrailSource {
       this.ticks++;
       this.lastTickMs = nowMs;
       this.tree.discover(this.ticks);
+      this.tree.beginStep();
       this.tree.refreshUsage();
       // stall of tasks in unlimited child cgroups is credited to their limited ancestor: every
       // known directory's id maps to its path
@@ -152,13 +163,15 @@ export class TrailSampler implements TrailSource {
       const mem = hostMemory();
       this.sample('/', mem?.usage ?? null, mem?.limit ?? null, host.stallMs, host.pages, allocs ? allocs.host : null, systemPsi);
       for (const t of this.tree.cgroups()) {
+        // past the descriptor budget and BY_PATH_PER_STEP: not this cgroup's turn (its ring gets a null)
+        if (!this.tree.due(t)) continue;
         const usage = this.tree.readUsage(t);
         if (usage === null) continue; // removed since the walk
         let psi = systemPsi;
         if (cgroupVersion === 2 && this.store.psiScope === 'cgroup') {
           psi = this.tree.readPsiAvg10(t);
-          // bounded by max_cgroup_triggers: once the set is full, a step asks nothing of it
-          if (this.triggers && !this.triggers.full) this.triggers.watch(path.join(t.dir, 'memory.pressure'));
+          // bounded by max_cgroup_triggers and the descriptor budget: once either is spent, a step asks nothing of it
+          if (this.triggers && !this.triggers.full && this.tree.budget.left > 0) this.triggers.watch(path.join(t.dir, 'memory.pressure'));
         }
         const r = perPath.size ? perPath.get(t.rel) : undefined;
         this.sample(t.rel, usage, t.limit, r?.stallMs ?? 0, r?.pages ?? 0, allocs ? allocs.perPath.get(t.rel) ?? 0 : null, psi);
