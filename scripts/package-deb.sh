@@ -11,6 +11,7 @@
 #   --version V | OOMTRAIL_PKG_VERSION=V   package version (default: package.json's)
 #   --out DIR   | OOMTRAIL_PKG_OUT=DIR     where the .deb goes (default: the clone's root)
 #   --lint                                 run lintian on the result (installs it if missing)
+#   OOMTRAIL_PKG_XZ_LEVEL=0..9             xz preset (default 6; the tests use 0: ~6 s of CPU instead of ~50 s)
 # Network at build time only: npm (runtime, production deps; warm npm cache after `npm ci`) and apt-get download
 # libbpf1 once (cached in ${OOMTRAIL_CACHE:-~/.cache/oomtrail}/v1/pkg/).
 set -euo pipefail
@@ -84,13 +85,14 @@ cp package.json package-lock.json "$stage/"
 mv "$stage/node_modules" "$lib/node_modules"
 rm -f "$lib/node_modules/.package-lock.json"
 nm="$lib/node_modules"
-# what runs nowhere here: docs, typings, maps, tests, C sources of addons that ship prebuilt, musl builds
+# what runs nowhere here: docs, typings (@types/* are some deps' dependencies), maps, tests, TypeScript and C sources,
+# the musl builds of prebuilt addons
 find "$nm" \( -name '*.md' -o -name '*.markdown' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \
-  -o -name '*.ts.map' -o -name '.npmignore' -o -name '.eslintrc*' -o -name '.travis.yml' -o -name '*.tsbuildinfo' \
+  -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.S' -o -name '*.asm' -o -name '.babelrc' -o -name '.gitattributes' -o -name '.npmignore' -o -name '.eslintrc*' -o -name '.travis.yml' -o -name '*.tsbuildinfo' \
   -o -name 'CMakeLists.txt' -o -name '*.cc' -o -name '*.hh' -o -name '*.inc' -o -name '*.gyp' -o -name '*.gypi' \) -type f -delete
 find "$nm" -depth -type d \( -name test -o -name tests -o -name __tests__ -o -name example -o -name examples -o -name .github \
-  -o -name doc -o -name docs -o -name musl_x64 \) -exec rm -rf {} +
-rm -rf "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/src/koffi/src/"*.{c,h} "$nm/koffi/src/koffi/CMakeLists.txt" 2>/dev/null || true
+  -o -name doc -o -name docs -o -name skills -o -name musl_x64 \) -exec rm -rf {} +
+rm -rf "$nm/@types" "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/src/koffi/src/"*.{c,h} "$nm/koffi/src/koffi/CMakeLists.txt" 2>/dev/null || true
 find "$nm" -name '*.node' -type f -exec strip --strip-unneeded {} +
 find "$nm" -type d -empty -delete
 # addon builds for another platform must not be there (npm installed only this one's optional packages)
@@ -202,7 +204,7 @@ find "$root" -type d -exec chmod 0755 {} +
 
 deb="$out/oomtrail_${version}_${arch}.deb"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}" \
-  dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+  dpkg-deb --root-owner-group -Zxz -z"${OOMTRAIL_PKG_XZ_LEVEL:-6}" --build "$root" "$deb" >/dev/null
 echo "[package] $deb: $(du -m "$deb" | cut -f1) MB ($(stat -c %s "$deb") bytes), installed $((installed_kb / 1024)) MB, node v$node_version, libbpf $libbpf_version, Depends: $deps, $((SECONDS - t0)) s"
 if [ "$lint" = 1 ]; then
   if ! command -v lintian >/dev/null; then
