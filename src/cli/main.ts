@@ -156,7 +156,11 @@ async function run(args: Args): Promise<number> {
   void logSinkHealth(sinks, logger); // logged, never fatal, not awaited: the spool covers an unreachable sink
   // loading the BPF objects parsed the kernel's BTF (~10 MB of malloc'd memory, freed but kept by
   // glibc in the main heap): give it back once, or it stays in the idle agent's RSS for good
-  setTimeout(() => loadLibBpf().mallocTrim?.(), 2000).unref();
+  // and the node binary's start-up code leaves the resident set (what runs again faults back in from the file)
+  setTimeout(() => {
+    loadLibBpf().mallocTrim?.();
+    loadLibBpf().pageOutExecutable?.();
+  }, 2000).unref();
   const deadlineMs = config.shutdown.deadline_ms;
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {

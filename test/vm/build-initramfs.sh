@@ -204,7 +204,7 @@ fi
 # Two archives so that editing sources does not re-pack node_modules:
 #   deps: <project>/node_modules (+ libraries its native addons need that base lacks)
 #   src:  the rest of <project>, /init, /oomtrail/project-dir, /project -> <project>
-EXCLUDES=(./.git ./node_modules/typescript ./bpf/vmlinux.h ./node_modules/.cache ./.cache ./tmp ./coverage '*.log')
+EXCLUDES=('*.deb' ./.git ./node_modules/typescript ./bpf/vmlinux.h ./node_modules/.cache ./.cache ./tmp ./coverage '*.log')
 for e in ${OOMTRAIL_VM_EXCLUDE:-}; do EXCLUDES+=("$e"); done
 
 tree_archive() { # kind(deps|src) -> prints the archive path
