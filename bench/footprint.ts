@@ -11,6 +11,9 @@
  * A server that cannot start is reported and the JSONL latency is measured without it.
  *
  *   npm run bench:footprint        (root; cgroup v1 or v2; FP_SIZES=0,1000,10000 FP_WINDOW_S=30 FP_KILLS=50)
+ *   npm run bench:footprint -- --node /usr/bin/node --node "$(bash scripts/node-runtime.sh)/bin/node"
+ *                                  the agents on each runtime in turn, rows side by side (default: the node running
+ *                                  the bench, the pinned LTS under npm run); the kill latencies on the last one
  *   FP_SIZES= (empty) runs only the kill latencies; FP_CLICKHOUSE=0 skips the ClickHouse row;
  *   FP_CH_POLL_MS=50 is the poll interval of that table (it bounds the row latency's resolution).
  */
@@ -38,6 +41,19 @@ const STEP_MS = 1000; // trail.step_ms default
 /** as systemd/oomtrail.service, the Dockerfile and scripts/run.sh start it */
 const NODE_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
 const MAIN = path.resolve(__dirname, '../src/cli/main.js');
+/** `--node PATH`, repeatable: the runtimes the agents run on, in turn */
+const NODES = ((): string[] => {
+  const out: string[] = [];
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--node' && argv[i + 1]) out.push(argv[++i]);
+    else if (argv[i].startsWith('--node=')) out.push(argv[i].slice('--node='.length));
+    else throw new Error(`unknown argument ${argv[i]} (usage: footprint.js [--node PATH]...)`);
+  }
+  return out.length ? out : [process.execPath];
+})();
+/** targets (issue #19, kept for the runtime change of issue #28): idle CPU and RSS, CPU at 1,000 and 10,000 cgroups */
+const TARGETS: Record<number, { cpuPct: number; rssMB?: number }> = { 0: { cpuPct: 0.1, rssMB: 64 }, 1000: { cpuPct: 0.5 }, 10000: { cpuPct: 4 } };
 const FLOOR_C = path.resolve(__dirname, '../../bench/footprint-floor.c');
 
 const version = detectCgroupVersion();
@@ -115,7 +131,7 @@ interface Agent {
   stop(): Promise<void>;
 }
 
-async function startAgent(tag: string, ch?: ServerHandle): Promise<Agent> {
+async function startAgent(tag: string, ch?: ServerHandle, node = NODES[NODES.length - 1]): Promise<Agent> {
   const dir = path.join(work, tag);
   fs.mkdirSync(dir);
   const events = path.join(dir, 'events.jsonl');
@@ -128,7 +144,7 @@ async function startAgent(tag: string, ch?: ServerHandle): Promise<Agent> {
   }
   // one state dir for every agent of the run: each starts where the one before left off, as a restarted agent does
   fs.writeFileSync(config, `sinks:\n  file:\n    path: ${JSON.stringify(events)}\n${clickhouse}pipeline:\n  spool:\n    dir: ${JSON.stringify(path.join(work, 'spool'))}\n`);
-  const child = spawn(process.execPath, [...NODE_FLAGS, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(node, [...NODE_FLAGS, MAIN, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const until = Date.now() + 120_000;
@@ -149,6 +165,7 @@ async function startAgent(tag: string, ch?: ServerHandle): Promise<Agent> {
 }
 
 interface Row {
+  node: string;
   n: number;
   cpuPct: number;
   statPct: number;
@@ -158,10 +175,10 @@ interface Row {
   cpuNs: number;
 }
 
-async function measure(n: number, helper: string): Promise<Row> {
+async function measure(n: number, helper: string, node: string, label: string, index: number): Promise<Row> {
   const dirs = makeCgroups(n);
   try {
-    const agent = await startAgent(`n${n}`);
+    const agent = await startAgent(`n${n}-${index}`, undefined, node);
     try {
       const pid = agent.child.pid!;
       await sleep(WARMUP_S * 1000);
@@ -172,7 +189,7 @@ async function measure(n: number, helper: string): Promise<Row> {
       const wall = Number(process.hrtime.bigint() - t0);
       const m = memMB(pid);
       const floor = floors(dirs, helper);
-      return { n, cpuPct: ((c1.sched - c0.sched) / wall) * 100, statPct: ((c1.stat - c0.stat) / wall) * 100, rss: m.rss, hwm: m.hwm, floor, cpuNs: ((c1.sched - c0.sched) / wall) * 1e9 };
+      return { node: label, n, cpuPct: ((c1.sched - c0.sched) / wall) * 100, statPct: ((c1.stat - c0.stat) / wall) * 100, rss: m.rss, hwm: m.hwm, floor, cpuNs: ((c1.sched - c0.sched) / wall) * 1e9 };
     } finally {
       await agent.stop();
     }
@@ -311,23 +328,32 @@ async function main(): Promise<void> {
   await sleep(5000);
   await first.stop();
   process.stderr.write(`footprint: it backfilled ${fs.existsSync(first.events) ? fs.readFileSync(first.events, 'utf8').split('\n').filter(Boolean).length : 0} kill(s)\n`);
+  const versions = NODES.map((n) => execFileSync(n, ['--version'], { encoding: 'utf8' }).trim());
+  // the same version twice (e.g. one with other flags through a wrapper): told apart by the file's name
+  const labels = versions.map((v, i) => (versions.indexOf(v) !== versions.lastIndexOf(v) ? `${v} ${path.basename(NODES[i])}` : v));
   try {
     for (const n of SIZES) {
-      process.stderr.write(`footprint: ${n} cgroups ...\n`);
-      rows.push(await measure(n, helper));
+      // each size on every runtime back to back: the host's load drifts less between the rows compared
+      for (const [i, node] of NODES.entries()) {
+        process.stderr.write(`footprint: ${n} cgroups, node ${labels[i]} ...\n`);
+        rows.push(await measure(n, helper, node, labels[i], i));
+      }
     }
   } finally {
     removeCgroups();
   }
-  const idle = rows.find((r) => r.n === 0);
   console.log(`agent footprint, default config, cgroup v${version}, window ${WINDOW_S} s after ${WARMUP_S} s warm-up, ${os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(1)}`);
-  if (rows.length) console.log('cgroups  cpu%(sched)  cpu%(stat)  rss MB  hwm MB  us/cgroup/step  C open/read/close us  C pread us  ratio vs orc  ratio vs pread');
+  if (rows.length) console.log('node       cgroups  cpu%(sched)  cpu%(stat)  rss MB  hwm MB  us/cgroup/step  C open/read/close us  C pread us  ratio vs orc  ratio vs pread  target');
   for (const r of rows) {
+    const idle = rows.find((x) => x.n === 0 && x.node === r.node);
+    const t = TARGETS[r.n];
+    const met = t ? (r.cpuPct <= t.cpuPct && (t.rssMB === undefined || r.rss <= t.rssMB) ? 'met' : 'NOT MET') + ` (cpu <= ${t.cpuPct} %${t.rssMB ? `, rss <= ${t.rssMB} MB` : ''})` : '-';
     const steps = (WINDOW_S * 1000) / STEP_MS;
     const per = idle && r.n > 0 ? ((r.cpuNs - idle.cpuNs) * WINDOW_S) / 1e3 / (r.n * steps) : NaN;
     const f = r.floor;
     console.log(
       [
+        r.node.padEnd(Math.max(9, ...rows.map((x) => x.node.length))),
         String(r.n).padStart(7),
         r.cpuPct.toFixed(3).padStart(12),
         r.statPct.toFixed(2).padStart(11),
@@ -338,6 +364,7 @@ async function main(): Promise<void> {
         (f ? f.pread.toFixed(2) : '-').padStart(11),
         (f && !Number.isNaN(per) ? (per / f.orc).toFixed(2) : '-').padStart(13),
         (f && !Number.isNaN(per) ? (per / f.pread).toFixed(2) : '-').padStart(15),
+        ' ' + met,
       ].join(' '),
     );
   }
@@ -350,7 +377,7 @@ async function main(): Promise<void> {
       if (typeof s === 'string') why = `not measured: the ClickHouse server could not be started: ${s}`;
       else server = s;
     }
-    process.stderr.write(`footprint: ${KILLS} OOM kills ...\n`);
+    process.stderr.write(`footprint: ${KILLS} OOM kills (node ${versions[versions.length - 1]}) ...\n`);
     try {
       const r = await killLatency(KILLS, server);
       const sinks = server ? 'file + ClickHouse sinks' : 'file sink';
