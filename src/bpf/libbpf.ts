@@ -33,9 +33,7 @@ export interface LibBpf {
   /**
    * madvise(MADV_PAGEOUT) over the clean, file-backed mappings of the node binary: the start-up code it ran once
    * (~10 MB more of Node 26's text than of Node 20's) leaves the process's resident set; what runs again faults
-   * back in from the file. Then MADV_DONTNEED over those of the mappings that hold no private page: the pages
-   * PAGEOUT skips because another process maps them too (another node on the same binary) leave this process's
-   * page tables (not the page cache). Bytes advised, or -1 (kernel < 5.4: EINVAL, nothing changes).
+   * back in from the file. Bytes advised, or -1 (kernel < 5.4: EINVAL, nothing changes).
    */
   pageOutExecutable?(): number;
   /** pread(2) into buf from offset 0: bytes read, or < 0. ~0.7 us cheaper per call than fs.readSync. */
