@@ -101,42 +101,6 @@ export function executableMappings(maps: string, file: string): Array<{ start: n
   return out;
 }
 
-/**
- * Of those mappings, the ones /proc/self/smaps shows with no private (copy-on-write) page: every resident page of
- * them is the file's own, so MADV_DONTNEED only unmaps it (it stays in the page cache, a touch maps it again).
- * A mapping with one (the loader's relocations under RELRO, a debugger's breakpoint) is never in the list:
- * there MADV_DONTNEED would throw the written bytes away.
- */
-export function cleanReadOnlyMappings(smaps: string, file: string): Array<{ start: number; end: number }> {
-  const out: Array<{ start: number; end: number }> = [];
-  let cur: { start: number; end: number } | undefined;
-  let zero = 0; // of the three fields below, how many read 0
-  const flush = () => {
-    if (cur && zero === 3) out.push(cur);
-    cur = undefined;
-  };
-  for (const line of smaps.split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+ *(.*)$/.exec(line);
-    if (head) {
-      flush();
-      if ((head[3] === 'r-xp' || head[3] === 'r--p') && head[4] === file) {
-        cur = { start: parseInt(head[1], 16), end: parseInt(head[2], 16) };
-        zero = 0;
-      }
-      continue;
-    }
-    // all three must be read and zero (a copy-on-write page swapped out is in Swap only): a field missing (older
-    // kernel, other format) leaves the mapping alone
-    const f = /^(Private_Dirty|Anonymous|Swap):\s+(\d+) kB$/.exec(line);
-    if (cur && f) {
-      if (f[2] !== '0') cur = undefined;
-      else zero++;
-    }
-  }
-  flush();
-  return out;
-}
-
 export function loadLibBpf(): LibBpf {
   if (cached) return cached;
   const lib = koffi.load(libbpfToLoad());
@@ -263,11 +227,6 @@ export function loadLibBpf(): LibBpf {
         if (madvise(m.start, m.end - m.start, MADV_PAGEOUT) !== 0) return -1;
         bytes += m.end - m.start;
       }
-      // MADV_PAGEOUT leaves a page that another process maps as well (the kernel skips shared pages): another node
-      // on the same binary (a bench driver, a second agent) keeps it in this RSS. Unmap those here: only the
-      // clean mappings, the page cache keeps them, what runs again maps them back with a minor fault.
-      const MADV_DONTNEED = 4;
-      for (const m of cleanReadOnlyMappings(readFileSync('/proc/self/smaps', 'utf8'), process.execPath)) madvise(m.start, m.end - m.start, MADV_DONTNEED);
       return bytes;
     },
     mallocArenaMax: (n) => mallopt(-8 /* M_ARENA_MAX */, n),

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cleanReadOnlyMappings, executableMappings, libbpfToLoad, loadedLibbpfPath } from '../../src/bpf/libbpf';
+import { executableMappings, libbpfToLoad, loadedLibbpfPath } from '../../src/bpf/libbpf';
 
 const REPO = path.resolve(__dirname, '../../..');
 const read = (f: string) => fs.readFileSync(path.join(REPO, f), 'utf8');
@@ -90,32 +90,4 @@ test('executableMappings: the read-only and executable private mappings of the b
     { start: 0x2000000, end: 0x2100000 },
   ]);
   assert.deepEqual(executableMappings(maps, '/usr/bin/node'), []);
-});
-
-test('cleanReadOnlyMappings: only read-only mappings of the binary with no private page, swapped or resident', () => {
-  const fields = (dirty: number, anon: number, swap: number) =>
-    [`Rss: 100 kB`, `Private_Dirty: ${dirty} kB`, `Anonymous: ${anon} kB`, `Swap: ${swap} kB`, 'VmFlags: rd mr mw me'].join('\n');
-  const smaps = [
-    '00400000-00401000 r--p 00000000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    fields(0, 0, 0),
-    '00401000-02000000 r-xp 00001000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    fields(0, 0, 0),
-    // RELRO: written by the loader, then made read-only
-    '02000000-02100000 r--p 01c00000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    fields(64, 64, 0),
-    '02100000-02101000 r--p 01d00000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    fields(0, 0, 4),
-    '02110000-02120000 rw-p 01e00000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    fields(0, 0, 0),
-    // a field missing: left alone
-    '02120000-02130000 r--p 01f00000 fe:00 1  /usr/lib/oomtrail/bin/node',
-    ['Rss: 4 kB', 'Private_Dirty: 0 kB', 'Anonymous: 0 kB'].join('\n'),
-    '7f0000000000-7f0000100000 r-xp 00000000 fe:00 2  /usr/lib/oomtrail/bin/node.other',
-    fields(0, 0, 0),
-  ].join('\n');
-  assert.deepEqual(cleanReadOnlyMappings(smaps, '/usr/lib/oomtrail/bin/node'), [
-    { start: 0x400000, end: 0x401000 },
-    { start: 0x401000, end: 0x2000000 },
-  ]);
-  assert.deepEqual(cleanReadOnlyMappings(smaps, '/usr/bin/node'), []);
 });
