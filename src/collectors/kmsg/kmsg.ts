@@ -81,6 +81,11 @@ export class KmsgFollower {
     return out;
   }
 
+  /** The open descriptor (to wait on it: readable when the kernel logged something new), or null once closed. */
+  get descriptor(): number | null {
+    return this.fd;
+  }
+
   /** Moves past every record logged so far without parsing them (read() would build them all). */
   skip(): void {
     while (this.next() !== null);

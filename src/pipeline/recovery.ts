@@ -1,0 +1,186 @@
+import { KmsgFollower, killsFromKmsg, type KmsgRecord } from '../collectors/kmsg/kmsg';
+import type { Logger } from '../observe/logger';
+import type { PipelineMetrics } from '../observe/metrics';
+import type { HostFacts } from '../host/facts';
+import type { RecordAssembler } from './assemble/assemble';
+import { backfillFromJournald, type JournaldBackfillOptions } from './journald-backfill';
+import { killKeyOfLine, noteKill, type KillLedger } from './ledger';
+import type { Router } from './router';
+
+/** Kernel-log OOM lines kept this long (printk µs) for a recovery: a lost event's line is printed right after its loss. */
+const KEEP_US = 120_000_000;
+/** …and at most this many (a sweep's lines, their reports' task tables not included). */
+const MAX_KEPT = 50_000;
+/** After a loss, rounds (one a second) until as many kills came back from the log as were lost. */
+const ROUNDS = 30;
+const ROUND_MS = 1000;
+const OOM_LINE = /Killed process|oom-kill:|invoked oom-killer/;
+
+export interface DropRecoveryParts {
+  ledger: KillLedger;
+  router: Router;
+  assembler: RecordAssembler;
+  metrics: PipelineMetrics;
+  logger: Logger;
+  /**
+   * Reads the collector's ring and delivers (captures, enters in the ledger) everything it held: after it, a kill whose
+   * line was read before it is either recorded or lost.
+   */
+  flush: () => Promise<unknown>;
+  /** Events the kernel side lost so far (its counter). */
+  lost: () => bigint;
+  /** where no /dev/kmsg can be read: systemd-journald (null: not configured) */
+  journald: { options: JournaldBackfillOptions; facts: HostFacts; printkToRealtimeNs: (ns: bigint) => bigint } | null;
+}
+
+/**
+ * Kills the kernel's ring buffer lost (full), recovered from the kernel log while the agent runs, as the start-up
+ * backfill recovers those from before it. Kernel-log OOM lines are read as events arrive (a big sweep scrolls the
+ * printk ring) and kept briefly; when the loss counter moves, the collector's ring is flushed first, so every line read
+ * before names a kill that is either in the ledger (matched by its key: never recorded twice) or lost — and a lost one
+ * is recorded from its line. Rounds go on until the log gave back as many kills as were lost (a lost event's line may
+ * be printed after its loss is counted).
+ */
+export class DropRecovery {
+  private follower: KmsgFollower | null = null;
+  private kept: KmsgRecord[] = [];
+  private lostSeen = 0n;
+  private recovered = 0n;
+  private running: Promise<void> | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private wake: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(private readonly parts: DropRecoveryParts) {}
+
+  /**
+   * From now on (lines logged before are the start-up backfill's). `watch`: wakes `check` when the kernel logs a line,
+   * so a loss is noticed even when no event at all reached user space (the collector's own wait, no timer).
+   */
+  start(watch?: (fd: number, onWake: () => void) => void): void {
+    this.lostSeen = this.parts.lost();
+    try {
+      this.follower = new KmsgFollower();
+      this.follower.skip();
+      const fd = this.follower.descriptor;
+      if (watch && fd !== null) watch(fd, () => this.check());
+    } catch (err) {
+      this.parts.logger.info(`live recovery of lost events: /dev/kmsg unreadable (${(err as Error).message}); ${this.parts.journald ? 'the systemd journal instead' : 'none'}`);
+    }
+  }
+
+  /** Reads the kernel log on (cheap when nothing is new): called as events arrive. */
+  read(): void {
+    if (!this.follower) return;
+    try {
+      for (const r of this.follower.read()) if (OOM_LINE.test(r.message)) this.kept.push(r);
+    } catch (err) {
+      // closed, so a descriptor that stays readable cannot keep waking the agent
+      this.parts.logger.warn(`live recovery: /dev/kmsg unreadable, no live recovery from here on: ${(err as Error).message}`);
+      this.follower.close();
+      this.follower = null;
+      return;
+    }
+    const newest = this.kept.length ? this.kept[this.kept.length - 1].usec : 0;
+    let drop = 0;
+    while (drop < this.kept.length && (newest - this.kept[drop].usec > KEEP_US || this.kept.length - drop > MAX_KEPT)) drop++;
+    if (drop) this.kept = this.kept.slice(drop);
+  }
+
+  /** After each delivery: when the loss counter moved, recovers at once (one recovery at a time, then rounds). */
+  check(): void {
+    this.read();
+    if (this.stopped || this.running) return;
+    const lost = this.parts.lost();
+    if (lost <= this.lostSeen && this.recovered >= this.lostSeen) return;
+    if (lost > this.lostSeen) {
+      this.parts.metrics.dropped.inc({ stage: 'kernel_ringbuf', reason: 'ringbuf_full' }, Number(lost - this.lostSeen));
+      this.parts.logger.error(`kernel ring buffer was full: ${lost - this.lostSeen} OOM events lost; recovering them from the kernel log`);
+      this.lostSeen = lost;
+    }
+    this.running = this.rounds().finally(() => (this.running = null));
+  }
+
+  private async rounds(): Promise<void> {
+    const { logger } = this.parts;
+    for (let round = 0; round < ROUNDS && !this.stopped; round++) {
+      if (round > 0) {
+        await new Promise<void>((r) => {
+          this.wake = r;
+          this.timer = setTimeout(r, ROUND_MS);
+        });
+      }
+      if (this.stopped) break;
+      const n = await this.round();
+      this.recovered += BigInt(n);
+      if (n > 0) logger.warn(`live recovery: recorded ${n} OOM kill(s) from the kernel log that the kernel ring buffer lost`);
+      const lost = this.parts.lost();
+      if (lost > this.lostSeen) {
+        this.parts.metrics.dropped.inc({ stage: 'kernel_ringbuf', reason: 'ringbuf_full' }, Number(lost - this.lostSeen));
+        logger.error(`kernel ring buffer was full: ${lost - this.lostSeen} more OOM events lost; recovering them from the kernel log`);
+        this.lostSeen = lost;
+        round = 0;
+      }
+      if (this.recovered >= this.lostSeen) return;
+    }
+    if (this.recovered < this.lostSeen && !this.stopped) {
+      logger.error(`live recovery: ${this.lostSeen - this.recovered} lost OOM event(s) not found in the kernel log; the audit reports them as missed`);
+      this.recovered = this.lostSeen; // said once; a later loss starts anew
+    }
+  }
+
+  /** One pass: the log read, then the ring flushed, then every kill line read before it that no capture recorded. */
+  private async round(): Promise<number> {
+    const { ledger, assembler, metrics, logger, router } = this.parts;
+    if (!this.follower) {
+      await this.parts.flush();
+      return this.fromJournald();
+    }
+    this.read();
+    const lines = this.kept;
+    await this.parts.flush();
+    let n = 0;
+    for (const kill of killsFromKmsg(lines)) {
+      const key = killKeyOfLine(kill.killed);
+      if (ledger.matches(kill.killed.pid, kill.usec, ledger.bootId, key)) continue;
+      const record = assembler.kmsg(kill);
+      if (ledger.has(record.event_id)) continue;
+      metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
+      logger.info(`recovered OOM kill of pid ${record.victim_pid} (${record.victim_comm}) from the kernel log`, { event_id: record.event_id });
+      await router.route(record);
+      noteKill(ledger, logger, kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup, key);
+      n++;
+    }
+    return n;
+  }
+
+  private async fromJournald(): Promise<number> {
+    const j = this.parts.journald;
+    if (!j) return 0;
+    const { metrics, router, ledger, logger } = this.parts;
+    return backfillFromJournald({
+      // as configured (fewer boots would drop the others' kills from the ledger); this boot from the cursor the
+      // start-up pass (or the last round) left, every line after it
+      options: j.options,
+      logger,
+      ledger,
+      facts: j.facts,
+      beforeAttachUs: Number.POSITIVE_INFINITY,
+      toRealtime: j.printkToRealtimeNs,
+      emit: async (r) => {
+        metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
+        await router.route(r);
+      },
+    });
+  }
+
+  /** Ends the rounds (the stop path flushes the ring itself) and waits for a round in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.wake?.();
+    await this.running;
+    this.follower?.close();
+    this.follower = null;
+  }
+}
