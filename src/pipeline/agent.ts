@@ -29,6 +29,8 @@ const KERNEL_LINE_REJECTS: Record<KernelLineRejectReason, string> = {
 };
 export { JOURNAL_DIR } from './journal';
 
+/** What a collector's flush vouches for lies this far before its start (an event is stamped before it is queued). */
+const FLUSH_SLACK_NS = 20_000_000n;
 /** Longest wait at stop for a sink write still in flight (or a sink's close). */
 const LANE_CLOSE_GRACE_MS = 2000;
 /**
@@ -263,7 +265,12 @@ export class Agent {
       assembler: this.assembler!,
       metrics: this.metrics,
       logger,
-      flush: () => collector.flush?.() ?? Promise.resolve(0n),
+      // complete when the ring was read, and all it held delivered, after this call began
+      flush: async () => {
+        if (!collector.flush) return true;
+        const before = this.clock.bootNowNs();
+        return (await collector.flush()) >= before - FLUSH_SLACK_NS;
+      },
       lost: () => collector.lostEvents(),
       journald: o.backfill_journald
         ? {

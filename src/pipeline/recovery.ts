@@ -24,9 +24,9 @@ export interface DropRecoveryParts {
   logger: Logger;
   /**
    * Reads the collector's ring and delivers (captures, enters in the ledger) everything it held: after it, a kill whose
-   * line was read before it is either recorded or lost.
+   * line was read before it is either recorded or lost. False when the delivery could not finish (held up downstream).
    */
-  flush: () => Promise<unknown>;
+  flush: () => Promise<boolean>;
   /** Events the kernel side lost so far (its counter). */
   lost: () => bigint;
   /** where no /dev/kmsg can be read: systemd-journald (null: not configured) */
@@ -132,13 +132,11 @@ export class DropRecovery {
   /** One pass: the log read, then the ring flushed, then every kill line read before it that no capture recorded. */
   private async round(): Promise<number> {
     const { ledger, assembler, metrics, logger, router } = this.parts;
-    if (!this.follower) {
-      await this.parts.flush();
-      return this.fromJournald();
-    }
+    if (!this.follower) return (await this.parts.flush()) ? this.fromJournald() : 0;
     this.read();
     const lines = this.kept;
-    await this.parts.flush();
+    // a line whose event is still on its way would be recorded twice: nothing this round then
+    if (!(await this.parts.flush())) return 0;
     let n = 0;
     for (const kill of killsFromKmsg(lines)) {
       const key = killKeyOfLine(kill.killed);
