@@ -118,9 +118,12 @@ export interface AgentParts {
 /** A captured kill: its record as built right after decode, and its entry in the journal (null if that failed). */
 interface KillItem {
   kind: 'kill';
-  ev: RawOomEvent;
+  /** null: a kill the kernel ring buffer lost, recorded from its kernel-log line (complete already) */
+  ev: RawOomEvent | null;
   record: OomRecord;
   journalSeq: number | null;
+  /** the kill on the printk clock */
+  tUs: number;
 }
 
 type QueueItem = KillItem | ({ kind: 'memory_pressure' } & PressureEvent);
@@ -261,10 +264,10 @@ export class Agent {
     // before the first event is read: the kernel-log lines of kills the ring buffer loses from here on
     this.recovery = new DropRecovery({
       ledger,
-      router: this.router,
       assembler: this.assembler!,
       metrics: this.metrics,
       logger,
+      record: (items, opts) => this.captureRecovered(items, opts),
       // complete when the ring was read, and all it held delivered, after this call began
       flush: async () => {
         if (!collector.flush) return true;
@@ -305,6 +308,8 @@ export class Agent {
       cgroups: this.trail,
     });
     this.audit.start();
+    const auditLog = this.audit.logDescriptor();
+    if (auditLog !== null) collector.watch?.(auditLog, () => this.audit?.readLog());
     if (config.collectors.oomkill.backfill) {
       this.backfill = new Backfill({
         ledger,
@@ -357,9 +362,16 @@ export class Agent {
       // matched with its kernel log line by its key, not by tUs: CLOCK_MONOTONIC drifts from the printk clock
       noteKill(this.ledger!, this.parts.logger, ev.victimPid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record));
     }
-    for (let i = 0; i < items.length; i++) await this.queue.push({ kind: 'kill', ev: items[i].ev, record: items[i].record, journalSeq: seqs[i] });
+    for (let i = 0; i < items.length; i++) await this.queue.push({ kind: 'kill', ev: items[i].ev, record: items[i].record, journalSeq: seqs[i], tUs: items[i].tUs });
     // the kernel side's loss counter, after every delivery: a loss is recovered from the kernel log at once
     this.recovery?.check();
+  }
+
+  /** Kills the kernel ring buffer lost, recorded from their kernel-log lines: journaled and entered as captures are. */
+  private async captureRecovered(items: Array<{ record: OomRecord; tUs: number; key: number }>, opts = { inLedger: false }): Promise<void> {
+    const seqs = await this.journal!.appendMany(items);
+    if (!opts.inLedger) for (const { record, tUs, key } of items) noteKill(this.ledger!, this.parts.logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup, key);
+    for (let i = 0; i < items.length; i++) await this.queue.push({ kind: 'kill', ev: null, record: items[i].record, journalSeq: seqs[i], tUs: items[i].tUs });
   }
 
   /** Moves assembled records from the queue to the router, and acks each kill's journal entry once routed. */
@@ -374,11 +386,11 @@ export class Agent {
         continue;
       }
       // the journal holds this record already: the wait for the death amends it, it never gates its durability
-      const record = await assembler.complete(item.ev, item.record, { wait: !this.stopping });
+      const record = item.ev ? await assembler.complete(item.ev, item.record, { wait: !this.stopping }) : item.record;
       // labelled by the victim's cgroup (the workload that lost a process), as the metric's help says;
       // oom_cgroup would put every global OOM under "/" and every child's kill under its limited ancestor
       this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
-      logger.info(`captured OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}`, {
+      logger.info(`${item.ev ? 'captured' : 'recovered'} OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}${item.ev ? '' : ' from the kernel log'}`, {
         event_id: record.event_id,
       });
       const outcomes = await this.router.route(record);
@@ -405,7 +417,7 @@ export class Agent {
     );
     let seq = item.journalSeq;
     if (seq !== null) {
-      const narrowed = await journal.appendFor(record, this.assembler!.killPrintkUs(item.ev), missing.map((l) => l.name));
+      const narrowed = await journal.appendFor(record, item.tUs, missing.map((l) => l.name));
       if (narrowed !== null) {
         await journal.ack(seq, record.event_id);
         seq = narrowed;

@@ -4,8 +4,8 @@ import type { PipelineMetrics } from '../observe/metrics';
 import type { HostFacts } from '../host/facts';
 import type { RecordAssembler } from './assemble/assemble';
 import { backfillFromJournald, type JournaldBackfillOptions } from './journald-backfill';
-import { killKeyOfLine, noteKill, type KillLedger } from './ledger';
-import type { Router } from './router';
+import { killKeyOfLine, type KillLedger } from './ledger';
+import type { OomRecord } from '../record/record';
 
 /** Kernel-log OOM lines kept this long (printk µs) for a recovery: a lost event's line is printed right after its loss. */
 const KEEP_US = 120_000_000;
@@ -18,8 +18,9 @@ const OOM_LINE = /Killed process|oom-kill:|invoked oom-killer/;
 
 export interface DropRecoveryParts {
   ledger: KillLedger;
-  router: Router;
   assembler: RecordAssembler;
+  /** journals them and enters them in the ledger (as live captures are), then queues them for the sinks */
+  record: (items: Array<{ record: OomRecord; tUs: number; key: number }>, opts?: { inLedger: boolean }) => Promise<void>;
   metrics: PipelineMetrics;
   logger: Logger;
   /**
@@ -131,31 +132,31 @@ export class DropRecovery {
 
   /** One pass: the log read, then the ring flushed, then every kill line read before it that no capture recorded. */
   private async round(): Promise<number> {
-    const { ledger, assembler, metrics, logger, router } = this.parts;
+    const { ledger, assembler, metrics, logger } = this.parts;
     if (!this.follower) return (await this.parts.flush()) ? this.fromJournald() : 0;
     this.read();
     const lines = this.kept;
     // a line whose event is still on its way would be recorded twice: nothing this round then
     if (!(await this.parts.flush())) return 0;
-    let n = 0;
+    const items: Array<{ record: OomRecord; tUs: number; key: number }> = [];
+    const ids = new Set<string>();
     for (const kill of killsFromKmsg(lines)) {
       const key = killKeyOfLine(kill.killed);
       if (ledger.matches(kill.killed.pid, kill.usec, ledger.bootId, key)) continue;
       const record = assembler.kmsg(kill);
-      if (ledger.has(record.event_id)) continue;
-      metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
-      logger.info(`recovered OOM kill of pid ${record.victim_pid} (${record.victim_comm}) from the kernel log`, { event_id: record.event_id });
-      await router.route(record);
-      noteKill(ledger, logger, kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup, key);
-      n++;
+      if (ledger.has(record.event_id) || ids.has(record.event_id)) continue;
+      ids.add(record.event_id);
+      items.push({ record, tUs: kill.usec, key });
     }
-    return n;
+    // in the ledger (and journaled) at once, as a batch: the sinks get them through the queue
+    if (items.length) await this.parts.record(items);
+    return items.length;
   }
 
   private async fromJournald(): Promise<number> {
     const j = this.parts.journald;
     if (!j) return 0;
-    const { metrics, router, ledger, logger } = this.parts;
+    const { ledger, logger } = this.parts;
     return backfillFromJournald({
       // as configured (fewer boots would drop the others' kills from the ledger); this boot from the cursor the
       // start-up pass (or the last round) left, every line after it
@@ -165,10 +166,8 @@ export class DropRecovery {
       facts: j.facts,
       beforeAttachUs: Number.POSITIVE_INFINITY,
       toRealtime: j.printkToRealtimeNs,
-      emit: async (r) => {
-        metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
-        await router.route(r);
-      },
+      // backfillFromJournald enters it in the ledger itself, after this
+      emit: (record) => this.parts.record([{ record, tUs: 0, key: 0 }], { inLedger: true }),
     });
   }
 
