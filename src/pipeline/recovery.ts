@@ -59,7 +59,8 @@ export class DropRecovery {
    * so a loss is noticed even when no event at all reached user space (the collector's own wait, no timer).
    */
   start(watch?: (fd: number, onWake: () => void) => void): void {
-    this.lostSeen = this.parts.lost();
+    // losses before this start are the start-up backfill's (its lines are before the attach)
+    this.lostSeen = this.recovered = this.parts.lost();
     try {
       this.follower = new KmsgFollower();
       this.follower.skip();

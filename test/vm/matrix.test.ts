@@ -95,7 +95,7 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
     const trail = hook === TRAIL_HOOK;
     const explain = explainOn(k, hook);
     const sweep = sweepOn(k, hook);
-    test(`${k.label} VM, hook ${hook}: e2e OOM tests${trail ? ' + memory trail' : ''}${explain ? ' + memory at kill' : ''}${sweep ? ' + oom.group sweeps' : ''} pass and the hook is the one forced`, { timeout: 900_000 }, async () => {
+    test(`${k.label} VM, hook ${hook}: e2e OOM tests${trail ? ' + memory trail' : ''}${explain ? ' + memory at kill' : ''}${sweep ? ' + oom.group sweeps' : ''} pass and the hook is the one forced`, { timeout: sweep ? 1_200_000 : 900_000 }, async () => {
       const t0 = Date.now();
       const run = () =>
         runInVm(
@@ -107,7 +107,8 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
             ...(k.printsRssSums ? { OOMTRAIL_E2E_RSS_DELTAS: '1' } : {}),
           },
           ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : []), ...(explain ? EXPLAIN_TESTS : []), ...(sweep ? SWEEP_TESTS : [])].join(' ')}`],
-          600,
+          // the sweeps take ~135 s of the guest's time (6.1)
+          sweep ? 800 : 600,
         );
       let { code, out } = await run();
       // Software emulation (TCG) with 2 vCPUs can run a stale copy of kernel text that another vCPU is
