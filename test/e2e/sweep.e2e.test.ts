@@ -1,7 +1,8 @@
 /*
  * memory.oom.group sweeps (issue 25): one OOM kills every process of the group in one kernel call.
- * - order: 20 sweeps of 5 processes (a node allocator, whose threads the kernel may print in its place, and 4 sleepers):
- *   every process the kernel prints has exactly one record and oom_group_kill_size is the kernel's count;
+ * - order: 20 sweeps of 5 processes (3 sleepers, a node allocator, whose threads the kernel may print in its place, and
+ *   an idle node process that joined last: the kernel prints it after the allocator's repeated line): every process the
+ *   kernel prints has exactly one record and oom_group_kill_size is the kernel's count;
  * - size: one sweep of 1,000 processes: 1,000 records, each equal to the kernel's "Killed process" line, nothing lost in
  *   the kernel ring buffer, the ring read never blocked > 5 ms per event;
  * - loss: the same with the ring forced to 16 KiB (one event): the agent recovers the lost kills from the kernel log
@@ -49,6 +50,13 @@ function spawnGatedNodeHog(procs: string, gate: string): { pid: number; exited: 
     `process.title = 'sweep-hog'; const fs = require('fs'); fs.writeFileSync(${JSON.stringify(procs)}, String(process.pid));` +
     `const w = new Int32Array(new SharedArrayBuffer(4)); while (!fs.existsSync(${JSON.stringify(gate)})) Atomics.wait(w, 0, 0, 20);` +
     `const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
+  return { pid: child.pid ?? -1, exited: new Promise((resolve) => child.on('exit', (_c, s) => resolve(s))) };
+}
+
+/** An idle node process (several threads) that moves itself into the group. */
+function spawnIdleNode(procs: string): { pid: number; exited: Promise<NodeJS.Signals | null> } {
+  const code = `require('fs').writeFileSync(${JSON.stringify(procs)}, String(process.pid)); setInterval(() => {}, 1e9);`;
   const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
   return { pid: child.pid ?? -1, exited: new Promise((resolve) => child.on('exit', (_c, s) => resolve(s))) };
 }
@@ -174,20 +182,23 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
         const rel = '/' + path.basename(dir);
         const procs = path.join(dir, 'cgroup.procs');
         fs.writeFileSync(path.join(dir, 'memory.max'), String(48 << 20));
-        const sleepers = [0, 1, 2, 3].map(() => spawnSleeper(procs));
+        const sleepers = [0, 1, 2].map(() => spawnSleeper(procs));
         const gate = path.join(os.tmpdir(), `oomtrail-sweep-gate-${process.pid}-${run}`);
         const hog = spawnGatedNodeHog(procs, gate);
         for (let i = 0; i < 300 && !(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid)); i++) await sleep(50);
-        assert.ok(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid), 'the 5 processes are in the group');
+        // joins after the allocator: the sweep reaches it after the allocator's second line
+        const idle = spawnIdleNode(procs);
+        for (let i = 0; i < 300 && !procsOf(dir).includes(idle.pid); i++) await sleep(50);
+        assert.ok(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid) && procsOf(dir).includes(idle.pid), 'the 5 processes are in the group');
         // every thread of every process, for the kernel's lines that name a thread
         const tgidOf = new Map<number, number>();
-        for (const pid of [hog.pid, ...sleepers.map((s) => s.pid)]) {
+        for (const pid of [hog.pid, idle.pid, ...sleepers.map((s) => s.pid)]) {
           for (const tid of fs.readdirSync(`/proc/${pid}/task`)) tgidOf.set(Number(tid), pid);
         }
         kmsg.drain();
         const from = kmsg.records.length;
         fs.writeFileSync(gate, '');
-        const signals = await Promise.all([hog.exited, ...sleepers.map((s) => s.exited.then((e) => e.signal))]);
+        const signals = await Promise.all([hog.exited, idle.exited, ...sleepers.map((s) => s.exited.then((e) => e.signal))]);
         fs.rmSync(gate, { force: true });
         assert.ok(signals.every((s) => s === 'SIGKILL'), `run ${run}: the sweep killed all 5 (${signals.join(', ')})`);
         // settle: the kernel's last line is printed by now; the records wait ≥ 1 s past the sweep's last mark
