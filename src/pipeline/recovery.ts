@@ -45,6 +45,7 @@ export interface DropRecoveryParts {
 export class DropRecovery {
   private follower: KmsgFollower | null = null;
   private kept: KmsgRecord[] = [];
+  private gapSaid = false;
   private lostSeen = 0n;
   private recovered = 0n;
   private running: Promise<void> | null = null;
@@ -76,6 +77,11 @@ export class DropRecovery {
     if (!this.follower) return;
     try {
       for (const r of this.follower.read()) if (OOM_LINE.test(r.message)) this.kept.push(r);
+      // the printk ring overwrote lines before they were read (a sweep's report and lines scroll it): said once
+      if (this.follower.overwritten > 0 && !this.gapSaid) {
+        this.gapSaid = true;
+        this.parts.logger.warn('live recovery: the kernel log overwrote lines before they were read; kills among them cannot be recovered while running');
+      }
     } catch (err) {
       // closed, so a descriptor that stays readable cannot keep waking the agent
       this.parts.logger.warn(`live recovery: /dev/kmsg unreadable, no live recovery from here on: ${(err as Error).message}`);

@@ -325,7 +325,12 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
     const agent = await startAgent(METRICS, { OOMTRAIL_COLLECTORS_OOMKILL_RING_BYTES: String(TINY_RING) });
     try {
       const sweep = await bigSweep(`oomtrail-sweep-tiny-${process.pid}`, BIG, t);
-      await checkRecords(agent, sweep, t);
+      try {
+        await checkRecords(agent, sweep, t);
+      } finally {
+        const said = agent.stderr().split('\n').filter((l) => /ring buffer was full|live recovery|kernel log|backfill/.test(l));
+        t.diagnostic(`agent on the loss and its recovery:\n${said.slice(0, 40).join('\n')}`);
+      }
       const s = await scrape(agent);
       const lost = s.get('oomtrail_dropped_total', { stage: 'kernel_ringbuf', reason: 'ringbuf_full' }) ?? 0;
       t.diagnostic(`events the ring lost: ${lost}`);
