@@ -395,6 +395,9 @@ export class Agent {
       });
       const outcomes = await this.router.route(record);
       await this.settleJournal(item, record, outcomes);
+      // a big sweep scrolls the kernel log while its records are worked through: read it on between them
+      this.recovery?.read();
+      this.audit?.readLog();
     }
   }
 

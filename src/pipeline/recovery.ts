@@ -142,12 +142,15 @@ export class DropRecovery {
     const { ledger, assembler, metrics, logger } = this.parts;
     if (!this.follower) return (await this.parts.flush()) ? this.fromJournald() : 0;
     this.read();
-    const lines = this.kept;
+    // what was read before the flush: a line read after it may name a kill still on its way
+    const lines = this.kept.slice();
     // a line whose event is still on its way would be recorded twice: nothing this round then
     if (!(await this.parts.flush())) return 0;
     const items: Array<{ record: OomRecord; tUs: number; key: number }> = [];
     const ids = new Set<string>();
     for (const kill of killsFromKmsg(lines)) {
+      // the log scrolls while a big sweep is recovered: read on every 64 kills (kept for the next round)
+      if (items.length % 64 === 63) this.read();
       const key = killKeyOfLine(kill.killed);
       if (ledger.matches(kill.killed.pid, kill.usec, ledger.bootId, key)) continue;
       const record = assembler.kmsg(kill);
