@@ -282,10 +282,10 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
     return { pids: new Set(tgidOf.keys()), before, printed, t0 };
   }
 
-  async function checkRecords(agent: RunningAgent, sweep: Awaited<ReturnType<typeof bigSweep>>, t: { diagnostic(msg: string): void }) {
+  async function checkRecords(agent: RunningAgent, sweep: Awaited<ReturnType<typeof bigSweep>>, t: { diagnostic(msg: string): void }, waitMs = 300_000) {
     const { pids, printed, before } = sweep;
     const mine = (rs: OomRecord[]) => rs.filter((r) => pids.has(r.victim_pid));
-    await agent.waitFor((rs) => mine(rs).length >= printed.size, 300_000, `${printed.size} records`);
+    await agent.waitFor((rs) => mine(rs).length >= printed.size, waitMs, `${printed.size} records`);
     t.diagnostic(`${printed.size} records ${((Date.now() - sweep.t0) / 1000).toFixed(1)} s after the allocator started`);
     await sleep(1000);
     const recs = mine(agent.records());
@@ -330,7 +330,8 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
     try {
       const sweep = await bigSweep(`oomtrail-sweep-tiny-${process.pid}`, BIG, t);
       try {
-        await checkRecords(agent, sweep, t);
+        // 19–30 s when it passes (6.1, 6.12 VMs): a todo's failure should not cost the matrix 5 minutes
+        await checkRecords(agent, sweep, t, 90_000);
       } finally {
         const said = agent.stderr().split('\n').filter((l) => /ring buffer was full|live recovery|kernel log|backfill/.test(l));
         t.diagnostic(`agent on the loss and its recovery:\n${said.slice(0, 40).join('\n')}`);
