@@ -19,9 +19,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Anchors the event struct in the object's BTF, so a test can compare it with the decoder. */
 const struct oomtrail_event *unused_event __attribute__((unused));
 
-/* 1 MiB holds ~124 events (8.4 kB each, two whole cgroup paths): a burst is read long before that fills, and
- * an overflow is counted and backfilled from the kernel log. Every page counts twice in the agent's RSS (the
- * data area is mapped twice for wrap-around, all of it at mmap): 2 MiB cost 4 MB of an idle agent's ~64. */
+/* Sized by user space before load (collectors.oomkill.ring_bytes, bpf_map__set_max_entries): an event is
+ * ~8.5 kB (two whole cgroup paths), so a 1,000-process memory.oom.group sweep needs 16 MiB. An overflow is
+ * counted and recovered from the kernel log while running. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -768,6 +768,11 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 
 	if (c && now - c->boot_ns > OOM_CTX_MAX_AGE_NS)
 		c = NULL;
+	/* A memory.oom.group sweep marks its members in the same oom_kill_process() call, a console line
+	 * printed between two: a sweep of hundreds outlasts the age limit (a 115200-baud console takes
+	 * ~13 ms a line). Each mark keeps the context alive for the next, so the last member still gets it. */
+	if (c)
+		c->boot_ns = now;
 
 	if (!victim) {
 		struct task_struct *chosen = c ? (struct task_struct *)c->chosen : NULL;

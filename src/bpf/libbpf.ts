@@ -10,6 +10,8 @@ export interface LibBpf {
   objectOpenFile(path: string): unknown | null;
   objectFindProgramByName(obj: unknown, name: string): unknown | null;
   objectFindMapFdByName(obj: unknown, name: string): number;
+  /** bpf_object__find_map_by_name + bpf_map__set_max_entries, before load: 0 or -errno (optional for test doubles) */
+  mapSetMaxEntries?(obj: unknown, name: string, maxEntries: number): number;
   objectLoad(obj: unknown): number;
   objectClose(obj: unknown): void;
   programSetAutoload(prog: unknown, autoload: boolean): number;
@@ -115,6 +117,8 @@ export function loadLibBpf(): LibBpf {
   const openFile = lib.func('void *bpf_object__open_file(const char *path, void *opts)');
   const findProg = lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)');
   const findMapFd = lib.func('int bpf_object__find_map_fd_by_name(void *obj, const char *name)');
+  const findMap = lib.func('void *bpf_object__find_map_by_name(void *obj, const char *name)');
+  const setMaxEntries = lib.func('int bpf_map__set_max_entries(void *map, uint32_t max_entries)');
   const objLoad = lib.func('int bpf_object__load(void *obj)');
   const objClose = lib.func('void bpf_object__close(void *obj)');
   const setAutoload = lib.func('int bpf_program__set_autoload(void *prog, bool autoload)');
@@ -181,6 +185,10 @@ export function loadLibBpf(): LibBpf {
     objectOpenFile: (path) => openFile(path, null),
     objectFindProgramByName: (obj, name) => findProg(obj, name),
     objectFindMapFdByName: (obj, name) => findMapFd(obj, name),
+    mapSetMaxEntries(obj, name, maxEntries) {
+      const map = findMap(obj, name);
+      return map ? setMaxEntries(map, maxEntries) : -2; /* ENOENT */
+    },
     objectLoad: (obj) => objLoad(obj),
     objectClose: (obj) => objClose(obj),
     programSetAutoload: (prog, autoload) => setAutoload(prog, autoload),

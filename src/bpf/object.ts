@@ -16,7 +16,8 @@ export class BpfObject {
     this.obj = obj;
   }
 
-  static open(path: string, programs: readonly string[], allPrograms: readonly string[]): BpfObject {
+  /** `maxEntries`: maps sized here before load (a ring buffer's bytes), e.g. `{ events: 1 << 24 }`. */
+  static open(path: string, programs: readonly string[], allPrograms: readonly string[], maxEntries: Record<string, number> = {}): BpfObject {
     const lib = loadLibBpf();
     const obj = checkPointer('bpf_object__open_file', lib.objectOpenFile(path), lib.errno, path);
     const self = new BpfObject(lib, obj);
@@ -24,6 +25,10 @@ export class BpfObject {
       for (const name of allPrograms) {
         const prog = self.program(name);
         checkStatus('bpf_program__set_autoload', lib.programSetAutoload(prog, programs.includes(name)), name);
+      }
+      for (const [map, n] of Object.entries(maxEntries)) {
+        if (!lib.mapSetMaxEntries) throw new BpfError('bpf_map__set_max_entries', 38 /* ENOSYS */, 'binding missing');
+        checkStatus('bpf_map__set_max_entries', lib.mapSetMaxEntries(obj, map, n), map);
       }
     } catch (err) {
       self.close();
@@ -189,15 +194,30 @@ export class RingBufferReader {
     else if (fd >= 0) this.lib.close?.(fd);
   }
 
+  /** Also wake for `fd` (readable): `onWake` runs after the consume that follows. */
+  watch(fd: number, onWake: () => void): boolean {
+    if ((this.lib.epollCtl?.(this.epfd, 1 /* EPOLL_CTL_ADD */, fd, 1 /* EPOLLIN */, fd) ?? -1) < 0) return false;
+    this.wakeListeners.push(onWake);
+    return true;
+  }
+
+  private readonly wakeListeners: Array<() => void> = [];
+
   start(): void {
     this.consume();
     void this.afterConsume().then(() => this.wait());
   }
 
+  /** Told after each consume: how many events it handed over and how long it took (ms). */
+  onConsumed: ((events: number, ms: number) => void) | null = null;
+
   /** Reads whatever is in the buffer now (main thread). */
   consume(): number {
     if (!this.rb) return 0;
-    return checkStatus('ring_buffer__consume', this.lib.ringBufferConsume(this.rb));
+    const t0 = process.hrtime.bigint();
+    const n = checkStatus('ring_buffer__consume', this.lib.ringBufferConsume(this.rb));
+    this.onConsumed?.(n, Number(process.hrtime.bigint() - t0) / 1e6);
+    return n;
   }
 
   private wait(): void {
@@ -213,6 +233,7 @@ export class RingBufferReader {
           if (Number(ret) > 0) {
             this.consume();
             await this.afterConsume();
+            for (const fn of this.wakeListeners) fn();
           }
         } catch (e) {
           this.onError(e instanceof Error ? e : new Error(String(e)));

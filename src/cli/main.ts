@@ -120,7 +120,12 @@ async function run(args: Args): Promise<number> {
   await preflightOrThrow(config);
   // taken before the attach, too: a second agent on this spool exits 78 with nothing attached
   const lock = DirLock.acquire(config.pipeline.spool.dir);
-  const collector = new OomKillCollector({ hook: config.collectors.oomkill.hook, logger, candidates: config.collectors.oomkill.candidates });
+  const collector = new OomKillCollector({
+    hook: config.collectors.oomkill.hook,
+    logger,
+    candidates: config.collectors.oomkill.candidates,
+    ringBytes: config.collectors.oomkill.ring_bytes,
+  });
   const { reclaim, trail } = buildOptionalCollectors(config, logger);
   // Both BPF objects load before the sinks, the runtimes and the agent grow the process: libbpf's parse
   // of the kernel's BTF (~12 MB, freed right after each load) is the agent's peak RSS. Kills from the

@@ -15,7 +15,17 @@ export interface CollectorDescription {
  */
 export interface Collector<E> {
   readonly name: string;
-  start(emit: (event: E) => Promise<void>): Promise<void>;
+  /** `emitBatch`, when given, takes the events one read of the kernel's ring gave, together (one journal commit). */
+  start(emit: (event: E) => Promise<void>, emitBatch?: (events: E[]) => Promise<void>): Promise<void>;
+  /**
+   * Reads the kernel's ring now and delivers what it held; resolves with the CLOCK_BOOTTIME (ns) before which every
+   * event the kernel queued has been emitted.
+   */
+  flush?(): Promise<bigint>;
+  /** Runs `onWake` whenever `fd` turns readable, woken by the collector's own wait (e.g. the kernel log). */
+  watch?(fd: number, onWake: () => void): void;
+  /** What reading the kernel's ring costs (its callbacks only copy the events out). */
+  consumeStats?(): { maxMsPerEvent: number };
   stop(): Promise<void>;
   describe(): CollectorDescription;
   /** Events the kernel side could not queue (ring buffer full); never silently lost. */

@@ -14,6 +14,13 @@ export function positive(x: unknown): void {
   if (!(typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) throw new Error('must be an integer > 0');
 }
 
+/** A BPF ring buffer's size: a power of two of whole pages (4096 to 1 GiB). */
+export function ringBytes(x: unknown): void {
+  if (!(typeof x === 'number' && Number.isSafeInteger(x) && x >= 4096 && x <= 1 << 30 && (x & (x - 1)) === 0)) {
+    throw new Error('must be a power of two from 4096 to 1073741824');
+  }
+}
+
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** A string ('' allowed) without control characters: file paths, user names, tenants. */

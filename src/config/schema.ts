@@ -2,7 +2,7 @@ import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { enabledSinks, SINKS, type SinksConfig } from '../sinks/registry';
 import { runtimeConfigSchema, type RuntimeEnrichConfig } from '../pipeline/assemble/runtime/config';
-import { emptyOrAbsolutePath, natural, nonEmptyString, positive } from './formats';
+import { emptyOrAbsolutePath, natural, nonEmptyString, positive, ringBytes } from './formats';
 
 export { natural, nonEmptyString, positive };
 
@@ -41,6 +41,7 @@ export interface AppConfig {
       backfill_previous_boots: number;
       audit_grace_ms: number;
       candidates: number;
+      ring_bytes: number;
     };
     reclaim: { enabled: boolean; death_wait_ms: number };
     psi: { enabled: boolean; trigger_stall_us: number; trigger_window_us: number; max_cgroup_triggers: number };
@@ -166,6 +167,13 @@ export const schema: convict.Schema<AppConfig> = {
         format: natural,
         default: 5,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_CANDIDATES',
+      },
+      ring_bytes: {
+        doc:
+          'Size of the kernel ring buffer OOM events wait in (a power of two, at least 4096). An event is ~8.5 kB: the default 16 MiB holds ~1,960, a whole memory.oom.group sweep of 1,000 processes even when the agent reads none of it meanwhile. It costs that much kernel memory (charged to the agent\'s cgroup) and twice that in RSS (mapped twice). An overflow is counted and recovered from the kernel log at once.',
+        format: ringBytes,
+        default: 16 << 20,
+        env: 'OOMTRAIL_COLLECTORS_OOMKILL_RING_BYTES',
       },
     },
     reclaim: {

@@ -224,6 +224,7 @@ export class PipelineMetrics {
   readonly sinkRejected: Counter;
   readonly dropped: Counter;
   readonly queueDepth: Gauge;
+  readonly ringbufConsumeMaxPerEvent: Gauge;
   readonly spoolRecords: Gauge;
   readonly spoolBytes: Gauge;
   readonly sinkLastSuccess: Gauge;
@@ -251,6 +252,10 @@ export class PipelineMetrics {
     this.sinkRejected = r.counter('oomtrail_sink_rejected_total', 'Records the sink rejected; written to the dead-letter file.', ['sink']);
     this.dropped = r.counter('oomtrail_dropped_total', 'Records discarded, by pipeline stage and reason.', ['stage', 'reason']);
     this.queueDepth = r.gauge('oomtrail_queue_depth', 'Records waiting in the in-memory queue.');
+    this.ringbufConsumeMaxPerEvent = r.gauge(
+      'oomtrail_kernel_ringbuf_consume_max_seconds_per_event',
+      'The longest one read of the kernel ring buffer of OOM events took, per event it returned (the read only copies events out; decode and enrichment run after it).',
+    );
     this.spoolRecords = r.gauge('oomtrail_spool_records', 'Records in the sink spool not yet acknowledged.', ['sink']);
     this.spoolBytes = r.gauge('oomtrail_spool_bytes', 'Bytes of spool segment files on disk.', ['sink']);
     this.sinkLastSuccess = r.gauge('oomtrail_sink_last_success_timestamp_seconds', 'Unix time of the last delivered batch.', ['sink']);

@@ -20,6 +20,7 @@ import { KillLedger, killKeyOfRecord, noteKill } from './ledger';
 import { Lane, type AcceptResult } from './lane';
 import { BoundedQueue } from './queue';
 import { Router } from './router';
+import { DropRecovery } from './recovery';
 
 
 const KERNEL_LINE_REJECTS: Record<KernelLineRejectReason, string> = {
@@ -29,6 +30,8 @@ const KERNEL_LINE_REJECTS: Record<KernelLineRejectReason, string> = {
 };
 export { JOURNAL_DIR } from './journal';
 
+/** What a collector's flush vouches for lies this far before its start (an event is stamped before it is queued). */
+const FLUSH_SLACK_NS = 20_000_000n;
 /** Longest wait at stop for a sink write still in flight (or a sink's close). */
 const LANE_CLOSE_GRACE_MS = 2000;
 /**
@@ -116,9 +119,12 @@ export interface AgentParts {
 /** A captured kill: its record as built right after decode, and its entry in the journal (null if that failed). */
 interface KillItem {
   kind: 'kill';
-  ev: RawOomEvent;
+  /** null: a kill the kernel ring buffer lost, recorded from its kernel-log line (complete already) */
+  ev: RawOomEvent | null;
   record: OomRecord;
   journalSeq: number | null;
+  /** the kill on the printk clock */
+  tUs: number;
 }
 
 type QueueItem = KillItem | ({ kind: 'memory_pressure' } & PressureEvent);
@@ -143,13 +149,13 @@ export class Agent {
   private assembler: RecordAssembler | null = null;
   private consumer: Promise<void> = Promise.resolve();
   private server: MetricsServer | null = null;
-  private lostReported = 0n;
   private lock: DirLock | null = null;
   private journal: KillJournal | null = null;
   private ledger: KillLedger | null = null;
   private audit: KillAudit | null = null;
   private backfill: Backfill | null = null;
   private backfillDone: Promise<void> = Promise.resolve();
+  private recovery: DropRecovery | null = null;
   /** Kills whose journal entry stays until the lanes that held them in memory have taken them (event_id → entry seq). */
   private readonly journalKept = new Map<string, number>();
   private readonly unsubscribeRejects: () => void;
@@ -200,6 +206,8 @@ export class Agent {
         rejectsReported[reason] = n;
       }
       this.metrics.queueDepth.set({}, this.queue.depth);
+      const consumed = parts.collector.consumeStats?.();
+      if (consumed) this.metrics.ringbufConsumeMaxPerEvent.set({}, consumed.maxMsPerEvent / 1000);
       for (const lane of lanes) this.metrics.sinkBuffered.set({ sink: lane.name }, lane.memory.buffered);
       const fds = this.trail?.fdUse?.();
       if (fds) {
@@ -228,6 +236,7 @@ export class Agent {
       deathWaitMs: this.parts.deathWaitMs ?? 1000,
       runtime: this.parts.runtime ?? null,
       explain: { candidates: config.collectors.oomkill.candidates, hostTotalPages: readHostTotalPages(this.facts.pageSize) },
+      flush: this.parts.collector.flush ? () => this.parts.collector.flush!() : null,
     });
     const dir = config.pipeline.spool.dir;
     // before any spool is touched: a second agent on this directory would replay, ack and delete
@@ -242,6 +251,7 @@ export class Agent {
       this.backfill?.cancelTimer();
       this.audit?.stopTimer();
       await this.parts.collector.stop().catch(() => undefined);
+      await this.recovery?.stop().catch(() => undefined);
       await Promise.resolve(this.trail?.stop()).catch(() => undefined);
       this.parts.reclaim?.stop();
       this.audit?.close();
@@ -259,6 +269,29 @@ export class Agent {
     const o = config.collectors.oomkill;
     const ledger = (this.ledger = KillLedger.open(dir, this.facts!.bootId, o.backfill && o.backfill_journald && o.backfill_previous_boots > 0));
     this.journal = await KillJournal.open(dir, config.pipeline.spool.fsync, logger);
+    // before the first event is read: the kernel-log lines of kills the ring buffer loses from here on
+    this.recovery = new DropRecovery({
+      ledger,
+      assembler: this.assembler!,
+      metrics: this.metrics,
+      logger,
+      record: (items, opts) => this.captureRecovered(items, opts),
+      // complete when the ring was read, and all it held delivered, after this call began
+      flush: async () => {
+        if (!collector.flush) return true;
+        const before = this.clock.bootNowNs();
+        return (await collector.flush()) >= before - FLUSH_SLACK_NS;
+      },
+      lost: () => collector.lostEvents(),
+      journald: o.backfill_journald
+        ? {
+            options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
+            facts: this.facts!,
+            printkToRealtimeNs: this.clock.printkToRealtimeNs,
+          }
+        : null,
+    });
+    this.recovery.start(collector.watch ? (fd, onWake) => collector.watch!(fd, onWake) : undefined);
     const replay = await this.journal.readUnfinished(this.router.lanes);
     await this.router.open();
     await this.journal.replay(replay, this.router.lanes, {
@@ -266,7 +299,10 @@ export class Agent {
       entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record)),
     });
     const startUs = this.clock.printkNowUs();
-    await collector.start((ev) => this.capture(ev));
+    await collector.start(
+      (ev) => this.capture([ev]),
+      (evs) => this.capture(evs),
+    );
     // the window in which the kernel side attached: main.ts has the collector attach before the agent exists
     const attached = collector.attachWindowUs?.() ?? null;
     const beforeAttachUs = attached ? Math.min(attached.beforeUs, startUs) : startUs;
@@ -280,6 +316,8 @@ export class Agent {
       cgroups: this.trail,
     });
     this.audit.start();
+    const auditLog = this.audit.logDescriptor();
+    if (auditLog !== null) collector.watch?.(auditLog, () => this.audit?.readLog());
     if (config.collectors.oomkill.backfill) {
       this.backfill = new Backfill({
         ledger,
@@ -320,23 +358,33 @@ export class Agent {
   }
 
   /**
-   * Right after decode, before any wait: the kill's record is made durable in the journal, and the
-   * kill entered in the ledger. The death confirmation later only amends the record on its way to
-   * the sinks; a crash before that leaves the journal entry, re-emitted at the next start.
+   * Right after decode, before any wait: the kills' records are made durable in the journal (one commit for the
+   * batch one ring read gave), and the kills entered in the ledger. The death confirmation later only amends a record
+   * on its way to the sinks; a crash before that leaves the journal entry, re-emitted at the next start.
    */
-  private async capture(ev: RawOomEvent): Promise<void> {
-    const record = this.assembler!.kill(ev);
-    // the kill on the printk clock (CLOCK_MONOTONIC-like), to match it with its kernel log line
-    const tUs = this.assembler!.killPrintkUs(ev);
-    const journalSeq = await this.journal!.append(record, tUs);
-    // matched with its kernel log line by its key, not by tUs: CLOCK_MONOTONIC drifts from the printk clock
-    noteKill(this.ledger!, this.parts.logger, ev.victimPid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record));
-    await this.queue.push({ kind: 'kill', ev, record, journalSeq });
+  private async capture(evs: RawOomEvent[]): Promise<void> {
+    const items = evs.map((ev) => ({ ev, record: this.assembler!.kill(ev), tUs: this.assembler!.killPrintkUs(ev) }));
+    // tUs: the kill on the printk clock (CLOCK_MONOTONIC-like), to match it with its kernel log line
+    const seqs = await this.journal!.appendMany(items.map(({ record, tUs }) => ({ record, tUs })));
+    for (const { ev, record, tUs } of items) {
+      // matched with its kernel log line by its key, not by tUs: CLOCK_MONOTONIC drifts from the printk clock
+      noteKill(this.ledger!, this.parts.logger, ev.victimPid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record));
+    }
+    for (let i = 0; i < items.length; i++) await this.queue.push({ kind: 'kill', ev: items[i].ev, record: items[i].record, journalSeq: seqs[i], tUs: items[i].tUs });
+    // the kernel side's loss counter, after every delivery: a loss is recovered from the kernel log at once
+    this.recovery?.check();
+  }
+
+  /** Kills the kernel ring buffer lost, recorded from their kernel-log lines: journaled and entered as captures are. */
+  private async captureRecovered(items: Array<{ record: OomRecord; tUs: number; key: number }>, opts = { inLedger: false }): Promise<void> {
+    const seqs = await this.journal!.appendMany(items);
+    if (!opts.inLedger) for (const { record, tUs, key } of items) noteKill(this.ledger!, this.parts.logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup, key);
+    for (let i = 0; i < items.length; i++) await this.queue.push({ kind: 'kill', ev: null, record: items[i].record, journalSeq: seqs[i], tUs: items[i].tUs });
   }
 
   /** Moves assembled records from the queue to the router, and acks each kill's journal entry once routed. */
   private async consume(): Promise<void> {
-    const { collector, logger } = this.parts;
+    const { logger } = this.parts;
     const assembler = this.assembler!;
     for (let item = await this.queue.shift(); item !== undefined; item = await this.queue.shift()) {
       if (isPressure(item)) {
@@ -346,21 +394,18 @@ export class Agent {
         continue;
       }
       // the journal holds this record already: the wait for the death amends it, it never gates its durability
-      const record = await assembler.complete(item.ev, item.record, { wait: !this.stopping });
+      const record = item.ev ? await assembler.complete(item.ev, item.record, { wait: !this.stopping }) : item.record;
       // labelled by the victim's cgroup (the workload that lost a process), as the metric's help says;
       // oom_cgroup would put every global OOM under "/" and every child's kill under its limited ancestor
       this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
-      logger.info(`captured OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}`, {
+      logger.info(`${item.ev ? 'captured' : 'recovered'} OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}${item.ev ? '' : ' from the kernel log'}`, {
         event_id: record.event_id,
       });
       const outcomes = await this.router.route(record);
       await this.settleJournal(item, record, outcomes);
-      const lost = collector.lostEvents();
-      if (lost > this.lostReported) {
-        this.metrics.dropped.inc({ stage: 'kernel_ringbuf', reason: 'ringbuf_full' }, Number(lost - this.lostReported));
-        logger.error(`kernel ring buffer was full: ${lost - this.lostReported} OOM events lost`);
-        this.lostReported = lost;
-      }
+      // a big sweep scrolls the kernel log while its records are worked through: read it on between them
+      this.recovery?.read();
+      this.audit?.readLog();
     }
   }
 
@@ -383,7 +428,7 @@ export class Agent {
     );
     let seq = item.journalSeq;
     if (seq !== null) {
-      const narrowed = await journal.appendFor(record, this.assembler!.killPrintkUs(item.ev), missing.map((l) => l.name));
+      const narrowed = await journal.appendFor(record, item.tUs, missing.map((l) => l.name));
       if (narrowed !== null) {
         await journal.ack(seq, record.event_id);
         seq = narrowed;
@@ -454,6 +499,7 @@ export class Agent {
     this.audit?.stopTimer();
     await this.parts.collector.stop();
     await this.trail?.stop();
+    await this.recovery?.stop();
     step('collectors');
     this.queue.close();
     await this.consumer;

@@ -152,6 +152,36 @@ export class KillAudit {
     return cgroupShortfalls(this.parts.ledger, counters, this.repeatedKills);
   }
 
+  /** The kernel log's descriptor (readable when it grew), to have `readLog` called as it grows; null without one. */
+  logDescriptor(): number | null {
+    return this.kmsgFollower?.descriptor ?? null;
+  }
+
+  /**
+   * Reads the kernel log on for repeated kill lines. Called at each check, and as the log grows where the caller can
+   * wait for it: a big sweep's report and lines scroll the printk ring within a second, and a repeated line read
+   * after its first was overwritten would not be told apart.
+   */
+  readLog(): void {
+    const base = this.parts.ledger.state.audit_base_us;
+    if (base === null) return;
+    try {
+      for (const r of this.kmsgFollower?.read() ?? []) {
+        const k = parseKilled(r.message);
+        // a memory.oom.group sweep logs its victim twice, and each line is counted in oom_kill
+        if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= base) {
+          this.repeatedSinceBase++;
+          this.repeatedKills.push({ pid: k.pid, usec: r.usec, key: killKeyOfLine(k) });
+          if (this.repeatedKills.length > 4096) this.repeatedKills.shift();
+        }
+      }
+    } catch (err) {
+      this.parts.logger.warn(`audit: kernel log unreadable, stop reading it: ${(err as Error).message}`);
+      this.kmsgFollower?.close();
+      this.kmsgFollower = null;
+    }
+  }
+
   /** One reconciliation: kernel count vs recorded kills, reported once settled past the grace period. */
   check(): void {
     const { ledger, metrics } = this.parts;
@@ -163,21 +193,7 @@ export class KillAudit {
     this.kernelReported = kernel;
     // Read the log after the counter: a kill counted is then either logged below or still to come
     // (and explained at a later tick, within the grace).
-    try {
-      for (const r of this.kmsgFollower?.read() ?? []) {
-        const k = parseKilled(r.message);
-        // a memory.oom.group sweep logs its victim twice, and each line is counted in oom_kill
-        if (k && this.repeats.isRepeat(k.pid, r.usec) && r.usec >= ledger.state.audit_base_us) {
-          this.repeatedSinceBase++;
-          this.repeatedKills.push({ pid: k.pid, usec: r.usec, key: killKeyOfLine(k) });
-          if (this.repeatedKills.length > 4096) this.repeatedKills.shift();
-        }
-      }
-    } catch (err) {
-      this.parts.logger.warn(`audit: kernel log unreadable, stop reading it: ${(err as Error).message}`);
-      this.kmsgFollower?.close();
-      this.kmsgFollower = null;
-    }
+    this.readLog();
     const unexplained = Math.max(
       0,
       kernel - ledger.state.audit_base_kills - this.repeatedSinceBase - ledger.countSince(ledger.state.audit_base_us),

@@ -60,6 +60,19 @@ export class KillJournal {
   }
 
   /**
+   * Makes a batch of kills durable together: one write and one fsync for all (group commit). Their sequence numbers in
+   * order, or nulls when the write failed (the records are then held in memory only).
+   */
+  async appendMany(items: ReadonlyArray<{ record: OomRecord; tUs: number }>): Promise<Array<number | null>> {
+    try {
+      return await this.spool.append(items.map(({ record, tUs }) => ({ j: 1, t_us: tUs, record }) as unknown as OomRecord));
+    } catch (err) {
+      this.logger.error(`journal: cannot write the records of ${items.length} kill(s); they are held in memory only: ${(err as Error).message}`);
+      return items.map(() => null);
+    }
+  }
+
+  /**
    * A second entry for a kill some lanes could not take (held in memory, dropped), naming those lanes; the caller
    * then acks the first. Its sequence number, or null when the write failed (the first entry then stays).
    */

@@ -287,3 +287,30 @@ test('memory.oom.group sweeps: oom_group_kill_size counts the marks of one sweep
   const single = raw({ oomGroupKill: false });
   assert.equal((await a.complete(single, a.kill(single))).oom_group_kill_size, undefined, 'not a group kill: no size');
 });
+
+test('memory.oom.group sweeps with a collector to flush: a member reaching user space late still counts (the kernel clock decides)', async () => {
+  let now = KILL_BOOT_NS;
+  const clock = { ...clockWithKillAt(0), bootNowNs: () => now };
+  const group = (dtNs: bigint) => raw({ bootNs: KILL_BOOT_NS + dtNs, oomGroupKill: true });
+  // the sweep's third and fourth members are still in the ring when the first record is completed: the first
+  // flush delivers the third (marked 600 ms after the first), the next the fourth (marked 1.5 s after the first)
+  const late = [group(600_000_000n), group(1_500_000_000n)];
+  let flushes = 0;
+  const a: RecordAssembler = new RecordAssembler({
+    facts,
+    clock,
+    flush: async () => {
+      flushes++;
+      now += 400_000_000n; // each flush takes its time, and the clock runs on
+      const ev = late.shift();
+      if (ev) a.kill(ev);
+      return now;
+    },
+  });
+  const first = [group(0n), group(5_000n)];
+  const records = first.map((ev) => a.kill(ev));
+  const sizes = [];
+  for (const [i, ev] of first.entries()) sizes.push((await a.complete(ev, records[i]!)).oom_group_kill_size);
+  assert.deepEqual(sizes, [4, 4], 'every member, however late it was delivered');
+  assert.ok(flushes >= 3, 'flushed until the ring was read 1 s past the last mark');
+});

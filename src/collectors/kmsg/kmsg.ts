@@ -62,6 +62,8 @@ export class KmsgFollower {
   private readonly buf = Buffer.alloc(16384);
   /** sequence number of the first record read (kernel's or not), -1 before any: where the ring began */
   firstSeq = -1;
+  /** times the kernel overwrote records before this reader got to them (EPIPE) */
+  overwritten = 0;
 
   constructor(device = '/dev/kmsg') {
     this.fd = fs.openSync(device, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
@@ -81,6 +83,11 @@ export class KmsgFollower {
     return out;
   }
 
+  /** The open descriptor (to wait on it: readable when the kernel logged something new), or null once closed. */
+  get descriptor(): number | null {
+    return this.fd;
+  }
+
   /** Moves past every record logged so far without parsing them (read() would build them all). */
   skip(): void {
     while (this.next() !== null);
@@ -96,6 +103,7 @@ export class KmsgFollower {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') return null;
         if (code !== 'EPIPE') throw err;
+        this.overwritten++;
       }
     }
   }

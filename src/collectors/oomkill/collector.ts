@@ -32,6 +32,18 @@ export interface OomKillOptions {
   objectPath?: string;
   /** collectors.oomkill.candidates: 0 turns the /proc fallback off too (default: on) */
   candidates?: number;
+  /** collectors.oomkill.ring_bytes: the kernel ring buffer's size (a power of two, pages); the object's own when absent */
+  ringBytes?: number;
+}
+
+/** What the ring-buffer callbacks cost: each only copies an event out (decode and every read run after). */
+export interface ConsumeStats {
+  /** ring_buffer__consume calls that returned events, and those events */
+  calls: number;
+  events: number;
+  /** the longest consume call, and the most one call spent per event it returned (ms) */
+  maxCallMs: number;
+  maxMsPerEvent: number;
 }
 
 /** Reads the memory controller's path from /proc when the kernel side could not find the task. */
@@ -48,6 +60,9 @@ function procMemoryCgroup(pid: number): string | null {
 }
 
 const MEMORY_HIERARCHIES = ['/sys/fs/cgroup/memory', '/sys/fs/cgroup'];
+/** An event is stamped (bpf_ktime_get_boot_ns) a few µs before it is submitted: `flush` vouches for what came before this. */
+const FLUSH_MARGIN_NS = 10_000_000n;
+const FLUSH_WAIT_MS = 1000;
 
 /**
  * A path deeper than the kernel side's 16 slots arrives cut at the root side; its kernfs id is
@@ -115,13 +130,17 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   readonly name = 'oomkill';
   private obj: BpfObject | null = null;
   private reader: RingBufferReader | null = null;
-  private pending: RawOomEvent[] = [];
+  /** events copied out of the ring, not yet decoded and delivered */
+  private pending: Buffer[] = [];
+  private delivering: Promise<void> | null = null;
+  private flushedThrough = 0n;
+  private readonly stats: ConsumeStats = { calls: 0, events: 0, maxCallMs: 0, maxMsPerEvent: 0 };
   private chosen: Hook | null = null;
   private programs: string[] = [];
   private probes: HookProbe[] = [];
   private companions: CompanionProbe[] = [];
   private degraded: string[] = [];
-  private emit: (e: RawOomEvent) => Promise<void> = async () => {};
+  private emit: (e: RawOomEvent[]) => Promise<void> = async () => {};
   /** The kernel's printed reports: printed before mark_victim, so already readable when its event is. */
   private kmsg: KmsgFollower | null = null;
   private rssInexactSaid = false;
@@ -172,7 +191,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     const tryPlan = (plan: string[]): Error | null =>
       withLibbpfLog(() => {
         try {
-          this.obj = loadAndAttach(objectPath, plan);
+          this.obj = loadAndAttach(objectPath, plan, this.opts.ringBytes);
         } catch (err) {
           return err as Error;
         }
@@ -225,26 +244,72 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     for (const d of this.degraded) logger.info(`oomkill: degraded on this kernel: ${d}`);
   }
 
-  async start(emit: (event: RawOomEvent) => Promise<void>): Promise<void> {
+  /**
+   * Delivers every event: to `emitBatch` as the batches one ring read gave (one journal commit each), else one
+   * by one to `emit`.
+   */
+  async start(emit: (event: RawOomEvent) => Promise<void>, emitBatch?: (events: RawOomEvent[]) => Promise<void>): Promise<void> {
     const { logger } = this.opts;
-    this.emit = emit;
+    this.emit = emitBatch ?? (async (events) => {
+      for (const e of events) await emit(e);
+    });
     this.load();
     this.reader = new RingBufferReader(
       this.obj!.mapFd('events'), // load() threw unless a hook is attached
-      (data) => {
-        try {
-          this.pending.push(this.decode(data));
-        } catch (err) {
-          // runs inside ring_buffer__consume: never let it throw through libbpf
-          logger.error(`oomkill: undecodable event: ${(err as Error).message}`);
-        }
-      },
+      // runs inside ring_buffer__consume, which holds the ring's consumer position: a copy only (no throw
+      // either); decode, the kernel report, /proc and path lookups run after it, in deliver()
+      (data) => void this.pending.push(data),
       (err) => logger.error(`oomkill: ring buffer: ${err.message}`),
       () => this.deliver(),
     );
+    for (const w of this.watches) {
+      if (!this.reader.watch(w.fd, w.onWake)) logger.warn(`oomkill: cannot wait for fd ${w.fd} beside the ring buffer`);
+    }
+    this.reader.onConsumed = (events, ms) => {
+      if (events === 0) return;
+      this.stats.calls++;
+      this.stats.events += events;
+      this.stats.maxCallMs = Math.max(this.stats.maxCallMs, ms);
+      this.stats.maxMsPerEvent = Math.max(this.stats.maxMsPerEvent, ms / events);
+    };
     this.reader.start();
   }
 
+  /** Wakes `onWake` (on the main thread) whenever `fd` turns readable, from the ring buffer's own wait: no timer. */
+  watch(fd: number, onWake: () => void): void {
+    this.watches.push({ fd, onWake });
+    if (this.reader && !this.reader.watch(fd, onWake)) this.opts.logger.warn(`oomkill: cannot wait for fd ${fd} beside the ring buffer`);
+  }
+
+  private readonly watches: Array<{ fd: number; onWake: () => void }> = [];
+
+  consumeStats(): ConsumeStats {
+    return { ...this.stats };
+  }
+
+  /**
+   * Reads the ring now and delivers everything in it: every event the kernel submitted before the returned
+   * CLOCK_BOOTTIME (ns) has been emitted when this resolves (a sweep is complete, a kernel-log line can be
+   * compared with the live captures).
+   */
+  async flush(): Promise<bigint> {
+    const t = loadLibBpf().clockGettimeNs('boottime');
+    try {
+      this.reader?.consume();
+    } catch (err) {
+      this.opts.logger.error(`oomkill: ring buffer: ${(err as Error).message}`);
+    }
+    // a delivery held up downstream (a full queue blocking) vouches for nothing new: the caller waits, never deadlocks
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = await Promise.race([
+      this.deliver().then(() => true),
+      new Promise<false>((r) => (timer = setTimeout(() => r(false), FLUSH_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+    // an event stamped just before `t` may still be between its reserve and submit
+    if (done && t - FLUSH_MARGIN_NS > this.flushedThrough) this.flushedThrough = t - FLUSH_MARGIN_NS;
+    return this.flushedThrough;
+  }
   private decode(data: Buffer): RawOomEvent {
     const event = decodeEvent(data);
     if (event.rssInexact && !this.rssInexactSaid) {
@@ -290,11 +355,24 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     return this.reports.take(event.victimPid, q) ?? this.reports.take(event.victimTid, q);
   }
 
+  /** Decodes and emits what the ring gave, a batch at a time; one run at once, and it resolves once nothing is pending. */
   private async deliver(): Promise<void> {
-    while (this.pending.length) {
-      const event = this.pending.shift()!;
-      await this.emit(event);
-    }
+    while (this.delivering) await this.delivering;
+    if (!this.pending.length) return;
+    this.delivering = (async () => {
+      while (this.pending.length) {
+        const batch: RawOomEvent[] = [];
+        for (const data of this.pending.splice(0)) {
+          try {
+            batch.push(this.decode(data));
+          } catch (err) {
+            this.opts.logger.error(`oomkill: undecodable event: ${(err as Error).message}`);
+          }
+        }
+        if (batch.length) await this.emit(batch);
+      }
+    })().finally(() => (this.delivering = null));
+    await this.delivering;
   }
 
   async stop(): Promise<void> {

@@ -114,8 +114,8 @@ export function probeHook(withLibbpfLog: <T>(fn: (log: string[]) => T) => T, hoo
 }
 
 /** Opens the object with only `programs` to load, loads and attaches them; closed again on failure. */
-export function loadAndAttach(objectPath: string, programs: readonly string[]): BpfObject {
-  const obj = BpfObject.open(objectPath, programs, ALL_PROGRAMS);
+export function loadAndAttach(objectPath: string, programs: readonly string[], ringBytes?: number): BpfObject {
+  const obj = BpfObject.open(objectPath, programs, ALL_PROGRAMS, ringBytes ? { events: ringBytes } : {});
   try {
     obj.load();
     for (const prog of programs) obj.attach(prog);

@@ -32,6 +32,11 @@ export interface AssemblyParts {
   runtime?: RuntimeNames | null;
   /** candidates kept per record, and the host's RAM + swap (a global OOM's domain) */
   explain?: ExplainOptions;
+  /**
+   * Reads the kill collector's ring and delivers what it held (to `kill`); resolves with the CLOCK_BOOTTIME before
+   * which every kill has been noted. Absent: a sweep is taken as complete once no member arrived for a while.
+   */
+  flush?: (() => Promise<bigint>) | null;
 }
 
 /** Container/pod names from the container runtimes: bounded in time, never fails (unknown stays out). */
@@ -97,7 +102,7 @@ export class RecordAssembler {
     if (ev.oomGroupKill) {
       // a sweep's members are marked in one kernel call, so they reach us together: once none came for
       // SWEEP_SETTLE_NS every member is counted (each record waits at most SWEEP_MAX_WAIT_NS for that)
-      if (opts.wait) await this.sweeps.settled(sweepKey(ev), clock.bootNowNs);
+      if (opts.wait) await this.sweeps.settled(sweepKey(ev), ev.bootNs, clock.bootNowNs, this.parts.flush ?? null);
       out.oom_group_kill_size = this.sweeps.size(sweepKey(ev), ev.bootNs);
     }
     return out;
@@ -122,47 +127,72 @@ export class RecordAssembler {
  * VM) takes tens of ms per line.
  */
 const SWEEP_GAP_NS = 1_000_000_000n;
-/** No further member for this long: the sweep is complete in user space. */
+/** Without a collector to flush: no further member arrived for this long, the sweep is complete in user space. */
 const SWEEP_SETTLE_NS = 200_000_000n;
 const SWEEP_MAX_WAIT_NS = 2_000_000_000n;
+/** With one: a record waits at most this long past its sweep's latest mark (a console slower than SWEEP_GAP_NS a line). */
+const SWEEP_FLUSHED_MAX_WAIT_NS = 60_000_000_000n;
 
 function sweepKey(ev: RawOomEvent): string {
   return `${ev.triggerTid}\u0000${ev.oomCgroup?.path ?? ''}`;
 }
+
+const byTime = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** The kills of recent memory.oom.group sweeps, by triggering thread and OOM cgroup: mark times (boot ns). */
 class GroupSweeps {
   private readonly marks = new Map<string, { at: bigint[]; seenNs: bigint }>();
 
   note(key: string, markNs: bigint, nowNs: bigint): void {
-    for (const [k, v] of this.marks) if (nowNs - v.seenNs > 10_000_000_000n) this.marks.delete(k);
+    for (const [k, v] of this.marks) if (nowNs - v.seenNs > 10_000_000_000n && k !== key) this.marks.delete(k);
     const m = this.marks.get(key) ?? { at: [], seenNs: nowNs };
     m.at.push(markNs);
     m.seenNs = nowNs;
     this.marks.set(key, m);
   }
 
-  /** How many marks form the sweep `markNs` belongs to: the chain of marks at most SWEEP_GAP_NS apart. */
-  size(key: string, markNs: bigint): number {
-    const at = [...(this.marks.get(key)?.at ?? [])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  /** The chain of marks at most SWEEP_GAP_NS apart that `markNs` belongs to: [first, last] indexes in sorted order. */
+  private chain(key: string, markNs: bigint): { at: bigint[]; lo: number; hi: number } | null {
+    const at = [...(this.marks.get(key)?.at ?? [])].sort(byTime);
     const i = at.indexOf(markNs);
-    if (i < 0) return 1;
+    if (i < 0) return null;
     let lo = i;
     while (lo > 0 && at[lo] - at[lo - 1] <= SWEEP_GAP_NS) lo--;
     let hi = i;
     while (hi < at.length - 1 && at[hi + 1] - at[hi] <= SWEEP_GAP_NS) hi++;
-    return hi - lo + 1;
+    return { at, lo, hi };
   }
 
-  /** Resolves once no mark under `key` arrived for SWEEP_SETTLE_NS (at most SWEEP_MAX_WAIT_NS). */
-  async settled(key: string, nowNs: () => bigint): Promise<void> {
-    const until = nowNs() + SWEEP_MAX_WAIT_NS;
-    // bounded in rounds too, whatever the clock does
-    for (let round = 0; round <= Number(SWEEP_MAX_WAIT_NS / SWEEP_SETTLE_NS); round++) {
-      const now = nowNs();
-      const quiet = now - (this.marks.get(key)?.seenNs ?? 0n);
-      if (quiet >= SWEEP_SETTLE_NS || now >= until) return;
-      await new Promise((r) => setTimeout(r, Number((SWEEP_SETTLE_NS - quiet) / 1_000_000n) + 1));
+  /** How many marks form the sweep `markNs` belongs to. */
+  size(key: string, markNs: bigint): number {
+    const c = this.chain(key, markNs);
+    return c ? c.hi - c.lo + 1 : 1;
+  }
+
+  /**
+   * Resolves once the sweep of `markNs` is complete. With `flush`, on the kernel's clock: once the collector's ring
+   * was read (and what it held noted) through SWEEP_GAP_NS past the sweep's latest mark, no later mark can join it —
+   * however late the members reach user space. Without, once no mark under `key` arrived for SWEEP_SETTLE_NS.
+   */
+  async settled(key: string, markNs: bigint, nowNs: () => bigint, flush: (() => Promise<bigint>) | null): Promise<void> {
+    if (!flush) {
+      const until = nowNs() + SWEEP_MAX_WAIT_NS;
+      // bounded in rounds too, whatever the clock does
+      for (let round = 0; round <= Number(SWEEP_MAX_WAIT_NS / SWEEP_SETTLE_NS); round++) {
+        const now = nowNs();
+        const quiet = now - (this.marks.get(key)?.seenNs ?? 0n);
+        if (quiet >= SWEEP_SETTLE_NS || now >= until) return;
+        await new Promise((r) => setTimeout(r, Number((SWEEP_SETTLE_NS - quiet) / 1_000_000n) + 1));
+      }
+      return;
+    }
+    for (let round = 0; round < 10_000; round++) {
+      const c = this.chain(key, markNs);
+      const last = c ? c.at[c.hi] : markNs;
+      const through = await flush();
+      if (through >= last + SWEEP_GAP_NS || nowNs() - last >= SWEEP_FLUSHED_MAX_WAIT_NS) return;
+      const waitMs = Number((last + SWEEP_GAP_NS - through) / 1_000_000n);
+      await new Promise((r) => setTimeout(r, Math.min(Math.max(waitMs, 1), 1000) + 1));
     }
   }
 }
