@@ -269,6 +269,14 @@ export class Agent {
     const o = config.collectors.oomkill;
     const ledger = (this.ledger = KillLedger.open(dir, this.facts!.bootId, o.backfill && o.backfill_journald && o.backfill_previous_boots > 0));
     this.journal = await KillJournal.open(dir, config.pipeline.spool.fsync, logger);
+    // where the start-up backfill and the live recovery read kernel lines when there is no /dev/kmsg
+    const journald = o.backfill_journald
+      ? {
+          options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
+          facts: this.facts!,
+          printkToRealtimeNs: this.clock.printkToRealtimeNs,
+        }
+      : null;
     // before the first event is read: the kernel-log lines of kills the ring buffer loses from here on
     this.recovery = new DropRecovery({
       ledger,
@@ -283,13 +291,7 @@ export class Agent {
         return (await collector.flush()) >= before - FLUSH_SLACK_NS;
       },
       lost: () => collector.lostEvents(),
-      journald: o.backfill_journald
-        ? {
-            options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
-            facts: this.facts!,
-            printkToRealtimeNs: this.clock.printkToRealtimeNs,
-          }
-        : null,
+      journald,
     });
     this.recovery.start(collector.watch ? (fd, onWake) => collector.watch!(fd, onWake) : undefined);
     const replay = await this.journal.readUnfinished(this.router.lanes);
@@ -326,13 +328,7 @@ export class Agent {
         metrics: this.metrics,
         logger,
         stateDir: dir,
-        journald: o.backfill_journald
-          ? {
-              options: { directory: o.backfill_journald_dir, previousBoots: o.backfill_previous_boots },
-              facts: this.facts!,
-              printkToRealtimeNs: this.clock.printkToRealtimeNs,
-            }
-          : null,
+        journald,
       });
       this.backfillDone = this.backfill.run(beforeAttachUs, afterAttachUs);
     }
