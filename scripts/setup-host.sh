@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what oomtrail needs on a Debian host, only what is missing, then npm deps and the build.
-#   scripts/setup-host.sh run    -> runtime: libbpf1
+#   scripts/setup-host.sh run    -> runtime: libbpf1, the pinned Node.js LTS (scripts/node-runtime.sh)
 #   scripts/setup-host.sh test   -> + bpftool (layout test), qemu + busybox (VM kernel matrix)
 #   scripts/setup-host.sh bpf    -> + clang/llvm/libbpf-dev to rebuild bpf/*.bpf.o
 set -euo pipefail
@@ -27,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   echo "[setup] apt done in $((SECONDS - t0)) s"
 fi
+
+# the agent's Node.js LTS (runtime/node.version) from the npm registry, cached outside the clone; this machine's
+# node (20) and npm only bootstrap: they fetch it, install the deps and run tsc
+echo "[setup] node runtime: $(bash scripts/node-runtime.sh)"
 
 # npm ci only when the lock file changed since the last install
 stamp=node_modules/.oomtrail-lock

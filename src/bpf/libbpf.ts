@@ -1,4 +1,6 @@
 import koffi from 'koffi';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 
 /** The raw libbpf.so.1 / libc functions oomtrail uses, bound once. Higher layers wrap their returns. */
 export interface LibBpf {
@@ -63,9 +65,29 @@ const CLOCK_BOOTTIME = 7;
 
 let cached: LibBpf | undefined;
 
+/**
+ * The package's private copy first (/usr/lib/oomtrail/lib/libbpf.so.1 beside dist/): loaded by path, so a host
+ * without libbpf1 (Debian 11, Ubuntu 22.04) or with another build of it does not matter. Else (a clone, the image)
+ * the system's, by soname.
+ */
+export function libbpfToLoad(root = path.resolve(__dirname, '../../..')): string {
+  const bundled = path.join(root, 'lib', 'libbpf.so.1');
+  return existsSync(bundled) ? bundled : 'libbpf.so.1';
+}
+
+/** The file the loaded libbpf was mapped from (/proc/self/maps), or null before the load / if unreadable. */
+export function loadedLibbpfPath(maps = '/proc/self/maps'): string | null {
+  try {
+    const m = /^\S+ \S+ \S+ \S+ \S+ +(\/\S*\/libbpf\.so[.\d]*)$/m.exec(readFileSync(maps, 'utf8'));
+    return m ? m[1] : null;
+  } catch {
+    return null;
+  }
+}
+
 export function loadLibBpf(): LibBpf {
   if (cached) return cached;
-  const lib = koffi.load('libbpf.so.1');
+  const lib = koffi.load(libbpfToLoad());
   const libc = koffi.load('libc.so.6');
 
   const printFn = koffi.proto('int libbpf_print_fn_t(int level, const char *fmt, void *args)');

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { installLibbpfLogger, withLibbpfLog } from '../bpf/log';
-import { loadLibBpf } from '../bpf/libbpf';
+import { loadLibBpf, loadedLibbpfPath } from '../bpf/libbpf';
 import { companionNeeded, degradations, ensureTracefs, planFor, probeCompanions, probeHooks, victimHookOf, type CompanionProbe } from '../collectors/oomkill/hooks';
 import { detectCgroupVersion, readBootId } from '../host/facts';
 import { HOOK_ORDER, type Hook } from '../record/record';
@@ -18,6 +18,8 @@ export interface CheckReport {
   kernel_release: string;
   btf: boolean;
   libbpf: string | null;
+  /** the runtime this agent runs on: node's version and binary, the file libbpf was mapped from */
+  runtime: { node: string; node_path: string; libbpf_path: string | null };
   tracefs: string | null;
   kprobes: boolean;
   lockdown: string | null;
@@ -118,6 +120,7 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
     kernel_release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     libbpf,
+    runtime: { node: process.version, node_path: process.execPath, libbpf_path: libbpf ? loadedLibbpfPath() : null },
     tracefs,
     kprobes: !!tracefs && existsSync(`${tracefs}/kprobe_events`),
     lockdown,
@@ -163,7 +166,8 @@ export function formatCheck(r: CheckReport): string {
   const lines = [
     `kernel          ${r.kernel_release}`,
     `BTF             ${yes(r.btf)}${r.btf ? '' : '  (CONFIG_DEBUG_INFO_BTF=y is required)'}`,
-    `libbpf          ${r.libbpf ?? 'NOT LOADABLE (install libbpf1)'}`,
+    `libbpf          ${r.libbpf ? `${r.libbpf} (${r.runtime.libbpf_path ?? 'path unknown'})` : 'NOT LOADABLE (install libbpf1)'}`,
+    `node            ${r.runtime.node} (${r.runtime.node_path})`,
     `ring buffer     ${r.hooks.some((h) => h.ok) ? 'yes' : 'unknown (no program loaded)'}`,
     `tracefs         ${r.tracefs ?? 'not mounted'}`,
     `kprobes         ${yes(r.kprobes)}`,

@@ -11,7 +11,7 @@ import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
 import { checkSinks, formatSinkHealth, logSinkHealth } from '../sinks/health';
-import { loadLibBpf } from '../bpf/libbpf';
+import { loadLibBpf, loadedLibbpfPath } from '../bpf/libbpf';
 import { EXIT_UNAVAILABLE, formatCheck, runCheck } from './check';
 import { runDemo } from './demo';
 import { DirLock, SpoolLockError } from '../pipeline/lock';
@@ -127,6 +127,8 @@ async function run(args: Args): Promise<number> {
   // attach on wait in the ring buffer until the agent starts reading it.
   reclaim?.load();
   collector.load();
+  // which runtime and which libbpf file this process really runs on (the package carries its own of both)
+  logger.info(`runtime: node ${process.version} (${process.execPath}); libbpf ${loadLibBpf().versionString()} from ${loadedLibbpfPath() ?? 'an unknown path'}`);
   const sinks = createSinks(config, logger);
   // logrotate's postrotate convention; Node's default for SIGHUP would be to die
   process.on('SIGHUP', () => {

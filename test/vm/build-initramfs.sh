@@ -5,7 +5,8 @@
 #
 # The output is concatenated compressed cpio (newc) archives (the kernel unpacks them
 # in order):
-#   1. base:    busybox (static) + applet links, the host's node with its libraries,
+#   1. base:    busybox (static) + applet links, the agent's node (the pinned LTS of
+#               runtime/node.version, scripts/node-runtime.sh) with its libraries,
 #               libbpf.so.1 (+ libelf, libz), /etc/ld.so.cache, passwd/group, and the
 #               virtio-net modules of the VM kernel (for run.sh --net).
 #               Cached in $VM_CACHE/initramfs/base-<key>.cpio.<ext>, key = identity
@@ -23,6 +24,7 @@
 #   OOMTRAIL_VM_EXTRA_BINS   space-separated host executables to pack too (with their libs)
 #   OOMTRAIL_VM_EXCLUDE      extra space-separated exclude patterns for the project copy (rsync/tar style)
 #   OOMTRAIL_VM_STRIP        1 (default) = strip the node binary while packing
+#   OOMTRAIL_VM_NODE         node binary to pack (default: the pinned LTS runtime)
 #   OOMTRAIL_VM_KERNEL_DIR   kernel unpacked by fetch-kernel.sh (default $OOMTRAIL_CACHE/v1/vm/kernel)
 #   OOMTRAIL_VM_MODULES      kernel modules to pack, deps resolved (default "virtio_pci virtio_net",
 #                            ~0.5 MB; loaded by /init only with oomtrail.net=1, i.e. run.sh --net)
@@ -55,11 +57,12 @@ case "$COMPRESS" in
 esac
 
 BUSYBOX="$(command -v busybox || true)"
-NODE="$(command -v node || true)"
+# the runtime the agent ships with (runtime/node.version), not whatever node is first in PATH
+NODE="${OOMTRAIL_VM_NODE:-$(bash "$HERE/../../scripts/node-runtime.sh")/bin/node}"
 [[ -x "$BUSYBOX" ]] || { log "busybox not found (apt-get install busybox-static)"; exit 1; }
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
   log "warning: $BUSYBOX does not look static (apt-get install busybox-static)"
-[[ -x "$NODE" ]] || { log "node not found in PATH"; exit 1; }
+[[ -x "$NODE" ]] || { log "node not found: $NODE"; exit 1; }
 [[ -e "$LIBBPF" ]] || { log "$LIBBPF not found (apt-get install libbpf1)"; exit 1; }
 NODE="$(readlink -f "$NODE")"
 
