@@ -10,7 +10,8 @@
 # The key is a hash of this script: a change to it builds a new image (older ones are removed).
 #
 # The tree: debootstrap --variant=minbase of the release from the mirror the host's apt sources name, with
-# systemd (+ systemd-sysv, udev, dbus) and the libraries the oomtrail package depends on (libelf1, zlib1g), so
+# systemd (+ systemd-sysv, udev, dbus) and the libraries the oomtrail package depends on (libelf1, zlib1g,
+# libatomic1, libstdc++6; libc6 and libgcc-s1 are in every base), so
 # `apt-get install ./oomtrail_*.deb` needs nothing from the network. It has no apt sources at all: apt never
 # tries the network. journald is persistent (/var/log/journal exists). Gettys and apt's timers are masked.
 # The guest-side runner (vmtest-runner.service) mounts the second disk (/dev/vdb, ext4) at /vmtest, runs
@@ -70,7 +71,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-INCLUDE=systemd,systemd-sysv,udev,dbus,libelf1,zlib1g,procps,kmod
+INCLUDE=systemd,systemd-sysv,udev,dbus,libelf1,zlib1g,libatomic1,libstdc++6,procps,kmod
 log "debootstrap --variant=minbase --include=$INCLUDE from the host's mirror (takes a minute or two) ..."
 if ! debootstrap --variant=minbase --include="$INCLUDE" --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
      "$RELEASE" "$root" "$mirror" > "$work/debootstrap.log" 2>&1; then
@@ -118,6 +119,7 @@ cd /vmtest
 OOMTRAIL_VM_BOOT=$n OOMTRAIL_VM_OUT=/vmtest/out PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   sh /vmtest/cmd.sh
 rc=$?
+cd /
 sync
 if [ "$rc" = 194 ]; then
   umount /vmtest

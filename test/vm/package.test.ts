@@ -18,6 +18,7 @@ import path from 'node:path';
 import { parseKilled, parseKmsgLine, type KernelKillReport, type KmsgRecord } from '../../src/collectors/kmsg/kmsg';
 import { kmsgEventId } from '../../src/pipeline/assemble/enrich';
 import type { OomRecord } from '../../src/record/record';
+import { builtDeb } from '../helpers/deb';
 import { readSpoolDir } from '../helpers/spool';
 
 const REPO = path.resolve(__dirname, '../../..');
@@ -94,19 +95,18 @@ describe('the .deb on a systemd-booted Debian guest: install, kill, reboot, upgr
   let oldVersion = baseVersion;
   let upgradeVersion = newVersion;
 
-  before(() => {
+  before(async () => {
     fs.mkdirSync(disk, { recursive: true });
     let oldDeb = process.env.OOMTRAIL_VM_PKG_OLD;
     let newDeb = process.env.OOMTRAIL_VM_PKG_NEW;
     if (!oldDeb || !newDeb) {
-      // the real build, twice: the upgrade needs a package with a higher version
-      const t0 = Date.now();
-      for (const [dir, v] of [['old', ''], ['new', newVersion]] as const) {
-        execFileSync('bash', ['scripts/package-deb.sh', '--out', path.join(work, dir), ...(v ? ['--version', v] : [])], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
-      }
-      process.stderr.write(`[package.test] two packages built in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-      oldDeb = fs.readdirSync(path.join(work, 'old')).map((f) => path.join(work, 'old', f)).find((f) => f.endsWith('.deb'));
-      newDeb = fs.readdirSync(path.join(work, 'new')).map((f) => path.join(work, 'new', f)).find((f) => f.endsWith('.deb'));
+      // `npm run package` of this tree, twice (cached per input content, shared with the host's package test): the
+      // upgrade needs a package with a higher version
+      const a = await builtDeb();
+      const b = await builtDeb(newVersion);
+      process.stderr.write(`[package.test] packages: ${a.built ? `built in ${(a.ms / 1000).toFixed(1)} s` : 'cached'}, ${b.built ? `built in ${(b.ms / 1000).toFixed(1)} s` : 'cached'}\n`);
+      oldDeb = a.deb;
+      newDeb = b.deb;
     }
     assert.ok(oldDeb && newDeb, 'two packages');
     const ver = (deb: string) => execFileSync('dpkg-deb', ['-f', deb, 'Version'], { encoding: 'utf8' }).trim();
