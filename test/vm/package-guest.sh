@@ -14,6 +14,7 @@ set -u
 O="$OOMTRAIL_VM_OUT"
 . /vmtest/vars.sh
 EVENTS=/var/lib/oomtrail/events.jsonl
+cfg=/etc/oomtrail/config.yaml
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "[guest] $*"; }
@@ -58,7 +59,11 @@ case "$OOMTRAIL_VM_BOOT" in
   echo $? > "$O/install.rc"
   say "apt-get exit $(cat "$O/install.rc")"
   dpkg-query -W -f '${Version}' oomtrail > "$O/version.install" 2>&1
-  wait_for 180 agent_started || fail "the agent did not log 'started' within 180 s of the install"
+  if ! wait_for 180 agent_started; then
+    fail "the agent did not log 'started' within 180 s of the install"
+    journalctl -u oomtrail -o short-monotonic --no-pager > "$O/agent.install.log" 2>&1
+    say "agent log: $(grep -v '^--' "$O/agent.install.log" | tail -n 5)"
+  fi
   snapshot_agent install
   say "agent $(cat "$O/active.install") after the install"
   pid="$(agent_pid)"
@@ -79,7 +84,6 @@ case "$OOMTRAIL_VM_BOOT" in
   for i in 1 2 3; do hog "vmtest-missed-$i"; done
   wait_for 30 '[ "$(kernel_kills)" -ge 4 ]' || fail "the journal holds $(kernel_kills) kill lines, not 4"
   mark "configure a webhook sink that is down (nothing listens on 127.0.0.1:$HOOK_PORT)"
-  cfg=/etc/oomtrail/config.yaml
   # the conffile, edited as an operator would: the upgrade must keep it
   awk -v url="http://127.0.0.1:$HOOK_PORT/hook" '
     /^[a-z]/ { top = $1 } /^  [a-z_]+:$/ { sec = top $1 }
