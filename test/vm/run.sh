@@ -21,6 +21,13 @@
 #   --net               user-mode network: guest eth0 10.0.2.15, host's 127.0.0.1 = 10.0.2.2
 #                       (also exported as OOMTRAIL_VM_HOST_IP in the guest)
 #   --project DIR       project to pack (default: the repository root)
+#   --rootfs            boot a Debian root filesystem of the release (bullseye, bookworm) with systemd as
+#                       PID 1 instead of the busybox initramfs (build-rootfs.sh: debootstrap, cached; each
+#                       run writes to its own overlay). The command runs from a second disk (/vmtest) once per
+#                       boot as root under vmtest-runner.service with OOMTRAIL_VM_BOOT=<n>; exit code 194
+#                       reboots the guest (same disk) and runs it again with n+1. No project copy, no network.
+#   --disk-dir DIR      (--rootfs) files to put on the second disk, /vmtest in the guest
+#   --collect DIR       (--rootfs) after the VM ends, copy the guest's /vmtest/out to DIR/out
 #
 # Arguments are passed like exec (each one quoted); for pipelines use: -- sh -c '...'.
 # Guest output is streamed to stdout prefixed with "[vm] "; run.sh exits with the guest
@@ -43,6 +50,10 @@ NET=0
 ENVS=()
 PREFIX="${OOMTRAIL_VM_PREFIX-[vm] }"
 RELEASE="${OOMTRAIL_VM_RELEASE:-bookworm}"
+ROOTFS=0
+DISK_DIR=""
+COLLECT=""
+BOOT_TIMEOUT_SET=0
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
@@ -52,7 +63,10 @@ while [[ $# -gt 0 ]]; do
     --kernel=*) RELEASE="${1#*=}"; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --timeout=*) TIMEOUT="${1#*=}"; shift ;;
-    --boot-timeout) BOOT_TIMEOUT="$2"; shift 2 ;;
+    --boot-timeout) BOOT_TIMEOUT="$2"; BOOT_TIMEOUT_SET=1; shift 2 ;;
+    --rootfs) ROOTFS=1; shift ;;
+    --disk-dir) DISK_DIR="$(cd "$2" && pwd)"; shift 2 ;;
+    --collect) COLLECT="$2"; shift 2 ;;
     --env) ENVS+=("$2"); shift 2 ;;
     --env=*) ENVS+=("${1#*=}"); shift ;;
     --mem) MEM="$2"; shift 2 ;;
@@ -68,6 +82,13 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$TIMEOUT" =~ ^[0-9]+$ && "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "run.sh: --timeout/--boot-timeout need seconds" >&2; exit 2; }
 if [[ $# -eq 0 && $SHELL_MODE -eq 0 ]]; then usage; fi
+if [[ $ROOTFS -eq 1 ]]; then
+  [[ $NET -eq 0 && $SHELL_MODE -eq 0 ]] || { echo "run.sh: --rootfs has no --net or --shell" >&2; exit 2; }
+  # systemd's boot under TCG takes far longer than the busybox /init
+  [[ $BOOT_TIMEOUT_SET -eq 1 || -n "${OOMTRAIL_VM_BOOT_TIMEOUT:-}" ]] || BOOT_TIMEOUT=300
+elif [[ -n "$DISK_DIR$COLLECT" ]]; then
+  echo "run.sh: --disk-dir and --collect need --rootfs" >&2; exit 2
+fi
 
 info() { printf '[vm-run] %s\n' "$*" >&2; }
 now() { echo "${EPOCHREALTIME/,/.}"; }
@@ -88,9 +109,15 @@ trap cleanup EXIT
 KDIR="$("$HERE/fetch-kernel.sh" "$RELEASE" | tail -n1)"
 T_KERNEL="$(now)"
 
-# 2. initramfs (base + project archives are cached by build-initramfs.sh)
+# 2. initramfs (base + project archives are cached by build-initramfs.sh); --rootfs: the root image
+# (cached by build-rootfs.sh) and a small initramfs that loads the disk modules
 INITRD="$TMP/initrd"
-OOMTRAIL_VM_KERNEL_DIR="$KDIR" "$HERE/build-initramfs.sh" "$PROJECT" "$INITRD"
+if [[ $ROOTFS -eq 1 ]]; then
+  ROOTFS_DIR="$("$HERE/build-rootfs.sh" "$RELEASE" | tail -n1)"
+  "$HERE/build-rootinit.sh" "$KDIR" "$INITRD"
+else
+  OOMTRAIL_VM_KERNEL_DIR="$KDIR" "$HERE/build-initramfs.sh" "$PROJECT" "$INITRD"
+fi
 T_INITRD="$(now)"
 
 # 3. the command, as a POSIX sh script
@@ -108,11 +135,20 @@ sq() { local s="${1//\'/\'\\\'\'}"; printf "'%s'" "$s"; }
 } > "$TMP/cmd.sh"
 
 APPEND="console=ttyS0 panic=-1 oops=panic"
+[[ $ROOTFS -eq 1 ]] && APPEND+=" root=/dev/vda rw init=/lib/systemd/systemd"
 if [[ $DEBUG -eq 1 ]]; then APPEND+=" loglevel=7 oomtrail.debug=1"; else APPEND+=" quiet"; fi
 [[ $NET -eq 1 ]] && APPEND+=" oomtrail.net=1"
 [[ -n "${OOMTRAIL_VM_APPEND:-}" ]] && APPEND+=" $OOMTRAIL_VM_APPEND"
 if [[ $SHELL_MODE -eq 1 ]]; then
   APPEND+=" oomtrail.shell=1"
+elif [[ $ROOTFS -eq 1 ]]; then
+  # the second disk: the command, the --disk-dir files, out/ for results (ext4 made without mounting)
+  mkdir -p "$TMP/disk/out"
+  [[ -n "$DISK_DIR" ]] && cp -a "$DISK_DIR/." "$TMP/disk/"
+  cp "$TMP/cmd.sh" "$TMP/disk/cmd.sh"
+  disk_mb=$(( $(du -sm "$TMP/disk" | cut -f1) * 5 / 4 + 64 ))
+  mke2fs -q -t ext4 -L vmtest -E root_owner=0:0 -d "$TMP/disk" "$TMP/disk.img" "${disk_mb}M"
+  rm -rf "$TMP/disk"
 else
   B64="$(base64 -w0 < "$TMP/cmd.sh")"
   if (( ${#B64} + ${#APPEND} < 1800 )); then
@@ -125,8 +161,15 @@ else
   fi
 fi
 
-QEMU=(qemu-system-x86_64 -cpu max -smp "$SMP" -m "$MEM" -nographic -no-reboot
+QEMU=(qemu-system-x86_64 -cpu max -smp "$SMP" -m "$MEM" -nographic
       -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
+if [[ $ROOTFS -eq 1 ]]; then
+  # a guest reboot resets the machine in the same QEMU process: same kernel, same overlay (snapshot=on keeps
+  # the writes in a temporary file under $TMPDIR, the cached base image is never written)
+  QEMU+=(-drive "file=$ROOTFS_DIR/base.img,if=virtio,format=raw,snapshot=on" -drive "file=$TMP/disk.img,if=virtio,format=raw")
+else
+  QEMU+=(-no-reboot)
+fi
 if [[ $NET -eq 1 ]]; then
   QEMU+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
 else
@@ -141,7 +184,11 @@ fi
 [[ -n "${OOMTRAIL_VM_QEMU_ARGS:-}" ]] && QEMU+=($OOMTRAIL_VM_QEMU_ARGS)
 
 KVER="$(cat "$KDIR/version")"
-info "kernel $KVER, initramfs $(du -h "$INITRD" | cut -f1), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
+if [[ $ROOTFS -eq 1 ]]; then
+  info "kernel $KVER, root $(head -n1 "$ROOTFS_DIR/info"), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
+else
+  info "kernel $KVER, initramfs $(du -h "$INITRD" | cut -f1), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
+fi
 
 if [[ $SHELL_MODE -eq 1 ]]; then
   "${QEMU[@]}"
@@ -163,6 +210,16 @@ reader() {
         [[ "$line" =~ ^(SeaBIOS\ \(version.*\)|Booting\ from\ ROM\.*)?$ ]] && continue
         [[ "$line" =~ ^Booting\ from\ ROM\.* ]] && line="${line#"${BASH_REMATCH[0]}"}"
       fi
+    fi
+    if [[ $ROOTFS -eq 1 && "$line" =~ OOMTRAIL-VM-START\ uptime=([0-9.]+)$ ]]; then
+      # every boot of the rootfs guest starts the command again: the timings of each
+      echo "$(now) ${BASH_REMATCH[1]}" >> "$TMP/starts"
+    fi
+    if [[ $ROOTFS -eq 1 && "$line" == *"Kernel panic - not syncing"* ]]; then
+      # panic=-1 reboots, and without -no-reboot that would loop: stop here
+      printf '%s%s\n' "$PREFIX" "$line"
+      sleep 1; kill "$(cat "$QEMU_PID_FILE" 2>/dev/null)" 2>/dev/null || true
+      continue
     fi
     if [[ -z "$t_cmd" && "$line" =~ OOMTRAIL-VM-START\ uptime=([0-9.]+)$ ]]; then
       t_cmd="$(now)"; echo "$t_cmd ${BASH_REMATCH[1]}" > "$TMP/started"
@@ -201,7 +258,8 @@ while true; do
   watchdog </dev/null >/dev/null 2>&1 &
   WD_PID=$!
   set +e
-  timeout -k 5 "$TIMEOUT" "${QEMU[@]}" < /dev/null 2>&1 | reader
+  rm -f "$TMP/starts"
+  TMPDIR="$TMP" timeout -k 5 "$TIMEOUT" "${QEMU[@]}" < /dev/null 2>&1 | reader
   QRC=${PIPESTATUS[0]}
   set -e
   touch "$TMP/vm-done"
@@ -236,6 +294,19 @@ if [[ -s "$TMP/started" ]]; then
   [[ -s "$TMP/exited" ]] && timing+=", command $(dt "$T_CMD" "$T_EXIT")"
 else
   timing="command never started"
+fi
+if [[ $ROOTFS -eq 1 && -s "$TMP/starts" ]]; then
+  # per boot: seconds from QEMU start (first boot) or from the previous command's end (reboots) are not
+  # separable here; the guest's own uptime at the command's start is the boot time
+  timing+=", boots $(awk '{printf "%s%s", (NR>1?", ":""), "#" NR " uptime " $2 "s"}' "$TMP/starts")"
+fi
+if [[ -n "$COLLECT" ]]; then
+  mkdir -p "$COLLECT"
+  if debugfs -R "rdump /out $COLLECT" "$TMP/disk.img" >/dev/null 2>"$TMP/debugfs.err"; then
+    info "collected the guest's /vmtest/out into $COLLECT/out ($(du -sh "$COLLECT/out" 2>/dev/null | cut -f1))"
+  else
+    info "WARNING: could not copy /vmtest/out from the second disk: $(head -c 300 "$TMP/debugfs.err")"
+  fi
 fi
 info "timings: kernel fetch $(dt "$T_START" "$T_KERNEL"), initramfs $(dt "$T_KERNEL" "$T_INITRD"), $timing, VM total $(dt "$T_BOOT" "$T_END"), total $(dt "$T_START" "$T_END")"
 info "exit code $RC"
