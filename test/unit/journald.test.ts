@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { dashedBootId, JournaldError, listBoots, readKernelOomLines } from '../../src/collectors/kmsg/journald';
+import { dashedBootId, JournaldError, listBoots, listBootsTable, readKernelOomLines } from '../../src/collectors/kmsg/journald';
 import { KillLedger } from '../../src/pipeline/ledger';
 
 const BOOT = '093f2754c0bb40ca81c29e3863e2071f';
@@ -128,4 +128,18 @@ test("ledger: previous boots' kills are kept only when asked, match only within 
   const dropped = KillLedger.open(d, 'boot-2');
   assert.deepEqual(dropped.otherBoots(), []);
   assert.equal(fs.readFileSync(path.join(d, 'kills.jsonl'), 'utf8'), '', 'without keepOtherBoots only this boot (none yet) is kept');
+});
+
+test('--list-boots as a table (systemd < 251 ignores -o json): boot ids oldest first; anything else is not a table', () => {
+  const out = [
+    '-1 5d3c1e2f7a0b4c3e9f8d7c6b5a4e3d2c Sun 2026-12-06 08:33:01 UTC—Sun 2026-12-06 08:35:10 UTC',
+    ' 0 7c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f Sun 2026-12-06 08:36:00 UTC—Sun 2026-12-06 08:37:10 UTC',
+    '',
+  ].join('\n');
+  assert.deepEqual(
+    listBootsTable(out)?.map((b) => b.bootId),
+    ['5d3c1e2f-7a0b-4c3e-9f8d-7c6b5a4e3d2c', '7c0d9e8f-7a6b-5c4d-3e2f-1a0b9c8d7e6f'],
+  );
+  assert.equal(listBootsTable('-1 5d3c1e2f7a0b4c3e9f8d7c6b5a4e3d2c x\nNo journal files were found.\n'), null);
+  assert.equal(listBootsTable(''), null);
 });

@@ -132,7 +132,7 @@ function failed(what: string, r: RunResult): JournaldError {
 export async function listBoots(opts: JournalctlOptions): Promise<JournalBoot[]> {
   let out = '';
   const r = await run(['--list-boots', '-o', 'json', '--no-pager', '-q'], opts, (l) => {
-    if (out.length < 4 * 1024 * 1024) out += l;
+    if (out.length < 4 * 1024 * 1024) out += l + '\n';
   });
   if (r.code !== 0) throw failed('--list-boots', r);
   if (out.trim() === '' || out.trim() === '[]') return [];
@@ -140,12 +140,30 @@ export async function listBoots(opts: JournalctlOptions): Promise<JournalBoot[]>
   try {
     rows = JSON.parse(out) as typeof rows;
   } catch {
-    throw new JournaldError('JOURNALCTL_FAILED', 'journalctl --list-boots: output is not JSON', false);
+    // systemd < 251 (Debian 11's 247) ignores -o json for --list-boots and prints its table, oldest first
+    const table = listBootsTable(out);
+    if (table) return table;
+    throw new JournaldError('JOURNALCTL_FAILED', 'journalctl --list-boots: output is neither JSON nor its table', false);
   }
   return rows
     .filter((b) => typeof b.boot_id === 'string')
     .map((b) => ({ bootId: dashedBootId(b.boot_id!), firstUs: Number(b.first_entry ?? 0), lastUs: Number(b.last_entry ?? 0) }))
     .sort((a, b) => a.firstUs - b.firstUs);
+}
+
+/**
+ * `journalctl --list-boots` as a table ("-1 <32 hex> <first>—<last>" per line, oldest first): the boot ids in that
+ * order; the times (local, formatted) are not parsed, so firstUs/lastUs are 0. Null when a line is not such a row.
+ */
+export function listBootsTable(out: string): JournalBoot[] | null {
+  const boots: JournalBoot[] = [];
+  for (const line of out.split('\n')) {
+    if (line.trim() === '') continue;
+    const m = /^\s*-?\d{1,9}\s+([0-9a-f]{32})\s/.exec(line);
+    if (!m) return null;
+    boots.push({ bootId: dashedBootId(m[1]), firstUs: 0, lastUs: 0 });
+  }
+  return boots.length ? boots : null;
 }
 
 export interface KernelOomLines {
