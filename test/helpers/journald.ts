@@ -4,9 +4,13 @@
  * directory), it reads the real /dev/kmsg and writes a real persistent journal. The new PID namespace
  * is what keeps it from switching on kernel auditing host-wide (the kernel refuses AUDIT_SET from a
  * non-initial PID namespace), which would flood the kernel log with audit lines.
- * (Previous boots are tested across a real reboot in the VM: test/vm/package.test.ts.)
+ *
+ * Stand-in, named as such: `bootId` bind-mounts another id over /proc/sys/kernel/random/boot_id for
+ * journald (and `fakeBootWrap` for an agent), so that its entries carry another boot's id — a
+ * "previous boot" without rebooting the test host. The kernel lines themselves are real.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { sleep } from './agent';
@@ -18,6 +22,12 @@ export function journaldUnavailable(): string | null {
   if (process.getuid?.() !== 0) return 'needs root (mount and PID namespaces, /dev/kmsg)';
   for (const f of [JOURNALD, '/usr/bin/journalctl', '/usr/bin/unshare']) if (!fs.existsSync(f)) return `${f} is missing`;
   return null;
+}
+
+/** A random boot id in /proc's form. */
+export function randomBootId(): string {
+  const h = randomBytes(16).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 export interface TestJournald {
@@ -60,10 +70,12 @@ export function journalKilledPids(dir: string, pids: number[]): Set<number> {
   return seen;
 }
 
-export async function startJournald(opts: { dir: string }): Promise<TestJournald> {
+export async function startJournald(opts: { dir: string; bootId?: string }): Promise<TestJournald> {
   const dir = opts.dir;
   fs.mkdirSync(dir, { recursive: true });
   const work = fs.mkdtempSync(path.join(path.dirname(dir), 'journald-run-'));
+  const bootFile = path.join(work, 'boot_id');
+  if (opts.bootId) fs.writeFileSync(bootFile, opts.bootId + '\n');
   const script = [
     'set -e',
     'mount -t tmpfs -o mode=755 tmpfs /run',
@@ -72,6 +84,7 @@ export async function startJournald(opts: { dir: string }): Promise<TestJournald
     'printf "[Journal]\\nStorage=persistent\\nReadKMsg=yes\\nForwardToSyslog=no\\nForwardToWall=no\\nForwardToKMsg=no\\nForwardToConsole=no\\n" > /run/systemd/journald.conf.d/test.conf',
     'touch /run/systemd/journal/flushed',
     `mount --bind ${JSON.stringify(dir)} /var/log/journal`,
+    ...(opts.bootId ? [`mount --bind ${JSON.stringify(bootFile)} /proc/sys/kernel/random/boot_id`] : []),
     `SYSTEMD_LOG_TARGET=console ${JOURNALD} &`,
     'wait',
   ].join('\n');
@@ -82,7 +95,7 @@ export async function startJournald(opts: { dir: string }): Promise<TestJournald
   child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  const bootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const bootId = opts.bootId ?? fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   // journald is the child of the namespace's sh, itself unshare's child
   let jpid = 0;
   const until = Date.now() + 15_000;
@@ -124,4 +137,14 @@ export async function startJournald(opts: { dir: string }): Promise<TestJournald
       fs.rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Stand-in for an agent running in another boot: the agent command is run in a private mount
+ * namespace where /proc/sys/kernel/random/boot_id reads `bootId` (pass as StartOptions.wrap).
+ */
+export function fakeBootWrap(bootId: string, workDir: string): string[] {
+  const file = path.join(workDir, `boot_id-${bootId}`);
+  fs.writeFileSync(file, bootId + '\n');
+  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"', file];
 }
