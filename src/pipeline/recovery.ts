@@ -76,7 +76,8 @@ export class DropRecovery {
   read(): void {
     if (!this.follower) return;
     try {
-      for (const r of this.follower.read()) if (OOM_LINE.test(r.message)) this.kept.push(r);
+      // only the kernel's own lines (facility 0), as killsFromKmsg will demand: a process's lines cannot crowd them out
+      for (const r of this.follower.read()) if ((r.facility === undefined || r.facility === 0) && OOM_LINE.test(r.message)) this.kept.push(r);
       // the printk ring overwrote lines before they were read (a sweep's report and lines scroll it): said once
       if (this.follower.overwritten > 0 && !this.gapSaid) {
         this.gapSaid = true;
