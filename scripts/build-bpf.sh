@@ -10,7 +10,8 @@ fi
 for src in bpf/*.bpf.c; do
   obj="${src%.c}.o"
   echo "clang -target bpf $src -> $obj"
-  clang -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I bpf -c "$src" -o "$obj.tmp"
+  # the checkout's path is kept out of the BTF strings: the same source builds the same object in any clone
+  clang -g -O2 -target bpf -D__TARGET_ARCH_x86 -fdebug-prefix-map="$PWD"=. -ffile-prefix-map="$PWD"=. -Wall -Werror -I bpf -c "$src" -o "$obj.tmp"
   # strip DWARF (BTF stays): a smaller object in git, identical behaviour
   llvm-strip -g "$obj.tmp" 2>/dev/null || true
   mv "$obj.tmp" "$obj"
