@@ -263,6 +263,21 @@ static __always_inline void fill_rss(struct oomtrail_event *e, struct mm_struct 
 {
 	long v[3] = { mm_counter_raw(mm, MM_ANON), mm_counter_raw(mm, MM_FILE), mm_counter_raw(mm, MM_SHMEM) };
 
+	/* Split RSS counting (before 6.2): the victim, woken by the SIGKILL just sent, folds its cached
+	 * counts into its mm (sync_mm_rss() in do_exit) while we read, so three reads can straddle the
+	 * fold (seen in a 1,000-process sweep: anon from before it, file and shmem from after). The fold
+	 * happens once: read again until two passes agree, so the counts are all from one side of it. */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		long w[3] = { mm_counter_raw(mm, MM_ANON), mm_counter_raw(mm, MM_FILE), mm_counter_raw(mm, MM_SHMEM) };
+
+		if (w[0] == v[0] && w[1] == v[1] && w[2] == v[2])
+			break;
+		v[0] = w[0];
+		v[1] = w[1];
+		v[2] = w[2];
+	}
+
 	if (kernel_prints_rss_sum() && !rss_sums(mm, v))
 		e->flags |= OOMTRAIL_F_RSS_INEXACT;
 	e->anon_rss_pages = clamp0(v[0]);
