@@ -27,11 +27,10 @@ export function sleep(ms: number): Promise<void> {
 
 export function readJsonl(file: string): OomRecord[] {
   if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as OomRecord);
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  // the last piece has no newline yet: a line the agent is still writing (read mid-write in a 1,000-kill sweep)
+  lines.pop();
+  return lines.filter((l) => l.trim()).map((l) => JSON.parse(l) as OomRecord);
 }
 
 export interface StartOptions {
