@@ -111,7 +111,7 @@ function mismatch(r: OomRecord, k: KernelKillReport, before: { counted: Rss; map
     const grew = theirs.anon >= c.anon && theirs.file >= c.file && theirs.shmem >= c.shmem;
     if (wasCounted && grew && theirs.anon + theirs.file + theirs.shmem <= before.mappedKb) return null;
   }
-  return `rss ${JSON.stringify(ours)} != kernel ${JSON.stringify(theirs)}`;
+  return `rss ${JSON.stringify(ours)} != kernel ${JSON.stringify(theirs)}${before ? ` (before the kill: counted ${JSON.stringify(before.counted)}, mapped ${before.mappedKb} kB)` : ' (no count before the kill)'}`;
 }
 
 /** The kernel's "Killed process" lines read since `from`, each with the process (tgid) it names. */
