@@ -79,7 +79,7 @@ export class DropRecovery {
       this.follower = new KmsgFollower();
       this.follower.skip();
       const fd = this.follower.descriptor;
-      if (watch && fd !== null) watch(fd, () => this.check());
+      if (watch && fd !== null) watch(fd, () => this.checkLoss());
     } catch (err) {
       this.parts.logger.info(`live recovery of lost events: /dev/kmsg unreadable (${(err as Error).message}); ${this.parts.journald ? 'the systemd journal instead' : 'none'}`);
     }
@@ -90,7 +90,15 @@ export class DropRecovery {
     if (!this.follower) return;
     try {
       // only the kernel's own lines (facility 0), as killsFromKmsg will demand: a process's lines cannot crowd them out
-      for (const r of this.follower.read()) if ((r.facility === undefined || r.facility === 0) && OOM_LINE.test(r.message)) this.kept.push(r);
+      let oom = false;
+      for (const r of this.follower.read()) {
+        if ((r.facility === undefined || r.facility === 0) && OOM_LINE.test(r.message)) {
+          this.kept.push(r);
+          oom = true;
+        }
+      }
+      // an OOM report in progress: its lines may scroll the printk ring (other kernel chatter starts no timer)
+      if (oom) this.busy();
       // the printk ring overwrote lines before they were read (a sweep's report and lines scroll it): said once
       if (this.follower.overwritten > 0 && !this.gapSaid) {
         this.gapSaid = true;
@@ -123,9 +131,14 @@ export class DropRecovery {
     this.busyTimer.unref?.();
   }
 
-  /** After each delivery and kernel-log wake-up: when the loss counter moved, recovers at once (one recovery at a time, then rounds). */
+  /** After each delivery: when the loss counter moved, recovers at once (one recovery at a time, then rounds). */
   check(): void {
     this.busy();
+    this.checkLoss();
+  }
+
+  /** On a delivery or a kernel-log wake-up. */
+  private checkLoss(): void {
     this.read();
     if (this.stopped || this.running) return;
     const lost = this.parts.lost();
