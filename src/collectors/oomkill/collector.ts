@@ -15,6 +15,9 @@ import { readCgroupTasks, type ProcTaskRead } from './procfs';
 import { detectCgroupVersion, memoryRoot } from '../../host/facts';
 import { printkNowUs } from '../../host/clock';
 
+/** Two marks of one memory.oom.group sweep are at most this far apart (boot ns; a slow console prints between them). */
+const SWEEP_MEMBER_GAP_NS = 2_000_000_000n;
+
 export class CollectorError extends Error {
   readonly retriable = false;
   constructor(
@@ -325,8 +328,25 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
     }
     event.kernelReport = this.reportFor(event);
-    if (!event.kernelReport?.tasks.length) event.procfsTasks = this.procfsTasksFor(event);
+    if (!event.kernelReport?.tasks.length && !this.laterSweepMember(event)) event.procfsTasks = this.procfsTasksFor(event);
     return event;
+  }
+
+  /** memory.oom.group sweeps seen lately: triggering thread + OOM cgroup → the boot time of their latest member. */
+  private readonly sweeps = new Map<string, bigint>();
+
+  /**
+   * True for a sweep's second and later members. The candidates are the OOM decision's, which the sweep's first event
+   * (the chosen victim) carries; a /proc walk per member re-read the group while it died, synchronously: 1,000 members
+   * × ~70 ms on this machine (1–2 s each under emulation) blocked the main thread, and the kernel log's reader with it.
+   */
+  private laterSweepMember(event: RawOomEvent): boolean {
+    if (!event.oomGroupKill) return false;
+    for (const [k, at] of this.sweeps) if (event.bootNs - at > SWEEP_MEMBER_GAP_NS) this.sweeps.delete(k);
+    const key = `${event.triggerTid}\u0000${event.oomCgroup?.path ?? ''}`;
+    const seen = this.sweeps.has(key);
+    this.sweeps.set(key, event.bootNs);
+    return seen;
   }
 
   /**
