@@ -4,8 +4,11 @@
  * cgroup (user space reads the map once per interval: never one message per event), and the
  * death of each OOM victim (kill -> exit -> memory reaped).
  *
- * Classic tracepoints only: they attach without kprobes or fentry (locked-down hosts) and their
- * record layouts for the fields used here have not changed since 4.x.
+ * Raw tracepoints only (BPF_RAW_TRACEPOINT_OPEN, Linux >= 4.17): they attach without kprobes or
+ * fentry (locked-down hosts), and without perf_event_open, which Debian's perf_event_paranoid=3
+ * refuses to a service without CAP_SYS_ADMIN (classic tracepoints got EACCES under the packaged
+ * unit). Their arguments are the tracepoints' TP_PROTO, unchanged since 4.x for the ones read here
+ * except mark_victim (checked below).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -110,47 +113,58 @@ static __always_inline void end(void *map, __u64 nr_reclaimed, bool memcg)
 		__sync_fetch_and_add(n, 1);
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_begin")
-int direct_reclaim_begin(void *ctx)
+SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
+int direct_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
 {
 	begin(&direct_start);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_end")
-int direct_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+/* (unsigned long nr_reclaimed) */
+SEC("raw_tp/mm_vmscan_direct_reclaim_end")
+int direct_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
 {
-	end(&direct_start, BPF_CORE_READ(ctx, nr_reclaimed), false);
+	end(&direct_start, ctx->args[0], false);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_begin")
-int memcg_reclaim_begin(void *ctx)
+SEC("raw_tp/mm_vmscan_memcg_reclaim_begin")
+int memcg_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
 {
 	begin(&memcg_start);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_end")
-int memcg_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+SEC("raw_tp/mm_vmscan_memcg_reclaim_end")
+int memcg_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
 {
-	end(&memcg_start, BPF_CORE_READ(ctx, nr_reclaimed), true);
+	end(&memcg_start, ctx->args[0], true);
 	return 0;
 }
 
-SEC("tracepoint/oom/mark_victim")
-int victim_marked(struct trace_event_raw_mark_victim *ctx)
+/* mark_victim gained comm, rss and its task_struct argument in 6.8: a field of its record tells which */
+struct trace_event_raw_mark_victim___68 {
+	unsigned long total_vm;
+} __attribute__((preserve_access_index));
+
+/* (int pid) before 6.8, (struct task_struct *task, uid_t uid) since */
+SEC("raw_tp/mark_victim")
+int victim_marked(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 pid = BPF_CORE_READ(ctx, pid);
+	__u32 pid;
 	struct oomtrail_victim_state v = { .mark_ns = bpf_ktime_get_boot_ns() };
 
+	if (bpf_core_field_exists(((struct trace_event_raw_mark_victim___68 *)0)->total_vm))
+		pid = BPF_CORE_READ((struct task_struct *)ctx->args[0], pid);
+	else
+		pid = (__u32)ctx->args[0];
 	/* a re-mark of a dying task keeps the first kill time */
 	bpf_map_update_elem(&victims, &pid, &v, BPF_NOEXIST);
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exit")
-int task_exit(void *ctx)
+SEC("raw_tp/sched_process_exit")
+int task_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
@@ -163,10 +177,11 @@ int task_exit(void *ctx)
 	return 0;
 }
 
-SEC("tracepoint/oom/finish_task_reaping")
-int task_reaped(struct trace_event_raw_finish_task_reaping *ctx)
+/* (int pid) */
+SEC("raw_tp/finish_task_reaping")
+int task_reaped(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 pid = BPF_CORE_READ(ctx, pid);
+	__u32 pid = (__u32)ctx->args[0];
 	struct oomtrail_victim_state *v = bpf_map_lookup_elem(&victims, &pid);
 
 	if (v && !v->reaped_ns)

@@ -78,15 +78,15 @@ export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; ho
   const out: CollectorInfo[] = [
     { name: 'oomkill', enabled: config.collectors.oomkill.enabled, hooks: oomkill.hooks, available: oomkill.ok, detail: oomkill.detail },
   ];
-  // reclaim: started once as `run` would (each tracepoint attached, the trail's usage iterator tried), then stopped
+  // reclaim: started once as `run` would (each raw tracepoint attached, the trail's usage iterator tried), then stopped
   let rAvail = false;
   let rDetail = '';
   const reclaim = new ReclaimCollector({ logger: silentLogger() });
   try {
     reclaim.start();
-    const failed = reclaim.describe().unavailable.map((u) => `${u.hook.replace(/^tracepoint\//, '')}: ${u.reason}`);
+    const failed = reclaim.describe().unavailable.map((u) => `${u.hook.replace(/^raw_tp\//, '')}: ${u.reason}`);
     rAvail = true;
-    rDetail = failed.length ? `unavailable: ${failed.join('; ')}` : 'all tracepoints attach';
+    rDetail = failed.length ? `unavailable: ${failed.join('; ')}` : 'all raw tracepoints attach';
     const root = memoryRoot(detectCgroupVersion());
     try {
       if (!root) throw new Error('no memory hierarchy');
@@ -103,7 +103,7 @@ export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; ho
   out.push({
     name: 'reclaim',
     enabled: config.collectors.reclaim.enabled,
-    hooks: [...Object.values(RECLAIM_PROGRAMS).map((t) => `tracepoint/${t}`), `iter/cgroup (${MEMCG_USAGE_PROGRAM})`],
+    hooks: [...Object.values(RECLAIM_PROGRAMS).map((t) => `raw_tp/${t}`), `iter/cgroup (${MEMCG_USAGE_PROGRAM})`],
     available: rAvail,
     detail: rDetail,
   });

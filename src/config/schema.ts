@@ -178,7 +178,7 @@ export const schema: convict.Schema<AppConfig> = {
     },
     reclaim: {
       enabled: {
-        doc: 'Run the reclaim collector (eBPF tracepoints): reclaim stall and pages reclaimed per cgroup, aggregated in the kernel, and each victim\'s death.',
+        doc: 'Run the reclaim collector (eBPF raw tracepoints): reclaim stall and pages reclaimed per cgroup, aggregated in the kernel, and each victim\'s death.',
         format: Boolean,
         default: true,
         env: 'OOMTRAIL_COLLECTORS_RECLAIM_ENABLED',

@@ -3,21 +3,24 @@ import { BpfObject } from '../../bpf/object';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
-import { ensureTracefs } from '../oomkill/hooks';
 import { MEMCG_USAGE_PROGRAM, MemcgUsagePass } from './usage';
 import { loadLibBpf } from '../../bpf/libbpf';
 
 export const RECLAIM_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/reclaim.bpf.o');
 
-/** Program name → tracepoint it attaches to; each is optional (attached if this kernel has it). */
+/**
+ * Program name → the raw tracepoint it attaches to; each is optional (attached if this kernel has it). Raw
+ * tracepoints attach through bpf() alone: no perf_event_open (Debian's perf_event_paranoid=3 refuses that to the
+ * packaged unit: EACCES) and no tracepoint id from tracefs.
+ */
 export const RECLAIM_PROGRAMS: Record<string, string> = {
-  direct_reclaim_begin: 'vmscan/mm_vmscan_direct_reclaim_begin',
-  direct_reclaim_end: 'vmscan/mm_vmscan_direct_reclaim_end',
-  memcg_reclaim_begin: 'vmscan/mm_vmscan_memcg_reclaim_begin',
-  memcg_reclaim_end: 'vmscan/mm_vmscan_memcg_reclaim_end',
-  victim_marked: 'oom/mark_victim',
-  task_exit: 'sched/sched_process_exit',
-  task_reaped: 'oom/finish_task_reaping',
+  direct_reclaim_begin: 'mm_vmscan_direct_reclaim_begin',
+  direct_reclaim_end: 'mm_vmscan_direct_reclaim_end',
+  memcg_reclaim_begin: 'mm_vmscan_memcg_reclaim_begin',
+  memcg_reclaim_end: 'mm_vmscan_memcg_reclaim_end',
+  victim_marked: 'mark_victim',
+  task_exit: 'sched_process_exit',
+  task_reaped: 'finish_task_reaping',
 };
 const DEATH_PROGRAMS = ['victim_marked', 'task_exit'];
 /** Every program in the object: the tracepoints, and the memory-usage iterator the trail sampler may use. */
@@ -97,7 +100,6 @@ export class ReclaimCollector {
     const { logger } = this.opts;
     installLibbpfLogger(logger);
     try {
-      ensureTracefs();
       const all = Object.keys(RECLAIM_PROGRAMS);
       let libbpfSaid: string[] = [];
       const open = (programs: string[]) =>
@@ -142,14 +144,14 @@ export class ReclaimCollector {
         obj.attach(prog);
         this.attached.push(prog);
       } catch (err) {
-        this.unavailable.push({ hook: `tracepoint/${RECLAIM_PROGRAMS[prog]}`, reason: (err as Error).message });
+        this.unavailable.push({ hook: `raw_tp/${RECLAIM_PROGRAMS[prog]}`, reason: (err as Error).message });
       }
     }
     this.obj = obj;
     if (!this.attached.length) {
       obj.close();
       this.obj = null;
-      throw new Error(`reclaim: no tracepoint attached: ${this.unavailable.map((u) => `${u.hook}: ${u.reason}`).join(' | ')}`);
+      throw new Error(`reclaim: no raw tracepoint attached: ${this.unavailable.map((u) => `${u.hook}: ${u.reason}`).join(' | ')}`);
     }
     logger.info(`reclaim: attached ${this.attached.map((p) => RECLAIM_PROGRAMS[p]).join(', ')}`);
     for (const u of this.unavailable) logger.warn(`reclaim: ${u.hook} unavailable: ${u.reason}`);
@@ -238,6 +240,6 @@ export class ReclaimCollector {
   }
 
   describe(): CollectorDescription {
-    return { name: this.name, hook: this.obj ? 'tracepoint' : null, programs: [...this.attached], unavailable: [...this.unavailable] };
+    return { name: this.name, hook: this.obj ? 'raw_tp' : null, programs: [...this.attached], unavailable: [...this.unavailable] };
   }
 }
