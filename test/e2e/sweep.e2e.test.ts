@@ -5,8 +5,8 @@
  *   kernel prints has exactly one record and oom_group_kill_size is the kernel's count;
  * - size: one sweep of 1,000 processes: 1,000 records, each equal to the kernel's "Killed process" line, nothing lost in
  *   the kernel ring buffer, the ring read never blocked > 5 ms per event;
- * - loss: the same with the ring forced to 16 KiB (one event): the agent recovers the lost kills from the kernel log
- *   while it keeps running.
+ * - loss: the same with the ring forced to 16 KiB (the first member in full and 22 header-only members): the agent
+ *   recovers the lost kills from the kernel log while it keeps running.
  * memory.oom.group exists on cgroup v2 only: on a v1 host those are skipped with the reason (the VM matrix runs them on
  * 6.1 and 6.12). The loss recovery runs on any hierarchy too, with a burst of separate kills.
  */

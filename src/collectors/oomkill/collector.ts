@@ -5,7 +5,7 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
+import { CgroupPathMemo, decodeEvent, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
@@ -145,6 +145,11 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private kmsg: KmsgFollower | null = null;
   private rssInexactSaid = false;
   private readonly reports = new OomReportParser();
+  /** the cgroup paths of the last full event, for the header-only events of a sweep */
+  private readonly cgroups = new CgroupPathMemo((id) => {
+    const found = resolveTruncatedCgroup({ id, path: '', truncated: true });
+    return found.truncated ? null : found;
+  });
   /** the memory hierarchy's root, found at the first procfs fallback */
   private memRoot: string | null | undefined;
 
@@ -320,7 +325,15 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     if (this.chosen) event.hook = this.chosen;
     if (event.victimCgroup?.truncated) event.victimCgroup = resolveTruncatedCgroup(event.victimCgroup);
     if (event.oomCgroup?.truncated) event.oomCgroup = resolveTruncatedCgroup(event.oomCgroup);
-    if (!event.victimCgroup) {
+    if (this.cgroups.settle(event) === 'looked-up') {
+      const { victimId, oomId } = event.cgAsBefore!;
+      this.opts.logger.warn(
+        `oomkill: the full event naming cgroups ${victimId}/${oomId} was not read (lost to a full ring, or undecodable): ` +
+          `looked up by id in cgroupfs: victim ${event.victimCgroup?.path ?? 'not found'}, OOM ${event.oomCgroup?.path ?? (oomId === 0n ? '/' : 'not found')}`,
+      );
+    }
+    // a header-only event's victim cgroup is known by id: when the lookup failed, nothing is guessed from /proc
+    if (!event.victimCgroup && !event.cgAsBefore) {
       const path = procMemoryCgroup(event.victimPid);
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
     }
