@@ -314,6 +314,11 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
       }
       const s = await scrape(agent);
       assert.equal(s.get('oomtrail_dropped_total', { stage: 'kernel_ringbuf', reason: 'ringbuf_full' }) ?? 0, 0, 'nothing lost in the kernel ring buffer');
+      // the default ring (1 MiB) holds ~122 full events: the sweep fits because its members after the first are headers
+      const full = s.get('oomtrail_kernel_ringbuf_events_total', { layout: 'full' }) ?? 0;
+      const header = s.get('oomtrail_kernel_ringbuf_events_total', { layout: 'header' }) ?? 0;
+      t.diagnostic(`ring events: ${full} full, ${header} header-only`);
+      assert.ok(header >= BIG - 2, `the sweep's members after the first went out as headers (${header} of ${BIG})`);
       const perEvent = s.get('oomtrail_kernel_ringbuf_consume_max_seconds_per_event');
       assert.ok(perEvent !== undefined && perEvent > 0, 'the ring reads were measured');
       t.diagnostic(`longest ring read per event: ${(perEvent * 1000).toFixed(3)} ms`);

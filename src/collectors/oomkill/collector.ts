@@ -5,7 +5,7 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { CgroupPathMemo, decodeEvent, type CgroupPath, type RawOomEvent } from './event';
+import { CgroupPathMemo, decodeEvent, EVENT_HEADER_SIZE, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
@@ -44,6 +44,9 @@ export interface ConsumeStats {
   /** the longest consume call, and the most one call spent per event it returned (ms) */
   maxCallMs: number;
   maxMsPerEvent: number;
+  /** events read with both cgroup paths, and header-only ones (cgroups as the last full event's) */
+  fullEvents: number;
+  headerEvents: number;
 }
 
 /** Reads the memory controller's path from /proc when the kernel side could not find the task. */
@@ -134,7 +137,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private pending: Buffer[] = [];
   private delivering: Promise<void> | null = null;
   private flushedThrough = 0n;
-  private readonly stats: ConsumeStats = { calls: 0, events: 0, maxCallMs: 0, maxMsPerEvent: 0 };
+  private readonly stats: ConsumeStats = { calls: 0, events: 0, maxCallMs: 0, maxMsPerEvent: 0, fullEvents: 0, headerEvents: 0 };
   private chosen: Hook | null = null;
   private programs: string[] = [];
   private probes: HookProbe[] = [];
@@ -263,7 +266,11 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       this.obj!.mapFd('events'), // load() threw unless a hook is attached
       // runs inside ring_buffer__consume, which holds the ring's consumer position: a copy only (no throw
       // either); decode, the kernel report, /proc and path lookups run after it, in deliver()
-      (data) => void this.pending.push(data),
+      (data) => {
+        this.pending.push(data);
+        if (data.length === EVENT_HEADER_SIZE) this.stats.headerEvents++;
+        else this.stats.fullEvents++;
+      },
       (err) => logger.error(`oomkill: ring buffer: ${err.message}`),
       () => this.deliver(),
     );
