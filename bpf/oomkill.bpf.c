@@ -19,13 +19,52 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Anchors the event struct in the object's BTF, so a test can compare it with the decoder. */
 const struct oomtrail_event *unused_event __attribute__((unused));
 
-/* Sized by user space before load (collectors.oomkill.ring_bytes, bpf_map__set_max_entries): an event is
- * ~8.5 kB (two whole cgroup paths), so a 1,000-process memory.oom.group sweep needs 16 MiB. An overflow is
- * counted and recovered from the kernel log while running. */
+/* Sized by user space before load (collectors.oomkill.ring_bytes, bpf_map__set_max_entries). A full event is
+ * ~8.5 kB (two whole cgroup paths), one whose cgroups are those of the last full event ~0.3 kB (header only,
+ * OOMTRAIL_F_CG_AS_BEFORE): a 1,000-process memory.oom.group sweep of one cgroup takes ~344 KiB. An overflow
+ * is counted and recovered from the kernel log while running. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/*
+ * One OOM-killer invocation at a time: every mark_oom_victim() (the only caller of the mark_victim tracepoint)
+ * runs under the global oom_lock mutex. It is called from out_of_memory() (its task_will_free_mem(current)
+ * shortcut) and from __oom_kill_process() (oom_kill_process(), i.e. out_of_memory() again, victim and
+ * memory.oom.group members alike), and every caller of out_of_memory() holds oom_lock: the page allocator's
+ * __alloc_pages_may_oom() (mutex_trylock), the memcg charge path's mem_cgroup_out_of_memory()
+ * (mutex_lock_killable), sysrq-f's moom_callback() (mutex_lock), pagefault_out_of_memory() up to 5.15
+ * (mutex_trylock) and the BPF OOM kfuncs of 7.x (bpf_out_of_memory(): oom_lock; bpf_oom_kill_process() runs
+ * inside out_of_memory()). Read in mm/oom_kill.c, mm/memcontrol.c, mm/page_alloc.c of 5.10 to 7.x.
+ * So the two maps below, each a single slot, are never used by two victims at once.
+ */
+
+/* The event being built: its size is known only once both cgroups are (header only or full), and a
+ * bpf_ringbuf_reserve() needs a constant size, so the event is built here and copied out with
+ * bpf_ringbuf_output() at the size it turned out to have (one copy of the fill code, verified once). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct oomtrail_event);
+} event_scratch SEC(".maps");
+
+/* The cgroup ids of the last full event submitted (both 0: none yet). A memory.oom.group sweep's members
+ * share both cgroups (the kernel kills them one memcg after another), so after the first each goes out as
+ * a header naming these ids. Updated only once the full event is in the ring: a full event that did not fit
+ * is never referred to. */
+struct last_cg_ids {
+	__u64 victim;
+	__u64 oom;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct last_cg_ids);
+} last_full_cg SEC(".maps");
 
 /* Events that could not be reserved: never silent, user space reports the count. */
 struct {
@@ -649,7 +688,8 @@ static __always_inline void fill_ns_pid(struct oomtrail_event *e, struct task_st
 	e->victim_ns_level = level;
 }
 
-static __always_inline void fill_victim_from_task(struct oomtrail_event *e, struct task_struct *task)
+/* Returns the victim's memcg's kernfs node (its path is filled later, only into a full event). */
+static __always_inline struct kernfs_node *fill_victim_from_task(struct oomtrail_event *e, struct task_struct *task)
 {
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	struct mem_cgroup *memcg = task_memcg(task);
@@ -665,11 +705,11 @@ static __always_inline void fill_victim_from_task(struct oomtrail_event *e, stru
 		fill_rss(e, mm);
 		e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
 	}
-	if (memcg) {
-		fill_cgroup_path(&e->victim_cg, memcg_kn(memcg));
-		e->flags |= OOMTRAIL_F_VICTIM_CG_VALID;
-	}
 	e->flags |= OOMTRAIL_F_HAS_TASK;
+	if (!memcg)
+		return NULL;
+	e->flags |= OOMTRAIL_F_VICTIM_CG_VALID;
+	return memcg_kn(memcg);
 }
 
 /* 6.8+: the tracepoint record itself carries what the kernel prints (sizes already in kB). */
@@ -711,7 +751,8 @@ static __always_inline __u32 oom_group_of(struct task_struct *victim, struct mem
 	return 0;
 }
 
-static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_ctx *c, struct task_struct *victim)
+/* Returns the OOM memcg's kernfs node, NULL for the root (global OOM) or none found. */
+static __always_inline struct kernfs_node *fill_oom_scope(struct oomtrail_event *e, struct oom_ctx *c, struct task_struct *victim)
 {
 	struct mem_cgroup *oom_memcg = NULL;
 
@@ -738,14 +779,16 @@ static __always_inline void fill_oom_scope(struct oomtrail_event *e, struct oom_
 	if (victim && (c || oom_memcg))
 		e->oom_group_kill = oom_group_of(victim, oom_memcg);
 	if (oom_memcg) {
-		fill_cgroup_path(&e->oom_cg, memcg_kn(oom_memcg));
 		fill_memcg_counters(e, oom_memcg);
 		fill_mem_at_kill(e, oom_memcg);
 		e->flags |= OOMTRAIL_F_OOM_CG_VALID;
-	} else if (e->constraint != OOMTRAIL_CONSTRAINT_UNKNOWN) {
+		return memcg_kn(oom_memcg);
+	}
+	if (e->constraint != OOMTRAIL_CONSTRAINT_UNKNOWN) {
 		/* global / cpuset / mempolicy: the OOM domain is the root (depth 0 == "/") */
 		e->flags |= OOMTRAIL_F_OOM_CG_VALID;
 	}
+	return NULL;
 }
 
 /* Returns true the first time a process is marked. A killed process can be marked again while it
@@ -778,8 +821,10 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	__u32 tid = (__u32)pid_tgid;
 	struct oom_ctx *c = bpf_map_lookup_elem(&oom_ctx_by_tid, &tid);
 	struct oomtrail_event *e;
+	struct last_cg_ids *last;
+	struct kernfs_node *victim_kn = NULL, *oom_kn = NULL;
 	__u64 now = bpf_ktime_get_boot_ns();
-	__u32 from_signal = 0;
+	__u32 from_signal = 0, zero = 0, size;
 
 	if (c && now - c->boot_ns > OOM_CTX_MAX_AGE_NS)
 		c = NULL;
@@ -810,21 +855,12 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	if (victim && !first_mark(victim))
 		return 0;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+	e = bpf_map_lookup_elem(&event_scratch, &zero);
+	last = bpf_map_lookup_elem(&last_full_cg, &zero);
+	if (!e || !last)
 		return 0;
-	}
-	/* ring-buffer memory is not zeroed; names[] beyond each path's depth are never read */
-	__builtin_memset(e, 0, offsetof(struct oomtrail_event, victim_cg));
-	e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
-	e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
-	e->victim_ns_pid = e->victim_ns_level = e->oom_group_kill = 0;
-	__builtin_memset(&e->mak_usage_pages, 0, sizeof(*e) - offsetof(struct oomtrail_event, mak_usage_pages));
+	/* the scratch keeps the previous event; names[] beyond each path's depth are never read */
+	__builtin_memset(e, 0, OOMTRAIL_EVENT_HEADER_SIZE);
 	e->boot_ns = now;
 	e->hook = c ? c->hook : hook;
 	e->trigger_pid = pid_tgid >> 32;
@@ -833,14 +869,37 @@ static __always_inline int emit_victim(void *ctx, __u32 hook, struct task_struct
 	bpf_get_current_comm(e->trigger_comm, sizeof(e->trigger_comm));
 
 	if (victim) {
-		fill_victim_from_task(e, victim);
+		victim_kn = fill_victim_from_task(e, victim);
 	} else {
 		fill_victim_from_tp(e, ctx);
 		e->victim_pid = tp_pid;
 		e->victim_tid = tp_pid;
 	}
-	fill_oom_scope(e, c, victim);
-	bpf_ringbuf_submit(e, 0);
+	oom_kn = fill_oom_scope(e, c, victim);
+	e->victim_cg_id = victim_kn ? BPF_CORE_READ(victim_kn, id) : 0;
+	e->oom_cg_id = oom_kn ? BPF_CORE_READ(oom_kn, id) : 0;
+
+	if (e->victim_cg_id && e->victim_cg_id == last->victim && e->oom_cg_id == last->oom) {
+		e->flags |= OOMTRAIL_F_CG_AS_BEFORE;
+		size = OOMTRAIL_EVENT_HEADER_SIZE;
+	} else {
+		e->victim_cg.kn_id = e->victim_cg.depth = e->victim_cg.truncated = 0;
+		e->oom_cg.kn_id = e->oom_cg.depth = e->oom_cg.truncated = 0;
+		fill_cgroup_path(&e->victim_cg, victim_kn);
+		fill_cgroup_path(&e->oom_cg, oom_kn);
+		size = sizeof(*e);
+	}
+	if (bpf_ringbuf_output(&events, e, size, 0)) {
+		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	if (!(e->flags & OOMTRAIL_F_CG_AS_BEFORE)) {
+		last->victim = e->victim_cg_id;
+		last->oom = e->oom_cg_id;
+	}
 	return 0;
 }
 

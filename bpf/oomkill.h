@@ -34,6 +34,9 @@ enum oomtrail_flags {
 	OOMTRAIL_F_OOM_CG_VALID = 1 << 6,
 	OOMTRAIL_F_TASK_FROM_SIGNAL = 1 << 7, /* victim task taken from the SIGKILL just sent (pid-only mark_victim) */
 	OOMTRAIL_F_RSS_INEXACT = 1 << 8,      /* the kernel prints per-CPU sums (7.0+) that could not be read: global counts */
+	/* header only (OOMTRAIL_EVENT_HEADER_SIZE bytes): both cgroups are those of the last full event the kernel side
+	 * submitted, which had these victim_cg_id/oom_cg_id (a memory.oom.group sweep's members after the first) */
+	OOMTRAIL_F_CG_AS_BEFORE = 1 << 9,
 };
 
 /* mak_flags: which parts of memory_at_kill the kernel side could read from the OOM memcg */
@@ -76,8 +79,6 @@ struct oomtrail_event {
 	__u32 flags;
 	char victim_comm[OOMTRAIL_COMM_LEN];
 	char trigger_comm[OOMTRAIL_COMM_LEN];
-	struct oomtrail_cgroup_path victim_cg;
-	struct oomtrail_cgroup_path oom_cg;
 	/* the victim process (thread-group leader) in its own pid namespace; 0 when no task was read */
 	__u32 victim_ns_pid;
 	__u32 victim_ns_level;  /* that namespace's depth: 0 is the host's */
@@ -105,6 +106,15 @@ struct oomtrail_event {
 	__u64 mak_swap_pages;
 	__u32 mak_stat_slots; /* length of the kernel's memcg stat array (diagnosis) */
 	__u32 mak_flags;
+	/* kernfs ids of the victim's memcg and of the OOM memcg (0: none read, or the root for a global OOM), in every
+	 * event: an OOMTRAIL_F_CG_AS_BEFORE one names by them the paths it reuses */
+	__u64 victim_cg_id;
+	__u64 oom_cg_id;
+	/* The two paths come last: an event flagged OOMTRAIL_F_CG_AS_BEFORE ends here (~0.3 kB instead of ~8.5 kB). */
+	struct oomtrail_cgroup_path victim_cg;
+	struct oomtrail_cgroup_path oom_cg;
 };
+
+#define OOMTRAIL_EVENT_HEADER_SIZE (__builtin_offsetof(struct oomtrail_event, victim_cg))
 
 #endif

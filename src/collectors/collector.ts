@@ -25,7 +25,7 @@ export interface Collector<E> {
   /** Runs `onWake` whenever `fd` turns readable, woken by the collector's own wait (e.g. the kernel log). */
   watch?(fd: number, onWake: () => void): void;
   /** What reading the kernel's ring costs (its callbacks only copy the events out). */
-  consumeStats?(): { maxMsPerEvent: number };
+  consumeStats?(): { maxMsPerEvent: number; fullEvents?: number; headerEvents?: number };
   stop(): Promise<void>;
   describe(): CollectorDescription;
   /** Events the kernel side could not queue (ring buffer full); never silently lost. */

@@ -170,9 +170,9 @@ export const schema: convict.Schema<AppConfig> = {
       },
       ring_bytes: {
         doc:
-          'Size of the kernel ring buffer OOM events wait in (a power of two, at least 4096). An event is ~8.5 kB: the default 16 MiB holds ~1,960, a whole memory.oom.group sweep of 1,000 processes even when the agent reads none of it meanwhile. It costs that much kernel memory (charged to the agent\'s cgroup) and twice that in RSS (mapped twice). An overflow is counted and recovered from the kernel log at once.',
+          'Size of the kernel ring buffer OOM events wait in (a power of two, at least 4096). A kill takes 8,568 bytes (two whole cgroup paths), or 344 when both its cgroups are those of the last full event (every member of a memory.oom.group sweep after the first): the default 1 MiB holds ~122 kills of different cgroups, or a 1,000-process sweep of one cgroup (344 KiB) three times over, even when the agent reads none of it meanwhile. It costs that much kernel memory (charged to the agent\'s cgroup) and twice that in RSS (mapped twice). An overflow is counted and recovered from the kernel log at once.',
         format: ringBytes,
-        default: 16 << 20,
+        default: 1 << 20,
         env: 'OOMTRAIL_COLLECTORS_OOMKILL_RING_BYTES',
       },
     },

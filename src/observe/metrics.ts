@@ -225,6 +225,7 @@ export class PipelineMetrics {
   readonly dropped: Counter;
   readonly queueDepth: Gauge;
   readonly ringbufConsumeMaxPerEvent: Gauge;
+  readonly ringbufEvents: Counter;
   readonly spoolRecords: Gauge;
   readonly spoolBytes: Gauge;
   readonly sinkLastSuccess: Gauge;
@@ -255,6 +256,11 @@ export class PipelineMetrics {
     this.ringbufConsumeMaxPerEvent = r.gauge(
       'oomtrail_kernel_ringbuf_consume_max_seconds_per_event',
       'The longest one read of the kernel ring buffer of OOM events took, per event it returned (the read only copies events out; decode and enrichment run after it).',
+    );
+    this.ringbufEvents = r.counter(
+      'oomtrail_kernel_ringbuf_events_total',
+      'OOM events read from the kernel ring buffer, by layout: full (both cgroup paths, 8,568 bytes of ring) or header (344 bytes: both cgroups are those of the last full event, as for a memory.oom.group sweep\'s later members).',
+      ['layout'],
     );
     this.spoolRecords = r.gauge('oomtrail_spool_records', 'Records in the sink spool not yet acknowledged.', ['sink']);
     this.spoolBytes = r.gauge('oomtrail_spool_bytes', 'Bytes of spool segment files on disk.', ['sink']);

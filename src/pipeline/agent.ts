@@ -199,6 +199,7 @@ export class Agent {
       logger.warn(`kernel log: refused a line (${KERNEL_LINE_REJECTS[reason]}); further ones are only counted in oomtrail_kernel_lines_rejected_total: ${JSON.stringify(message.slice(0, 300))}`);
     });
     const rejectsReported: Record<string, number> = {};
+    const ringbufReported = { full: 0, header: 0 };
     // sampled at scrape time, so they are current even while the consumer or a lane is blocked
     this.metrics.registry.onCollect(() => {
       for (const [reason, n] of Object.entries(kernelLineRejects())) {
@@ -207,7 +208,14 @@ export class Agent {
       }
       this.metrics.queueDepth.set({}, this.queue.depth);
       const consumed = parts.collector.consumeStats?.();
-      if (consumed) this.metrics.ringbufConsumeMaxPerEvent.set({}, consumed.maxMsPerEvent / 1000);
+      if (consumed) {
+        this.metrics.ringbufConsumeMaxPerEvent.set({}, consumed.maxMsPerEvent / 1000);
+        for (const layout of ['full', 'header'] as const) {
+          const n = (layout === 'full' ? consumed.fullEvents : consumed.headerEvents) ?? 0;
+          if (n > ringbufReported[layout]) this.metrics.ringbufEvents.inc({ layout }, n - ringbufReported[layout]);
+          ringbufReported[layout] = n;
+        }
+      }
       for (const lane of lanes) this.metrics.sinkBuffered.set({ sink: lane.name }, lane.memory.buffered);
       const fds = this.trail?.fdUse?.();
       if (fds) {

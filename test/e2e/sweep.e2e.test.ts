@@ -5,8 +5,8 @@
  *   kernel prints has exactly one record and oom_group_kill_size is the kernel's count;
  * - size: one sweep of 1,000 processes: 1,000 records, each equal to the kernel's "Killed process" line, nothing lost in
  *   the kernel ring buffer, the ring read never blocked > 5 ms per event;
- * - loss: the same with the ring forced to 16 KiB (one event): the agent recovers the lost kills from the kernel log
- *   while it keeps running.
+ * - loss: the same with the ring forced to 16 KiB (the first member in full and 22 header-only members): the agent
+ *   recovers the lost kills from the kernel log while it keeps running.
  * memory.oom.group exists on cgroup v2 only: on a v1 host those are skipped with the reason (the VM matrix runs them on
  * 6.1 and 6.12). The loss recovery runs on any hierarchy too, with a burst of separate kills.
  */
@@ -311,6 +311,11 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
       }
       const s = await scrape(agent);
       assert.equal(s.get('oomtrail_dropped_total', { stage: 'kernel_ringbuf', reason: 'ringbuf_full' }) ?? 0, 0, 'nothing lost in the kernel ring buffer');
+      // the default ring (1 MiB) holds ~122 full events: the sweep fits because its members after the first are headers
+      const full = s.get('oomtrail_kernel_ringbuf_events_total', { layout: 'full' }) ?? 0;
+      const header = s.get('oomtrail_kernel_ringbuf_events_total', { layout: 'header' }) ?? 0;
+      t.diagnostic(`ring events: ${full} full, ${header} header-only`);
+      assert.ok(header >= BIG - 2, `the sweep's members after the first went out as headers (${header} of ${BIG})`);
       const perEvent = s.get('oomtrail_kernel_ringbuf_consume_max_seconds_per_event');
       assert.ok(perEvent !== undefined && perEvent > 0, 'the ring reads were measured');
       t.diagnostic(`longest ring read per event: ${(perEvent * 1000).toFixed(3)} ms`);

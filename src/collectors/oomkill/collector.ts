@@ -5,7 +5,7 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { decodeEvent, type CgroupPath, type RawOomEvent } from './event';
+import { CgroupPathMemo, decodeEvent, EVENT_HEADER_SIZE, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
@@ -47,6 +47,9 @@ export interface ConsumeStats {
   /** the longest consume call, and the most one call spent per event it returned (ms) */
   maxCallMs: number;
   maxMsPerEvent: number;
+  /** events read with both cgroup paths, and header-only ones (cgroups as the last full event's) */
+  fullEvents: number;
+  headerEvents: number;
 }
 
 /** Reads the memory controller's path from /proc when the kernel side could not find the task. */
@@ -137,7 +140,7 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private pending: Buffer[] = [];
   private delivering: Promise<void> | null = null;
   private flushedThrough = 0n;
-  private readonly stats: ConsumeStats = { calls: 0, events: 0, maxCallMs: 0, maxMsPerEvent: 0 };
+  private readonly stats: ConsumeStats = { calls: 0, events: 0, maxCallMs: 0, maxMsPerEvent: 0, fullEvents: 0, headerEvents: 0 };
   private chosen: Hook | null = null;
   private programs: string[] = [];
   private probes: HookProbe[] = [];
@@ -148,6 +151,11 @@ export class OomKillCollector implements Collector<RawOomEvent> {
   private kmsg: KmsgFollower | null = null;
   private rssInexactSaid = false;
   private readonly reports = new OomReportParser();
+  /** the cgroup paths of the last full event, for the header-only events of a sweep */
+  private readonly cgroups = new CgroupPathMemo((id) => {
+    const found = resolveTruncatedCgroup({ id, path: '', truncated: true });
+    return found.truncated ? null : found;
+  });
   /** the memory hierarchy's root, found at the first procfs fallback */
   private memRoot: string | null | undefined;
 
@@ -261,7 +269,11 @@ export class OomKillCollector implements Collector<RawOomEvent> {
       this.obj!.mapFd('events'), // load() threw unless a hook is attached
       // runs inside ring_buffer__consume, which holds the ring's consumer position: a copy only (no throw
       // either); decode, the kernel report, /proc and path lookups run after it, in deliver()
-      (data) => void this.pending.push(data),
+      (data) => {
+        this.pending.push(data);
+        if (data.length === EVENT_HEADER_SIZE) this.stats.headerEvents++;
+        else this.stats.fullEvents++;
+      },
       (err) => logger.error(`oomkill: ring buffer: ${err.message}`),
       () => this.deliver(),
     );
@@ -323,7 +335,15 @@ export class OomKillCollector implements Collector<RawOomEvent> {
     if (this.chosen) event.hook = this.chosen;
     if (event.victimCgroup?.truncated) event.victimCgroup = resolveTruncatedCgroup(event.victimCgroup);
     if (event.oomCgroup?.truncated) event.oomCgroup = resolveTruncatedCgroup(event.oomCgroup);
-    if (!event.victimCgroup) {
+    if (this.cgroups.settle(event) === 'looked-up') {
+      const { victimId, oomId } = event.cgAsBefore!;
+      this.opts.logger.warn(
+        `oomkill: the full event naming cgroups ${victimId}/${oomId} was not read (lost to a full ring, or undecodable): ` +
+          `looked up by id in cgroupfs: victim ${event.victimCgroup?.path ?? 'not found'}, OOM ${event.oomCgroup?.path ?? (oomId === 0n ? '/' : 'not found')}`,
+      );
+    }
+    // a header-only event's victim cgroup is known by id: when the lookup failed, nothing is guessed from /proc
+    if (!event.victimCgroup && !event.cgAsBefore) {
       const path = procMemoryCgroup(event.victimPid);
       if (path) event.victimCgroup = { id: 0n, path, truncated: false };
     }

@@ -34,8 +34,6 @@ export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
   ['flags', 'u32'],
   ['victim_comm', 'comm'],
   ['trigger_comm', 'comm'],
-  ['victim_cg', 'cgroup_path'],
-  ['oom_cg', 'cgroup_path'],
   ['victim_ns_pid', 'u32'],
   ['victim_ns_level', 'u32'],
   ['oom_group_kill', 'u32'],
@@ -60,6 +58,11 @@ export const EVENT_FIELDS: ReadonlyArray<readonly [string, FieldType]> = [
   ['mak_swap_pages', 'u64'],
   ['mak_stat_slots', 'u32'],
   ['mak_flags', 'u32'],
+  ['victim_cg_id', 'u64'],
+  ['oom_cg_id', 'u64'],
+  // last: an event flagged CG_AS_BEFORE ends before them
+  ['victim_cg', 'cgroup_path'],
+  ['oom_cg', 'cgroup_path'],
 ];
 
 /** The memory_at_kill fields, in the order of the struct (bpf/oomkill.h, `mak_*`). */
@@ -103,6 +106,8 @@ function computeLayout(): { offsets: Record<string, number>; size: number } {
 
 export const EVENT_LAYOUT = computeLayout();
 export const EVENT_SIZE = EVENT_LAYOUT.size;
+/** OOMTRAIL_EVENT_HEADER_SIZE: an event flagged CG_AS_BEFORE carries everything but the two paths. */
+export const EVENT_HEADER_SIZE = EVENT_LAYOUT.offsets.victim_cg;
 
 export const FLAG = {
   HAS_OOM_CONTROL: 1 << 0,
@@ -115,6 +120,8 @@ export const FLAG = {
   TASK_FROM_SIGNAL: 1 << 7,
   /** the kernel prints per-CPU sums of the RSS counters (7.0+) and the kernel side could not read them all */
   RSS_INEXACT: 1 << 8,
+  /** header only: both cgroups are those of the last full event the kernel side submitted (ids in the header) */
+  CG_AS_BEFORE: 1 << 9,
 } as const;
 
 const HOOKS: Record<number, Hook> = { 1: 'fentry', 2: 'kprobe', 3: 'tp_btf', 4: 'tracepoint' };
@@ -159,6 +166,10 @@ export interface RawOomEvent {
   triggerComm: string;
   victimCgroup: CgroupPath | null;
   oomCgroup: CgroupPath | null;
+  /** A header-only event (a sweep member after the first): its cgroups are those of the last full event, which
+   *  had these kernfs ids (0n: the root / none). victimCgroup and oomCgroup stay null until `CgroupPathMemo`
+   *  fills them. */
+  cgAsBefore?: { victimId: bigint; oomId: bigint } | null;
   /** The victim process's pid in its own pid namespace and that namespace's level (0 = the host's);
    *  null when the kernel side read no task (pre-6.8 tracepoint without a task). */
   victimNsPid?: number | null;
@@ -195,11 +206,17 @@ export function decodeCgroupPath(buf: Buffer, off: number): CgroupPath {
 
 export function decodeEvent(buf: Buffer): RawOomEvent {
   // any other size means bpf/oomkill.bpf.o and this decoder were built from different headers
-  if (buf.length !== EVENT_SIZE) throw new Error(`oomkill event has ${buf.length} bytes, the decoder expects ${EVENT_SIZE}: object and decoder drifted`);
+  if (buf.length !== EVENT_SIZE && buf.length !== EVENT_HEADER_SIZE) {
+    throw new Error(`oomkill event has ${buf.length} bytes, the decoder expects ${EVENT_SIZE} or ${EVENT_HEADER_SIZE}: object and decoder drifted`);
+  }
   const o = EVENT_LAYOUT.offsets;
   const u64 = (name: string) => Number(buf.readBigUInt64LE(o[name]));
   const flags = buf.readUInt32LE(o.flags);
   const has = (f: number) => (flags & f) !== 0;
+  const asBefore = has(FLAG.CG_AS_BEFORE);
+  if (asBefore !== (buf.length === EVENT_HEADER_SIZE)) {
+    throw new Error(`oomkill event has ${buf.length} bytes but its as-before flag is ${asBefore ? 'set' : 'clear'}: object and decoder drifted`);
+  }
   const victimFields = has(FLAG.HAS_TASK) || has(FLAG.HAS_TP_FIELDS);
   const hasCtl = has(FLAG.HAS_OOM_CONTROL);
   return {
@@ -225,8 +242,9 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
     constraintInferred: has(FLAG.CONSTRAINT_INFERRED),
     victimComm: cstring(buf, o.victim_comm, COMM_LEN),
     triggerComm: cstring(buf, o.trigger_comm, COMM_LEN),
-    victimCgroup: has(FLAG.VICTIM_CG_VALID) ? decodeCgroupPath(buf, o.victim_cg) : null,
-    oomCgroup: has(FLAG.OOM_CG_VALID) ? decodeCgroupPath(buf, o.oom_cg) : null,
+    victimCgroup: has(FLAG.VICTIM_CG_VALID) && !asBefore ? decodeCgroupPath(buf, o.victim_cg) : null,
+    oomCgroup: has(FLAG.OOM_CG_VALID) ? (asBefore ? asBeforeRoot(buf) : decodeCgroupPath(buf, o.oom_cg)) : null,
+    ...(asBefore ? { cgAsBefore: { victimId: buf.readBigUInt64LE(o.victim_cg_id), oomId: buf.readBigUInt64LE(o.oom_cg_id) } } : {}),
     // 0 is no pid in any namespace: the task was not read
     victimNsPid: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_pid) : null,
     victimNsLevel: has(FLAG.HAS_TASK) && buf.readUInt32LE(o.victim_ns_pid) !== 0 ? buf.readUInt32LE(o.victim_ns_level) : null,
@@ -236,6 +254,11 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
   };
 }
 
+/** A header-only event's OOM cgroup when it is the root (id 0: global OOM), which has no path to reuse. */
+function asBeforeRoot(buf: Buffer): CgroupPath | null {
+  return buf.readBigUInt64LE(EVENT_LAYOUT.offsets.oom_cg_id) === 0n ? { id: 0n, path: '/', truncated: false } : null;
+}
+
 function decodeMemAtKill(buf: Buffer): RawMemAtKill | null {
   const o = EVENT_LAYOUT.offsets;
   const flags = buf.readUInt32LE(o.mak_flags);
@@ -243,4 +266,57 @@ function decodeMemAtKill(buf: Buffer): RawMemAtKill | null {
   const values = {} as Record<MakField, number>;
   for (const n of MAK_FIELDS) values[n] = Number(buf.readBigUInt64LE(o[n]));
   return { flags, statSlots: buf.readUInt32LE(o.mak_stat_slots), values };
+}
+
+interface MemoEntry {
+  victimId: bigint;
+  oomId: bigint;
+  victim: CgroupPath | null;
+  oom: CgroupPath | null;
+}
+
+/**
+ * Gives a header-only (CG_AS_BEFORE) event its two cgroup paths. The kernel side sends them once per run of
+ * kills with the same pair of cgroups (a memory.oom.group sweep: the first member in full, the rest as headers)
+ * and remembers the pair only once the full event was in the ring; here the pair is the last full event
+ * decoded. When the ids differ (that full event was not decoded: lost to a full ring, undecodable, or an agent
+ * that started mid-sweep) each id is looked up by `resolveById` (the cgroup directory whose inode is that id);
+ * one not found stays null, never a guess. The answer is kept for the following members either way.
+ */
+export class CgroupPathMemo {
+  private last: MemoEntry | null = null;
+  /** header-only events whose paths came from a lookup by id, and those left without a path */
+  resolvedById = 0;
+  unresolved = 0;
+
+  constructor(private readonly resolveById: (id: bigint) => CgroupPath | null) {}
+
+  /** `event` as decoded (a full event's paths already completed, e.g. a cut path resolved). Says where its
+   *  paths came from: its own bytes, the last full event, or a lookup by id (the full event was not seen). */
+  settle(event: RawOomEvent): 'full' | 'as-before' | 'looked-up' {
+    const ab = event.cgAsBefore;
+    if (!ab) {
+      // full event: the kernel side remembered the ids it carried, whatever paths it read
+      this.last = {
+        victimId: event.victimCgroup?.id ?? 0n,
+        oomId: event.oomCgroup?.id ?? 0n,
+        victim: event.victimCgroup,
+        oom: event.oomCgroup,
+      };
+      return 'full';
+    }
+    let how: 'as-before' | 'looked-up' = 'as-before';
+    if (!this.last || this.last.victimId !== ab.victimId || this.last.oomId !== ab.oomId) {
+      how = 'looked-up';
+      const lookup = (id: bigint): CgroupPath | null => (id === 0n ? null : this.resolveById(id));
+      this.last = { victimId: ab.victimId, oomId: ab.oomId, victim: lookup(ab.victimId), oom: lookup(ab.oomId) };
+      this.resolvedById++;
+    }
+    const entry = this.last;
+    // each valid flag as the kernel side set it for this event; an id 0 OOM cgroup is the root ("/")
+    event.victimCgroup = entry.victim ? { ...entry.victim } : null;
+    event.oomCgroup = ab.oomId === 0n ? (event.oomCgroup ?? null) : entry.oom ? { ...entry.oom } : null;
+    if ((ab.victimId !== 0n && !entry.victim) || (ab.oomId !== 0n && !entry.oom)) this.unresolved++;
+    return how;
+  }
 }
