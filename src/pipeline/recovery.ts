@@ -1,4 +1,5 @@
 import { KmsgFollower, killsFromKmsg, type KmsgRecord } from '../collectors/kmsg/kmsg';
+import { setKernelLogPump } from '../collectors/kmsg/pump';
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import type { HostFacts } from '../host/facts';
@@ -64,6 +65,7 @@ export class DropRecovery {
   private wake: (() => void) | null = null;
   private stopped = false;
   private busyTimer: ReturnType<typeof setInterval> | null = null;
+  private reading = false;
   private lastBusy = 0;
 
   constructor(private readonly parts: DropRecoveryParts) {}
@@ -80,6 +82,10 @@ export class DropRecovery {
       this.follower.skip();
       const fd = this.follower.descriptor;
       if (watch && fd !== null) watch(fd, () => this.checkLoss());
+      // long synchronous loops elsewhere (a report's thousands of lines, a /proc walk) read the log on for us
+      setKernelLogPump(() => {
+        if (!this.reading) this.read();
+      });
     } catch (err) {
       this.parts.logger.info(`live recovery of lost events: /dev/kmsg unreadable (${(err as Error).message}); ${this.parts.journald ? 'the systemd journal instead' : 'none'}`);
     }
@@ -87,6 +93,16 @@ export class DropRecovery {
 
   /** Reads the kernel log on (cheap when nothing is new): called as events arrive. */
   read(): void {
+    if (!this.follower || this.reading) return;
+    this.reading = true;
+    try {
+      this.readNow();
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  private readNow(): void {
     if (!this.follower) return;
     try {
       // only the kernel's own lines (facility 0), as killsFromKmsg will demand: a process's lines cannot crowd them out
@@ -232,6 +248,7 @@ export class DropRecovery {
     this.busyTimer = null;
     this.wake?.();
     await this.running;
+    setKernelLogPump(null);
     this.follower?.close();
     this.follower = null;
   }

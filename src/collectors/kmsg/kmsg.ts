@@ -1,3 +1,4 @@
+import { pumpKernelLog } from './pump';
 import fs from 'node:fs';
 import { OomReportParser, type OomReport } from './report';
 import {
@@ -73,6 +74,7 @@ export class KmsgFollower {
   read(): KmsgRecord[] {
     const out: KmsgRecord[] = [];
     for (let n = this.next(); n !== null; n = this.next()) {
+      pumpKernelLog();
       // latin1 keeps every byte; the kernel escaped everything outside printable ASCII anyway
       const r = parseKmsgLine(this.buf.toString('latin1', 0, n));
       if (!r) continue;
@@ -166,6 +168,7 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   const dedup = new KillLineDeduper();
   const reports = new OomReportParser(16, false); // refusals are counted here
   for (const r of records) {
+    pumpKernelLog();
     // readers drop what a process wrote to /dev/kmsg; a record that says otherwise is not used either
     if (r.facility !== undefined && r.facility !== 0) continue;
     reports.feed([r]);

@@ -1,3 +1,4 @@
+import { pumpKernelLog } from './pump';
 import { constraintReadings, parseInvoked, pickReading, rejectKernelLine, type ConstraintHint, type KernelConstraintReport, type KernelInvokedReport, type KmsgRecord } from './lines';
 
 /*
@@ -82,6 +83,7 @@ export class OomReportParser {
 
   feed(records: readonly KmsgRecord[]): void {
     for (const r of records) {
+      pumpKernelLog();
       // a line a process wrote to /dev/kmsg is not the kernel's (readers drop them; this is the backstop)
       if (r.facility !== undefined && r.facility !== 0) continue;
       // One record is one line: a comm may hold a newline and must not start a line of its own. Only a

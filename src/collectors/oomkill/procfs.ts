@@ -1,3 +1,4 @@
+import { pumpKernelLog } from '../kmsg/pump';
 import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 
@@ -118,6 +119,7 @@ export function readCgroupTasks(dir: string, skip: ReadonlySet<number>, proc = '
   const tasks: ProcTask[] = [];
   let skipped = 0;
   for (const pid of subtreeTgids(dir)) {
+    pumpKernelLog();
     if (skip.has(pid) || pid === 1) continue;
     try {
       // the three files are three opens: the process may exit and its pid go to another in between.
