@@ -258,10 +258,10 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
         // rest of each period once its quota is spent: 25 ms a 500 ms period stalls it up to 475 ms between two members
         // it takes in, longer than the 200 ms of quiet after which the agent once took a sweep as complete (3 of 3 such
         // sweeps recorded the victim with oom_group_kill_size 2 in the 6.1 VM). Only the kernel's clock tells.
-        fs.writeFileSync(path.join(ROOT, 'cgroup.subtree_control'), '+cpu');
+        const hadCpu = /(^|\s)cpu(\s|$)/.test(fs.readFileSync(path.join(ROOT, 'cgroup.subtree_control'), 'utf8'));
+        if (!hadCpu) fs.writeFileSync(path.join(ROOT, 'cgroup.subtree_control'), '+cpu');
         const cpu = path.join(ROOT, `oomtrail-agent-cpu-${process.pid}`);
         fs.mkdirSync(cpu);
-        made.push(cpu);
         const home = fs.readFileSync(`/proc/${agent.child.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1] ?? '/';
         fs.writeFileSync(path.join(cpu, 'cgroup.procs'), String(agent.child.pid));
         try {
@@ -273,6 +273,9 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
           }
         } finally {
           fs.writeFileSync(path.join(ROOT, home, 'cgroup.procs'), String(agent.child.pid));
+          await removeCgroup(cpu);
+          // the other cgroups' CPU shares as they were for what runs after
+          if (!hadCpu) fs.writeFileSync(path.join(ROOT, 'cgroup.subtree_control'), '-cpu');
         }
       }
     } finally {
