@@ -1,8 +1,9 @@
 /*
  * memory.oom.group sweeps (issue 25): one OOM kills every process of the group in one kernel call.
  * - order: 20 sweeps of 5 processes (3 sleepers, a node allocator, whose threads the kernel may print in its place, and
- *   an idle node process that joined last: the kernel prints it after the allocator's repeated line): every process the
- *   kernel prints has exactly one record and oom_group_kill_size is the kernel's count;
+ *   an idle node process that joined last: the kernel prints it after the allocator's repeated line), then 3 more with
+ *   the agent under a tight CPU limit: every process the kernel prints has exactly one record and oom_group_kill_size
+ *   is the kernel's count;
  * - size: one sweep of 1,000 processes: 1,000 records, each equal to the kernel's "Killed process" line, nothing lost in
  *   the kernel ring buffer, the ring read never blocked > 5 ms per event;
  * - loss: the same with the ring forced to 16 KiB (the first member in full and 22 header-only members): the agent
@@ -28,6 +29,7 @@ const ROOT = '/sys/fs/cgroup';
 const v2 = detectCgroupVersion() === 2;
 const RUNS = Number(process.env.OOMTRAIL_E2E_SWEEP_RUNS ?? 20);
 const BIG = Number(process.env.OOMTRAIL_E2E_SWEEP_SIZE ?? 1000);
+const THROTTLED_RUNS = Number(process.env.OOMTRAIL_E2E_SWEEP_THROTTLED_RUNS ?? 3);
 const METRICS = ['metrics:', '  listen: 127.0.0.1:0'].join('\n');
 const TINY_RING = 16384;
 
@@ -172,71 +174,115 @@ describe('memory.oom.group sweeps', { skip: v2 ? false : 'memory controller is n
     for (const dir of made.reverse()) await removeCgroup(dir);
   });
 
-  test(`sweep order: ${RUNS} sweeps of 5 processes, every process the kernel prints has one record and the kernel's count`, { timeout: 600_000 }, async (t) => {
+  /**
+   * One sweep of 5 processes in `dir` (3 sleepers, the allocator, then the idle node that joins last): what went wrong,
+   * or null. With `throttle` (a cgroup dir with cpu.max): the agent runs under it from the gate until its records came.
+   */
+  async function sweepOf5(agent: RunningAgent, run: string, dir: string, t: { diagnostic(msg: string): void }, throttle?: { dir: string; max: string }): Promise<string | null> {
+    const rel = '/' + path.basename(dir);
+    const procs = path.join(dir, 'cgroup.procs');
+    fs.writeFileSync(path.join(dir, 'memory.max'), String(48 << 20));
+    const sleepers = [0, 1, 2].map(() => spawnSleeper(procs));
+    const gate = path.join(os.tmpdir(), `oomtrail-sweep-gate-${process.pid}-${run}`);
+    const hog = spawnGatedNodeHog(procs, gate);
+    for (let i = 0; i < 300 && !(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid)); i++) await sleep(50);
+    // joins after the allocator: the sweep reaches it after the allocator's second line
+    const idle = spawnIdleNode(procs);
+    for (let i = 0; i < 300 && !procsOf(dir).includes(idle.pid); i++) await sleep(50);
+    assert.ok(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid) && procsOf(dir).includes(idle.pid), 'the 5 processes are in the group');
+    // every thread of every process, for the kernel's lines that name a thread
+    const tgidOf = new Map<number, number>();
+    for (const pid of [hog.pid, idle.pid, ...sleepers.map((s) => s.pid)]) {
+      for (const tid of fs.readdirSync(`/proc/${pid}/task`)) tgidOf.set(Number(tid), pid);
+    }
+    kmsg.drain();
+    const from = kmsg.records.length;
+    if (throttle) fs.writeFileSync(path.join(throttle.dir, 'cpu.max'), throttle.max);
+    let throttled = '';
+    try {
+      fs.writeFileSync(gate, '');
+      const signals = await Promise.all([hog.exited, idle.exited, ...sleepers.map((s) => s.exited.then((e) => e.signal))]);
+      fs.rmSync(gate, { force: true });
+      assert.ok(signals.every((s) => s === 'SIGKILL'), `run ${run}: the sweep killed all 5 (${signals.join(', ')})`);
+      // settle: the kernel's last line is printed by now; the records wait ≥ 1 s past the sweep's last mark
+      await sleep(200);
+      const pids = new Set(tgidOf.values());
+      const printed = new Set(killLines(kmsg, from, tgidOf).map((l) => l.tgid));
+      try {
+        await agent.waitFor((rs) => rs.filter((r) => pids.has(r.victim_pid)).length >= printed.size, throttle ? 60_000 : 20_000, `run ${run}: ${printed.size} records`);
+        await sleep(300);
+      } catch {
+        // said below, per process
+      }
+    } finally {
+      if (throttle) {
+        const stat = fs.readFileSync(path.join(throttle.dir, 'cpu.stat'), 'utf8');
+        throttled = `throttled ${/nr_throttled (\d+)/.exec(stat)?.[1]} times, ${(Number(/throttled_usec (\d+)/.exec(stat)?.[1]) / 1e6).toFixed(2)} s in all so far`;
+        fs.writeFileSync(path.join(throttle.dir, 'cpu.max'), 'max');
+      }
+    }
+    const lines = killLines(kmsg, from, tgidOf);
+    const printed = new Set(lines.map((l) => l.tgid));
+    const pids = new Set(tgidOf.values());
+    const recs = agent.records().filter((r) => pids.has(r.victim_pid));
+    const threadLines = lines.filter((l) => !pids.has(l.line.pid)).map((l) => `${l.line.pid} (${l.line.comm}) of ${l.tgid}`);
+    const shape = `kernel printed ${lines.length} line(s): ${lines.map((l) => `${l.line.pid}${l.line.pid !== l.tgid ? `[thread of ${l.tgid}]` : ''}`).join(' ')}`;
+    if (threadLines.length) t.diagnostic(`run ${run}: the kernel named a thread in place of its process: ${threadLines.join(', ')}`);
+    if (throttle) t.diagnostic(`run ${run}: agent ${throttled}; ${shape}; records: ${recs.map((r) => `${r.victim_pid} size ${String(r.oom_group_kill_size)}`).join(', ')}`);
+    const problems: string[] = [];
+    if (printed.size !== 5) problems.push(`the kernel printed ${printed.size} processes, not 5`);
+    const byPid = new Map<number, number>();
+    for (const r of recs) byPid.set(r.victim_pid, (byPid.get(r.victim_pid) ?? 0) + 1);
+    for (const p of printed) if (byPid.get(p) !== 1) problems.push(`pid ${p}: ${byPid.get(p) ?? 0} records`);
+    for (const [p, n] of byPid) if (!printed.has(p)) problems.push(`pid ${p}: ${n} record(s), no kernel line`);
+    for (const r of recs) {
+      if (r.victim_cgroup !== rel) problems.push(`pid ${r.victim_pid}: victim_cgroup ${r.victim_cgroup}`);
+      if (r.oom_group_kill !== true) problems.push(`pid ${r.victim_pid}: oom_group_kill ${String(r.oom_group_kill)}`);
+      if (r.oom_group_kill_size !== printed.size) problems.push(`pid ${r.victim_pid}: oom_group_kill_size ${String(r.oom_group_kill_size)} != kernel's ${printed.size}`);
+    }
+    return problems.length ? `run ${run}: ${problems.join('; ')} (${shape})` : null;
+  }
+
+  test(`sweep order: ${RUNS} sweeps of 5 processes${THROTTLED_RUNS ? `, ${THROTTLED_RUNS} more with the agent CPU-throttled` : ''}: every process the kernel prints has one record and the kernel's count`, { timeout: 600_000 }, async (t) => {
     const agent = await startAgent(METRICS);
     const failures: string[] = [];
     try {
       for (let run = 0; run < RUNS; run++) {
         const dir = makeGroup(`oomtrail-sweep5-${process.pid}-${run}`);
         made.push(dir);
-        const rel = '/' + path.basename(dir);
-        const procs = path.join(dir, 'cgroup.procs');
-        fs.writeFileSync(path.join(dir, 'memory.max'), String(48 << 20));
-        const sleepers = [0, 1, 2].map(() => spawnSleeper(procs));
-        const gate = path.join(os.tmpdir(), `oomtrail-sweep-gate-${process.pid}-${run}`);
-        const hog = spawnGatedNodeHog(procs, gate);
-        for (let i = 0; i < 300 && !(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid)); i++) await sleep(50);
-        // joins after the allocator: the sweep reaches it after the allocator's second line
-        const idle = spawnIdleNode(procs);
-        for (let i = 0; i < 300 && !procsOf(dir).includes(idle.pid); i++) await sleep(50);
-        assert.ok(sleepers.every((s) => asleep(s.pid)) && procsOf(dir).includes(hog.pid) && procsOf(dir).includes(idle.pid), 'the 5 processes are in the group');
-        // every thread of every process, for the kernel's lines that name a thread
-        const tgidOf = new Map<number, number>();
-        for (const pid of [hog.pid, idle.pid, ...sleepers.map((s) => s.pid)]) {
-          for (const tid of fs.readdirSync(`/proc/${pid}/task`)) tgidOf.set(Number(tid), pid);
-        }
-        kmsg.drain();
-        const from = kmsg.records.length;
-        fs.writeFileSync(gate, '');
-        const signals = await Promise.all([hog.exited, idle.exited, ...sleepers.map((s) => s.exited.then((e) => e.signal))]);
-        fs.rmSync(gate, { force: true });
-        assert.ok(signals.every((s) => s === 'SIGKILL'), `run ${run}: the sweep killed all 5 (${signals.join(', ')})`);
-        // settle: the kernel's last line is printed by now; the records wait ≥ 1 s past the sweep's last mark
-        await sleep(200);
-        const lines = killLines(kmsg, from, tgidOf);
-        const printed = new Set(lines.map((l) => l.tgid));
-        const pids = new Set(tgidOf.values());
-        let recs: OomRecord[] = [];
+        const failed = await sweepOf5(agent, String(run), dir, t);
+        if (failed) failures.push(failed);
+      }
+      if (THROTTLED_RUNS > 0) {
+        // An agent under a CPU limit (a pod's limits.cpu; the DaemonSet's 500m is 50 ms a 100 ms period) stops for the
+        // rest of each period once its quota is spent: 25 ms a 500 ms period stalls it up to 475 ms between two members
+        // it takes in, longer than the 200 ms of quiet after which the agent once took a sweep as complete (3 of 3 such
+        // sweeps recorded the victim with oom_group_kill_size 2 in the 6.1 VM). Only the kernel's clock tells.
+        const hadCpu = /(^|\s)cpu(\s|$)/.test(fs.readFileSync(path.join(ROOT, 'cgroup.subtree_control'), 'utf8'));
+        if (!hadCpu) fs.writeFileSync(path.join(ROOT, 'cgroup.subtree_control'), '+cpu');
+        const cpu = path.join(ROOT, `oomtrail-agent-cpu-${process.pid}`);
+        fs.mkdirSync(cpu);
+        const home = fs.readFileSync(`/proc/${agent.child.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1] ?? '/';
+        fs.writeFileSync(path.join(cpu, 'cgroup.procs'), String(agent.child.pid));
         try {
-          recs = (await agent.waitFor((rs) => rs.filter((r) => pids.has(r.victim_pid)).length >= printed.size, 20_000, `run ${run}: ${printed.size} records`)).filter((r) =>
-            pids.has(r.victim_pid),
-          );
-          await sleep(300);
-          recs = agent.records().filter((r) => pids.has(r.victim_pid));
-        } catch {
-          recs = agent.records().filter((r) => pids.has(r.victim_pid));
+          for (let run = 0; run < THROTTLED_RUNS; run++) {
+            const dir = makeGroup(`oomtrail-sweep5-${process.pid}-throttled-${run}`);
+            made.push(dir);
+            const failed = await sweepOf5(agent, `throttled-${run}`, dir, t, { dir: cpu, max: '25000 500000' });
+            if (failed) failures.push(failed);
+          }
+        } finally {
+          fs.writeFileSync(path.join(ROOT, home, 'cgroup.procs'), String(agent.child.pid));
+          await removeCgroup(cpu);
+          // the other cgroups' CPU shares as they were for what runs after
+          if (!hadCpu) fs.writeFileSync(path.join(ROOT, 'cgroup.subtree_control'), '-cpu');
         }
-        const threadLines = lines.filter((l) => !pids.has(l.line.pid)).map((l) => `${l.line.pid} (${l.line.comm}) of ${l.tgid}`);
-        const shape = `kernel printed ${lines.length} line(s): ${lines.map((l) => `${l.line.pid}${l.line.pid !== l.tgid ? `[thread of ${l.tgid}]` : ''}`).join(' ')}`;
-        if (threadLines.length) t.diagnostic(`run ${run}: the kernel named a thread in place of its process: ${threadLines.join(', ')}`);
-        const problems: string[] = [];
-        if (printed.size !== 5) problems.push(`the kernel printed ${printed.size} processes, not 5`);
-        const byPid = new Map<number, number>();
-        for (const r of recs) byPid.set(r.victim_pid, (byPid.get(r.victim_pid) ?? 0) + 1);
-        for (const p of printed) if (byPid.get(p) !== 1) problems.push(`pid ${p}: ${byPid.get(p) ?? 0} records`);
-        for (const [p, n] of byPid) if (!printed.has(p)) problems.push(`pid ${p}: ${n} record(s), no kernel line`);
-        for (const r of recs) {
-          if (r.victim_cgroup !== rel) problems.push(`pid ${r.victim_pid}: victim_cgroup ${r.victim_cgroup}`);
-          if (r.oom_group_kill !== true) problems.push(`pid ${r.victim_pid}: oom_group_kill ${String(r.oom_group_kill)}`);
-          if (r.oom_group_kill_size !== printed.size) problems.push(`pid ${r.victim_pid}: oom_group_kill_size ${String(r.oom_group_kill_size)} != kernel's ${printed.size}`);
-        }
-        if (problems.length) failures.push(`run ${run}: ${problems.join('; ')} (${shape})`);
       }
     } finally {
       const stopped = await agent.stop();
       assert.equal(stopped.code, 0);
     }
-    assert.deepEqual(failures, [], `${failures.length} of ${RUNS} sweeps not recorded as the kernel printed them`);
+    assert.deepEqual(failures, [], `${failures.length} of ${RUNS + THROTTLED_RUNS} sweeps not recorded as the kernel printed them`);
   });
 
   /**

@@ -26,7 +26,7 @@ const TRAIL_TESTS = ['dist/test/e2e/trail.e2e.test.js'];
 // oom_kill_process() entry, the tracepoints at mark_victim).
 const EXPLAIN_TESTS = ['dist/test/e2e/explain.e2e.test.js'];
 const explainOn = (k: GuestKernel, hook: string) => hook === TRAIL_HOOK || k.release === 'bookworm';
-// memory.oom.group sweeps (5 processes × 20, then 1,000 twice: default ring, ring forced tiny): they exercise the
+// memory.oom.group sweeps (5 processes × 20 and × 3 with the agent CPU-throttled, then 1,000 twice: default ring, ring forced tiny): they exercise the
 // ring and the pipeline, not the hook's kernel reads, so one cell per kernel carries them, the default hook's (the
 // first 'auto' takes), on 6.1 and 6.12 (the kernels kubelet's memory.oom.group runs on here)
 const SWEEP_TESTS = ['dist/test/e2e/sweep.e2e.test.js'];
@@ -107,7 +107,7 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
             ...(k.printsRssSums ? { OOMTRAIL_E2E_RSS_DELTAS: '1' } : {}),
           },
           ['sh', '-c', `node dist/src/cli/main.js check | sed -n '/^selected hook/,/^collectors/p' && exec node --test --test-concurrency=1 ${[...GUEST_TESTS, ...(trail ? TRAIL_TESTS : []), ...(explain ? EXPLAIN_TESTS : []), ...(sweep ? SWEEP_TESTS : [])].join(' ')}`],
-          // the sweeps take ~135 s of the guest's time (6.1)
+          // the sweeps take ~165 s of the guest's time (6.1; the 3 throttled sweeps ~30 s of it)
           sweep ? 800 : 600,
         );
       let { code, out } = await run();
