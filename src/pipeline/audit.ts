@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import { KillLineDeduper, KmsgFollower, parseKilled } from '../collectors/kmsg/kmsg';
+import { addKernelLogReader } from '../collectors/kmsg/pump';
 import { printkNowUs } from '../host/clock';
 import { killKeyOfLine, readVmstatOomKills, type KillLedger } from './ledger';
 
@@ -44,6 +45,8 @@ export class KillAudit {
   private missedReported = 0;
   /** the kernel log, read as it grows, for kills the kernel counted twice (memory.oom.group sweeps) */
   private kmsgFollower: KmsgFollower | null = null;
+  private readingLog = false;
+  private unpump: (() => void) | null = null;
   private readonly repeats = new KillLineDeduper();
   private repeatedSinceBase = 0;
   /** the repeated lines since the base (newest 4,096), to take them off their cgroup's own counter too */
@@ -72,6 +75,8 @@ export class KillAudit {
     }
     try {
       this.kmsgFollower = new KmsgFollower();
+      // read on from long synchronous loops too: a repeated line whose first was overwritten unread is not told apart
+      this.unpump = addKernelLogReader(() => this.readLog());
     } catch (err) {
       this.parts.logger.info(`audit: no kernel log (${(err as Error).message}): kills the kernel counts twice (memory.oom.group) cannot be told apart`);
     }
@@ -96,6 +101,8 @@ export class KillAudit {
 
   close(): void {
     this.stopTimer();
+    this.unpump?.();
+    this.unpump = null;
     this.kmsgFollower?.close();
     this.kmsgFollower = null;
   }
@@ -164,7 +171,8 @@ export class KillAudit {
    */
   readLog(): void {
     const base = this.parts.ledger.state.audit_base_us;
-    if (base === null) return;
+    if (base === null || this.readingLog) return;
+    this.readingLog = true;
     try {
       for (const r of this.kmsgFollower?.read() ?? []) {
         const k = parseKilled(r.message);
@@ -179,6 +187,8 @@ export class KillAudit {
       this.parts.logger.warn(`audit: kernel log unreadable, stop reading it: ${(err as Error).message}`);
       this.kmsgFollower?.close();
       this.kmsgFollower = null;
+    } finally {
+      this.readingLog = false;
     }
   }
 

@@ -1,5 +1,5 @@
 import { KmsgFollower, killsFromKmsg, type KmsgRecord } from '../collectors/kmsg/kmsg';
-import { setKernelLogPump } from '../collectors/kmsg/pump';
+import { addKernelLogReader } from '../collectors/kmsg/pump';
 import type { Logger } from '../observe/logger';
 import type { PipelineMetrics } from '../observe/metrics';
 import type { HostFacts } from '../host/facts';
@@ -66,6 +66,7 @@ export class DropRecovery {
   private stopped = false;
   private busyTimer: ReturnType<typeof setInterval> | null = null;
   private reading = false;
+  private unpump: (() => void) | null = null;
   private lastBusy = 0;
 
   constructor(private readonly parts: DropRecoveryParts) {}
@@ -83,9 +84,7 @@ export class DropRecovery {
       const fd = this.follower.descriptor;
       if (watch && fd !== null) watch(fd, () => this.checkLoss());
       // long synchronous loops elsewhere (a report's thousands of lines, a /proc walk) read the log on for us
-      setKernelLogPump(() => {
-        if (!this.reading) this.read();
-      });
+      this.unpump = addKernelLogReader(() => this.read());
     } catch (err) {
       this.parts.logger.info(`live recovery of lost events: /dev/kmsg unreadable (${(err as Error).message}); ${this.parts.journald ? 'the systemd journal instead' : 'none'}`);
     }
@@ -248,7 +247,8 @@ export class DropRecovery {
     this.busyTimer = null;
     this.wake?.();
     await this.running;
-    setKernelLogPump(null);
+    this.unpump?.();
+    this.unpump = null;
     this.follower?.close();
     this.follower = null;
   }

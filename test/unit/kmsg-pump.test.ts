@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pumpKernelLog, setKernelLogPump } from '../../src/collectors/kmsg/pump';
+import { addKernelLogReader, pumpKernelLog } from '../../src/collectors/kmsg/pump';
 
-test('the kernel-log pump reads every 32 items of a long loop, never re-entered, and stops when unset', () => {
+test('the kernel-log pump reads every 32 items of a long loop, never re-entered, and stops when removed', () => {
   let reads = 0;
-  setKernelLogPump(() => {
+  let other = 0;
+  const removeOther = addKernelLogReader(() => other++);
+  const remove = addKernelLogReader(() => {
     reads++;
     // a reader whose own loop pumps (its follower's read) is not run inside itself
     for (let i = 0; i < 100; i++) pumpKernelLog();
@@ -12,11 +14,14 @@ test('the kernel-log pump reads every 32 items of a long loop, never re-entered,
   try {
     for (let i = 0; i < 32 * 10; i++) pumpKernelLog();
     assert.ok(reads >= 9 && reads <= 10, `${reads} reads for 320 items`);
-    setKernelLogPump(null);
+    assert.equal(other, reads, 'every reader runs');
+    remove();
+    removeOther();
     const before = reads;
     for (let i = 0; i < 320; i++) pumpKernelLog();
     assert.equal(reads, before);
   } finally {
-    setKernelLogPump(null);
+    remove();
+    removeOther();
   }
 });

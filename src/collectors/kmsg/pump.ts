@@ -7,21 +7,27 @@
  */
 const PUMP_EVERY = 32;
 
-let pump: (() => void) | null = null;
+const readers = new Set<() => void>();
 let inPump = false;
 let calls = 0;
 
-/** The reader to run from long loops (null: none). */
-export function setKernelLogPump(fn: (() => void) | null): void {
-  pump = fn;
+/**
+ * A reader to run from long loops (the live recovery's, the audit's); returns its removal. A reader guards itself
+ * against being run from its own read loop: the pump cannot tell a direct call from its own.
+ */
+export function addKernelLogReader(fn: () => void): () => void {
+  readers.add(fn);
+  return () => {
+    readers.delete(fn);
+  };
 }
 
-/** Called once per item of a long synchronous loop: runs the reader every PUMP_EVERY calls, never re-entered. */
+/** Called once per item of a long synchronous loop: runs the readers every PUMP_EVERY calls, never re-entered. */
 export function pumpKernelLog(): void {
-  if (!pump || inPump || ++calls % PUMP_EVERY !== 0) return;
+  if (!readers.size || inPump || ++calls % PUMP_EVERY !== 0) return;
   inPump = true;
   try {
-    pump();
+    for (const read of readers) read();
   } finally {
     inPump = false;
   }
