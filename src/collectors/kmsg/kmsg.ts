@@ -1,5 +1,5 @@
-import { pumpKernelLog } from './pump';
 import fs from 'node:fs';
+import { pumpKernelLog } from './pump';
 import { OomReportParser, type OomReport } from './report';
 import {
   constraintReadings,
@@ -168,7 +168,6 @@ export function killsFromKmsg(records: readonly KmsgRecord[]): KmsgKill[] {
   const dedup = new KillLineDeduper();
   const reports = new OomReportParser(16, false); // refusals are counted here
   for (const r of records) {
-    pumpKernelLog();
     // readers drop what a process wrote to /dev/kmsg; a record that says otherwise is not used either
     if (r.facility !== undefined && r.facility !== 0) continue;
     reports.feed([r]);

@@ -5,7 +5,7 @@ import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Collector, CollectorDescription } from '../collector';
 import type { Hook } from '../../record/record';
 import type { Logger } from '../../observe/logger';
-import { CgroupPathMemo, decodeEvent, EVENT_HEADER_SIZE, type CgroupPath, type RawOomEvent } from './event';
+import { CgroupPathMemo, decodeEvent, EVENT_HEADER_SIZE, SWEEP_GAP_NS, sweepKey, type CgroupPath, type RawOomEvent } from './event';
 import { CONTEXT_HOOKS, OBJECT_PATH, PROGRAMS, loadAndAttach, VICTIM_HOOKS, companionNeeded, companionOrder, degradations, ensureTracefs, probeHook, type CompanionProbe, type HookProbe, type SignalProgram } from './hooks';
 import { HOOK_ORDER } from '../../record/record';
 import { KmsgFollower } from '../kmsg/kmsg';
@@ -14,9 +14,6 @@ import { loadLibBpf } from '../../bpf/libbpf';
 import { readCgroupTasks, type ProcTaskRead } from './procfs';
 import { detectCgroupVersion, memoryRoot } from '../../host/facts';
 import { printkNowUs } from '../../host/clock';
-
-/** Two marks of one memory.oom.group sweep are at most this far apart (boot ns; a slow console prints between them). */
-const SWEEP_MEMBER_GAP_NS = 2_000_000_000n;
 
 export class CollectorError extends Error {
   readonly retriable = false;
@@ -362,8 +359,8 @@ export class OomKillCollector implements Collector<RawOomEvent> {
    */
   private laterSweepMember(event: RawOomEvent): boolean {
     if (!event.oomGroupKill) return false;
-    for (const [k, at] of this.sweeps) if (event.bootNs - at > SWEEP_MEMBER_GAP_NS) this.sweeps.delete(k);
-    const key = `${event.triggerTid}\u0000${event.oomCgroup?.path ?? ''}`;
+    for (const [k, at] of this.sweeps) if (event.bootNs - at > SWEEP_GAP_NS) this.sweeps.delete(k);
+    const key = sweepKey(event);
     const seen = this.sweeps.has(key);
     this.sweeps.set(key, event.bootNs);
     return seen;

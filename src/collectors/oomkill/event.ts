@@ -254,6 +254,18 @@ export function decodeEvent(buf: Buffer): RawOomEvent {
   };
 }
 
+/**
+ * Gap between two marks of one memory.oom.group sweep. One kernel call marks them all, but the kernel
+ * prints a "Killed process" line between two, and a synchronous serial console (cloud VMs, the test
+ * VM) takes tens of ms per line.
+ */
+export const SWEEP_GAP_NS = 1_000_000_000n;
+
+/** One memory.oom.group sweep's events share this: the thread whose allocation triggered it, and the OOM cgroup. */
+export function sweepKey(ev: RawOomEvent): string {
+  return `${ev.triggerTid}\u0000${ev.oomCgroup?.path ?? ''}`;
+}
+
 /** A header-only event's OOM cgroup when it is the root (id 0: global OOM), which has no path to reuse. */
 function asBeforeRoot(buf: Buffer): CgroupPath | null {
   return buf.readBigUInt64LE(EVENT_LAYOUT.offsets.oom_cg_id) === 0n ? { id: 0n, path: '/', truncated: false } : null;

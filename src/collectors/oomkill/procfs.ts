@@ -1,6 +1,6 @@
-import { pumpKernelLog } from '../kmsg/pump';
 import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
+import { pumpKernelLog } from '../kmsg/pump';
 
 /*
  * The last fallback for a memcg kill's candidate list: when the kernel printed no "Tasks state"

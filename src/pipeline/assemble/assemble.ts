@@ -1,4 +1,4 @@
-import type { RawOomEvent } from '../../collectors/oomkill/event';
+import { SWEEP_GAP_NS, sweepKey, type RawOomEvent } from '../../collectors/oomkill/event';
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import type { VictimDeath } from '../../collectors/reclaim/collector';
 import type { PressureEvent, TrailSource } from '../../collectors/trail/sampler';
@@ -121,21 +121,11 @@ export class RecordAssembler {
   }
 }
 
-/**
- * Gap between two marks of one memory.oom.group sweep. One kernel call marks them all, but the kernel
- * prints a "Killed process" line between two, and a synchronous serial console (cloud VMs, the test
- * VM) takes tens of ms per line.
- */
-const SWEEP_GAP_NS = 1_000_000_000n;
 /** Without a collector to flush: no further member arrived for this long, the sweep is complete in user space. */
 const SWEEP_SETTLE_NS = 200_000_000n;
 const SWEEP_MAX_WAIT_NS = 2_000_000_000n;
 /** With one: a record waits at most this long past its sweep's latest mark (a console slower than SWEEP_GAP_NS a line). */
 const SWEEP_FLUSHED_MAX_WAIT_NS = 60_000_000_000n;
-
-function sweepKey(ev: RawOomEvent): string {
-  return `${ev.triggerTid}\u0000${ev.oomCgroup?.path ?? ''}`;
-}
 
 const byTime = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
 
