@@ -10,7 +10,7 @@ mode="${1:-run}"
 pkgs=(libbpf1)
 case "$mode" in
   run) ;;
-  test) pkgs+=(bpftool qemu-system-x86 busybox-static cpio) ;;
+  test) pkgs+=(bpftool qemu-system-x86 busybox-static cpio debootstrap e2fsprogs) ;;
   bpf) pkgs+=(bpftool clang llvm libbpf-dev) ;;
   *) echo "usage: $0 run|test|bpf" >&2; exit 2 ;;
 esac
@@ -32,6 +32,31 @@ fi
 # node (20) and npm only bootstrap: they fetch it, install the deps and run tsc
 echo "[setup] node runtime: $(bash scripts/node-runtime.sh)"
 
+# OOMTRAIL_BACKGROUND_BUILDS=1 (scripts/test.sh sets it): the two long cold builds run niced in the background on the
+# core the tests leave idle (host tests mostly wait for OOM kills; a VM guest uses both cores only later): Loki
+# (~850 s on a cold cache, needed by the integration tests after the unit and e2e files) and the package VM test's
+# two debootstrapped root disks (75-195 s each, needed by the last test file). The one that needs an artefact runs
+# the same script again, which waits on the build's lock (or builds it, if the background build failed).
+bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"
+deferred=" "
+background() {
+  local name=$1; shift
+  mkdir -p "$bg_dir"
+  # its own process group (setsid), so scripts/test.sh can stop it whole if it is still running at the end
+  setsid nice -n 19 bash -c 't0=$SECONDS; "$@"; rc=$?; echo "[bg] exit $rc after $((SECONDS - t0)) s"; exit $rc' _ "$@" \
+    >"$bg_dir/$name.log" 2>&1 </dev/null &
+  echo $! >"$bg_dir/$name.pid"
+  echo "[setup] $name: in the background (nice 19), log $bg_dir/$name.log"
+}
+if [ "$mode" = test ] && [ "${OOMTRAIL_BACKGROUND_BUILDS:-0}" = 1 ]; then
+  rm -rf "$bg_dir"
+  background loki bash test/servers/loki/setup.sh
+  deferred+="test/servers/loki/setup.sh "
+  if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && [ "${OOMTRAIL_VM_PACKAGE:-1}" != 0 ]; then
+    background rootfs bash -c 'bash test/vm/build-rootfs.sh bullseye && bash test/vm/build-rootfs.sh bookworm'
+  fi
+fi
+
 # npm ci only when the lock file changed since the last install
 stamp=node_modules/.oomtrail-lock
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
@@ -47,6 +72,7 @@ npx --no-install tsc -p tsconfig.json
 if [ "$mode" = test ]; then
   for s in test/servers/*/setup.sh; do
     [ -f "$s" ] || continue
+    case "$deferred" in *" $s "*) continue ;; esac
     echo "[setup] $s"
     t0=$SECONDS
     bash "$s"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
-bash scripts/setup-host.sh test
+OOMTRAIL_BACKGROUND_BUILDS=1 bash scripts/setup-host.sh test
 files=(dist/test/unit/*.test.js dist/test/e2e/*.test.js)
 if ls dist/test/integration/*.test.js >/dev/null 2>&1; then files+=(dist/test/integration/*.test.js); fi
 if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && ls dist/test/vm/*.test.js >/dev/null 2>&1; then
@@ -16,5 +16,19 @@ runtime="$(bash scripts/node-runtime.sh)"
 export PATH="$runtime/bin:$PATH"
 echo "[test] ${#files[@]} test files, node $(node --version) ($runtime)"
 # one runner, one at a time: e2e tests cause real OOM kills and read the shared kernel log
-node --test --test-concurrency=1 "${files[@]}"
+rc=0
+node --test --test-concurrency=1 "${files[@]}" || rc=$?
+# what the background builds of setup-host.sh took (a cold cache), and none left running
+bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"
+for log in "$bg_dir"/*.log; do
+  [ -f "$log" ] || continue
+  name="$(basename "$log" .log)"
+  pid="$(cat "$bg_dir/$name.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "[test] background $name: still running, stopped"; kill -- "-$pid" 2>/dev/null || true
+  else
+    echo "[test] background $name: $(grep -vE '^\[bg\]' "$log" | tail -1 | cut -c1-160); $(grep -E '^\[bg\]' "$log" | tail -1)"
+  fi
+done
 echo "[test] total $((SECONDS - t0)) s"
+exit $rc

@@ -20,10 +20,15 @@ export function lokiBinaryPath(): string {
 /** The Loki binary; runs setup.sh (a no-op when cached, a ~5 min build when not) and throws if it fails. */
 export function lokiBinary(): string {
   const bin = lokiBinaryPath();
+  const t0 = Date.now();
+  const cached = fs.existsSync(bin);
+  // `npm test` starts the cold build in the background (scripts/setup-host.sh); setup.sh then waits on its lock
+  if (!cached) process.stderr.write(`[loki] ${bin} not built yet: waiting for setup.sh (a background build logs to ${path.join(os.tmpdir(), 'oomtrail-setup-bg/loki.log')})\n`);
   const r = spawnSync('bash', [path.join(HERE, 'setup.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20 * 60_000 });
   if (r.status !== 0 || !fs.existsSync(bin)) {
     throw new Error(`cannot build Loki ${LOKI_VERSION} (test/servers/loki/setup.sh exit ${r.status}):\n${(r.stdout ?? '') + (r.stderr ?? '')}`.slice(-4000));
   }
+  if (!cached) process.stderr.write(`[loki] ready after ${((Date.now() - t0) / 1000).toFixed(0)} s of waiting\n`);
   return bin;
 }
 
