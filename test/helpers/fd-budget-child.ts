@@ -82,8 +82,11 @@ async function main(): Promise<void> {
     note('ledger', err);
   }
   let journaled = 0;
+  // kept open to the end, as the agent keeps it: dropped unclosed, its segment's FileHandle would be closed by the
+  // GC, which Node 26 turns into an error (this child failed that way, now and then, under load)
+  let journal: KillJournal | undefined;
   try {
-    const journal = await KillJournal.open(path.join(dir, 'state'), 'always', silentLogger());
+    journal = await KillJournal.open(path.join(dir, 'state'), 'always', silentLogger());
     for (let i = 0; i < 20; i++) if ((await journal.append(rec(i), i)) !== null) journaled++;
   } catch (err) {
     note('journal', err);
@@ -97,6 +100,7 @@ async function main(): Promise<void> {
   }
   const headroom = held.length;
   for (const fd of held) fs.closeSync(fd);
+  await journal?.close();
   tree.close();
   process.stdout.write(JSON.stringify({ madeMs: tMade - t0, runMs: Date.now() - tMade, soft: limit?.soft, budget, baseline, afterTrail, usageOk, use, errors, spooled, ledgered, journaled, headroom }) + '\n');
 }
