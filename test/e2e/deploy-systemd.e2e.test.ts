@@ -91,10 +91,10 @@ interface Run {
   eventsPath: string;
 }
 
-function runUnprivileged(caps: string[], prefix: string[] = []): Run {
+function runUnprivileged(caps: string[], prefix: string[] = [], extraConfig = ''): Run {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-lp-'));
   const eventsPath = path.join(dir, 'events.jsonl');
-  fs.writeFileSync(path.join(dir, 'config.yaml'), testConfigYaml(eventsPath, path.join(dir, 'spool')));
+  fs.writeFileSync(path.join(dir, 'config.yaml'), testConfigYaml(eventsPath, path.join(dir, 'spool'), extraConfig));
   fs.chownSync(dir, NOBODY, NOBODY);
   fs.chownSync(path.join(dir, 'config.yaml'), NOBODY, NOBODY);
   const set = ['-all', ...caps.map((c) => '+' + setprivName(c))].join(',');
@@ -237,6 +237,40 @@ describe('systemd unit: hardening and least privilege', () => {
     assert.match(run.log(), /oomkill: attached hook tp_btf/);
     assert.match(run.log(), /reclaim: attached mm_vmscan_direct_reclaim_begin, .*finish_task_reaping/);
     assert.doesNotMatch(run.log(), /reclaim collector not running|reclaim: \S+ unavailable/);
+    run.child.kill('SIGTERM');
+    assert.equal(await run.exited, 0, run.log());
+  });
+
+  test("the alloc collector under the unit's capabilities: attaches (a raw tracepoint, no perf_event_open) and counts a cgroup's allocations", async () => {
+    const run = runUnprivileged(unitValues('CapabilityBoundingSet'), [], ['collectors:', '  oomkill:', '    backfill: false', '  alloc:', '    enabled: true', 'trail:', '  step_ms: 200'].join('\n'));
+    children.push(run.child);
+    const deadline = Date.now() + 20_000;
+    while (!/oomtrail \S+ started:/.test(run.log())) {
+      if (run.child.exitCode !== null || Date.now() > deadline) assert.fail(`agent did not start (exit ${run.child.exitCode}):\n${run.log()}`);
+      await sleep(50);
+    }
+    // the perf-event tracepoint it used before got EACCES from perf_event_open where perf_event_paranoid refuses it
+    assert.doesNotMatch(run.log(), /alloc collector not running/, 'the alloc collector attaches');
+    assert.match(run.log(), /alloc: attached raw_tp\/mm_page_alloc/);
+    const cg = makeTestCgroup(`oomtrail-lpa-${process.pid}`);
+    cgroups.push(cg);
+    await sleep(600); // the sampler finds the cgroup
+    // 16 MiB of tmpfs page cache written from inside the cgroup (4096 pages allocated there), a few steps, then a kill
+    const shm = path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/run', `oomtrail-lpa-${process.pid}`);
+    execFileSync('/bin/sh', ['-c', 'echo $$ > "$1" && dd if=/dev/zero of="$2" bs=1M count=16 2>/dev/null && rm -f "$2"', 'sh', cg.procs, shm]);
+    await sleep(600);
+    const hog = await spawnDdHog(cg.procs);
+    assert.equal(hog.signal, 'SIGKILL', 'the hog was OOM-killed');
+    const t0 = Date.now();
+    let rec;
+    while (!(rec = readJsonl(run.eventsPath).find((r) => r.victim_pid === hog.pid))) {
+      if (Date.now() - t0 > 5_000) assert.fail(`no record for pid ${hog.pid}; log:\n${run.log()}`);
+      await sleep(20);
+    }
+    const pages = (rec.trail?.alloc_pages ?? []) as Array<number | null>;
+    const sum = pages.reduce<number>((a, b) => a + (b ?? 0), 0);
+    console.log(`# alloc_pages in the kill's trail: ${sum} (${pages.length} steps)`);
+    assert.ok(sum >= 4096, `the trail counts the 16 MiB written in the cgroup: alloc_pages ${JSON.stringify(pages)}`);
     run.child.kill('SIGTERM');
     assert.equal(await run.exited, 0, run.log());
   });
