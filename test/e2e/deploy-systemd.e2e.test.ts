@@ -12,7 +12,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -273,6 +273,42 @@ describe('systemd unit: hardening and least privilege', () => {
     assert.ok(sum >= 4096, `the trail counts the 16 MiB written in the cgroup: alloc_pages ${JSON.stringify(pages)}`);
     run.child.kill('SIGTERM');
     assert.equal(await run.exited, 0, run.log());
+  });
+
+  test("oomtrail check with the unit's capabilities names each refused hook's real cause (kprobes present or not, perf_event_paranoid)", () => {
+    const set = ['-all', ...unitValues('CapabilityBoundingSet').map((c) => '+' + setprivName(c))].join(',');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-lpc-'));
+    const config = path.join(dir, 'config.yaml');
+    fs.writeFileSync(config, testConfigYaml(path.join(dir, 'events.jsonl'), path.join(dir, 'spool')));
+    fs.chownSync(dir, NOBODY, NOBODY);
+    fs.chownSync(config, NOBODY, NOBODY);
+    const r = spawnSync(
+      'setpriv',
+      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', `--bounding-set=${set}`, `--inh-caps=${set}`, `--ambient-caps=${set}`, '--no-new-privs', process.execPath, MAIN, 'check', '--json', '--config', config],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    // the facts, read here as root
+    const paranoid = Number(fs.readFileSync('/proc/sys/kernel/perf_event_paranoid', 'utf8').trim());
+    const kprobes = fs.existsSync('/sys/bus/event_source/devices/kprobe') || ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'].some((d) => fs.existsSync(path.join(d, 'kprobe_events')));
+    // access() (existsSync) drops a non-root uid's capabilities: tracefs was "not mounted" under the unit although
+    // CAP_DAC_READ_SEARCH lets it read there
+    const tracefsMounted = fs.readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[2] === 'tracefs');
+    if (tracefsMounted) assert.ok(report.tracefs, `tracefs found with CAP_DAC_READ_SEARCH:\n${r.stdout.slice(0, 2000)}`);
+    assert.equal(report.perf_event_paranoid, paranoid);
+    assert.equal(report.kprobes, kprobes, 'check sees what root sees: the kprobe PMU is in sysfs, readable without tracefs');
+    fs.rmSync(dir, { recursive: true, force: true });
+    const kprobe = report.hooks.find((h: { hook: string }) => h.hook === 'kprobe');
+    console.log(`# kprobes ${kprobes}, perf_event_paranoid ${paranoid}; kprobe: ${kprobe.ok ? 'available' : kprobe.reason}`);
+    if (kprobes) {
+      if (!kprobe.ok) assert.doesNotMatch(kprobe.reason, /without kprobes|CONFIG_KPROBES/, 'kprobes exist: another cause refused them');
+      // Debian/Ubuntu's paranoid 3 refuses perf_event_open without CAP_SYS_ADMIN, which the unit does not have
+      if (!kprobe.ok && paranoid >= 3) assert.match(kprobe.reason, /perf_event_open refused \(EACCES\): kernel\.perf_event_paranoid=\d+ .*CAP_SYS_ADMIN/);
+    } else {
+      assert.equal(kprobe.ok, false);
+      assert.match(kprobe.reason, /kprobe: kernel built without kprobes/);
+    }
   });
 
   test("SystemCallFilter= allows every syscall the agent makes successfully (strace of a least-privilege run with a kill)", async () => {
