@@ -81,6 +81,18 @@ function allowedSyscalls(): Set<string> {
   return allowed;
 }
 
+/** Read as root: does this kernel's mark_victim carry the task (the 6.8 fields)? */
+function markVictimCarriesTaskAsRoot(): boolean {
+  for (const d of ['/sys/kernel/tracing', '/sys/kernel/debug/tracing']) {
+    try {
+      return /\btotal_vm\b/.test(fs.readFileSync(path.join(d, 'events/oom/mark_victim/format'), 'utf8'));
+    } catch {
+      /* next */
+    }
+  }
+  return false;
+}
+
 /** CAP_BPF -> bpf (setpriv's spelling). */
 const setprivName = (cap: string) => cap.replace(/^CAP_/, '').toLowerCase();
 
@@ -206,6 +218,8 @@ describe('systemd unit: hardening and least privilege', () => {
     }
     assert.match(run.log(), /oomkill: attached hook (tp_btf|tracepoint|fentry|kprobe)/);
     assert.doesNotMatch(run.log(), /reclaim collector not running/, 'the reclaim collector attaches too');
+    // CAP_DAC_READ_SEARCH: mark_victim's format is read, so a kernel that hands over the task gets no signal companion
+    if (markVictimCarriesTaskAsRoot()) assert.match(run.log(), /oomkill: attached hook tp_btf \(programs: tp_btf_mark_victim\)/);
     const cg = makeTestCgroup(`oomtrail-lp-${process.pid}`);
     cgroups.push(cg);
     const t0 = Date.now();
@@ -226,7 +240,7 @@ describe('systemd unit: hardening and least privilege', () => {
     assert.equal(await run.exited, 0, run.log());
   });
 
-  test('without CAP_DAC_READ_SEARCH: OOM kills are still captured and the reclaim collector attaches (raw tracepoints need no tracefs)', async () => {
+  test('without CAP_DAC_READ_SEARCH: OOM kills are still captured, the reclaim collector attaches (raw tracepoints need no tracefs), the signal companion is loaded', async () => {
     const run = runUnprivileged(unitValues('CapabilityBoundingSet').filter((c) => c !== 'CAP_DAC_READ_SEARCH'));
     children.push(run.child);
     const deadline = Date.now() + 20_000;
@@ -235,6 +249,8 @@ describe('systemd unit: hardening and least privilege', () => {
       await sleep(50);
     }
     assert.match(run.log(), /oomkill: attached hook tp_btf/);
+    // the format unread: the companion is loaded whatever the kernel (README's capability table)
+    assert.match(run.log(), /oomkill: attached hook tp_btf \(programs: tp_btf_mark_victim, \w+_signal_generate\)/);
     assert.match(run.log(), /reclaim: attached mm_vmscan_direct_reclaim_begin, .*finish_task_reaping/);
     assert.doesNotMatch(run.log(), /reclaim collector not running|reclaim: \S+ unavailable/);
     run.child.kill('SIGTERM');
