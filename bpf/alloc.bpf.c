@@ -3,6 +3,11 @@
  * alloc: page allocations per memory cgroup of the allocating task, counted in a per-CPU map (no
  * atomics, no cross-CPU cache-line bouncing) and read by user space once per interval. Nothing is
  * sent per event: kmem/mm_page_alloc fires millions of times a second on a busy host.
+ *
+ * A raw tracepoint (BPF_RAW_TRACEPOINT_OPEN, Linux >= 4.17), like the reclaim collector's: it attaches
+ * through bpf() alone, without perf_event_open, which Debian's perf_event_paranoid=3 refuses to a
+ * service without CAP_SYS_ADMIN (the classic tracepoint got EACCES under the packaged unit), and
+ * without a tracepoint id from tracefs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -22,11 +27,12 @@ struct {
 	__type(value, struct oomtrail_alloc_stat);
 } alloc_by_cg SEC(".maps");
 
-SEC("tracepoint/kmem/mm_page_alloc")
-int page_alloc(struct trace_event_raw_mm_page_alloc *ctx)
+/* (struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype): order is args[1] */
+SEC("raw_tp/mm_page_alloc")
+int page_alloc(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 cg = current_memcg_id();
-	__u32 order = BPF_CORE_READ(ctx, order);
+	__u32 order = (__u32)ctx->args[1];
 	struct oomtrail_alloc_stat *st = bpf_map_lookup_elem(&alloc_by_cg, &cg);
 
 	if (!st) {

@@ -11,6 +11,7 @@ import { PROGRAMS } from '../collectors/oomkill/hooks';
 import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
 import { accountKills, describeKillAccount, killKeyOfLine, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
 import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
+import { kprobesPresent, readAttachFacts } from '../bpf/attach-cause';
 
 export const EXIT_UNAVAILABLE = 69;
 
@@ -21,7 +22,12 @@ export interface CheckReport {
   /** the runtime this agent runs on: node's version and binary, the file libbpf was mapped from */
   runtime: { node: string; node_path: string; libbpf_path: string | null };
   tracefs: string | null;
+  /** tracefs is mounted but this process cannot look into it (root-only; CAP_DAC_READ_SEARCH lets it) */
+  tracefs_unreadable: boolean;
+  /** a kprobe PMU in sysfs or kprobe_events in tracefs */
   kprobes: boolean;
+  /** kernel.perf_event_paranoid: 3 and above (a Debian/Ubuntu patch) refuses perf_event_open without CAP_SYS_ADMIN */
+  perf_event_paranoid: number | null;
   lockdown: string | null;
   cgroup: { version: 1 | 2 | null; memory_controller: string | null; layout: string };
   hooks: Array<{ hook: Hook; ok: boolean; reason?: string }>;
@@ -81,6 +87,7 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
     logger.error(`cannot load libbpf.so.1: ${(err as Error).message}`);
   }
   const tracefs = ensureTracefs();
+  const facts = readAttachFacts();
   const hooks = libbpf ? probeHooks(withLibbpfLog) : HOOK_ORDER.map((h) => ({ hook: h, ok: false, reason: 'libbpf.so.1 not loadable' }));
   const companions = libbpf ? probeCompanions(withLibbpfLog) : [];
   const candidates = hook === 'auto' ? HOOK_ORDER : [hook];
@@ -122,7 +129,9 @@ export function runCheck(logger: Logger, hook: 'auto' | Hook = 'auto', config?: 
     libbpf,
     runtime: { node: process.version, node_path: process.execPath, libbpf_path: libbpf ? loadedLibbpfPath() : null },
     tracefs,
-    kprobes: !!tracefs && existsSync(`${tracefs}/kprobe_events`),
+    tracefs_unreadable: !tracefs && facts.tracefs === 'unreadable',
+    kprobes: kprobesPresent(facts) === true,
+    perf_event_paranoid: facts.paranoid,
     lockdown,
     cgroup: cgroupLayout(),
     hooks,
@@ -169,8 +178,9 @@ export function formatCheck(r: CheckReport): string {
     `libbpf          ${r.libbpf ? `${r.libbpf} (${r.runtime.libbpf_path ?? 'path unknown'})` : 'NOT LOADABLE (install libbpf1)'}`,
     `node            ${r.runtime.node} (${r.runtime.node_path})`,
     `ring buffer     ${r.hooks.some((h) => h.ok) ? 'yes' : 'unknown (no program loaded)'}`,
-    `tracefs         ${r.tracefs ?? 'not mounted'}`,
+    `tracefs         ${r.tracefs ?? (r.tracefs_unreadable ? 'mounted, not readable by this process (root-only: needs CAP_DAC_READ_SEARCH)' : 'not mounted')}`,
     `kprobes         ${yes(r.kprobes)}`,
+    `perf_event_paranoid ${r.perf_event_paranoid ?? 'unknown'}${r.perf_event_paranoid !== null && r.perf_event_paranoid >= 3 ? ' (Debian/Ubuntu kernels then refuse perf_event_open, i.e. kprobes and classic tracepoints, without CAP_SYS_ADMIN)' : ''}`,
     `lockdown        ${r.lockdown ?? 'none'}`,
     `cgroups         ${r.cgroup.layout}; memory controller ${r.cgroup.memory_controller ?? 'not found'} (v${r.cgroup.version ?? '?'})`,
     'hooks (tried in this order):',

@@ -12,6 +12,8 @@ import { SYSTEM_PSI } from './psi/psi';
 import { AllocCollector, ALLOC_HOOK, ALLOC_OBJECT_PATH, ALLOC_PROGRAM } from './alloc/collector';
 import { BpfObject } from '../bpf/object';
 import { withLibbpfLog } from '../bpf/log';
+import { BpfError } from '../bpf/errors';
+import { attachCause, readAttachFacts } from '../bpf/attach-cause';
 
 /** Every collector oomtrail knows, its config block (`collectors.<name>`) and the kernel hooks it uses. */
 export interface CollectorInfo {
@@ -109,17 +111,22 @@ export function describeCollectors(config: AppConfig, oomkill: { ok: boolean; ho
   });
   let aDetail = 'attaches';
   let aOk = false;
+  let attachLog: string[] = [];
   try {
     const obj = withLibbpfLog(() => BpfObject.open(ALLOC_OBJECT_PATH, [ALLOC_PROGRAM], [ALLOC_PROGRAM]));
     try {
       withLibbpfLog(() => obj.load());
-      withLibbpfLog(() => obj.attach(ALLOC_PROGRAM));
+      withLibbpfLog((log) => {
+        attachLog = log;
+        obj.attach(ALLOC_PROGRAM);
+      });
       aOk = true;
     } finally {
       obj.close();
     }
   } catch (err) {
-    aDetail = (err as Error).message;
+    const cause = err instanceof BpfError && err.op === 'bpf_program__attach' ? attachCause('raw_tp', err.code, readAttachFacts(), attachLog) : null;
+    aDetail = (err as Error).message + (cause ? `; ${cause}` : '');
   }
   out.push({ name: 'alloc', enabled: config.collectors.alloc.enabled, hooks: [ALLOC_HOOK], available: aOk, detail: aDetail });
   const version = detectCgroupVersion();

@@ -218,7 +218,7 @@ export const schema: convict.Schema<AppConfig> = {
     },
     alloc: {
       enabled: {
-        doc: 'Run the alloc collector (eBPF tracepoint kmem/mm_page_alloc): pages allocated per cgroup per trail step, counted in a per-CPU kernel map. Off by default: it costs more than 2 % on allocation-heavy work (bench/overhead.ts).',
+        doc: 'Run the alloc collector (eBPF raw tracepoint mm_page_alloc): pages allocated per cgroup per trail step, counted in a per-CPU kernel map. Off by default: it costs more than 2 % on allocation-heavy work (bench/overhead.ts).',
         format: Boolean,
         default: false,
         env: 'OOMTRAIL_COLLECTORS_ALLOC_ENABLED',

@@ -183,6 +183,14 @@ describe('the .deb on a systemd-booted Debian guest: install, kill, reboot, upgr
       // perf_event_paranoid=3 refused its former perf-event tracepoints to the unit: EACCES on both releases)
       assert.match(read('agent.1.log'), new RegExp(`reclaim: attached ${RECLAIM_TRACEPOINTS.join(', ')}$`, 'm'), read('agent.1.log'));
       assert.doesNotMatch(read('agent.1.log'), /reclaim collector not running|reclaim: \S+ unavailable/);
+      // oomtrail check (the unit's ExecStartPre, in the journal) names why the kprobe hook was refused: Debian's
+      // perf_event_paranoid=3 refuses perf_event_open without CAP_SYS_ADMIN on a kernel with kprobes (it said "no
+      // kprobes"); tracefs is found (stat(), which honours CAP_DAC_READ_SEARCH; it said "not mounted"); the alloc
+      // collector could run (a raw tracepoint; it got EACCES from perf_event_open)
+      assert.match(read('agent.1.log'), /kprobes\s+yes$/m, read('agent.1.log'));
+      assert.match(read('agent.1.log'), /kprobe\s+unavailable: .*kprobe: perf_event_open refused \(EACCES\): kernel\.perf_event_paranoid=3 /);
+      assert.doesNotMatch(read('agent.1.log'), /kernel built without kprobes|tracefs\s+not mounted/);
+      assert.match(read('agent.1.log'), /alloc\s+disabled can run: attaches/);
 
       // boot 1: one live kill, 3 while the agent was stopped (the kernel's own lines are the oracle)
       const boot1 = read('boot_id.1');

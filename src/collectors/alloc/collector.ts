@@ -4,11 +4,14 @@ import { BpfObject } from '../../bpf/object';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
-import { ensureTracefs } from '../oomkill/hooks';
 
 export const ALLOC_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/alloc.bpf.o');
 export const ALLOC_PROGRAM = 'page_alloc';
-export const ALLOC_HOOK = 'tracepoint/kmem/mm_page_alloc';
+/**
+ * A raw tracepoint: attached through bpf() alone, no perf_event_open (Debian's perf_event_paranoid=3 refuses that
+ * to the packaged unit: EACCES) and no tracepoint id from tracefs.
+ */
+export const ALLOC_HOOK = 'raw_tp/mm_page_alloc';
 /** struct oomtrail_alloc_stat (bpf/alloc.h) */
 export const ALLOC_STAT_SIZE = 16;
 
@@ -54,7 +57,6 @@ export class AllocCollector {
 
   start(): void {
     installLibbpfLogger(this.opts.logger);
-    ensureTracefs();
     const obj = withLibbpfLog(() => BpfObject.open(this.opts.objectPath ?? ALLOC_OBJECT_PATH, [ALLOC_PROGRAM], [ALLOC_PROGRAM]));
     try {
       withLibbpfLog(() => obj.load());
@@ -88,6 +90,6 @@ export class AllocCollector {
   }
 
   describe(): CollectorDescription {
-    return { name: this.name, hook: this.obj ? 'tracepoint' : null, programs: this.obj ? [ALLOC_PROGRAM] : [], unavailable: [] };
+    return { name: this.name, hook: this.obj ? 'raw_tp' : null, programs: this.obj ? [ALLOC_PROGRAM] : [], unavailable: [] };
   }
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
 import { BpfError } from '../../bpf/errors';
 import { HOOK_ORDER, type Hook } from '../../record/record';
+import { attachCause, pathExists, readAttachFacts, tracefsAccess, type AttachFacts } from '../../bpf/attach-cause';
 
 export const OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/oomkill.bpf.o');
 
@@ -41,12 +42,17 @@ export interface CompanionProbe {
 
 const TRACEFS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 
-/** libbpf resolves classic tracepoints through tracefs; mount it if the host did not. */
+/**
+ * libbpf resolves classic tracepoints through tracefs; mount it if the host did not. Looked up with stat():
+ * existsSync (access()) drops the capabilities of a non-root uid and called tracefs "not mounted" under the unit.
+ */
 export function ensureTracefs(): string | null {
-  for (const dir of TRACEFS) if (existsSync(path.join(dir, 'events'))) return dir;
+  const found = tracefsAccess();
+  if (found === 'unreadable') return null; // mounted, root-only: nothing to mount
+  if (found) return found;
   try {
     execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS[0]], { stdio: 'ignore' });
-    return existsSync(path.join(TRACEFS[0], 'events')) ? TRACEFS[0] : null;
+    return pathExists(path.join(TRACEFS[0], 'events')) ? TRACEFS[0] : null;
   } catch {
     return null;
   }
@@ -61,14 +67,16 @@ function readTrim(file: string): string | null {
 }
 
 /** Turns the kernel's errno into the reason an operator can act on. */
-export function explain(hook: Hook, err: unknown, libbpfLog: string[]): string {
+export function explain(hook: Hook, err: unknown, libbpfLog: string[], facts: () => AttachFacts = readAttachFacts): string {
   const base = err instanceof BpfError ? err.message : String(err);
   const hints: string[] = [];
   const code = err instanceof BpfError ? err.code : '';
   if (!existsSync('/sys/kernel/btf/vmlinux')) hints.push('kernel has no BTF (/sys/kernel/btf/vmlinux missing; CONFIG_DEBUG_INFO_BTF=y needed)');
-  if (hook === 'kprobe' && !TRACEFS.some((d) => existsSync(path.join(d, 'kprobe_events')))) {
-    hints.push('kernel built without kprobes (no kprobe_events in tracefs; CONFIG_KPROBES off)');
-  }
+  // an attach's errno, read with what this process can see (perf_event_paranoid, capabilities, the kprobe PMU):
+  // EACCES from perf_event_open on a kernel with kprobes is not "no kprobes"
+  const attachFailed = err instanceof BpfError && err.op === 'bpf_program__attach';
+  const cause = attachFailed ? attachCause(hook, code, facts(), libbpfLog) : null;
+  if (cause) hints.push(cause);
   if (hook === 'fentry' && code === 'EPERM') {
     const lockdown = readTrim('/sys/kernel/security/lockdown');
     const mode = lockdown?.match(/\[(\w+)\]/)?.[1];
@@ -78,12 +86,11 @@ export function explain(hook: Hook, err: unknown, libbpfLog: string[]): string {
         : 'kernel refuses fentry programs (EPERM: BPF trampolines unavailable or not permitted)',
     );
   }
-  if (hook === 'tracepoint' && !TRACEFS.some((d) => existsSync(path.join(d, 'events/oom/mark_victim')))) {
-    hints.push('tracepoint oom/mark_victim not found in tracefs');
-  }
-  if (code === 'EPERM' && hook !== 'fentry') hints.push('missing CAP_BPF/CAP_PERFMON (or root)');
+  if (code === 'EPERM' && hook !== 'fentry' && !cause) hints.push('missing CAP_BPF/CAP_PERFMON (or root)');
   const lastLog = failureLine(libbpfLog);
-  return [base, ...hints, ...(lastLog ? [lastLog] : [])].join('; ');
+  // libbpf's inner line says which step of a perf-event attach failed (tracefs id or perf_event_open)
+  const inner = libbpfLog.find((l) => /perf_event_open\(\) failed|failed to determine (tracepoint|legacy kprobe)|failed to add legacy kprobe/.test(l));
+  return [base, ...hints, ...(inner && inner !== lastLog ? [inner] : []), ...(lastLog ? [lastLog] : [])].join('; ');
 }
 
 /** The libbpf line that says why a load failed: a program-specific one says more than the closing "failed to load object". */
