@@ -93,10 +93,12 @@ test('delivered: batches are written, acked and removed from the spool', async (
   const dir = tmpDir();
   const sink = new ScriptedTestSink('primary');
   const metrics = new PipelineMetrics(new MetricsRegistry());
-  const lane = new Lane(laneOpts(sink, dir, { metrics }));
+  // max age 500 ms, not 20: the 7 accepts must land before the first batch's age runs out, else a loaded machine
+  // batches [3, 4] (seen once under load)
+  const lane = new Lane(laneOpts(sink, dir, { metrics, batch: { maxEvents: 5, maxBytes: 1 << 20, maxAgeMs: 500 } }));
   await lane.open();
   for (let i = 0; i < 7; i++) assert.equal(await lane.accept(makeRecord(i)), 'spooled');
-  await until(() => lane.delivered === 7);
+  await until(() => lane.delivered === 7, 5000);
   assert.deepEqual(sink.calls.map((c) => c.batch.length), [5, 2], 'max events, then max age');
   assert.deepEqual(sink.delivered(), Array.from({ length: 7 }, (_, i) => makeRecord(i).event_id));
   await until(() => lane.spoolRecords === 0);
