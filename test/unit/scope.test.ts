@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cgroupScope, describeScope, MAX_SCOPE_PATH, oomScope } from '../../src/pipeline/assemble/scope';
+import { cgroupScope, MAX_SCOPE_PATH, oomScope } from '../../src/pipeline/assemble/scope';
+import { describeScope } from '../../src/record/describe';
 import type { OomRecord } from '../../src/record/record';
 
 const C = '3e74d3fd9db4c9dd921ae05c2502fb984d0cde1b36e581b13f79c639da4518a1';

@@ -5,10 +5,11 @@ import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
 import { CrioSource } from './crio';
 import { DockerSource } from './docker';
+import { workloadOf } from '../workload';
 import { K8S_CONTAINER, K8S_NS, K8S_POD, labelKeepSet } from './labels';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
-export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'> &
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'workload_kind' | 'workload_name' | 'labels'> &
   Partial<Pick<OomRecord, 'container_id' | 'container_runtime' | 'victim_is_container_init'>>;
 
 /** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
@@ -32,7 +33,7 @@ export function fieldsOf(meta: ContainerMeta, allow: readonly string[], k8s: boo
   const out: RuntimeFields = {};
   if (meta.name) out.container_name = meta.name;
   if (meta.image) out.container_image = meta.image;
-  if (k8s && l[K8S_POD]) out.pod_name = l[K8S_POD];
+  if (k8s && l[K8S_POD]) Object.assign(out, { pod_name: l[K8S_POD] }, workloadOf(l[K8S_POD]));
   if (k8s && l[K8S_NS]) out.pod_namespace = l[K8S_NS];
   if (k8s && l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
   const picked: Record<string, string> = {};
