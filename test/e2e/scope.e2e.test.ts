@@ -13,7 +13,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { detectCgroupVersion } from '../../src/host/facts';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
-import { removeCgroup, spawnDdHog } from '../helpers/cgroup';
+import { removeCgroup, spawnDdHog, spawnSleeper } from '../helpers/cgroup';
+import { describeScope } from '../../src/record/describe';
 import { kernelReportFor, KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { waitForMetrics } from '../helpers/metrics';
 import type { OomRecord } from '../../src/record/record';
@@ -121,9 +122,35 @@ describe(`oom_scope e2e (cgroup v${VERSION}): the level whose limit the kernel s
     });
   }
 
+  // cgroup v2 only (memory.oom.group): kubelet sets it on every container; with the limit on the pod, the kernel kills
+  // the whole container (the highest memory.oom.group cgroup between the victim and the OOM cgroup)
+  if (VERSION === 2) {
+    test('pod-level limit, memory.oom.group on the container: oom_scope pod, "container killed whole"', async () => {
+      const h = makeHierarchy(`oomtrail-e2e-scope-${process.pid}-group`, layout('systemd', 'burstable'), 'pod');
+      made.push(h.dirs);
+      fs.writeFileSync(path.join(h.leaf, 'memory.oom.group'), '1');
+      const procs = path.join(h.leaf, 'cgroup.procs');
+      const sleeper = spawnSleeper(procs);
+      await sleep(200);
+      await waitForOomLogWindow(kmsg, 1);
+      const hog = await spawnDdHog(procs);
+      assert.equal(hog.signal, 'SIGKILL', 'the hog was OOM-killed');
+      assert.equal((await sleeper.exited).signal, 'SIGKILL', 'the bystander too: the group kill');
+      const rs = await agent.waitFor((r) => [hog.pid, sleeper.pid].every((p) => r.some((x) => x.victim_pid === p)), 10_000, 'both records');
+      for (const pid of [hog.pid, sleeper.pid]) {
+        const rec = rs.find((x) => x.victim_pid === pid)!;
+        assert.equal(rec.oom_cgroup, '/' + path.relative(ROOT, h.limited));
+        assert.equal(rec.oom_scope, 'pod');
+        assert.equal(rec.oom_group_kill, true);
+        assert.match(describeScope(rec), /^pod limit 64Mi hit \(pod-level resources\); container killed whole \(memory\.oom\.group\)$/);
+      }
+    });
+  }
+
   test('oomtrail_oom_kills_total counts them by scope (no pod names here: one series per scope)', async () => {
     const want = new Map<string, number>();
     for (const c of CASES) want.set(c.limitAt, (want.get(c.limitAt) ?? 0) + 1);
+    if (VERSION === 2) want.set('pod', want.get('pod')! + 2);
     // exact: kills outside this test (none under the host lock) would be host processes with scope other/system
     const series = (m: Awaited<ReturnType<typeof waitForMetrics>>, scope: string) =>
       m.get('oomtrail_oom_kills_total', { namespace: '', workload: '', container: '', victim: 'child', scope }) ?? 0;
