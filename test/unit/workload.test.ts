@@ -38,3 +38,8 @@ test('workloadOf: a 253-character name is parsed in bounded time', () => {
   assert.equal(workloadOf(long).workload_kind, 'Deployment');
   assert.ok(process.hrtime.bigint() - t0 < 50_000_000n);
 });
+
+test('workloadOf: a static pod (32-hex UID from the manifest hash) is a Pod, whatever its node name looks like', () => {
+  assert.deepEqual(workloadOf('kube-apiserver-ip-10-0-0-1', '7a4d8c3b1e0f2a6b9c5d4e3f2a1b0c9d'), { workload_kind: 'Pod', workload_name: 'kube-apiserver-ip-10-0-0-1' });
+  assert.deepEqual(workloadOf('kube-apiserver-ip-10-0-0-1', '3d274242-8ee0-11e9-a8a6-1e68d864ef1a'), { workload_kind: 'StatefulSet', workload_name: 'kube-apiserver-ip-10-0-0' }, 'without the static UID: the documented misreading');
+});

@@ -5,8 +5,10 @@
  * - a bare Pod (or another controller) named like a controller's pod reads as that controller (`web-1` →
  *   StatefulSet `web`); a ReplicaSet made without a Deployment reads as Deployment;
  * - `<name>-<5 random>` is a DaemonSet's pod, a non-indexed Job's, or any `generateName` pod: read as DaemonSet;
- * - static (mirror) pods, `<name>-<node>`, read as Pod with the whole name; names of other controllers
- *   (Argo Rollouts, KubeVirt, operators) read as whatever shape they happen to match.
+ * - static (mirror) pods, `<name>-<node>`, are told by their UID (32 hex, a hash of the manifest, from the cgroup
+ *   path): Pod with the whole name; without that UID a node name ending in `-<n>` reads as StatefulSet;
+ * - names of other controllers (Argo Rollouts, KubeVirt, operators) read as whatever shape they happen to match;
+ * - names the API cut before the random suffix (generateName keeps 58 characters) read wrong.
  */
 import type { OomRecord } from '../../record/record';
 
@@ -31,9 +33,17 @@ const SHAPES: ReadonlyArray<{ kind: WorkloadKind; re: RegExp }> = [
   { kind: 'DaemonSet', re: new RegExp(`^(.+)-${RAND}{5}$`) },
 ];
 
-/** `{workload_kind, workload_name}` for a pod name; {} when there is none or it is not a valid pod name. */
-export function workloadOf(podName: string | undefined): Pick<OomRecord, 'workload_kind' | 'workload_name'> {
+/** A static pod's UID: kubelet hashes the manifest (md5, hex) instead of asking the API for one. */
+const STATIC_POD_UID = /^[0-9a-f]{32}$/;
+
+/**
+ * `{workload_kind, workload_name}` for a pod name (and its UID when known: a static pod's is told apart); {} when
+ * there is no name or it is not a valid pod name.
+ */
+export function workloadOf(podName: string | undefined, podUid = ''): Pick<OomRecord, 'workload_kind' | 'workload_name'> {
   if (typeof podName !== 'string' || !POD_NAME_RE.test(podName)) return {};
+  // its owner is the Node: no controller's name is in it
+  if (STATIC_POD_UID.test(podUid)) return { workload_kind: 'Pod', workload_name: podName };
   for (const { kind, re } of SHAPES) {
     const m = re.exec(podName);
     // the controller's own name is a DNS name too: it cannot end in '-' or '.'
