@@ -212,13 +212,33 @@ export class MetricsRegistry {
   }
 }
 
-/** Default cap on distinct `cgroup` values of `oomtrail_oom_kills_total`. */
+/** Default cap on distinct `cgroup` values of `oomtrail_oom_kills_by_cgroup_total`. */
 export const MAX_CGROUP_SERIES = 1000;
+/** Default cap on distinct label sets of `oomtrail_oom_kills_total` (namespace, workload, container, victim, scope). */
+export const MAX_WORKLOAD_SERIES = 1000;
+/** A label value longer than any Kubernetes name (DNS subdomain, 253) counts under the overflow value. */
+const MAX_LABEL_VALUE = 253;
+const OVERFLOW = '__other__';
+
+/** The record fields the kill counters are labelled by. */
+export interface KillLabelSource {
+  hook: string;
+  victim_cgroup: string;
+  oom_cgroup: string;
+  pod_namespace?: string;
+  workload_name?: string;
+  k8s_container?: string;
+  container_name?: string;
+  container_id?: string;
+  victim_is_container_init?: boolean | null;
+  oom_scope?: string;
+}
 
 /** The agent's metrics, by their exported names (prefix `oomtrail_`). */
 export class PipelineMetrics {
   readonly eventsCaptured: Counter;
   readonly oomKills: Counter;
+  readonly oomKillsByCgroup: Counter;
   readonly sinkDelivered: Counter;
   readonly sinkRetried: Counter;
   readonly sinkRejected: Counter;
@@ -239,14 +259,22 @@ export class PipelineMetrics {
   readonly trailFds: Gauge;
   readonly trailFdBudget: Gauge;
 
-  constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number } = {}) {
+  constructor(readonly registry: MetricsRegistry, opts: { maxCgroups?: number; maxWorkloads?: number } = {}) {
     const r = registry;
     this.eventsCaptured = r.counter('oomtrail_events_captured_total', 'OOM kill events read from the kernel, by hook.', ['hook']);
+    // keyed by what survives a container's re-creation (pod UIDs and container ids churn): one series per workload
     this.oomKills = r.counter(
       'oomtrail_oom_kills_total',
+      'OOM kills by Kubernetes namespace, workload (guessed from the pod name), container, victim (init: the container\'s PID 1; child: another process) and oom_scope (which limit was hit); label sets capped, the rest count with every label "__other__".',
+      ['namespace', 'workload', 'container', 'victim', 'scope'],
+      { maxSeries: opts.maxWorkloads ?? MAX_WORKLOAD_SERIES, overflowValue: OVERFLOW },
+    );
+    // kept for hosts without Kubernetes, where the cgroup (a systemd unit, a docker container) is the only name
+    this.oomKillsByCgroup = r.counter(
+      'oomtrail_oom_kills_by_cgroup_total',
       'OOM kills by victim cgroup (distinct cgroups capped; the rest count under cgroup="__other__").',
       ['cgroup'],
-      { maxSeries: opts.maxCgroups ?? MAX_CGROUP_SERIES, overflowValue: '__other__' },
+      { maxSeries: opts.maxCgroups ?? MAX_CGROUP_SERIES, overflowValue: OVERFLOW },
     );
     this.sinkDelivered = r.counter('oomtrail_sink_delivered_total', 'Records acknowledged by the sink.', ['sink']);
     this.sinkRetried = r.counter('oomtrail_sink_retried_total', 'Batch writes answered retryable (each is retried, never dropped).', ['sink']);
@@ -298,10 +326,23 @@ export class PipelineMetrics {
     );
   }
 
-  /** Counts one captured kill: `events_captured_total{hook}` and `oom_kills_total{cgroup}`. */
-  recordCapture(hook: string, cgroup: string): void {
-    this.eventsCaptured.inc({ hook });
-    this.oomKills.inc({ cgroup });
+  /**
+   * Counts one captured kill: `events_captured_total{hook}`, `oom_kills_total{namespace, workload, container, victim,
+   * scope}` and `oom_kills_by_cgroup_total{cgroup}` — the victim's cgroup (the workload that lost a process); the OOM
+   * cgroup would put every global OOM under "/" and every child's kill under its limited ancestor.
+   */
+  recordCapture(r: KillLabelSource): void {
+    this.eventsCaptured.inc({ hook: r.hook });
+    const bound = (v: string | undefined) => (v === undefined ? '' : v.length > MAX_LABEL_VALUE ? OVERFLOW : v);
+    this.oomKills.inc({
+      namespace: bound(r.pod_namespace),
+      workload: bound(r.workload_name),
+      // kubelet's container name when the pod is known; else the runtime's (docker's own name)
+      container: bound(r.k8s_container ?? (r.pod_namespace === undefined ? r.container_name : undefined)),
+      victim: r.victim_is_container_init === true ? 'init' : r.victim_is_container_init === false && r.container_id ? 'child' : '',
+      scope: r.oom_scope ?? '',
+    });
+    this.oomKillsByCgroup.inc({ cgroup: r.victim_cgroup || r.oom_cgroup });
   }
 }
 

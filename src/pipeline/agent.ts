@@ -305,7 +305,7 @@ export class Agent {
     const replay = await this.journal.readUnfinished(this.router.lanes);
     await this.router.open();
     await this.journal.replay(replay, this.router.lanes, {
-      emitted: (record) => this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup),
+      emitted: (record) => this.metrics.recordCapture(record),
       entry: (record, tUs) => noteKill(ledger, logger, record.victim_pid, tUs, record.event_id, record.victim_cgroup, killKeyOfRecord(record)),
     });
     const startUs = this.clock.printkNowUs();
@@ -399,9 +399,7 @@ export class Agent {
       }
       // the journal holds this record already: the wait for the death amends it, it never gates its durability
       const record = item.ev ? await assembler.complete(item.ev, item.record, { wait: !this.stopping }) : item.record;
-      // labelled by the victim's cgroup (the workload that lost a process), as the metric's help says;
-      // oom_cgroup would put every global OOM under "/" and every child's kill under its limited ancestor
-      this.metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
+      this.metrics.recordCapture(record);
       logger.info(`${item.ev ? 'captured' : 'recovered'} OOM kill of pid ${record.victim_pid} (${record.victim_comm}) in ${record.victim_cgroup || '?'}${item.ev ? '' : ' from the kernel log'}`, {
         event_id: record.event_id,
       });

@@ -113,7 +113,7 @@ export class Backfill {
         signal: this.stopJournalctl.signal,
         toRealtime: j.printkToRealtimeNs,
         emit: async (r) => {
-          metrics.recordCapture(r.hook, r.victim_cgroup || r.oom_cgroup);
+          metrics.recordCapture(r);
           await router.route(r);
         },
       });
@@ -227,7 +227,7 @@ export class Backfill {
       if (ledger.matches(kill.killed.pid, kill.usec, ledger.bootId, key)) continue;
       const record = assembler.kmsg(kill);
       if (ledger.has(record.event_id)) continue;
-      metrics.recordCapture(record.hook, record.victim_cgroup || record.oom_cgroup);
+      metrics.recordCapture(record);
       logger.info(`backfilled OOM kill of pid ${record.victim_pid} (${record.victim_comm}) from the kernel log`, { event_id: record.event_id });
       await router.route(record);
       noteKill(ledger, logger, kill.killed.pid, kill.usec, record.event_id, record.victim_cgroup, key);

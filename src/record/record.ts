@@ -85,6 +85,14 @@ export interface OomRecord {
   pod_name?: string;
   pod_namespace?: string;
   k8s_container?: string;
+  /** Which limit was hit: the OOM cgroup's place in the kubepods hierarchy (README "Which limit was hit").
+   *  `system`: no memcg limit (global OOM, cpuset, mempolicy); `other`: a cgroup outside Kubernetes pods.
+   *  Absent when the OOM cgroup is unknown (a backfilled kill whose `oom-kill:` line was rate limited). */
+  oom_scope?: 'container' | 'pod' | 'qos' | 'node' | 'system' | 'other';
+  /** The pod's workload from its name alone (README "Workload from the pod name"): `Deployment`, `StatefulSet`,
+   *  `DaemonSet`, `Job`, `CronJob` or `Pod`; absent without a pod name. A guess, not the API's owner reference. */
+  workload_kind?: 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'Job' | 'CronJob' | 'Pod';
+  workload_name?: string;
   /** The container's labels named by `enrich.runtime.labels` (an allow-list); absent when none matched. */
   labels?: Record<string, string>;
   /** Set on memory_pressure records: why it fired. */

@@ -318,12 +318,17 @@ describe('pipeline e2e: spool, shutdown, metrics, memory bound', () => {
     assert.equal(m.all('oomtrail_events_captured_total').length, 1, 'one hook');
     assert.equal(m.get('oomtrail_sink_delivered_total', FILE), n);
     assert.deepEqual(
-      m.all('oomtrail_oom_kills_total'),
+      m.all('oomtrail_oom_kills_by_cgroup_total'),
       [
-        [`oomtrail_oom_kills_total{cgroup="${cg.kernelPath}"}`, 3],
-        [`oomtrail_oom_kills_total{cgroup="${child.kernelPath}"}`, 2],
+        [`oomtrail_oom_kills_by_cgroup_total{cgroup="${cg.kernelPath}"}`, 3],
+        [`oomtrail_oom_kills_by_cgroup_total{cgroup="${child.kernelPath}"}`, 2],
       ],
       'kills by victim cgroup',
+    );
+    assert.deepEqual(
+      m.all('oomtrail_oom_kills_total'),
+      [['oomtrail_oom_kills_total{namespace="",workload="",container="",victim="",scope="other"}', n]],
+      'no Kubernetes here: one series, the limits of cgroups outside kubepods',
     );
     assert.equal(m.get('oomtrail_queue_depth'), 0);
     assert.equal(m.get('oomtrail_spool_records', FILE), 0);

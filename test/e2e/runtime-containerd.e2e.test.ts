@@ -85,6 +85,8 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
     assert.equal(r.container_runtime, 'containerd');
     assert.equal(r.container_image, IMAGE);
     assert.equal(r.pod_name, 'api-5c6d');
+    // a 4-character suffix is no generated one: the heuristic says a bare Pod
+    assert.deepEqual([r.workload_kind, r.workload_name], ['Pod', 'api-5c6d']);
     assert.equal(r.pod_namespace, 'payments');
     assert.equal(r.k8s_container, 'worker');
     assert.deepEqual(r.labels, { 'io.kubernetes.pod.uid': '0b1c2d3e-aaaa-bbbb-cccc-0123456789ab' });

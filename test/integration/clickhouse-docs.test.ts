@@ -72,6 +72,9 @@ function history(now: number): OomRecord[] {
     labels: { team: 'checkout' },
     oom_group_kill: true,
     oom_group_kill_size: 2,
+    oom_scope: 'container',
+    workload_kind: 'Deployment',
+    workload_name: 'web',
     candidates: [cand(t0.victim_pid, 'java', 300_000, 800, true), cand(42, 'cache-warmer', 650_000, -500, false)],
     candidates_source: 'kmsg',
     memory_at_kill: {

@@ -110,6 +110,8 @@ describe(`containerd with ${N} containers of ${SPEC_BYTES / 1000} kB specs`, { t
       assert.deepEqual(await rt.annotate({ container_id: (7).toString(16).padStart(64, '0'), pod_uid: '' }), {
         container_image: 'registry.local/app:1',
         pod_name: 'web-7',
+        workload_kind: 'StatefulSet',
+        workload_name: 'web',
         pod_namespace: 'shop',
         k8s_container: 'app',
       });

@@ -186,6 +186,9 @@ describe('clickhouse sink: what goes over the wire', () => {
         // migration 5: candidates_source
         'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `candidates_source`',
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 5, ',
+        // migration 6: oom_scope, workload_kind, workload_name, one ALTER
+        'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `oom_scope`',
+        'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 6, ',
         'INSERT INTO `oomtrail`.`oom_kills` FORMAT JSONEachRow',
       ].map((q) => q.slice(0, 60)));
     } finally {

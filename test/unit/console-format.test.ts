@@ -95,3 +95,13 @@ test('the workload line: pod, container, image, and whether the container died o
   const group = formatKillBlock(baseRecord({ ...k8s, victim_ns_pid: 5, victim_is_container_init: false, oom_group_kill: true }));
   assert.match(group, /\n  workload pod default\/web-7d9f container app image nginx:1\.27 — group kill \(memory\.oom\.group\): every process of the group is killed, the container exits\n/);
 });
+
+test('the limit line: which limit was hit (oom_scope), its size, and a memory.oom.group kill; the workload guess', () => {
+  const k8s = { container_id: 'c'.repeat(64), container_runtime: 'containerd', pod_namespace: 'shop', pod_name: 'web-7d9f5c6b8d-x2k4q', workload_kind: 'Deployment', workload_name: 'web', k8s_container: 'app', memcg_limit_bytes: 512 * 1048576 } as const;
+  const pod = formatKillBlock(baseRecord({ ...k8s, oom_scope: 'pod', victim_ns_pid: 7, victim_is_container_init: false }));
+  assert.match(pod, /\n  limit    pod "web-7d9f5c6b8d-x2k4q" limit 512Mi hit \(pod-level resources\) \[oom_scope pod\]\n/);
+  assert.match(pod, /\n  workload pod shop\/web-7d9f5c6b8d-x2k4q \(Deployment web\) container app — child process/);
+  const group = formatKillBlock(baseRecord({ ...k8s, oom_scope: 'container', oom_group_kill: true }));
+  assert.match(group, /\n  limit    container "app" limit 512Mi hit; container killed whole \(memory\.oom\.group\) \[oom_scope container\]\n/);
+  assert.doesNotMatch(formatKillBlock(baseRecord()), /\n  limit /, 'no oom_scope: no line');
+});

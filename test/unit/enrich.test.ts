@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { enrich } from '../../src/pipeline/assemble/enrich';
+import { enrich, enrichPressure } from '../../src/pipeline/assemble/enrich';
 import { formatRfc3339Nanos } from '../../src/host/clock';
 import type { HostFacts } from '../../src/host/facts';
 import type { RawOomEvent } from '../../src/collectors/oomkill/event';
@@ -98,4 +98,17 @@ test('oom_group_kill: carried when the kernel side read the task, absent otherwi
   assert.equal(enrich(raw({ oomGroupKill: true }), facts, tb).oom_group_kill, true);
   assert.equal(enrich(raw({ oomGroupKill: false }), facts, tb).oom_group_kill, false);
   assert.equal('oom_group_kill' in enrich(raw({ oomGroupKill: null }), facts, tb), false);
+});
+
+test('oom_scope: from the OOM cgroup (not the victim\'s), system without a memcg limit', () => {
+  const f = (ns: bigint) => ns;
+  assert.equal(enrich(raw(), facts, f).oom_scope, 'pod', 'the limit was the pod cgroup\'s, the victim in a container');
+  assert.equal(enrich(raw({ oomCgroup: raw().victimCgroup }), facts, f).oom_scope, 'container');
+  assert.equal(enrich(raw({ oomCgroup: { id: 3n, path: '/kubepods.slice/kubepods-burstable.slice', truncated: false } }), facts, f).oom_scope, 'qos');
+  assert.equal(enrich(raw({ oomCgroup: { id: 4n, path: '/kubepods.slice', truncated: false } }), facts, f).oom_scope, 'node');
+  assert.equal(enrich(raw({ constraint: 'global', oomCgroup: { id: 1n, path: '/', truncated: false } }), facts, f).oom_scope, 'system');
+  assert.equal(enrich(raw({ oomCgroup: { id: 5n, path: '/system.slice/x.service', truncated: false } }), facts, f).oom_scope, 'other');
+  assert.equal('oom_scope' in enrich(raw({ oomCgroup: null }), facts, f), false, 'unknown: absent');
+  const p = enrichPressure({ cgroup: '/kubepods/besteffort', bootNs: 1n, usageBytes: 1, limitBytes: 2, info: { reasons: ['usage'], usage_ratio: 0.5, psi_some_avg10: null, psi_full_avg10: null, reclaim_stall_ms: null } }, facts, f);
+  assert.equal(p.oom_scope, 'qos');
 });

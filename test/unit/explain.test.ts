@@ -278,4 +278,9 @@ test('backfill: a kill recovered from the kernel log carries the why-fields of i
   const r2 = enrichKmsg(kills[1], facts, (ns) => ns);
   assert.equal(r2.memory_at_kill, undefined);
   assert.equal(r2.candidates, undefined);
+  // oom_scope from the oom-kill line's oom_memcg (outside kubepods: other); unknown without that line
+  assert.equal(r.oom_scope, 'other');
+  assert.equal(r2.oom_scope, undefined);
+  const pod = enrichKmsg(killsFromKmsg(recs([...V1.map((l) => l.replaceAll('memcg=/oomtrail-x', 'memcg=/kubepods/burstable/pod3d274242-8ee0-11e9-a8a6-1e68d864ef1a')), killed]))[0], facts, (ns) => ns);
+  assert.equal(pod.oom_scope, 'pod');
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
-import { MetricsError, MetricsRegistry, PipelineMetrics, parseListen, startMetricsServer, type HealthReport } from '../../src/observe/metrics';
+import { MetricsError, MetricsRegistry, PipelineMetrics, parseListen, startMetricsServer, type HealthReport, type KillLabelSource } from '../../src/observe/metrics';
 
 function get(port: number, p: string, method = 'GET'): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {
@@ -55,15 +55,18 @@ test('typed errors for bad names, labels and values; re-registration is idempote
   assert.throws(() => c.inc({ sink: 'a' }, -1), (e: unknown) => e instanceof MetricsError && e.code === 'METRICS_VALUE');
 });
 
-test('oom_kills_total caps distinct cgroups and counts the overflow under __other__', async () => {
+const kill = (over: Partial<KillLabelSource> = {}): KillLabelSource => ({ hook: 'fentry', victim_cgroup: '/a', oom_cgroup: '/a', ...over });
+
+test('oom_kills_by_cgroup_total caps distinct cgroups and counts the overflow under __other__', async () => {
   const m = new PipelineMetrics(new MetricsRegistry(), { maxCgroups: 3 });
-  for (let i = 0; i < 6; i++) m.recordCapture('fentry', `/pod${i}`);
-  m.recordCapture('fentry', '/pod0');
-  m.recordCapture('tracepoint', '/pod5');
-  assert.equal(m.oomKills.seriesCount, 4);
-  assert.equal(m.oomKills.get({ cgroup: '/pod0' }), 2);
-  assert.equal(m.oomKills.get({ cgroup: '__other__' }), 4);
-  assert.equal(m.eventsCaptured.get({ hook: 'fentry' }), 7);
+  for (let i = 0; i < 6; i++) m.recordCapture(kill({ victim_cgroup: `/pod${i}` }));
+  m.recordCapture(kill({ victim_cgroup: '/pod0' }));
+  m.recordCapture(kill({ hook: 'tracepoint', victim_cgroup: '/pod5' }));
+  m.recordCapture(kill({ victim_cgroup: '', oom_cgroup: '/pod0' }));
+  assert.equal(m.oomKillsByCgroup.seriesCount, 4);
+  assert.equal(m.oomKillsByCgroup.get({ cgroup: '/pod0' }), 3, 'the OOM cgroup when the victim\'s is unknown');
+  assert.equal(m.oomKillsByCgroup.get({ cgroup: '__other__' }), 4);
+  assert.equal(m.eventsCaptured.get({ hook: 'fentry' }), 8);
   const text = await m.registry.render();
   for (const name of [
     'events_captured_total',
@@ -76,10 +79,36 @@ test('oom_kills_total caps distinct cgroups and counts the overflow under __othe
     'spool_bytes',
     'sink_last_success_timestamp_seconds',
     'oom_kills_total',
+    'oom_kills_by_cgroup_total',
   ]) {
     assert.match(text, new RegExp(`^# TYPE oomtrail_${name} `, 'm'));
   }
-  assert.match(text, /^oomtrail_oom_kills_total\{cgroup="__other__"\} 4$/m);
+  assert.match(text, /^oomtrail_oom_kills_by_cgroup_total\{cgroup="__other__"\} 4$/m);
+});
+
+test('oom_kills_total: one series per workload whatever pod or container id; label sets capped, overflow under __other__', async () => {
+  const m = new PipelineMetrics(new MetricsRegistry(), { maxWorkloads: 3 });
+  const web = { pod_namespace: 'shop', workload_name: 'web', k8s_container: 'app', container_id: 'c'.repeat(64), oom_scope: 'container' };
+  // three re-created pods of one Deployment (new cgroups, new ids): one series
+  for (let i = 0; i < 3; i++) m.recordCapture(kill({ ...web, victim_cgroup: `/kubepods/pod${i}/x`, victim_is_container_init: i !== 2 }));
+  assert.equal(m.oomKills.get({ namespace: 'shop', workload: 'web', container: 'app', victim: 'init', scope: 'container' }), 2);
+  assert.equal(m.oomKills.get({ namespace: 'shop', workload: 'web', container: 'app', victim: 'child', scope: 'container' }), 1);
+  // a host process: no namespace, workload or container; a global OOM
+  m.recordCapture(kill({ victim_is_container_init: false, oom_scope: 'system' }));
+  assert.equal(m.oomKills.get({ namespace: '', workload: '', container: '', victim: '', scope: 'system' }), 1, 'not in a container: neither init nor child');
+  // the cap: 3 label sets; every further one counts under __other__
+  for (let i = 0; i < 5; i++) m.recordCapture(kill({ ...web, workload_name: `job${i}`, victim_is_container_init: true }));
+  assert.equal(m.oomKills.seriesCount, 4);
+  const other = { namespace: '__other__', workload: '__other__', container: '__other__', victim: '__other__', scope: '__other__' };
+  assert.equal(m.oomKills.get(other), 5);
+  // a value longer than any Kubernetes name counts under __other__ (bounded memory per label set)
+  const m2 = new PipelineMetrics(new MetricsRegistry());
+  m2.recordCapture(kill({ ...web, workload_name: 'w'.repeat(254), victim_is_container_init: true }));
+  assert.equal(m2.oomKills.get({ namespace: 'shop', workload: '__other__', container: 'app', victim: 'init', scope: 'container' }), 1);
+  // a docker container outside Kubernetes: its own name
+  m2.recordCapture(kill({ container_name: 'api', container_id: 'd'.repeat(64), victim_is_container_init: false, oom_scope: 'other' }));
+  assert.equal(m2.oomKills.get({ namespace: '', workload: '', container: 'api', victim: 'child', scope: 'other' }), 1);
+  assert.match(await m2.registry.render(), /^oomtrail_oom_kills_total\{namespace="shop",workload="__other__",container="app",victim="init",scope="container"\} 1$/m);
 });
 
 test('parseListen', () => {

@@ -159,6 +159,8 @@ test('containerd stand-in with 1,000 containers of 20 kB specs: the list complet
     assert.deepEqual(await rt.annotate({ container_id: id, pod_uid: '' }), {
       container_image: 'registry.local/app:1',
       pod_name: 'web-1',
+      workload_kind: 'StatefulSet',
+      workload_name: 'web',
       pod_namespace: 'shop',
       k8s_container: 'app',
       labels: { 'io.kubernetes.pod.uid': 'uid-7' },
@@ -264,6 +266,8 @@ test('docker stand-in: a failed list is retried while the event stream stays up;
       container_name: 'web',
       container_image: 'nginx:1',
       pod_name: 'web-1',
+      workload_kind: 'StatefulSet',
+      workload_name: 'web',
       pod_namespace: 'shop',
       k8s_container: 'app',
       labels: { team: 'infra', 'io.kubernetes.pod.name': 'web-1' },

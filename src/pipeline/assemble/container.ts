@@ -44,18 +44,18 @@ const CONTAINER_SEGMENTS: ReadonlyArray<{ runtime: ContainerRuntime; re: RegExp 
 ];
 
 /** `<parent>/<id>`: a bare id names a container only under a parent that says whose it is. */
-const BARE_ID = new RegExp(`^${ID}$`);
+export const BARE_ID = new RegExp(`^${ID}$`);
 /** cgroupfs docker (`/docker/<id>`, also nested for docker-in-docker). */
 const DOCKER_PARENT = 'docker';
 /** containerd's well-known namespaces, cgroupfs driver (`ctr run`, nerdctl): only as the first segment. */
 const CONTAINERD_NAMESPACES: ReadonlySet<string> = new Set(['default', 'k8s.io']);
 
 /** Kubernetes: the node-level pods cgroup, the QoS level, and the pod level, for both drivers. */
-const KUBEPODS_ROOT = new RegExp(`^(?:kubepods|${SLICE_PREFIX}kubepods\\.slice)$`);
-const QOS_CGROUPFS = /^(burstable|besteffort)$/;
-const QOS_SYSTEMD = new RegExp(`^${SLICE_PREFIX}kubepods-(burstable|besteffort)\\.slice$`);
-const POD_CGROUPFS = new RegExp(`^pod${UID_DASHED}$`);
-const POD_SYSTEMD = new RegExp(`^${SLICE_PREFIX}kubepods-(?:(burstable|besteffort)-)?pod${UID_SYSTEMD}\\.slice$`);
+export const KUBEPODS_ROOT = new RegExp(`^(?:kubepods|${SLICE_PREFIX}kubepods\\.slice)$`);
+export const QOS_CGROUPFS = /^(burstable|besteffort)$/;
+export const QOS_SYSTEMD = new RegExp(`^${SLICE_PREFIX}kubepods-(burstable|besteffort)\\.slice$`);
+export const POD_CGROUPFS = new RegExp(`^pod${UID_DASHED}$`);
+export const POD_SYSTEMD = new RegExp(`^${SLICE_PREFIX}kubepods-(?:(burstable|besteffort)-)?pod${UID_SYSTEMD}\\.slice$`);
 
 const NONE: ContainerInfo = Object.freeze({ container_id: '', container_runtime: '', pod_uid: '', k8s_qos: '' });
 
@@ -150,7 +150,7 @@ export function parseContainer(cgroupPath: string): ContainerInfo {
   return { container_id: id, container_runtime: id ? runtime : '', pod_uid: pod, k8s_qos: qos };
 }
 
-function matchContainerSegment(seg: string): [string, ContainerRuntime] | null {
+export function matchContainerSegment(seg: string): [string, ContainerRuntime] | null {
   for (const { runtime, re } of CONTAINER_SEGMENTS) {
     const m = re.exec(seg);
     if (m) return [m[1]!, runtime];

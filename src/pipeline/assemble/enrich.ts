@@ -3,6 +3,7 @@ import type { RawOomEvent } from '../../collectors/oomkill/event';
 import { deriveEventId, SCHEMA_VERSION, type OomRecord } from '../../record/record';
 import type { KmsgKill } from '../../collectors/kmsg/kmsg';
 import { parseContainer } from './container';
+import { oomScope } from './scope';
 import { formatRfc3339Nanos } from '../../host/clock';
 import type { HostFacts } from '../../host/facts';
 import { candidatesFromProcfs, candidatesFromReport, causeOf, domainPages, memoryAtKill, memoryFromReport, victimShare } from './explain';
@@ -69,6 +70,7 @@ export function enrich(ev: RawOomEvent, facts: HostFacts, toRealtimeNs: (bootNs:
     gfp_mask: ev.gfpMask === null ? null : `0x${ev.gfpMask.toString(16)}`,
     order: ev.order,
     ...parseContainer(victimCgroup),
+    ...scopeField(ev.constraint, ev.oomCgroup?.path ?? ''),
     ...nsFields(ev, victimCgroup),
     ...(ev.oomGroupKill != null ? { oom_group_kill: ev.oomGroupKill } : {}),
     agent_version: facts.agentVersion,
@@ -97,6 +99,12 @@ function explainFields(ev: RawOomEvent, facts: HostFacts, opts: ExplainOptions):
     cause: causeOf(mak),
     victim_share: victimShare(rss, mak),
   };
+}
+
+/** `oom_scope`, absent (not null) when unknown: the record only grows by optional fields. */
+function scopeField(constraint: OomRecord['constraint'], oomCgroup: string): Pick<OomRecord, 'oom_scope'> {
+  const scope = oomScope({ constraint, oom_cgroup: oomCgroup });
+  return scope ? { oom_scope: scope } : {};
 }
 
 /**
@@ -153,6 +161,7 @@ export function enrichPressure(
     gfp_mask: null,
     order: null,
     ...parseContainer(ev.cgroup),
+    ...scopeField(ev.cgroup === '/' ? 'global' : 'memcg', ev.cgroup),
     agent_version: facts.agentVersion,
     kind: 'memory_pressure',
     pressure: ev.info,
@@ -209,6 +218,7 @@ export function enrichKmsg(kill: KmsgKill, facts: HostFacts, toRealtimeNs: (prin
     gfp_mask: kill.invoked?.gfpMask ?? null,
     order: kill.invoked?.order ?? null,
     ...parseContainer(victimCgroup),
+    ...scopeField(constraint, c ? (c.oomMemcg ?? '/') : ''),
     agent_version: facts.agentVersion,
     kind: 'oom_kill',
     ...(kill.report ? explainFromReport(kill, facts, explain) : {}),

@@ -166,12 +166,23 @@ export function addCandidatesSourceSql(o: SchemaOptions): string[] {
   return [`ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`candidates_source\` LowCardinality(String) DEFAULT ''`];
 }
 
+/**
+ * Migration 6: which limit was hit (`oom_scope`) and the pod's workload guessed from its name (`workload_kind`,
+ * `workload_name`). '' = the record did not carry the field (rows from before, or unknown). All three repeat:
+ * LowCardinality.
+ */
+export function addScopeColumnsSql(o: SchemaOptions): string[] {
+  const cols = ['oom_scope', 'workload_kind', 'workload_name'].map((c) => `ADD COLUMN IF NOT EXISTS \`${c}\` LowCardinality(String) DEFAULT ''`);
+  return [`ALTER TABLE ${tableRef(o)} ${cols.join(', ')}`];
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, description: 'oom_kills: one row per OOM victim', statements: (o: SchemaOptions) => [createTableSql(o)] },
   { version: 2, description: 'memory trail: kind, exit/reap latency, trail and pressure as JSON', statements: addTrailColumnsSql },
   { version: 3, description: 'runtime names: container/pod names, image, labels; victim ns pid, container init, group kill', statements: addRuntimeColumnsSql },
   { version: 4, description: 'why this kill: memory at kill (typed), cause, victim_share, candidates as JSON', statements: addExplainColumnsSql },
   { version: 5, description: 'candidates_source: the printed table (kmsg) or /proc read right after the kill (procfs)', statements: addCandidatesSourceSql },
+  { version: 6, description: 'oom_scope (which limit was hit), workload_kind and workload_name (from the pod name)', statements: addScopeColumnsSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

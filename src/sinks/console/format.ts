@@ -1,5 +1,6 @@
 import type { OomRecord } from '../../record/record';
 import { escapeControl } from '../../observe/escape';
+import { describeScope } from '../../record/describe';
 
 const mib = (kb: number | null) => (kb === null ? '?' : `${(kb / 1024).toFixed(1)} MiB`);
 const bytesMib = (b: number | null) => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MiB`);
@@ -26,6 +27,7 @@ export function formatKillBlock(r: OomRecord): string {
     `  victim   pid ${r.victim_pid} (${r.victim_comm}) uid ${r.victim_uid ?? '?'} oom_score_adj ${r.victim_oom_score_adj ?? '?'}`,
     `  memory   anon ${mib(r.victim_anon_rss_kb)}  file ${mib(r.victim_file_rss_kb)}  shmem ${mib(r.victim_shmem_rss_kb)}  total-vm ${mib(r.victim_total_vm_kb)}  pgtables ${r.victim_pgtables_kb ?? '?'} kB`,
     `  cgroup   victim ${r.victim_cgroup || '?'}  oom ${r.oom_cgroup || '?'}  limit ${bytesMib(r.memcg_limit_bytes)} usage ${bytesMib(r.memcg_usage_bytes)}`,
+    ...(r.oom_scope ? [`  limit    ${describeScope(r)} [oom_scope ${r.oom_scope}]`] : []),
     `  trigger  pid ${r.trigger_pid || '?'} (${r.trigger_comm || '?'})${r.gfp_mask ? ` gfp_mask=${r.gfp_mask} order=${r.order}` : ''}`,
     `  container ${container}`,
     ...workloadLines(r),
@@ -44,6 +46,8 @@ function workloadLines(r: OomRecord): string[] {
   const named = r.pod_name || r.container_name || r.container_image;
   const who = [
     r.pod_name ? `pod ${r.pod_namespace ? `${r.pod_namespace}/` : ''}${r.pod_name}` : '',
+    // the name heuristic's guess; a bare Pod says nothing the pod name did not
+    r.workload_kind && r.workload_kind !== 'Pod' ? `(${r.workload_kind} ${r.workload_name ?? '?'})` : '',
     r.k8s_container ? `container ${r.k8s_container}` : r.container_name ? `container ${r.container_name}` : '',
     r.container_image ? `image ${r.container_image}` : '',
   ].filter(Boolean);

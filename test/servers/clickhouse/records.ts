@@ -93,6 +93,10 @@ export function cookbookRecords(now = Date.now()): OomRecord[] {
       pod_name: 'web-7d9f',
       k8s_container: 'app',
       container_image: 'nginx:1.27',
+      // which limit was hit, the workload from the pod name (schema migration 6)
+      oom_scope: 'container',
+      workload_kind: 'Pod',
+      workload_name: 'web-7d9f',
       victim_ns_pid: i === 3 ? 57 : 1,
       victim_is_container_init: i !== 3,
       victim_anon_rss_kb: 900_000 + i,
@@ -111,6 +115,7 @@ export function cookbookRecords(now = Date.now()): OomRecord[] {
     constraint: 'global',
     oom_cgroup: '/',
     victim_cgroup: '/user.slice/user-1000.slice/session-2.scope',
+    oom_scope: 'system',
     cgroup_version: 2,
     victim_anon_rss_kb: 8_388_608,
     memcg_limit_bytes: null,
@@ -124,6 +129,7 @@ export function cookbookRecords(now = Date.now()): OomRecord[] {
       trigger_comm: 'app',
       victim_cgroup: '/system.slice/app.service',
       oom_cgroup: '/system.slice/app.service',
+      oom_scope: 'other',
       victim_anon_rss_kb: 500_000,
       // its tmpfs filled the cgroup: the victim held a tenth of it
       memory_at_kill: {

@@ -5,10 +5,11 @@ import { MetaCache } from './cache';
 import { splitList, type RuntimeEnrichConfig } from './config';
 import { CrioSource } from './crio';
 import { DockerSource } from './docker';
+import { workloadOf } from '../workload';
 import { K8S_CONTAINER, K8S_NS, K8S_POD, labelKeepSet } from './labels';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
-export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'labels'> &
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'workload_kind' | 'workload_name' | 'labels'> &
   Partial<Pick<OomRecord, 'container_id' | 'container_runtime' | 'victim_is_container_init'>>;
 
 /** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
@@ -26,13 +27,13 @@ export function trustsK8sLabels(meta: ContainerMeta, record: { pod_uid?: string 
 }
 
 /** The record fields one container's metadata gives; labels only those allowed; io.kubernetes.* only when `k8s`. */
-export function fieldsOf(meta: ContainerMeta, allow: readonly string[], k8s: boolean): RuntimeFields {
+export function fieldsOf(meta: ContainerMeta, allow: readonly string[], k8s: boolean, podUid = ''): RuntimeFields {
   const l = meta.labels;
   // unknown stays absent, never '': a record reads the same from every sink (ClickHouse's '' default is "absent")
   const out: RuntimeFields = {};
   if (meta.name) out.container_name = meta.name;
   if (meta.image) out.container_image = meta.image;
-  if (k8s && l[K8S_POD]) out.pod_name = l[K8S_POD];
+  if (k8s && l[K8S_POD]) Object.assign(out, { pod_name: l[K8S_POD] }, workloadOf(l[K8S_POD], podUid));
   if (k8s && l[K8S_NS]) out.pod_namespace = l[K8S_NS];
   if (k8s && l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
   const picked: Record<string, string> = {};
@@ -158,10 +159,10 @@ export class RuntimeMetadata {
     const id = record.container_id;
     if (!id) return this.byCgroup(record);
     const hit = this.cache.get(id);
-    if (hit) return fieldsOf(hit, this.allow, trustsK8sLabels(hit, record));
+    if (hit) return fieldsOf(hit, this.allow, trustsK8sLabels(hit, record), record.pod_uid);
     if (this.active.length === 0 || this.cfg.lookup_timeout_ms === 0) return {};
     const meta = await this.lookupMiss(id, this.cfg.lookup_timeout_ms);
-    return meta ? fieldsOf(meta, this.allow, trustsK8sLabels(meta, record)) : {};
+    return meta ? fieldsOf(meta, this.allow, trustsK8sLabels(meta, record), record.pod_uid) : {};
   }
 
   /**
@@ -178,7 +179,7 @@ export class RuntimeMetadata {
       container_id: hit.id,
       container_runtime: 'containerd',
       ...(record.victim_ns_pid != null ? { victim_is_container_init: record.victim_ns_pid === 1 } : {}),
-      ...fieldsOf(hit.meta, this.allow, trustsK8sLabels(hit.meta, record)),
+      ...fieldsOf(hit.meta, this.allow, trustsK8sLabels(hit.meta, record), record.pod_uid),
     };
   }
 
