@@ -1,12 +1,12 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
+import { bpfObjectPath } from '../../bpf/objects';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
 import { ensureTracefs } from '../oomkill/hooks';
 
-export const ALLOC_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/alloc.bpf.o');
+export const ALLOC_OBJECT_PATH = bpfObjectPath('alloc');
 export const ALLOC_PROGRAM = 'page_alloc';
 export const ALLOC_HOOK = 'tracepoint/kmem/mm_page_alloc';
 /** struct oomtrail_alloc_stat (bpf/alloc.h) */

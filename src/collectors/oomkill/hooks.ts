@@ -3,9 +3,10 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
 import { BpfError } from '../../bpf/errors';
+import { bpfObjectPath } from '../../bpf/objects';
 import { HOOK_ORDER, type Hook } from '../../record/record';
 
-export const OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/oomkill.bpf.o');
+export const OBJECT_PATH = bpfObjectPath('oomkill');
 
 export const PROGRAMS: Record<Hook, string> = {
   fentry: 'fentry_oom_kill_process',
@@ -78,6 +79,7 @@ export function explain(hook: Hook, err: unknown, libbpfLog: string[]): string {
         : 'kernel refuses fentry programs (EPERM: BPF trampolines unavailable or not permitted)',
     );
   }
+  if (hook === 'fentry' && code === 'ENOTSUPP') hints.push('kernel cannot attach fentry to this function (no BPF trampoline: e.g. arm64 without ftrace direct calls)');
   if (hook === 'tracepoint' && !TRACEFS.some((d) => existsSync(path.join(d, 'events/oom/mark_victim')))) {
     hints.push('tracepoint oom/mark_victim not found in tracefs');
   }
