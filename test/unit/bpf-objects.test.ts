@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BPF_DIR, bpfArchSupported, bpfObjectPath, type BpfObjectName } from '../../src/bpf/objects';
-import { OBJECT_PATH } from '../../src/collectors/oomkill/hooks';
+import { OBJECT_PATH, explain } from '../../src/collectors/oomkill/hooks';
+import { BpfError } from '../../src/bpf/errors';
 import { RECLAIM_OBJECT_PATH } from '../../src/collectors/reclaim/collector';
 import { ALLOC_OBJECT_PATH } from '../../src/collectors/alloc/collector';
 
@@ -62,4 +63,11 @@ test("each object's kprobe reads oom_kill_process's first argument from its own 
     assert.equal(insn[1] >> 4, 1, `${arch}: loads from r1 (ctx)`);
     assert.equal(insn.readInt16LE(2), off, `${arch}: PT_REGS_PARM1 offset`);
   }
+});
+
+test('fentry refused for want of a trampoline (arm64 6.1: ENOTSUPP, 524) is named and explained, so the fallback to kprobe says why', () => {
+  const err = new BpfError('bpf_program__attach', 524, 'fentry_oom_kill_process');
+  assert.equal(err.code, 'ENOTSUPP');
+  assert.match(explain('fentry', err, []), /ENOTSUPP.*no BPF trampoline/);
+  assert.doesNotMatch(explain('kprobe', new BpfError('bpf_program__attach', 524), []), /trampoline/);
 });
