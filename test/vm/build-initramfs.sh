@@ -70,7 +70,9 @@ esac
 BUSYBOX="$(command -v busybox || true)"
 [[ "$ARCH" == arm64 ]] && BUSYBOX="$SYSROOT/root/bin/busybox"
 # the runtime the agent ships with (runtime/node.version), not whatever node is first in PATH
-NODE="${OOMTRAIL_VM_NODE:-$(bash "$HERE/../../scripts/node-runtime.sh" "$([[ "$ARCH" == arm64 ]] && echo arm64 || echo x64)")/bin/node}"
+NODE_ARCH=x64
+[[ "$ARCH" == arm64 ]] && NODE_ARCH=arm64
+NODE="${OOMTRAIL_VM_NODE:-$(bash "$HERE/../../scripts/node-runtime.sh" "$NODE_ARCH")/bin/node}"
 [[ -x "$BUSYBOX" ]] || { log "busybox not found (apt-get install busybox-static)"; exit 1; }
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
   log "warning: $BUSYBOX does not look static (apt-get install busybox-static)"
