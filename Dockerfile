@@ -35,7 +35,9 @@ RUN apt-get update \
 WORKDIR /src
 COPY scripts/build-bpf.sh ./scripts/
 COPY bpf/*.c bpf/*.h ./bpf/
-RUN rm -f bpf/vmlinux.h && bash scripts/build-bpf.sh && ls -l bpf/*.bpf.o
+# the build host's architecture only (bpf/x86/ or bpf/arm64/, as the agent looks them up), gathered under /out
+RUN rm -f bpf/vmlinux.h bpf/*/vmlinux.h && bash scripts/build-bpf.sh --host && ls -l bpf/*/*.bpf.o \
+ && mkdir /out && cp --parents bpf/*/*.bpf.o /out/
 # the node binary without its debug sections (-33 MB of image), with the toolchain this stage has anyway
 COPY --from=node /node/package/bin/node /tmp/node
 RUN llvm-strip -o /src/node /tmp/node && rm /tmp/node
@@ -65,7 +67,7 @@ WORKDIR /opt/oomtrail
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
-COPY --from=bpf /src/bpf/*.bpf.o ./bpf/
+COPY --from=bpf /out/bpf/ ./bpf/
 COPY config ./config
 # records (JSON Lines) and the spool: mount a volume (or a hostPath) here so a restart loses nothing
 VOLUME /var/lib/oomtrail

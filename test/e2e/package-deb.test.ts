@@ -83,9 +83,9 @@ describe('npm run package: the .deb', () => {
       '/usr/lib/oomtrail/dist/src/cli/main.js',
       '/usr/lib/oomtrail/package.json',
       '/usr/lib/oomtrail/node_modules/koffi/package.json',
-      '/usr/lib/oomtrail/bpf/oomkill.bpf.o',
-      '/usr/lib/oomtrail/bpf/reclaim.bpf.o',
-      '/usr/lib/oomtrail/bpf/alloc.bpf.o',
+      '/usr/lib/oomtrail/bpf/x86/oomkill.bpf.o',
+      '/usr/lib/oomtrail/bpf/x86/reclaim.bpf.o',
+      '/usr/lib/oomtrail/bpf/x86/alloc.bpf.o',
       '/usr/lib/oomtrail/lib/libbpf.so.1',
       '/usr/bin/oomtrail',
       '/lib/systemd/system/oomtrail.service',
@@ -106,6 +106,8 @@ describe('npm run package: the .deb', () => {
     const addons = files.filter((f) => f.endsWith('.node'));
     assert.ok(addons.length >= 2, addons.join(' '));
     assert.deepEqual(addons.filter((f) => !/linux[-_]x64/.test(f)), [], 'native addons for linux x64 only');
+    // the package's own architecture's BPF objects only (bpf/<arch>/, the kernel's name)
+    assert.deepEqual(files.filter((f) => f.endsWith('.bpf.o') && !f.startsWith('/usr/lib/oomtrail/bpf/x86/')), [], 'BPF objects of x86 only');
     assert.deepEqual(fs.readFileSync(path.join(root, 'DEBIAN/conffiles'), 'utf8').trim().split('\n'), ['/etc/oomtrail/config.yaml']);
     assert.equal(fs.readFileSync(path.join(root, 'etc/oomtrail/config.yaml'), 'utf8'), fs.readFileSync(path.join(REPO, 'config/default.yaml'), 'utf8'));
     for (const s of ['postinst', 'prerm', 'postrm']) {

@@ -39,7 +39,7 @@ function hashInputs(h: crypto.Hash, rel: string): void {
   if (!st) return;
   if (st.isDirectory()) {
     for (const name of fs.readdirSync(abs).sort()) {
-      if (rel === 'bpf' && name === 'vmlinux.h') continue;
+      if ((rel === 'bpf' || rel.startsWith('bpf/')) && name === 'vmlinux.h') continue;
       hashInputs(h, path.join(rel, name));
     }
     return;

@@ -6,9 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
+import { bpfObjectPath } from '../../src/bpf/objects';
 
-const OBJECT = path.resolve(__dirname, '../../../bpf/oomkill.bpf.o');
 const BPF_MAP_TYPE_LRU_HASH = 9;
 
 interface BtfType {
@@ -35,12 +34,14 @@ function mapDef(types: BtfType[], map: string): Record<string, number> {
   return out;
 }
 
-test('maps the OOM path writes per thread or process are LRU: none refuses an update once full', (t) => {
+for (const arch of ['x64', 'arm64']) test(`maps the OOM path writes per thread or process are LRU: none refuses an update once full (${arch})`, (t) => {
+  const OBJECT = bpfObjectPath('oomkill', arch);
   let json: string;
   try {
     json = execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', OBJECT], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  } catch {
-    return t.skip('bpftool not installed');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('bpftool not installed');
+    throw err;
   }
   const types = (JSON.parse(json) as { types: BtfType[] }).types;
   // oom_ctx_by_tid was a plain 1,024-entry hash nothing deleted from: after 1,024 distinct

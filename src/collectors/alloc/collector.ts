@@ -1,11 +1,11 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
+import { bpfObjectPath } from '../../bpf/objects';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
 
-export const ALLOC_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/alloc.bpf.o');
+export const ALLOC_OBJECT_PATH = bpfObjectPath('alloc');
 export const ALLOC_PROGRAM = 'page_alloc';
 /**
  * A raw tracepoint: attached through bpf() alone, no perf_event_open (Debian's perf_event_paranoid=3 refuses that

@@ -3,10 +3,11 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
 import { BpfError } from '../../bpf/errors';
+import { bpfObjectPath } from '../../bpf/objects';
 import { HOOK_ORDER, type Hook } from '../../record/record';
 import { attachCause, pathExists, readAttachFacts, tracefsAccess, type AttachFacts } from '../../bpf/attach-cause';
 
-export const OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/oomkill.bpf.o');
+export const OBJECT_PATH = bpfObjectPath('oomkill');
 
 export const PROGRAMS: Record<Hook, string> = {
   fentry: 'fentry_oom_kill_process',
@@ -86,6 +87,7 @@ export function explain(hook: Hook, err: unknown, libbpfLog: string[], facts: ()
         : 'kernel refuses fentry programs (EPERM: BPF trampolines unavailable or not permitted)',
     );
   }
+  if (hook === 'fentry' && code === 'ENOTSUPP') hints.push('kernel cannot attach fentry to this function (no BPF trampoline: e.g. arm64 without ftrace direct calls)');
   if (code === 'EPERM' && hook !== 'fentry' && !cause) hints.push('missing CAP_BPF/CAP_PERFMON (or root)');
   const lastLog = failureLine(libbpfLog);
   // libbpf's inner line says which step of a perf-event attach failed (tracefs id or perf_event_open)

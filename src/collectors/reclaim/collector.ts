@@ -1,12 +1,12 @@
-import path from 'node:path';
 import { BpfObject } from '../../bpf/object';
+import { bpfObjectPath } from '../../bpf/objects';
 import { installLibbpfLogger, withLibbpfLog } from '../../bpf/log';
 import type { Logger } from '../../observe/logger';
 import type { CollectorDescription } from '../collector';
 import { MEMCG_USAGE_PROGRAM, MemcgUsagePass } from './usage';
 import { loadLibBpf } from '../../bpf/libbpf';
 
-export const RECLAIM_OBJECT_PATH = path.resolve(__dirname, '../../../../bpf/reclaim.bpf.o');
+export const RECLAIM_OBJECT_PATH = bpfObjectPath('reclaim');
 
 /**
  * Program name → the raw tracepoint it attaches to; each is optional (attached if this kernel has it). Raw
