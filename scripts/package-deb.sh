@@ -141,9 +141,10 @@ find "$nm" -depth -type d \( -name test -o -name tests -o -name __tests__ -o -na
 # koffi: its build helper and code generators (the prebuilt addon is loaded by src/koffi/index.cjs); npm's .bin links
 rm -rf "$nm/@types" "$nm/.bin" "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/cnoke.cjs" "$nm/koffi/src/koffi/src/abi" \
   "$nm/koffi/src/koffi/src/trampolines.cjs" "$nm/koffi/src/koffi/src/"*.{c,h,def} "$nm/js-yaml/bin"
-# nothing in node_modules is run as a program: no file but the addons keeps an exec bit
-find "$nm" -type f -perm /111 ! -name '*.node' -exec chmod a-x {} +
 find "$nm" -name '*.node' -type f -exec "$strip_tool" --strip-unneeded {} +
+# nothing in node_modules is run as a program: no file keeps an exec bit (addons are dlopen()ed; koffi's linux_arm64
+# build comes 0755, lintian: shared-library-is-executable)
+find "$nm" -type f -perm /111 -exec chmod a-x {} +
 find "$nm" -type d -empty -delete
 # addon builds for another platform must not be there (npm installed only this one's optional packages)
 if find "$nm" -name '*.node' | grep -Ev "linux[-_]$node_arch" | grep -q .; then

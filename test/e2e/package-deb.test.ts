@@ -228,6 +228,8 @@ describe('npm run package -- --arch arm64: the arm64 .deb', () => {
     const addons = p.files.filter((f) => f.endsWith('.node'));
     assert.ok(addons.length >= 2, addons.join(' '));
     assert.deepEqual(addons.filter((f) => !/linux[-_]arm64/.test(f) || /musl/.test(f)), [], 'linux-arm64 glibc addons only');
+    // (koffi's linux_arm64 build comes 0755: lintian's shared-library-is-executable)
+    assert.deepEqual(addons.filter((f) => fs.statSync(path.join(p.root, f)).mode & 0o111), [], 'no addon executable');
     assert.deepEqual(p.files.filter((f) => /\/bpf\/x86\/|koffi-linux-x64|snappy-linux-x64/.test(f)), []);
   });
 
