@@ -25,6 +25,7 @@ const INPUTS = [
   'runtime',
   'scripts/package-deb.sh',
   'scripts/node-runtime.sh',
+  'test/vm/arm64-sysroot.sh',
   'package.json',
   'package-lock.json',
   'tsconfig.json',
@@ -48,25 +49,27 @@ function hashInputs(h: crypto.Hash, rel: string): void {
   h.update(fs.readFileSync(abs));
 }
 
-/** The path of oomtrail_<version>_amd64.deb built from this tree (version default: package.json's). */
-export async function builtDeb(version?: string): Promise<{ deb: string; built: boolean; ms: number }> {
+export type DebArch = 'amd64' | 'arm64';
+
+/** The path of oomtrail_<version>_<arch>.deb built from this tree (version default: package.json's). */
+export async function builtDeb(version?: string, arch: DebArch = 'amd64'): Promise<{ deb: string; built: boolean; ms: number }> {
   const v = version ?? (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
   const h = crypto.createHash('sha256');
   for (const rel of INPUTS) hashInputs(h, rel);
-  h.update(`version ${v} xz ${TEST_XZ_LEVEL}`);
+  h.update(`version ${v} xz ${TEST_XZ_LEVEL} arch ${arch}`);
   const dir = path.join(CACHE, h.digest('hex').slice(0, 16));
-  const deb = path.join(dir, `oomtrail_${v}_amd64.deb`);
+  const deb = path.join(dir, `oomtrail_${v}_${arch}.deb`);
   if (fs.existsSync(deb)) return { deb, built: false, ms: 0 };
   const t0 = Date.now();
   fs.mkdirSync(dir, { recursive: true });
   // package-deb.sh holds a lock of its own: two test files asking at once build one after the other
-  await pexec('bash', [path.join(REPO, 'scripts/package-deb.sh'), '--version', v, '--out', dir], {
+  await pexec('bash', [path.join(REPO, 'scripts/package-deb.sh'), '--version', v, '--out', dir, '--arch', arch], {
     cwd: REPO,
     env: { ...process.env, OOMTRAIL_PKG_XZ_LEVEL: TEST_XZ_LEVEL },
     timeout: 900_000,
     maxBuffer: 16 << 20,
   });
-  // older builds of other trees go: keep the 4 newest
+  // older builds of other trees go: keep the 4 newest (both architectures of two trees)
   const old = fs
     .readdirSync(CACHE)
     .map((d) => ({ d: path.join(CACHE, d), t: fs.statSync(path.join(CACHE, d)).mtimeMs }))
