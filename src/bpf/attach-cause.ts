@@ -23,7 +23,8 @@ export interface AttachFacts {
   kprobeEvents: boolean | null;
 }
 
-const TRACEFS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
+/** Where tracefs is mounted, the usual place first (the one `ensureTracefs` mounts when neither is). */
+export const TRACEFS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 const KPROBE_PMU = '/sys/bus/event_source/devices/kprobe';
 
 /** CapEff bits (linux/capability.h). */

@@ -5,7 +5,7 @@ import { BpfObject } from '../../bpf/object';
 import { BpfError } from '../../bpf/errors';
 import { bpfObjectPath } from '../../bpf/objects';
 import { HOOK_ORDER, type Hook } from '../../record/record';
-import { attachCause, pathExists, readAttachFacts, tracefsAccess, type AttachFacts } from '../../bpf/attach-cause';
+import { attachCause, pathExists, readAttachFacts, TRACEFS, tracefsAccess, type AttachFacts } from '../../bpf/attach-cause';
 
 export const OBJECT_PATH = bpfObjectPath('oomkill');
 
@@ -40,8 +40,6 @@ export interface CompanionProbe {
   ok: boolean;
   reason?: string;
 }
-
-const TRACEFS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 
 /**
  * libbpf resolves classic tracepoints through tracefs; mount it if the host did not. Looked up with stat():
