@@ -26,6 +26,7 @@ const INPUTS = [
   'scripts/package-deb.sh',
   'scripts/node-runtime.sh',
   'test/vm/arm64-sysroot.sh',
+  'test/vm/private-apt.sh',
   'package.json',
   'package-lock.json',
   'tsconfig.json',

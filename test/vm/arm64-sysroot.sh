@@ -20,10 +20,9 @@ if [[ -f "$OUT/.complete" ]]; then echo "$OUT"; exit 0; fi
 # the bookworm arm64 apt lists (fetch-kernel.sh makes them with its private configuration)
 OOMTRAIL_VM_ARCH=arm64 bash "$HERE/fetch-kernel.sh" bookworm >/dev/null
 adir="$VM_CACHE/apt-bookworm-arm64"
-APT_OPTS=(-o "Dir::Etc::SourceList=$adir/sources.list" -o "Dir::Etc::SourceParts=$adir/parts"
-          -o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir" -o "Dir::Cache::archives=$adir/archives"
-          -o "Dir::Etc::Preferences=$adir/prefs/none" -o "Dir::Etc::PreferencesParts=$adir/prefs"
-          -o "APT::Architecture=arm64" -o "APT::Architectures=arm64")
+# shellcheck source=private-apt.sh
+source "$HERE/private-apt.sh"
+private_apt_opts "$adir" arm64
 exec 9>"$VM_CACHE/.arm64-sysroot.lock"
 flock 9
 if [[ -f "$OUT/.complete" ]]; then echo "$OUT"; exit 0; fi

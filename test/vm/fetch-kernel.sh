@@ -114,10 +114,9 @@ if [[ -n "$SUFFIX" ]]; then
     # unstable has no security suite
     [[ -n "$sec_uri" && "$RELEASE" != sid ]] && echo "deb [signed-by=$keyring] $sec_uri $RELEASE-security main"
   } > "$adir/sources.list"
-  APT_OPTS=(-o "Dir::Etc::SourceList=$adir/sources.list" -o "Dir::Etc::SourceParts=$adir/parts"
-            -o "Dir::State::Lists=$adir/lists" -o "Dir::Cache=$adir" -o "Dir::Cache::archives=$adir/archives"
-            -o "Dir::Etc::Preferences=$adir/prefs/none" -o "Dir::Etc::PreferencesParts=$adir/prefs"
-            -o "APT::Architecture=$ARCH" -o "APT::Architectures=$ARCH")
+  # shellcheck source=private-apt.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/private-apt.sh"
+  private_apt_opts "$adir" "$ARCH"
   # sid's lists are refreshed whenever its kernel is looked up again: the newest is wanted
   if ! ls "$adir/lists/"*_Packages >/dev/null 2>&1 || [[ "$RELEASE" == sid ]]; then
     log "apt-get update (private lists in $adir)"
