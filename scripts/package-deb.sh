@@ -263,8 +263,11 @@ EOF
 find "$root" -type d -exec chmod 0755 {} +
 
 deb="$out/oomtrail_${version}_${arch}.deb"
+# built beside it and renamed: a test reading the .deb of an earlier build (npm test runs the package VM test beside
+# the host files) never sees a half-written one
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}" \
-  dpkg-deb --root-owner-group -Zxz -z"${OOMTRAIL_PKG_XZ_LEVEL:-6}" --build "$root" "$deb" >/dev/null
+  dpkg-deb --root-owner-group -Zxz -z"${OOMTRAIL_PKG_XZ_LEVEL:-6}" --build "$root" "$deb.partial" >/dev/null
+mv -f "$deb.partial" "$deb"
 echo "[package] $deb: $(du -m "$deb" | cut -f1) MB ($(stat -c %s "$deb") bytes), installed $((installed_kb / 1024)) MB, node v$node_version, libbpf $libbpf_version, Depends: $deps, $((SECONDS - t0)) s"
 if [ "$lint" = 1 ]; then
   if ! command -v lintian >/dev/null; then

@@ -7,31 +7,68 @@ t0=$SECONDS
 OOMTRAIL_BACKGROUND_BUILDS=1 bash scripts/setup-host.sh test
 host=(dist/test/unit/*.test.js dist/test/e2e/*.test.js)
 if ls dist/test/integration/*.test.js >/dev/null 2>&1; then host+=(dist/test/integration/*.test.js); fi
-# two runs: the files that start Loki go to the second, with the VM files, so on a cold cache Loki's background
-# build (setup-host.sh) gets the whole host phase (deploy-grafana waited 304 s for it when it ran among the e2e
-# files); node --test sorts the files it is given, so one run cannot order them
+# three runs, one at a time (e2e tests cause real OOM kills and read the shared kernel log; node --test sorts the
+# files it is given, so one run cannot order them):
+#  1. the host files, with the package VM test beside them (below);
+#  2. the VM files (the 5.10 limits boot, the kernel matrix): software emulation, alone on the machine;
+#  3. the files that start Loki: on a cold cache its background build (setup-host.sh) has runs 1 and 2 to finish
+#     (deploy-grafana waited 304 s for it when it ran among the e2e files)
 first=()
-late=()
+vm=()
+loki=()
 for f in "${host[@]}"; do
-  if grep -qE "loki/server[\"']" "$f"; then late+=("$f"); else first+=("$f"); fi
+  if grep -qE "loki/server[\"']" "$f"; then loki+=("$f"); else first+=("$f"); fi
 done
+pkgvm=""
 if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && ls dist/test/vm/*.test.js >/dev/null 2>&1; then
-  late+=(dist/test/vm/*.test.js)
+  for f in dist/test/vm/*.test.js; do
+    if [ "$f" = dist/test/vm/package.test.js ] && [ "${OOMTRAIL_VM_PACKAGE:-1}" != 0 ]; then pkgvm="$f"; else vm+=("$f"); fi
+  done
 fi
 # the pinned Node.js LTS (runtime/node.version) runs the tests, first in PATH: every agent a test spawns (`node`,
 # process.execPath) and the VM guests' node are that runtime too
 runtime="$(bash scripts/node-runtime.sh)"
 export PATH="$runtime/bin:$PATH"
-echo "[test] $((${#first[@]} + ${#late[@]})) test files in two runs (${#first[@]} + ${#late[@]}), node $(node --version) ($runtime)"
-# one runner, one at a time: e2e tests cause real OOM kills and read the shared kernel log
+echo "[test] $((${#first[@]} + ${#vm[@]} + ${#loki[@]})) test files in three runs (${#first[@]} + ${#vm[@]} + ${#loki[@]})$([ -n "$pkgvm" ] && echo ", the package VM test beside the first"), node $(node --version) ($runtime)"
 rc=0
+# The package VM test (a systemd guest per Debian release, ~9 min of emulation alone) runs beside the host files:
+# they leave a core mostly idle (waits on servers, containers, kills). Niced, so the host tests keep their CPU; its
+# guests only install, kill, reboot and upgrade, nothing in them is timed tighter than minutes.
+pkg_log="${TMPDIR:-/tmp}/oomtrail-test-package-vm.log"
+pkg_pid=""
+if [ -n "$pkgvm" ]; then
+  rm -f "$pkg_log" "$pkg_log.rc"
+  setsid bash -c 'nice -n 10 node --test --test-concurrency=1 "$1" > "$2" 2>&1; echo $? > "$2.rc"' _ "$pkgvm" "$pkg_log" &
+  pkg_pid=$!
+  pkg_t0=$SECONDS
+  trap '[ -n "$pkg_pid" ] && kill -- "-$pkg_pid" 2>/dev/null || true' EXIT
+  echo "[test] package VM test started beside the host files (nice 10; its output follows the first run; log $pkg_log)"
+fi
 t1=$SECONDS
 node --test --test-concurrency=1 "${first[@]}" || rc=$?
 echo "[test] first run (host files without Loki) $((SECONDS - t1)) s, exit $rc"
-if [ ${#late[@]} -gt 0 ]; then
+if [ -n "$pkg_pid" ]; then
   t1=$SECONDS
-  node --test --test-concurrency=1 "${late[@]}" || rc=$?
-  echo "[test] second run (Loki, VM) $((SECONDS - t1)) s, exit $rc"
+  while kill -0 "$pkg_pid" 2>/dev/null; do
+    echo "[test] waiting for the package VM test ($((SECONDS - pkg_t0)) s since its start): $(grep -E '^\[vm\] \[guest\]|^\[vm-run\]' "$pkg_log" | tail -1 | cut -c1-120)"
+    sleep 30 & wait $! || true
+  done
+  wait "$pkg_pid" 2>/dev/null || true
+  pkg_pid=""
+  cat "$pkg_log"
+  prc="$(cat "$pkg_log.rc" 2>/dev/null || echo 1)"
+  [ "$prc" = 0 ] || rc=$prc
+  echo "[test] package VM test $((SECONDS - pkg_t0)) s beside the first run (waited $((SECONDS - t1)) s after it), exit $prc"
+fi
+if [ ${#vm[@]} -gt 0 ]; then
+  t1=$SECONDS
+  node --test --test-concurrency=1 "${vm[@]}" || rc=$?
+  echo "[test] second run (VM) $((SECONDS - t1)) s, exit $rc"
+fi
+if [ ${#loki[@]} -gt 0 ]; then
+  t1=$SECONDS
+  node --test --test-concurrency=1 "${loki[@]}" || rc=$?
+  echo "[test] third run (Loki) $((SECONDS - t1)) s, exit $rc"
 fi
 # what the background builds of setup-host.sh took (a cold cache), and none left running
 bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"
