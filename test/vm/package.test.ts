@@ -8,7 +8,7 @@
  * collects; everything is asserted here, against the kernel's own lines (/dev/kmsg dumped in the guest).
  * OOMTRAIL_VM_KERNELS (comma-separated releases) narrows it like the matrix; OOMTRAIL_VM_PKG_OLD/_NEW take two
  * prebuilt packages (old, higher version) instead of building them.
- * In `npm test` (the last VM file): one session is ~4–5 min of TCG per release (289 s on Debian 11, 239 s on 12);
+ * In `npm test` it runs niced beside the host files (scripts/test.sh): one session is ~4–5 min of TCG per release (289 s on Debian 11, 239 s on 12);
  * the two root disks are built in the background while the host tests run (scripts/setup-host.sh).
  * OOMTRAIL_VM_PACKAGE=0 leaves it out; `npm run test:package-vm` runs it alone.
  */
