@@ -174,4 +174,16 @@ describe('deploy/kubernetes/daemonset.yaml RBAC on a real kube-apiserver', () =>
     // and the check itself can say yes
     assert.equal(await allowed({ verb: 'patch', group: 'events.k8s.io', resource: 'events', namespace: NS }), true);
   });
+
+  // what the sink's outage test will do: the API gone (connection refused), then back with the same data and keys
+  test('kube-apiserver stopped and started again: refused meanwhile, then the same objects and the same token work', async () => {
+    await kube.stopApiServer();
+    await assert.rejects(kube.request('GET', '/readyz'), /ECONNREFUSED/);
+    const t0 = Date.now();
+    await kube.runApiServer();
+    process.stderr.write(`[kubernetes] kube-apiserver ready again in ${Date.now() - t0} ms\n`);
+    const p = await kube.request('GET', `/api/v1/namespaces/${NS}/pods/${pod.metadata.name}`, { token: saToken });
+    assert.equal(p.status, 200, p.text);
+    assert.equal(p.body.metadata.uid, pod.metadata.uid);
+  });
 });

@@ -213,7 +213,16 @@ export class KubeApiServer implements KubeAccess {
       const r = await fetch(`${client}/health`, { signal: AbortSignal.timeout(2000) });
       return r.status === 200 && ((await r.json()) as { health?: string }).health === 'true';
     });
+    await this.runApiServer(timeoutMs - (Date.now() - t0));
+    this.readyMs = Date.now() - t0;
+  }
 
+  /** Starts kube-apiserver alone (etcd running: after stopApiServer(), an API outage) and waits for /readyz. */
+  async runApiServer(timeoutMs = 120_000): Promise<void> {
+    if (this.apiserver && this.apiserver.exitCode === null && this.apiserver.signalCode === null) throw new Error('kube-apiserver already running');
+    const d = this.dir;
+    const client = `http://127.0.0.1:${this.etcdClientPort}`;
+    this.apiLog = '';
     this.apiserver = this.spawnLogged(
       this.bins.apiserver,
       [
@@ -232,16 +241,19 @@ export class KubeApiServer implements KubeAccess {
         `--service-account-key-file=${path.join(d, 'sa.pub')}`,
         `--service-account-signing-key-file=${path.join(d, 'sa.key')}`,
         '--service-cluster-ip-range=10.96.0.0/16',
-        `--cert-dir=${path.join(d, 'certs')}`,
         '--profiling=false',
       ],
       'api',
     );
-    await this.waitFor('kube-apiserver', this.apiserver, timeoutMs - (Date.now() - t0), async () => {
+    await this.waitFor('kube-apiserver', this.apiserver, timeoutMs, async () => {
       const r = await kubeRequest(this, 'GET', '/readyz', { token: this.adminToken, timeoutMs: 2000 });
       return r.status === 200 && r.text.trim() === 'ok';
     });
-    this.readyMs = Date.now() - t0;
+  }
+
+  /** Stops kube-apiserver only (etcd and its data stay): the API is unreachable until runApiServer(). */
+  stopApiServer(graceMs = 15_000): Promise<void> {
+    return stopProcess(this.apiserver, graceMs);
   }
 
   private async waitFor(name: string, child: ChildProcess, timeoutMs: number, ready: () => Promise<boolean>): Promise<void> {
