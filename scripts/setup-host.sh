@@ -73,6 +73,8 @@ if [ "$mode" = test ]; then
   for s in test/servers/*/setup.sh; do
     [ -f "$s" ] || continue
     case "$deferred" in *" $s "*) continue ;; esac
+    # kube-apiserver + etcd (a long cold build): not in `npm test` yet, `npm run test:kubernetes` builds them
+    case "$s" in test/servers/kubernetes/setup.sh) continue ;; esac
     echo "[setup] $s"
     t0=$SECONDS
     bash "$s"

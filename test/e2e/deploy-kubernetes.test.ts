@@ -102,6 +102,17 @@ describe('deploy/kubernetes/daemonset.yaml', () => {
     assert.equal(vol.config.configMap.name, 'oomtrail-config');
   });
 
+  // what the ClusterRole grants is checked against a real API server in test/k8s/apiserver.test.ts
+  test('the pods run as the ServiceAccount the ClusterRoleBinding binds, and know their node (NODE_NAME)', () => {
+    const pod = ds.spec.template.spec;
+    const binding = docs.find((d) => d.kind === 'ClusterRoleBinding');
+    const role = docs.find((d) => d.kind === 'ClusterRole');
+    assert.equal(binding.roleRef.name, role.metadata.name);
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: pod.serviceAccountName, namespace: ds.metadata.namespace }]);
+    const env = pod.containers[0].env.find((e: { name: string }) => e.name === 'NODE_NAME');
+    assert.deepEqual(env?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
+  });
+
   test('each runtime socket the config names is that runtime\'s own socket on the node, mounted read-only', () => {
     const cm = docs.find((d) => d.kind === 'ConfigMap');
     const file = path.join(tmp, 'config-sockets.yaml');

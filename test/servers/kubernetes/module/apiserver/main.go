@@ -1,0 +1,20 @@
+// Command kube-apiserver is the real Kubernetes API server, started exactly as k8s.io/kubernetes'
+// own cmd/kube-apiserver/apiserver.go starts it.
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // for timeZone support in CronJob
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go prometheus plugins
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric registration
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	command := app.NewAPIServerCommand()
+	code := cli.Run(command)
+	os.Exit(code)
+}
