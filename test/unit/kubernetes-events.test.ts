@@ -84,7 +84,7 @@ describe('kubernetes_events: the Event', () => {
       apiVersion: 'events.k8s.io/v1',
       kind: 'Event',
       metadata: {
-        name: `web-5d4f8c7b9-x2x7q.${r.event_id.slice(0, 16)}`,
+        name: `web-5d4f8c7b9-x2x7q.${r.event_id}`,
         namespace: 'shop',
         labels: { 'app.kubernetes.io/managed-by': 'oomtrail' },
         annotations: { 'oomtrail.io/event-id': r.event_id },
@@ -161,7 +161,7 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     const last = api.calls[19]!;
     assert.equal(last.method, 'PATCH');
     assert.equal(last.contentType, 'application/merge-patch+json');
-    assert.equal(last.path, `/apis/events.k8s.io/v1/namespaces/shop/events/web-5d4f8c7b9-x2x7q.${kill(0).event_id.slice(0, 16)}`);
+    assert.equal(last.path, `/apis/events.k8s.io/v1/namespaces/shop/events/web-5d4f8c7b9-x2x7q.${kill(0).event_id}`);
     assert.deepEqual((last.body as { series: { count: number } }).series.count, 20);
   });
   test('another comm or container, or outside the window, is a new Event', async () => {
@@ -189,6 +189,11 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     const b = new TokenBucket(2, 100, 0);
     assert.deepEqual([b.take(0), b.take(0), b.take(0), b.take(99), b.take(100), b.take(100)], [true, true, false, false, true, false]);
     assert.deepEqual([b.take(10_000), b.take(10_000), b.take(10_000)], [true, true, false]);
+  });
+  test('two kills whose event ids share a prefix are two Events', () => {
+    const a = podKill({ event_id: '0'.repeat(31) + '1' });
+    const b = podKill({ event_id: '0'.repeat(31) + '2' });
+    assert.notEqual(eventName(regardingOf(a, 'n')!, a), eventName(regardingOf(b, 'n')!, b));
   });
   test('409 on create: this kill\'s Event exists (an earlier try) → delivered, repeats patch it', async () => {
     const api = fakeApi((m) => ({ status: m === 'POST' ? 409 : 200 }));

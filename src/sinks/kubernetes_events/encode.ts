@@ -100,9 +100,12 @@ export function seriesKey(regarding: Regarding, r: OomRecord, reason: string): s
   return JSON.stringify([regarding.kind, regarding.namespace ?? '', regarding.name, regarding.uid ?? '', r.k8s_container ?? '', r.victim_comm, reason]);
 }
 
-/** The Event's name: `<object>.<first kill's event id>` (deterministic, so a retried create answers 409). */
+/**
+ * The Event's name: `<object>.<first kill's event id>`, the whole id (a prefix of it would let two kills share
+ * a name, and the second would read as the first one's retried create). Deterministic: a retried create answers 409.
+ */
 export function eventName(regarding: Regarding, r: OomRecord): string {
-  const suffix = `.${r.event_id.replace(/[^0-9a-f]/g, '').slice(0, 16) || '0'}`;
+  const suffix = `.${r.event_id.toLowerCase().replace(/[^0-9a-f]/g, '').slice(0, 64) || '0'}`;
   return `${regarding.name.slice(0, 253 - suffix.length).replace(/[.-]+$/, '')}${suffix}`;
 }
 
