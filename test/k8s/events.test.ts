@@ -24,6 +24,8 @@ import { workloadOf } from '../../src/pipeline/assemble/workload';
 import { definition } from '../../src/sinks/kubernetes_events/definition';
 import { kubernetesEventsConfigSchema, type KubernetesEventsSinkConfig } from '../../src/sinks/kubernetes_events/config';
 import { forbiddenLine } from '../../src/sinks/kubernetes_events/classify';
+import { inClusterConnection } from '../../src/sinks/kubernetes_events/client';
+import { KubernetesEventsSink } from '../../src/sinks/kubernetes_events/sink';
 import { silentLogger, type Logger } from '../../src/observe/logger';
 import type { Sink } from '../../src/sinks/sink';
 import convict from 'convict';
@@ -235,5 +237,23 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     assert.deepEqual(lines, [`error: ${forbiddenLine('create', NS)}`]);
     assert.ok(!lines.join('\n').includes(token));
     assert.equal((await podEvents()).length, before);
+  });
+
+  test('in-cluster: KUBERNETES_SERVICE_HOST/PORT, ca.crt, and the token file read again at each request (rotation)', async () => {
+    const saDir = fs.mkdtempSync(path.join(dir, 'serviceaccount-'));
+    fs.writeFileSync(path.join(saDir, 'ca.crt'), kube.ca);
+    fs.writeFileSync(path.join(saDir, 'token'), 'not-a-valid-token');
+    const conn = inClusterConnection({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(kube.port) }, saDir);
+    const config = { ...(convict(kubernetesEventsConfigSchema as never).getProperties() as KubernetesEventsSinkConfig), enabled: true };
+    const sink = new KubernetesEventsSink(config, 'node-1', silentLogger(), conn);
+    const kill = podKill({ victim_comm: 'rotated', victim_is_container_init: false });
+    // a stale token: 401, kept for a retry (kubelet is about to write the new one)
+    const r1 = await sink.write([kill]);
+    assert.equal(r1.status, 'retryable', JSON.stringify(r1));
+    assert.match((r1 as { reason: string }).reason, /^HTTP 401/);
+    fs.writeFileSync(path.join(saDir, 'token.new'), await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 600));
+    fs.renameSync(path.join(saDir, 'token.new'), path.join(saDir, 'token'));
+    assert.deepEqual(await sink.write([kill]), { status: 'delivered' });
+    assert.equal((await podEvents()).filter((e) => e.note.startsWith('rotated ')).length, 1);
   });
 });
