@@ -26,6 +26,9 @@ import { kubernetesEventsConfigSchema, type KubernetesEventsSinkConfig } from '.
 import { forbiddenLine } from '../../src/sinks/kubernetes_events/classify';
 import { inClusterConnection } from '../../src/sinks/kubernetes_events/client';
 import { KubernetesEventsSink } from '../../src/sinks/kubernetes_events/sink';
+import { definition as fileDefinition } from '../../src/sinks/file/definition';
+import { Lane } from '../../src/pipeline/lane';
+import { Router } from '../../src/pipeline/router';
 import { silentLogger, type Logger } from '../../src/observe/logger';
 import type { Sink } from '../../src/sinks/sink';
 import convict from 'convict';
@@ -236,6 +239,30 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     assert.equal(r2.status, 'rejected');
     assert.deepEqual(lines, [`error: ${forbiddenLine('create', NS)}`]);
     assert.ok(!lines.join('\n').includes(token));
+    assert.equal((await podEvents()).length, before);
+
+    // through the pipeline's lanes: the refused record is dead-lettered, the file sink beside it still writes
+    const spoolDir = fs.mkdtempSync(path.join(dir, 'spool-'));
+    const fileConfig = { ...(convict(fileDefinition.schema as never).getProperties() as object), enabled: true, path: path.join(spoolDir, 'events.jsonl') };
+    const lane = (sink: Sink) =>
+      new Lane({ sink, spoolDir, fsync: 'never', maxSpoolBytes: 0, batch: { maxEvents: 1, maxBytes: 1 << 20, maxAgeMs: 1 }, retry: { initialMs: 20, maxMs: 50 }, logger: silentLogger() });
+    const events = lane(sinkWith(writeKubeconfig('no-events', token), logger));
+    const router = new Router([events, lane(fileDefinition.create(fileConfig as never, { logger: silentLogger() }))], silentLogger());
+    await router.open();
+    const k = podKill({ victim_comm: 'denied3', victim_is_container_init: false });
+    try {
+      await router.route(k);
+      const end = Date.now() + 10_000;
+      const has = (f: string) => fs.existsSync(f) && fs.readFileSync(f, 'utf8').includes(k.event_id);
+      while (!(has(events.deadLetterPath) && has(fileConfig.path)) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(has(events.deadLetterPath), `no dead letter for ${k.event_id} in ${events.deadLetterPath}`);
+      assert.match(fs.readFileSync(events.deadLetterPath, 'utf8'), /HTTP 403/);
+      assert.ok(has(fileConfig.path), 'the file sink did not write the record');
+    } finally {
+      await router.close(100);
+    }
+    // a new sink instance (the agent restarted): its own one line
+    assert.deepEqual(lines, [`error: ${forbiddenLine('create', NS)}`, `error: ${forbiddenLine('create', NS)}`]);
     assert.equal((await podEvents()).length, before);
   });
 
