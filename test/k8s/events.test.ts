@@ -67,7 +67,9 @@ function writeKubeconfig(name: string, token: string): string {
 function capture(): { lines: string[]; logger: Logger } {
   const lines: string[] = [];
   const logger = silentLogger();
-  for (const level of ['error', 'warn', 'info', 'debug'] as const) (logger as unknown as Record<string, unknown>)[level] = (m: string) => lines.push(`${level}: ${m}`);
+  const put = (level: string, m: string, meta?: unknown) => lines.push(`${level}: ${m}${meta === undefined ? '' : ` ${JSON.stringify(meta)}`}`);
+  for (const level of ['error', 'warn', 'info', 'debug'] as const) (logger as unknown as Record<string, unknown>)[level] = (m: string, meta?: unknown) => put(level, m, meta);
+  (logger as unknown as Record<string, unknown>).log = put;
   return { lines, logger };
 }
 
@@ -282,5 +284,46 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     fs.renameSync(path.join(saDir, 'token.new'), path.join(saDir, 'token'));
     assert.deepEqual(await sink.write([kill]), { status: 'delivered' });
     assert.equal((await podEvents()).filter((e) => e.note.startsWith('rotated ')).length, 1);
+  });
+
+  test('kube-apiserver stopped for 30 s during kills: the lane keeps them and the Events arrive after', async () => {
+    const token = await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 3600);
+    const spoolDir = fs.mkdtempSync(path.join(dir, 'spool-outage-'));
+    const { lines, logger } = capture();
+    const lane = new Lane({
+      sink: sinkWith(writeKubeconfig('oomtrail', token), logger),
+      spoolDir,
+      fsync: 'never',
+      maxSpoolBytes: 0,
+      batch: { maxEvents: 10, maxBytes: 1 << 20, maxAgeMs: 1 },
+      retry: { initialMs: 200, maxMs: 2000 },
+      logger,
+    });
+    const router = new Router([lane], silentLogger());
+    await router.open();
+    const outage = (await podEvents()).length;
+    try {
+      await kube.stopApiServer();
+      const t0 = Date.now();
+      await router.route(podKill({ victim_comm: 'outage-init', victim_is_container_init: true }));
+      await router.route(podKill({ victim_comm: 'outage-child', victim_is_container_init: false }));
+      while (lane.lastFailureReason === null && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+      assert.match(String(lane.lastFailureReason), /ECONNREFUSED/);
+      await new Promise((r) => setTimeout(r, Math.max(0, Number(process.env.OOMTRAIL_K8S_OUTAGE_MS ?? 30_000) - (Date.now() - t0))));
+      await kube.runApiServer();
+      const end = Date.now() + 20_000;
+      let got: string[] = [];
+      while (Date.now() < end) {
+        got = (await podEvents()).map((e) => e.note as string).filter((n) => n.startsWith('outage-'));
+        if (got.length >= 2) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.deepEqual(got.map((n) => n.split(' ')[0]).sort(), ['outage-child', 'outage-init'], `lane: ${lane.lastFailureReason}; dead letters: ${fs.existsSync(lane.deadLetterPath) ? fs.readFileSync(lane.deadLetterPath, 'utf8').slice(0, 500) : 'none'}; log: ${lines.slice(-5).join(' | ')}`);
+      assert.equal((await podEvents()).length, outage + 2);
+      assert.equal(fs.existsSync(lane.deadLetterPath), false);
+    } finally {
+      if (!kube.apiserver || kube.apiserver.exitCode !== null || kube.apiserver.signalCode !== null) await kube.runApiServer().catch(() => undefined);
+      await router.close(100);
+    }
   });
 });

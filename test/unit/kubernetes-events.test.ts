@@ -225,6 +225,34 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     assert.deepEqual(await skip.write([baseRecord({ oom_scope: 'other' })]), { status: 'delivered' });
     assert.equal(none.calls.length, 0);
   });
+  test('a 403 within a minute of the API server being unreachable is retried (RBAC cache warming), later dead-lettered', async () => {
+    let now = 0;
+    let answer = 0;
+    const { lines, logger } = logs();
+    const sink = new KubernetesEventsSink(config(), 'n', logger, async () => {
+      if (answer === 0) throw new Error('ECONNREFUSED');
+      return { status: answer, text: '{"message":"forbidden"}', retryAfter: null };
+    }, () => now);
+    assert.equal((await sink.write([kill(0)])).status, 'retryable');
+    answer = 403;
+    now = 59_000;
+    const warm = await sink.write([kill(0)]);
+    assert.equal(warm.status, 'retryable');
+    assert.match((warm as { reason: string }).reason, /^HTTP 403: forbidden \(the API server was unreachable 59000 ms ago/);
+    assert.deepEqual(lines, []);
+    now = 60_000;
+    assert.equal((await sink.write([kill(0)])).status, 'rejected');
+    assert.deepEqual(lines, [`error: ${forbiddenLine('create', 'shop')}`]);
+  });
+  test('writes that did not reach the API (retried) do not use up the rate limit', async () => {
+    let down = true;
+    const api = fakeApi((m) => ({ status: down ? 503 : m === 'POST' ? 201 : 200 }));
+    const sink = new KubernetesEventsSink(config({ rate_limit: { burst: 2, refill_ms: 3_600_000 } }), 'n', silentLogger(), api.call, () => 0);
+    for (let i = 0; i < 10; i++) assert.equal((await sink.write([kill(0)])).status, 'retryable');
+    down = false;
+    assert.deepEqual(await sink.write([kill(0), kill(1)]), { status: 'delivered' });
+    assert.deepEqual(api.calls.slice(10).map((c) => c.method), ['POST', 'PATCH']);
+  });
   test('a retryable patch does not count the repeat: the resend counts it once', async () => {
     let fail = true;
     const api = fakeApi((m) => ({ status: m === 'POST' ? 201 : fail ? 503 : 200 }));

@@ -8,6 +8,12 @@ import type { KubernetesEventsSinkConfig } from './config';
 
 /** Series and rate-limit state kept for this many pods/keys at most (least recently used dropped first). */
 export const SERIES_CACHE_MAX = 4096;
+/**
+ * A 403 this soon after the API server was unreachable (connection error, timeout, 5xx) is retried, not
+ * dead-lettered: a kube-apiserver that just came back answers 403 until its RBAC informers have synced (seen on
+ * 1.37: the manifest's binding is unknown for a moment after /readyz turns ok).
+ */
+export const RBAC_WARMUP_MS = 60_000;
 /** Event ids remembered per series: a batch the lane resends after a partial failure is not counted twice. */
 const SEEN_MAX = 64;
 
@@ -44,6 +50,10 @@ export class TokenBucket {
     if (this.tokens <= 0) return false;
     this.tokens--;
     return true;
+  }
+  /** Gives back the token of a write that did not reach the API (retried): an outage must not use up the burst. */
+  refund(): void {
+    this.tokens = Math.min(this.burst, this.tokens + 1);
   }
 }
 
@@ -89,6 +99,7 @@ export class KubernetesEventsSink implements Sink {
   private readonly series = new Lru<SeriesEntry>(SERIES_CACHE_MAX);
   private readonly buckets = new Lru<TokenBucket>(SERIES_CACHE_MAX);
   private readonly forbiddenLogged = new Set<string>();
+  private unreachableAt: number | null = null;
   private readonly call: KubeCall;
 
   constructor(
@@ -116,11 +127,12 @@ export class KubernetesEventsSink implements Sink {
     return rejected.length > 0 ? { status: 'delivered', rejectedRecords: rejected } : { status: 'delivered' };
   }
 
-  private allow(regarding: Regarding): boolean {
+  /** The pod's bucket when it allows a write now (its token taken), else null. */
+  private allow(regarding: Regarding): TokenBucket | null {
     const k = `${regarding.kind}/${regarding.namespace ?? ''}/${regarding.name}`;
     let b = this.buckets.get(k);
     if (!b) this.buckets.set(k, (b = new TokenBucket(this.config.rate_limit.burst, this.config.rate_limit.refill_ms, this.now())));
-    return b.take(this.now());
+    return b.take(this.now()) ? b : null;
   }
 
   private async one(r: OomRecord, regarding: Regarding): Promise<WriteResult> {
@@ -133,7 +145,8 @@ export class KubernetesEventsSink implements Sink {
       entry.count++;
       entry.lastMs = Math.max(entry.lastMs, at);
       remember(entry, r.event_id);
-      if (!this.allow(regarding)) {
+      const bucket = this.allow(regarding);
+      if (!bucket) {
         this.logger.debug(`kubernetes_events: ${regarding.namespace}/${regarding.name}: rate limited, repeat ${entry.count} counted into the next series update`);
         return { status: 'delivered' };
       }
@@ -144,6 +157,7 @@ export class KubernetesEventsSink implements Sink {
         return this.create(r, regarding, key, at, false);
       }
       if (res.result.status === 'retryable') {
+        bucket.refund();
         entry.count--;
         entry.seen = entry.seen.filter((id) => id !== r.event_id);
       } else if (res.result.status === 'delivered') entry.applied = entry.count;
@@ -153,7 +167,8 @@ export class KubernetesEventsSink implements Sink {
   }
 
   private async create(r: OomRecord, regarding: Regarding, key: string, at: number, limit: boolean): Promise<WriteResult> {
-    if (limit && !this.allow(regarding)) {
+    const bucket = limit ? this.allow(regarding) : null;
+    if (limit && !bucket) {
       this.logger.warn(`kubernetes_events: ${regarding.namespace ?? ''}/${regarding.name}: rate limited (sinks.kubernetes_events.rate_limit), Event for event_id ${r.event_id} not sent`);
       return { status: 'delivered' };
     }
@@ -163,6 +178,7 @@ export class KubernetesEventsSink implements Sink {
     // 409: an Event of that name exists. The name comes from this kill's event id, so it is this kill's Event,
     // created by an earlier try whose answer was lost: recorded, not a second occurrence.
     const ok = res.result.status === 'delivered' || res.answer?.status === 409;
+    if (res.result.status === 'retryable') bucket?.refund();
     if (!ok) return res.result;
     this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, applied: 1, lastMs: at, seen: [r.event_id] });
     return { status: 'delivered' };
@@ -174,10 +190,15 @@ export class KubernetesEventsSink implements Sink {
       answer = await this.call(method, urlPath, body, contentType);
     } catch (err) {
       const why = err instanceof KubeTransportError ? err.message : (err as Error).message;
+      this.unreachableAt = this.now();
       return { result: { status: 'retryable', reason: `${method} ${urlPath}: ${why}` } };
     }
     if (answer.status === 409 && verb === 'create') return { result: { status: 'delivered' }, answer };
     const result = classifyKubeStatus(answer.status, answer.text, answer.retryAfter);
+    if (answer.status >= 500) this.unreachableAt = this.now();
+    if (answer.status === 403 && this.unreachableAt !== null && this.now() - this.unreachableAt < RBAC_WARMUP_MS) {
+      return { result: { status: 'retryable', reason: `${(result as { reason: string }).reason} (the API server was unreachable ${this.now() - this.unreachableAt} ms ago: its RBAC cache may be warming up)`, afterMs: 1000 }, answer };
+    }
     if (answer.status === 403) {
       const k = `${verb} ${namespace}`;
       if (!this.forbiddenLogged.has(k)) {
