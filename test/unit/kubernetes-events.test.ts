@@ -143,6 +143,7 @@ const logs = () => {
   const lines: string[] = [];
   const logger = silentLogger();
   for (const level of ['error', 'warn', 'info', 'debug'] as const) (logger as unknown as Record<string, unknown>)[level] = (m: string) => lines.push(`${level}: ${m}`);
+  (logger as unknown as Record<string, unknown>).log = (level: string, m: string) => lines.push(`${level}: ${m}`);
   return { lines, logger };
 };
 
@@ -179,7 +180,10 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     assert.equal(api.calls.length, 3);
     await sink.write([kill(10, { victim_comm: 'other' })]);
     assert.equal(api.calls.length, 3);
+    await sink.write([kill(10, { victim_comm: 'other2' })]);
+    // one warning per pod per refill period; the rest at debug
     assert.equal(lines.filter((l) => l.startsWith('warn: ') && l.includes('rate limited')).length, 1);
+    assert.equal(lines.filter((l) => l.startsWith('debug: ') && l.includes('not sent')).length, 1);
     now += 10_000;
     await sink.write([kill(11)]);
     assert.equal(api.calls.length, 4);

@@ -100,6 +100,8 @@ export class KubernetesEventsSink implements Sink {
   private readonly buckets = new Lru<TokenBucket>(SERIES_CACHE_MAX);
   private readonly forbiddenLogged = new Set<string>();
   private unreachableAt: number | null = null;
+  /** per pod: when a dropped Event was last logged as a warning (at most one per refill period) */
+  private readonly limitedWarned = new Lru<number>(SERIES_CACHE_MAX);
   private readonly call: KubeCall;
 
   constructor(
@@ -169,7 +171,11 @@ export class KubernetesEventsSink implements Sink {
   private async create(r: OomRecord, regarding: Regarding, key: string, at: number, limit: boolean): Promise<WriteResult> {
     const bucket = limit ? this.allow(regarding) : null;
     if (limit && !bucket) {
-      this.logger.warn(`kubernetes_events: ${regarding.namespace ?? ''}/${regarding.name}: rate limited (sinks.kubernetes_events.rate_limit), Event for event_id ${r.event_id} not sent`);
+      const who = `${regarding.namespace ?? ''}/${regarding.name}`;
+      const last = this.limitedWarned.get(who);
+      const warn = last === undefined || this.now() - last >= this.config.rate_limit.refill_ms;
+      if (warn) this.limitedWarned.set(who, this.now());
+      this.logger.log(warn ? 'warn' : 'debug', `kubernetes_events: ${who}: rate limited (sinks.kubernetes_events.rate_limit), Event for event_id ${r.event_id} not sent`);
       return { status: 'delivered' };
     }
     const body = eventBody(r, regarding, { reason: this.config.reason, nodeName: this.nodeName }, new Date(this.now()));
