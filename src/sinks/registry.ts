@@ -6,13 +6,14 @@ import { definition as clickhouse } from './clickhouse/definition';
 import { definition as kafka } from './kafka/definition';
 import { definition as loki } from './loki/definition';
 import { definition as webhook } from './webhook/definition';
+import { definition as kubernetes_events } from './kubernetes_events/definition';
 
 /**
  * Every sink, in the order records are routed to them. Adding a sink = one folder under src/sinks/ whose
  * `definition.ts` exports a SinkDefinition, and one line here: its schema part, checks and factory follow.
  * The definitions are light; a network sink's client library is required by its `create` only.
  */
-export const SINKS = { console, file, clickhouse, kafka, loki, webhook } as const;
+export const SINKS = { console, file, clickhouse, kafka, loki, webhook, kubernetes_events } as const;
 
 type ConfigOf<D> = D extends SinkDefinition<infer C> ? C : never;
 

@@ -1,0 +1,50 @@
+import os from 'node:os';
+import type { KeyProblem } from '../../config/errors';
+import type { SinkDefinition } from '../sink';
+import { StartProblems } from '../secret';
+import { checkKubernetesEventsConfig, kubernetesEventsConfigSchema, type KubernetesEventsSinkConfig } from './config';
+
+/** node_name, else $NODE_NAME (the DaemonSet's downward API), else the host name. */
+export function nodeNameOf(config: KubernetesEventsSinkConfig, env: NodeJS.ProcessEnv = process.env): string {
+  return config.node_name || env.NODE_NAME || os.hostname();
+}
+
+/** The connection's files (kubeconfig, or the service account's token and CA), read now; problems name the key. */
+function connect(config: KubernetesEventsSinkConfig, start: StartProblems) {
+  /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+  const client = require('./client') as typeof import('./client');
+  try {
+    return config.kubeconfig ? client.kubeconfigConnection(config.kubeconfig) : client.inClusterConnection();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    // fs errors name the file (not a secret: a kubeconfig path or the service-account directory), never its content
+    if (e.code) start.add('kubeconfig', `cannot read ${e.path ?? config.kubeconfig}: ${e.code}`);
+    else start.add('kubeconfig', config.kubeconfig ? `${config.kubeconfig} ${e.message}` : e.message);
+    return undefined;
+  }
+}
+
+export const definition: SinkDefinition<KubernetesEventsSinkConfig> = {
+  name: 'kubernetes_events',
+  schema: kubernetesEventsConfigSchema,
+  check: checkKubernetesEventsConfig,
+  preflight(config): KeyProblem[] {
+    const start = new StartProblems('sinks.kubernetes_events');
+    start.addAll(checkKubernetesEventsConfig(config));
+    connect(config, start);
+    return start.problems;
+  },
+  /**
+   * A kubeconfig that cannot be read or used, or no service account when in-cluster, is a configuration error
+   * (exit 78) at start; the service-account token is still read at each request (kubelet rotates it).
+   */
+  create(config, deps) {
+    const start = new StartProblems('sinks.kubernetes_events');
+    start.addAll(checkKubernetesEventsConfig(config));
+    const conn = connect(config, start);
+    start.throwIfAny();
+    /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+    const { KubernetesEventsSink } = require('./sink') as typeof import('./sink');
+    return new KubernetesEventsSink(config, nodeNameOf(config), deps.logger, conn!);
+  },
+};
