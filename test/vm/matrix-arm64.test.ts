@@ -59,7 +59,10 @@ const mode = process.env.OOMTRAIL_VM_ARM64 ?? '1';
 const only = process.env.OOMTRAIL_VM_KERNELS?.split(',').map((k) => k.trim());
 const kernels = KERNELS.filter((k) => !only || only.includes(k.release));
 
-function runInVm(release: string, env: Record<string, string>, script: string, timeoutS: number, hostEnv: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
+// every cell's whole output, kept: a cell takes minutes of emulation, its failure must be readable without a rerun
+const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-vm-arm64-'));
+
+function runInVm(cell: string, release: string, env: Record<string, string>, script: string, timeoutS: number, hostEnv: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
   const args = ['--arch', 'arm64', '--kernel', release, '--timeout', String(timeoutS), ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]), '--', 'sh', '-c', script];
   const child = spawn('bash', [RUN, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...hostEnv } });
   let out = '';
@@ -70,7 +73,14 @@ function runInVm(release: string, env: Record<string, string>, script: string, t
       if (line.startsWith('[vm-run]') || line.startsWith('[initramfs]') || line.startsWith('[fetch-kernel]')) process.stderr.write(line + '\n');
     }
   });
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
+  return new Promise((resolve) =>
+    child.on('exit', (code) => {
+      const log = path.join(LOG_DIR, `${cell}.log`);
+      fs.writeFileSync(log, out);
+      process.stderr.write(`[vm] ${cell}: exit ${code}, output in ${log}\n`);
+      resolve({ code, out });
+    }),
+  );
 }
 
 /** run.sh's timings line: boot and command seconds of the cell. */
@@ -135,6 +145,7 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
       const t0 = Date.now();
       const tests = [...GUEST_TESTS, ...TRAIL_TESTS, ...EXPLAIN_TESTS];
       const { code, out } = await runInVm(
+        `${k.release}-default`,
         k.release,
         { OOMTRAIL_E2E_BURST: BURST, OOMTRAIL_E2E_GLOBAL_OOM: '1', OOMTRAIL_E2E_AGENT: '/usr/bin/oomtrail', OOMTRAIL_E2E_AGENT_ROOT: PKG_ROOT },
         `echo "machine $(uname -m)"; /usr/bin/oomtrail check | ${CHECK_LINES} && exec node --test --test-concurrency=1 ${tests.join(' ')}`,
@@ -173,6 +184,7 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
         const t0 = Date.now();
         const checkCmd = `echo "machine $(uname -m)"; node dist/src/cli/main.js check > /tmp/check.out; echo "check exit $?"; ${CHECK_LINES} /tmp/check.out`;
         const { code, out } = await runInVm(
+          `${k.release}-${hook}`,
           k.release,
           { OOMTRAIL_COLLECTORS_OOMKILL_HOOK: hook, OOMTRAIL_E2E_BURST: BURST, ...(explain ? { OOMTRAIL_E2E_GLOBAL_OOM: '1' } : {}) },
           refused ? checkCmd : `${checkCmd} && exec node --test --test-concurrency=1 ${tests.join(' ')}`,
