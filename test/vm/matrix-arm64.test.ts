@@ -119,7 +119,8 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
   test('OOMTRAIL_VM_ARM64 is 0, 1 or all', () => assert.ok(['0', '1', 'all'].includes(mode), `OOMTRAIL_VM_ARM64=${mode}`));
 
   // the arm64 package's usr/ as a cpio to append to the guest's initramfs (cached beside the .deb); uncompressed:
-  // 6.1 took 92 s to the command with it gzip'd (48 MB), 65 s raw (124 MB): one boot each on a loaded host
+  // 6.1 took 92 s to the command with it gzip'd (48 MB), 65 s raw (124 MB): one boot each on a loaded host, before
+  // run.sh's pauth-impdef (9 s raw since)
   let pkgCpio = '';
   before(async () => {
     const t0 = Date.now();
