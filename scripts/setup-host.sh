@@ -10,7 +10,7 @@ mode="${1:-run}"
 pkgs=(libbpf1)
 case "$mode" in
   run) ;;
-  test) pkgs+=(bpftool qemu-system-x86 busybox-static cpio debootstrap e2fsprogs) ;;
+  test) pkgs+=(bpftool qemu-system-x86 qemu-system-arm busybox-static cpio debootstrap e2fsprogs) ;;
   bpf) pkgs+=(bpftool clang llvm libbpf-dev) ;;
   *) echo "usage: $0 run|test|bpf" >&2; exit 2 ;;
 esac

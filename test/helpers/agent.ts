@@ -6,6 +6,25 @@ import type { OomRecord } from '../../src/record/record';
 
 export const REPO = path.resolve(__dirname, '../../..');
 export const MAIN = path.join(REPO, 'dist/src/cli/main.js');
+/**
+ * OOMTRAIL_E2E_AGENT: the agent command to run instead of this tree's dist/ (the arm64 VM cells: /usr/bin/oomtrail
+ * of the unpacked arm64 .deb). OOMTRAIL_E2E_AGENT_ROOT (required with it): where that agent's node and main.js must
+ * live; startAgent checks the started process against it in /proc, so a test cannot silently run the tree's agent.
+ */
+export const AGENT = process.env.OOMTRAIL_E2E_AGENT || undefined;
+const AGENT_ROOT = process.env.OOMTRAIL_E2E_AGENT_ROOT || undefined;
+
+/** The agent process's executable and main script (from /proc): both must lie under OOMTRAIL_E2E_AGENT_ROOT. */
+export function assertAgentFrom(pid: number, root: string): { exe: string; main: string } {
+  const exe = fs.readlinkSync(`/proc/${pid}/exe`);
+  const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const main = args.find((a) => a.endsWith('/dist/src/cli/main.js')) ?? '';
+  const under = (p: string) => p.startsWith(root.replace(/\/$/, '') + '/');
+  if (!under(exe) || !under(main)) {
+    throw new Error(`agent pid ${pid} does not run from ${root}: exe ${exe}, command line ${args.join(' ')}`);
+  }
+  return { exe, main };
+}
 
 export interface RunningAgent {
   child: ChildProcess;
@@ -104,7 +123,8 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
     configPath,
     testConfigYaml(eventsPath, path.join(dir, 'spool'), extraConfig),
   );
-  const argv = [process.execPath, MAIN, 'run', '--config', configPath];
+  if (AGENT && !AGENT_ROOT) throw new Error('OOMTRAIL_E2E_AGENT needs OOMTRAIL_E2E_AGENT_ROOT (where its node and main.js must be)');
+  const argv = AGENT ? [AGENT, 'run', '--config', configPath] : [process.execPath, MAIN, 'run', '--config', configPath];
   const cmd = [...(opts.wrap ?? []), ...argv];
   const child = spawn(cmd[0], cmd.slice(1), {
     env: { ...process.env, ...env },
@@ -125,6 +145,14 @@ export async function startAgent(extraConfig = '', env: NodeJS.ProcessEnv = {}, 
       throw new Error(`agent did not start (exit ${child.exitCode}):\n${err}`);
     }
     await sleep(50);
+  }
+  if (AGENT_ROOT) {
+    try {
+      assertAgentFrom(child.pid!, AGENT_ROOT);
+    } catch (e) {
+      child.kill('SIGKILL');
+      throw e;
+    }
   }
   const records = () => readJsonl(eventsPath);
   return {

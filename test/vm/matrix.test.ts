@@ -4,7 +4,7 @@
  * here the week it lands) (kprobes, fentry, BTF, cgroup v2 with the memory controller) — once per kernel
  * and forced hook. Each run boots the kernel under QEMU (TCG), runs the tests as root in the guest, and fails
  * here with the guest's output when anything fails there. OOMTRAIL_VM_KERNELS (comma-separated
- * releases) narrows the matrix for a local run.
+ * releases) narrows the matrix for a local run. The arm64 row is test/vm/matrix-arm64.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -36,7 +36,8 @@
 # Guest output is streamed to stdout prefixed with "[vm] "; run.sh exits with the guest
 # command's exit code, 124 on timeout, 1 if the guest never reported one (panic, crash).
 # Env: OOMTRAIL_CACHE, OOMTRAIL_VM_COMPRESS, OOMTRAIL_VM_EXTRA_BINS, OOMTRAIL_VM_EXCLUDE
-# (see build-initramfs.sh), OOMTRAIL_VM_APPEND (extra kernel command line),
+# (see build-initramfs.sh), OOMTRAIL_VM_APPEND (extra kernel command line), OOMTRAIL_VM_EXTRA_INITRD (a newc cpio,
+# compressed or not, appended to the initramfs, unpacked over it: e.g. an unpacked .deb's usr/),
 # OOMTRAIL_VM_PREFIX (output prefix, default "[vm] "), OOMTRAIL_VM_QEMU_ARGS (extra QEMU
 # arguments, word-split, e.g. "-d guest_errors").
 set -euo pipefail
@@ -130,6 +131,12 @@ if [[ $ROOTFS -eq 1 ]]; then
   "$HERE/build-rootinit.sh" "$KDIR" "$INITRD"
 else
   OOMTRAIL_VM_KERNEL_DIR="$KDIR" "$HERE/build-initramfs.sh" "$PROJECT" "$INITRD"
+  if [[ -n "${OOMTRAIL_VM_EXTRA_INITRD:-}" ]]; then
+    [[ -s "$OOMTRAIL_VM_EXTRA_INITRD" ]] || { info "OOMTRAIL_VM_EXTRA_INITRD: $OOMTRAIL_VM_EXTRA_INITRD missing"; exit 1; }
+    # an uncompressed cpio must start 4-byte aligned in the image (the kernel's unpack_to_rootfs): pad with NULs
+    head -c $(( (4 - $(stat -c %s "$INITRD") % 4) % 4 )) /dev/zero >> "$INITRD"
+    cat "$OOMTRAIL_VM_EXTRA_INITRD" >> "$INITRD"
+  fi
 fi
 T_INITRD="$(now)"
 
@@ -178,8 +185,10 @@ fi
 
 QEMU=(qemu-system-x86_64 -cpu max -smp "$SMP" -m "$MEM" -nographic
       -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
-# software emulation of every instruction (TCG, multi-threaded: one host thread per vCPU)
-[[ "$ARCH" == arm64 ]] && QEMU=(qemu-system-aarch64 -M virt -cpu max -accel tcg,thread=multi -smp "$SMP" -m "$MEM" -nographic
+# software emulation of every instruction (TCG, multi-threaded: one host thread per vCPU). pauth-impdef: pointer
+# authentication (the kernel signs return addresses) with QEMU's cheap implementation-defined algorithm instead of
+# emulating QARMA5 in software on every signed call and return; the guest still has PAC, as Graviton 3 does
+[[ "$ARCH" == arm64 ]] && QEMU=(qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -accel tcg,thread=multi -smp "$SMP" -m "$MEM" -nographic
       -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" -pidfile "$QEMU_PID_FILE")
 if [[ $ROOTFS -eq 1 ]]; then
   # a guest reboot resets the machine in the same QEMU process: same kernel, same overlay (snapshot=on keeps
