@@ -15,6 +15,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { REPO } from '../helpers/agent';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
+import { createWebPod } from './fixtures';
 
 const MANIFEST = path.join(REPO, 'deploy/kubernetes/daemonset.yaml');
 const NS = 'shop';
@@ -52,27 +53,7 @@ before(async () => {
   // the ServiceAccount admission plugin needs it for any pod
   await kube.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
   await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: NS } });
-  const template = {
-    metadata: { labels: { app: 'web' } },
-    spec: { containers: [{ name: 'app', image: 'registry.example.com/web:1' }] },
-  };
-  const rs = await kube.create({
-    apiVersion: 'apps/v1',
-    kind: 'ReplicaSet',
-    metadata: { name: 'web-5d4f8c7b9', namespace: NS },
-    spec: { replicas: 1, selector: { matchLabels: { app: 'web' } }, template },
-  });
-  pod = await kube.create({
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name: 'web-5d4f8c7b9-x2x7q',
-      namespace: NS,
-      labels: { app: 'web' },
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: rs.metadata.name, uid: rs.metadata.uid, controller: true }],
-    },
-    spec: { ...template.spec, nodeName: 'node-1' },
-  });
+  pod = await createWebPod(kube, NS);
   await kube.create({
     apiVersion: 'batch/v1',
     kind: 'Job',

@@ -18,6 +18,7 @@ import yaml from 'js-yaml';
 import { REPO } from '../helpers/agent';
 import { baseRecord } from '../helpers/records';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
+import { createWebPod } from './fixtures';
 import type { OomRecord } from '../../src/record/record';
 import { oomScope } from '../../src/pipeline/assemble/scope';
 import { workloadOf } from '../../src/pipeline/assemble/workload';
@@ -132,24 +133,7 @@ before(async () => {
   }
   await kube.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
   await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: NS } });
-  const template = { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'app', image: 'registry.example.com/web:1' }] } };
-  const rs = await kube.create({
-    apiVersion: 'apps/v1',
-    kind: 'ReplicaSet',
-    metadata: { name: 'web-5d4f8c7b9', namespace: NS },
-    spec: { replicas: 1, selector: { matchLabels: { app: 'web' } }, template },
-  });
-  pod = await kube.create({
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name: 'web-5d4f8c7b9-x2x7q',
-      namespace: NS,
-      labels: { app: 'web' },
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: rs.metadata.name, uid: rs.metadata.uid, controller: true }],
-    },
-    spec: { ...template.spec, nodeName: 'node-1' },
-  });
+  pod = await createWebPod(kube, NS);
 });
 
 after(async () => {

@@ -16,15 +16,14 @@
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HOOK_ORDER, type Hook } from '../../src/record/record';
 import { builtDeb } from '../helpers/deb';
+import { guestEnvArgs, guestSummary, runGuest } from './guest-run';
 
-const REPO = path.resolve(__dirname, '../../..');
-const RUN = path.join(REPO, 'test/vm/run.sh');
 const GUEST_TESTS = ['dist/test/e2e/oomkill.e2e.test.js', 'dist/test/e2e/cgroup2.e2e.test.js'];
 const TRAIL_TESTS = ['dist/test/e2e/trail.e2e.test.js'];
 const EXPLAIN_TESTS = ['dist/test/e2e/explain.e2e.test.js'];
@@ -62,36 +61,16 @@ const kernels = KERNELS.filter((k) => !only || only.includes(k.release));
 // every cell's whole output, kept: a cell takes minutes of emulation, its failure must be readable without a rerun
 const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-vm-arm64-'));
 
-function runInVm(cell: string, release: string, env: Record<string, string>, script: string, timeoutS: number, hostEnv: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
-  const args = ['--arch', 'arm64', '--kernel', release, '--timeout', String(timeoutS), ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]), '--', 'sh', '-c', script];
-  const child = spawn('bash', [RUN, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...hostEnv } });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => {
-    out += d.toString();
-    for (const line of d.toString().split('\n')) {
-      if (line.startsWith('[vm-run]') || line.startsWith('[initramfs]') || line.startsWith('[fetch-kernel]')) process.stderr.write(line + '\n');
-    }
-  });
-  return new Promise((resolve) =>
-    child.on('exit', (code) => {
-      const log = path.join(LOG_DIR, `${cell}.log`);
-      fs.writeFileSync(log, out);
-      process.stderr.write(`[vm] ${cell}: exit ${code}, output in ${log}\n`);
-      resolve({ code, out });
-    }),
-  );
+async function runInVm(cell: string, release: string, env: Record<string, string>, script: string, timeoutS: number, hostEnv: Record<string, string> = {}): Promise<{ code: number | null; out: string }> {
+  const r = await runGuest(['--arch', 'arm64', '--kernel', release, '--timeout', String(timeoutS), ...guestEnvArgs(env), '--', 'sh', '-c', script], hostEnv);
+  const log = path.join(LOG_DIR, `${cell}.log`);
+  fs.writeFileSync(log, r.out);
+  process.stderr.write(`[vm] ${cell}: exit ${r.code}, output in ${log}\n`);
+  return r;
 }
 
 /** run.sh's timings line: boot and command seconds of the cell. */
 const timings = (out: string) => out.match(/^\[vm-run\] timings: .*$/m)?.[0] ?? '[vm-run] no timings';
-
-function summary(out: string): string {
-  return out
-    .split('\n')
-    .filter((l) => /^\[vm\] .*(✔|✖|ℹ (tests|pass|fail|bystanders))/.test(l))
-    .join('\n');
-}
 
 /** `check`'s lines the host asserts on: the runtime, every hook's verdict, the selection. */
 const CHECK_LINES = `sed -n '/^node /p;/^libbpf /p;/^hooks (tried/,/^signal companions/p;/^selected hook/,/^collectors/p'`;
@@ -107,7 +86,7 @@ function assertGuestPassed(k: ArmKernel, code: number | null, out: string): void
   assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
   assert.match(out, /\[vm\] ℹ fail 0/);
   assert.match(out, /\[vm\] ℹ pass [1-9]/);
-  assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${summary(out)}`);
+  assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${guestSummary(out)}`);
   // the kernel we named, on an aarch64 machine
   assert.match(out, k.uname);
   assert.match(out, /^\[vm\] machine aarch64$/m);
@@ -167,7 +146,7 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
       }
       assert.equal(verdicts.get(k.defaultHook), 'available');
       const check = out.split('\n').filter((l) => /^\[vm\] (node|libbpf|selected hook|  (fentry|kprobe|tp_btf|tracepoint) )/.test(l)).join('\n');
-      process.stderr.write(`[vm] ${k.label} default hook (${Math.round((Date.now() - t0) / 1000)} s):\n${timings(out)}\n${check}\n${summary(out)}\n`);
+      process.stderr.write(`[vm] ${k.label} default hook (${Math.round((Date.now() - t0) / 1000)} s):\n${timings(out)}\n${check}\n${guestSummary(out)}\n`);
     });
   }
 
@@ -207,7 +186,7 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
         assertGuestPassed(k, code, out);
         assert.equal(verdict, 'available');
         assert.match(out, new RegExp(`^\\[vm\\] selected hook +${hook} `, 'm'));
-        process.stderr.write(`[vm] ${k.label} ${hook} (${s} s):\n${timings(out)}\n${summary(out)}\n`);
+        process.stderr.write(`[vm] ${k.label} ${hook} (${s} s):\n${timings(out)}\n${guestSummary(out)}\n`);
       });
     }
   }

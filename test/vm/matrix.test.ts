@@ -8,14 +8,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HOOK_ORDER } from '../../src/record/record';
+import { guestEnvArgs, guestSummary, runGuest } from './guest-run';
 
-const REPO = path.resolve(__dirname, '../../..');
-const RUN = path.join(REPO, 'test/vm/run.sh');
 const GUEST_TESTS = ['dist/test/e2e/oomkill.e2e.test.js', 'dist/test/e2e/cgroup2.e2e.test.js'];
 // the trail does not depend on the OOM hook (its collectors are tracepoints and PSI): one run carries it,
 // the one on the pid-only mark_victim path, to keep the matrix inside its time budget
@@ -59,18 +57,7 @@ const KERNELS: GuestKernel[] = [
 const only = process.env.OOMTRAIL_VM_KERNELS?.split(',').map((k) => k.trim());
 
 function runInVm(release: string, env: Record<string, string>, command: string[], timeoutS: number): Promise<{ code: number | null; out: string }> {
-  const args = ['--kernel', release, '--timeout', String(timeoutS), ...Object.entries(env).flatMap(([k, v]) => ['--env', `${k}=${v}`]), '--', ...command];
-  const child = spawn('bash', [RUN, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => {
-    out += d.toString();
-    // progress of the long steps (kernel download, initramfs) on the host's stderr
-    for (const line of d.toString().split('\n')) {
-      if (line.startsWith('[vm-run]') || line.startsWith('[initramfs]') || line.startsWith('[fetch-kernel]')) process.stderr.write(line + '\n');
-    }
-  });
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
+  return runGuest(['--kernel', release, '--timeout', String(timeoutS), ...guestEnvArgs(env), '--', ...command]);
 }
 
 /** The guest panicked on an int3 trap in kernel text (a jump-label patch site), with no BPF program in the trace. */
@@ -88,13 +75,6 @@ export function isEmulatorTextPatchOops(out: string): boolean {
  */
 export function isGuestSoftLockup(code: number | null, out: string): boolean {
   return code === 124 && /watchdog: BUG: soft lockup/.test(out) && !/bpf_prog_|\[bpf\]/.test(out);
-}
-
-function summary(out: string): string {
-  return out
-    .split('\n')
-    .filter((l) => /^\[vm\] .*(✔|✖|ℹ (tests|pass|fail|bystanders))/.test(l))
-    .join('\n');
 }
 
 for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
@@ -140,9 +120,9 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
       assert.match(out, /\[vm\] ℹ fail 0/);
       assert.match(out, /\[vm\] ℹ pass [1-9]/);
       assert.match(out, k.uname);
-      assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${summary(out)}`);
+      assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${guestSummary(out)}`);
       const check = out.split('\n').filter((l) => /^\[vm\] (selected hook|degraded|  - )/.test(l)).join('\n');
-      process.stderr.write(`[vm] ${k.label} ${hook} (${Math.round((Date.now() - t0) / 1000)} s):\n${check}\n${summary(out)}\n`);
+      process.stderr.write(`[vm] ${k.label} ${hook} (${Math.round((Date.now() - t0) / 1000)} s):\n${check}\n${guestSummary(out)}\n`);
     });
   }
 }
