@@ -45,8 +45,9 @@ if [ -n "$pkgvm" ]; then
   echo "[test] package VM test started beside the host files (nice 10; its output follows the first run; log $pkg_log)"
 fi
 t1=$SECONDS
-node --test --test-concurrency=1 "${first[@]}" || rc=$?
-echo "[test] first run (host files without Loki) $((SECONDS - t1)) s, exit $rc"
+r=0; node --test --test-concurrency=1 "${first[@]}" || r=$?
+[ "$r" = 0 ] || rc=$r
+echo "[test] first run (host files without Loki) $((SECONDS - t1)) s, exit $r"
 if [ -n "$pkg_pid" ]; then
   t1=$SECONDS
   while kill -0 "$pkg_pid" 2>/dev/null; do
@@ -62,13 +63,15 @@ if [ -n "$pkg_pid" ]; then
 fi
 if [ ${#vm[@]} -gt 0 ]; then
   t1=$SECONDS
-  node --test --test-concurrency=1 "${vm[@]}" || rc=$?
-  echo "[test] second run (VM) $((SECONDS - t1)) s, exit $rc"
+  r=0; node --test --test-concurrency=1 "${vm[@]}" || r=$?
+  [ "$r" = 0 ] || rc=$r
+  echo "[test] second run (VM) $((SECONDS - t1)) s, exit $r"
 fi
 if [ ${#loki[@]} -gt 0 ]; then
   t1=$SECONDS
-  node --test --test-concurrency=1 "${loki[@]}" || rc=$?
-  echo "[test] third run (Loki) $((SECONDS - t1)) s, exit $rc"
+  r=0; node --test --test-concurrency=1 "${loki[@]}" || r=$?
+  [ "$r" = 0 ] || rc=$r
+  echo "[test] third run (Loki) $((SECONDS - t1)) s, exit $r"
 fi
 # what the background builds of setup-host.sh took (a cold cache), and none left running
 bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"
@@ -82,5 +85,5 @@ for log in "$bg_dir"/*.log; do
     echo "[test] background $name: $(grep -vE '^\[bg\]' "$log" | tail -1 | cut -c1-160); $(grep -E '^\[bg\]' "$log" | tail -1)"
   fi
 done
-echo "[test] total $((SECONDS - t0)) s"
+echo "[test] total $((SECONDS - t0)) s, exit $rc"
 exit $rc
