@@ -2,7 +2,7 @@ import type { Logger } from '../../observe/logger';
 import type { OomRecord } from '../../record/record';
 import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
 import { classifyKubeStatus, forbiddenLine, type Verb } from './classify';
-import { kubeCall, KubeTransportError, type KubeAnswer, type KubeConnection } from './client';
+import { kubeCall, type KubeAnswer, type KubeConnection } from './client';
 import { eventBody, eventName, NODE_EVENT_NAMESPACE, regardingOf, seriesKey, seriesPatch, type Regarding } from './encode';
 import type { KubernetesEventsSinkConfig } from './config';
 
@@ -22,8 +22,6 @@ interface SeriesEntry {
   name: string;
   /** occurrences so far (1 = the create) */
   count: number;
-  /** what the API holds */
-  applied: number;
   lastMs: number;
   seen: string[];
 }
@@ -162,7 +160,7 @@ export class KubernetesEventsSink implements Sink {
         bucket.refund();
         entry.count--;
         entry.seen = entry.seen.filter((id) => id !== r.event_id);
-      } else if (res.result.status === 'delivered') entry.applied = entry.count;
+      }
       return res.result;
     }
     return this.create(r, regarding, key, at, true);
@@ -181,12 +179,9 @@ export class KubernetesEventsSink implements Sink {
     const body = eventBody(r, regarding, { reason: this.config.reason, nodeName: this.nodeName }, new Date(this.now()));
     const namespace = regarding.namespace ?? NODE_EVENT_NAMESPACE;
     const res = await this.request('create', namespace, 'POST', eventsPath(namespace), body);
-    // 409: an Event of that name exists. The name comes from this kill's event id, so it is this kill's Event,
-    // created by an earlier try whose answer was lost: recorded, not a second occurrence.
-    const ok = res.result.status === 'delivered' || res.answer?.status === 409;
     if (res.result.status === 'retryable') bucket?.refund();
-    if (!ok) return res.result;
-    this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, applied: 1, lastMs: at, seen: [r.event_id] });
+    if (res.result.status !== 'delivered') return res.result;
+    this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, lastMs: at, seen: [r.event_id] });
     return { status: 'delivered' };
   }
 
@@ -195,10 +190,11 @@ export class KubernetesEventsSink implements Sink {
     try {
       answer = await this.call(method, urlPath, body, contentType);
     } catch (err) {
-      const why = err instanceof KubeTransportError ? err.message : (err as Error).message;
       this.unreachableAt = this.now();
-      return { result: { status: 'retryable', reason: `${method} ${urlPath}: ${why}` } };
+      return { result: { status: 'retryable', reason: `${method} ${urlPath}: ${(err as Error).message}` } };
     }
+    // 409 on create: an Event of that name exists. The name comes from this kill's event id, so it is this kill's
+    // Event, created by an earlier try whose answer was lost: recorded, not a second occurrence.
     if (answer.status === 409 && verb === 'create') return { result: { status: 'delivered' }, answer };
     const result = classifyKubeStatus(answer.status, answer.text, answer.retryAfter);
     if (answer.status >= 500) this.unreachableAt = this.now();
