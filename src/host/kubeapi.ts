@@ -145,50 +145,57 @@ function answerOf(k8s: typeof ClientNode, err: unknown, timeoutMs: number): Kube
  */
 export function openKubeApi(opts: KubeApiOptions): KubeApi {
   const k8s = clientNode();
-  const kc = opts.kubeconfig ? fileConfig(k8s, opts.kubeconfig) : inClusterConfig(k8s, opts.env ?? process.env, opts.inClusterDir ?? IN_CLUSTER_DIR);
-  const server = kc.getCurrentCluster()!.server.replace(/\/+$/, '');
-  const events = kc.makeApiClient(k8s.EventsV1Api);
-  const core = kc.makeApiClient(k8s.CoreV1Api);
-  const apps = kc.makeApiClient(k8s.AppsV1Api);
-  const batch = kc.makeApiClient(k8s.BatchV1Api);
+  const build = () => {
+    const kc = opts.kubeconfig ? fileConfig(k8s, opts.kubeconfig) : inClusterConfig(k8s, opts.env ?? process.env, opts.inClusterDir ?? IN_CLUSTER_DIR);
+    return {
+      server: kc.getCurrentCluster()!.server.replace(/\/+$/, ''),
+      events: kc.makeApiClient(k8s.EventsV1Api),
+      core: kc.makeApiClient(k8s.CoreV1Api),
+      apps: kc.makeApiClient(k8s.AppsV1Api),
+      batch: kc.makeApiClient(k8s.BatchV1Api),
+    };
+  };
+  let c = build();
   const timeoutMs = opts.timeoutMs;
   // each request gets its own deadline (client-node has no timeout option; its fetch honours the signal)
   const deadline = (): ClientNode.ConfigurationOptions => ({
-    middleware: [
-      {
-        pre: (ctx) => {
-          ctx.setSignal(AbortSignal.timeout(timeoutMs));
-          return observableOf(ctx);
-        },
-        post: (res) => observableOf(res),
-      },
-    ],
+    middleware: [{ pre: (ctx) => observableOf((ctx.setSignal(AbortSignal.timeout(timeoutMs)), ctx)), post: (res) => observableOf(res) }],
     middlewareMergeStrategy: 'append',
   });
-  const call = async (fn: () => Promise<{ httpStatusCode: number; data: unknown; headers: Record<string, string> }>): Promise<KubeAnswer> => {
+  const call = async (fn: (clients: typeof c) => Promise<{ httpStatusCode: number; data: unknown; headers: Record<string, string> }>): Promise<KubeAnswer> => {
+    let answer: KubeAnswer;
     try {
-      const r = await fn();
-      return { status: r.httpStatusCode, text: '', retryAfter: r.headers?.['retry-after'] ?? null, object: r.data };
+      const r = await fn(c);
+      answer = { status: r.httpStatusCode, text: '', retryAfter: r.headers?.['retry-after'] ?? null, object: r.data };
     } catch (err) {
-      return answerOf(k8s, err, timeoutMs);
+      answer = answerOf(k8s, err, timeoutMs);
     }
+    if (answer.status === 401) {
+      // the credentials were refused: load them again now rather than at the token-file provider's next 60 s
+      // re-read (a rotated service-account token is then used by the retry)
+      try {
+        c = build();
+      } catch {
+        /* keep the ones we have; the retry will say 401 again */
+      }
+    }
+    return answer;
   };
   return {
-    server,
-    createEvent: (namespace, body) =>
-      call(() => events.createNamespacedEventWithHttpInfo({ namespace, body: body as ClientNode.EventsV1Event }, deadline())),
+    get server() {
+      return c.server;
+    },
+    createEvent: (namespace, body) => call((a) => a.events.createNamespacedEventWithHttpInfo({ namespace, body: body as ClientNode.EventsV1Event }, deadline())),
     patchEvent: (namespace, name, mergePatch) =>
-      call(() =>
-        events.patchNamespacedEventWithHttpInfo({ namespace, name, body: mergePatch }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, deadline())),
-      ),
-    eventsApiResources: () => call(() => events.getAPIResourcesWithHttpInfo({}, deadline())),
+      call((a) => a.events.patchNamespacedEventWithHttpInfo({ namespace, name, body: mergePatch }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch, deadline()))),
+    eventsApiResources: () => call((a) => a.events.getAPIResourcesWithHttpInfo({}, deadline())),
     read: (kind, namespace, name) =>
-      call(() =>
+      call((a) =>
         kind === 'Pod'
-          ? core.readNamespacedPodWithHttpInfo({ namespace, name }, deadline())
+          ? a.core.readNamespacedPodWithHttpInfo({ namespace, name }, deadline())
           : kind === 'ReplicaSet'
-            ? apps.readNamespacedReplicaSetWithHttpInfo({ namespace, name }, deadline())
-            : batch.readNamespacedJobWithHttpInfo({ namespace, name }, deadline()),
+            ? a.apps.readNamespacedReplicaSetWithHttpInfo({ namespace, name }, deadline())
+            : a.batch.readNamespacedJobWithHttpInfo({ namespace, name }, deadline()),
       ),
   };
 }

@@ -25,7 +25,7 @@ import { workloadOf } from '../../src/pipeline/assemble/workload';
 import { definition } from '../../src/sinks/kubernetes_events/definition';
 import { kubernetesEventsConfigSchema, type KubernetesEventsSinkConfig } from '../../src/sinks/kubernetes_events/config';
 import { forbiddenLine } from '../../src/sinks/kubernetes_events/classify';
-import { inClusterConnection } from '../../src/sinks/kubernetes_events/client';
+import { openKubeApi } from '../../src/host/kubeapi';
 import { KubernetesEventsSink } from '../../src/sinks/kubernetes_events/sink';
 import { definition as fileDefinition } from '../../src/sinks/file/definition';
 import { Lane } from '../../src/pipeline/lane';
@@ -252,12 +252,12 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     assert.equal((await podEvents()).length, before);
   });
 
-  test('in-cluster: KUBERNETES_SERVICE_HOST/PORT, ca.crt, and the token file read again at each request (rotation)', async () => {
+  test('in-cluster: KUBERNETES_SERVICE_HOST/PORT, ca.crt, and the token file read again after a 401 (rotation)', async () => {
     const saDir = fs.mkdtempSync(path.join(dir, 'serviceaccount-'));
     fs.writeFileSync(path.join(saDir, 'ca.crt'), kube.ca);
     fs.writeFileSync(path.join(saDir, 'token'), 'not-a-valid-token');
-    const conn = inClusterConnection({ KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(kube.port) }, saDir);
     const config = { ...(convict(kubernetesEventsConfigSchema as never).getProperties() as KubernetesEventsSinkConfig), enabled: true };
+    const conn = openKubeApi({ env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(kube.port) }, inClusterDir: saDir, timeoutMs: config.request_timeout_ms });
     const sink = new KubernetesEventsSink(config, 'node-1', silentLogger(), conn);
     const kill = podKill({ victim_comm: 'rotated', victim_is_container_init: false });
     // a stale token: 401, kept for a retry (kubelet is about to write the new one)

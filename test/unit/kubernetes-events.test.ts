@@ -11,8 +11,8 @@ import { ConfigError } from '../../src/config/errors';
 import { kubernetesEventsConfigSchema, type KubernetesEventsSinkConfig } from '../../src/sinks/kubernetes_events/config';
 import { eventBody, eventName, eventNote, microTime, regardingOf, seriesPatch } from '../../src/sinks/kubernetes_events/encode';
 import { classifyKubeStatus, forbiddenLine } from '../../src/sinks/kubernetes_events/classify';
-import { KubernetesEventsSink, TokenBucket, type KubeCall } from '../../src/sinks/kubernetes_events/sink';
-import { kubeconfigConnection } from '../../src/sinks/kubernetes_events/client';
+import { KubernetesEventsSink, TokenBucket } from '../../src/sinks/kubernetes_events/sink';
+import { openKubeApi, type KubeAnswer, type KubeApi } from '../../src/host/kubeapi';
 import { definition } from '../../src/sinks/kubernetes_events/definition';
 
 const Mi = 1048576;
@@ -128,14 +128,27 @@ describe('kubernetes_events: classification', () => {
   });
 });
 
+type RawCall = (method: string, p: string, body: unknown, contentType?: string) => Promise<KubeAnswer>;
+/** The sink's KubeApi as HTTP requests (method, path, body), the way the API server sees them. */
+function apiOf(raw: RawCall): KubeApi {
+  const events = (ns: string, name?: string) => `/apis/events.k8s.io/v1/namespaces/${ns}/events${name ? `/${name}` : ''}`;
+  return {
+    server: 'https://fake',
+    createEvent: (ns, body) => raw('POST', events(ns), body, 'application/json'),
+    patchEvent: (ns, name, patch) => raw('PATCH', events(ns, name), patch, 'application/merge-patch+json'),
+    eventsApiResources: () => raw('GET', '/apis/events.k8s.io/v1', undefined),
+    read: (kind, ns, name) => raw('GET', `/${kind}/${ns}/${name}`, undefined),
+  };
+}
+
 /** A fake API: records calls, answers from `answer`. */
 function fakeApi(answer: (method: string, p: string, body: unknown) => { status: number; text?: string }) {
   const calls: Array<{ method: string; path: string; body: unknown; contentType?: string }> = [];
-  const call: KubeCall = async (method, p, body, contentType) => {
+  const call = apiOf(async (method, p, body, contentType) => {
     calls.push({ method, path: p, body, contentType });
     const a = answer(method, p, body);
     return { status: a.status, text: a.text ?? '{}', retryAfter: null };
-  };
+  });
   return { calls, call };
 }
 
@@ -220,9 +233,9 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     assert.deepEqual(lines, [`error: ${forbiddenLine('create', 'shop')}`]);
     const s5 = new KubernetesEventsSink(config(), 'n', silentLogger(), fakeApi(() => ({ status: 503 })).call);
     assert.equal((await s5.write([kill(0)])).status, 'retryable');
-    const down = new KubernetesEventsSink(config(), 'n', silentLogger(), async () => {
+    const down = new KubernetesEventsSink(config(), 'n', silentLogger(), apiOf(async () => {
       throw new Error('ECONNREFUSED');
-    });
+    }));
     assert.equal((await down.write([kill(0)])).status, 'retryable');
     const none = fakeApi(() => ({ status: 500 }));
     const skip = new KubernetesEventsSink(config(), 'n', silentLogger(), none.call);
@@ -233,10 +246,10 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     let now = 0;
     let answer = 0;
     const { lines, logger } = logs();
-    const sink = new KubernetesEventsSink(config(), 'n', logger, async () => {
+    const sink = new KubernetesEventsSink(config(), 'n', logger, apiOf(async () => {
       if (answer === 0) throw new Error('ECONNREFUSED');
       return { status: answer, text: '{"message":"forbidden"}', retryAfter: null };
-    }, () => now);
+    }), () => now);
     assert.equal((await sink.write([kill(0)])).status, 'retryable');
     answer = 403;
     now = 59_000;
@@ -275,7 +288,11 @@ describe('kubernetes_events: configuration', () => {
     const saved = process.env.KUBERNETES_SERVICE_HOST;
     delete process.env.KUBERNETES_SERVICE_HOST;
     try {
-      for (const kc of ['', path.join(tmp, 'missing'), (fs.writeFileSync(path.join(tmp, 'exec'), 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://x"}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n'), path.join(tmp, 'exec'))]) {
+      for (const kc of ['', path.join(tmp, 'missing'), (fs.writeFileSync(path.join(tmp, 'http'), 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "http://x"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n'), path.join(tmp, 'http')),
+        (fs.writeFileSync(path.join(tmp, 'nocreds'), 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://x"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n'), path.join(tmp, 'nocreds')),
+        (fs.writeFileSync(path.join(tmp, 'notoken'), 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://x"}}]\nusers: [{name: u, user: {tokenFile: gone}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n'), path.join(tmp, 'notoken')),
+        (fs.writeFileSync(path.join(tmp, 'noca'), 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://x", certificate-authority: nope.crt}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n'), path.join(tmp, 'noca')),
+        (fs.writeFileSync(path.join(tmp, 'list'), '[1, 2]\n'), path.join(tmp, 'list'))]) {
         assert.throws(
           () => definition.create(config({ kubeconfig: kc }), { logger: silentLogger() }),
           (e: unknown) => e instanceof ConfigError && e.key === 'sinks.kubernetes_events.kubeconfig' && e.exitCode === 78,
@@ -290,10 +307,8 @@ describe('kubernetes_events: configuration', () => {
     fs.writeFileSync(path.join(tmp, 'ca.crt'), 'CA');
     const kc = path.join(tmp, 'kc');
     fs.writeFileSync(kc, 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:6443/", certificate-authority: ca.crt}}]\nusers: [{name: u, user: {token: s3cret}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
-    const c = kubeconfigConnection(kc);
+    const c = openKubeApi({ kubeconfig: kc, timeoutMs: 1000 });
     assert.equal(c.server, 'https://127.0.0.1:6443');
-    assert.equal(c.ca?.toString(), 'CA');
-    assert.equal(c.token, 's3cret');
   });
   test('reason must be a CamelCase word', () => {
     const c = convict(kubernetesEventsConfigSchema as never);

@@ -9,12 +9,15 @@ export function nodeNameOf(config: KubernetesEventsSinkConfig, env: NodeJS.Proce
   return config.node_name || env.NODE_NAME || os.hostname();
 }
 
-/** The connection's files (kubeconfig, or the service account's token and CA), read now; problems name the key. */
+/**
+ * The API (kubeconfig, or the service account's token and CA), its files read now; problems name the key.
+ * host/kubeapi loads @kubernetes/client-node on first use: only an agent with this sink enabled loads it.
+ */
 function connect(config: KubernetesEventsSinkConfig, start: StartProblems) {
   /* eslint-disable-next-line @typescript-eslint/no-require-imports */
-  const client = require('./client') as typeof import('./client');
+  const { openKubeApi } = require('../../host/kubeapi') as typeof import('../../host/kubeapi');
   try {
-    return config.kubeconfig ? client.kubeconfigConnection(config.kubeconfig) : client.inClusterConnection();
+    return openKubeApi({ kubeconfig: config.kubeconfig, timeoutMs: config.request_timeout_ms });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     // fs errors name the file (not a secret: a kubeconfig path or the service-account directory), never its content

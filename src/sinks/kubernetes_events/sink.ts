@@ -2,7 +2,7 @@ import type { Logger } from '../../observe/logger';
 import type { OomRecord } from '../../record/record';
 import type { HealthStatus, RejectedRecord, Sink, WriteResult } from '../sink';
 import { classifyKubeStatus, forbiddenLine, type Verb } from './classify';
-import { kubeCall, type KubeAnswer, type KubeConnection } from './client';
+import type { KubeAnswer, KubeApi } from '../../host/kubeapi';
 import { eventBody, eventName, NODE_EVENT_NAMESPACE, regardingOf, seriesKey, seriesPatch, type Regarding } from './encode';
 import type { KubernetesEventsSinkConfig } from './config';
 
@@ -80,11 +80,6 @@ class Lru<V> {
   }
 }
 
-export type KubeCall = (method: string, urlPath: string, body: unknown, contentType?: string) => Promise<KubeAnswer>;
-
-const eventsPath = (namespace: string, name?: string) =>
-  `/apis/events.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/events${name ? `/${encodeURIComponent(name)}` : ''}`;
-
 /**
  * The kubernetes_events sink: one events.k8s.io/v1 Event per kill in a pod (regarding the Pod), per global OOM
  * (regarding the Node); other kills are not Kubernetes objects' business and are skipped (delivered). Repeats —
@@ -100,18 +95,14 @@ export class KubernetesEventsSink implements Sink {
   private unreachableAt: number | null = null;
   /** per pod: when a dropped Event was last logged as a warning (at most one per refill period) */
   private readonly limitedWarned = new Lru<number>(SERIES_CACHE_MAX);
-  private readonly call: KubeCall;
 
   constructor(
     private readonly config: KubernetesEventsSinkConfig,
     readonly nodeName: string,
     private readonly logger: Logger,
-    conn: KubeConnection | KubeCall,
+    private readonly api: KubeApi,
     private readonly now: () => number = Date.now,
-  ) {
-    this.call =
-      typeof conn === 'function' ? conn : (method, urlPath, body, contentType) => kubeCall(conn, method, urlPath, body, config.request_timeout_ms, contentType);
-  }
+  ) {}
 
   async write(batch: readonly OomRecord[]): Promise<WriteResult> {
     const rejected: RejectedRecord[] = [];
@@ -150,7 +141,8 @@ export class KubernetesEventsSink implements Sink {
         this.logger.debug(`kubernetes_events: ${regarding.namespace}/${regarding.name}: rate limited, repeat ${entry.count} counted into the next series update`);
         return { status: 'delivered' };
       }
-      const res = await this.request('patch', entry.namespace, 'PATCH', eventsPath(entry.namespace, entry.name), seriesPatch(entry.count, r, new Date(this.now())), 'application/merge-patch+json');
+      const patch = seriesPatch(entry.count, r, new Date(this.now()));
+      const res = await this.request('patch', entry.namespace, `events ${entry.namespace}/${entry.name}`, () => this.api.patchEvent(entry.namespace, entry.name, patch));
       if (res.answer?.status === 404) {
         // the Event expired (the API server's event TTL, 1 h by default): start a new one
         this.series.delete(key);
@@ -178,20 +170,21 @@ export class KubernetesEventsSink implements Sink {
     }
     const body = eventBody(r, regarding, { reason: this.config.reason, nodeName: this.nodeName }, new Date(this.now()));
     const namespace = regarding.namespace ?? NODE_EVENT_NAMESPACE;
-    const res = await this.request('create', namespace, 'POST', eventsPath(namespace), body);
+    const res = await this.request('create', namespace, `events ${namespace}`, () => this.api.createEvent(namespace, body));
     if (res.result.status === 'retryable') bucket?.refund();
     if (res.result.status !== 'delivered') return res.result;
     this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, lastMs: at, seen: [r.event_id] });
     return { status: 'delivered' };
   }
 
-  private async request(verb: Verb, namespace: string, method: string, urlPath: string, body: unknown, contentType?: string): Promise<{ result: WriteResult; answer?: KubeAnswer }> {
+  private async request(verb: Verb, namespace: string, what: string, send: () => Promise<KubeAnswer>): Promise<{ result: WriteResult; answer?: KubeAnswer }> {
     let answer: KubeAnswer;
     try {
-      answer = await this.call(method, urlPath, body, contentType);
+      answer = await send();
     } catch (err) {
+      // KubeTransportError: no answer (refused, reset, timeout)
       this.unreachableAt = this.now();
-      return { result: { status: 'retryable', reason: `${method} ${urlPath}: ${(err as Error).message}` } };
+      return { result: { status: 'retryable', reason: `${verb} ${what}: ${(err as Error).message}` } };
     }
     // 409 on create: an Event of that name exists. The name comes from this kill's event id, so it is this kill's
     // Event, created by an earlier try whose answer was lost: recorded, not a second occurrence.
@@ -217,7 +210,7 @@ export class KubernetesEventsSink implements Sink {
   /** Healthy when the API server serves events.k8s.io/v1 to this identity (discovery: any authenticated client). */
   async healthcheck(): Promise<HealthStatus> {
     try {
-      const a = await this.call('GET', '/apis/events.k8s.io/v1', undefined);
+      const a = await this.api.eventsApiResources();
       return a.status >= 200 && a.status < 300 ? { healthy: true } : { healthy: false, detail: `HTTP ${a.status}` };
     } catch (err) {
       return { healthy: false, detail: (err as Error).message };
