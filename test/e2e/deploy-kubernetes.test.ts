@@ -113,6 +113,17 @@ describe('deploy/kubernetes/daemonset.yaml', () => {
     assert.deepEqual(env?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
   });
 
+  test('the ConfigMap enables the kubernetes_events sink in-cluster, and the pod (only) mounts the token it needs', () => {
+    const cm = docs.find((d) => d.kind === 'ConfigMap');
+    const file = path.join(tmp, 'config-events.yaml');
+    fs.writeFileSync(file, cm.data['config.yaml']);
+    const ev = loadConfig({ file, env: {} }).config.sinks.kubernetes_events;
+    assert.equal(ev.enabled, true);
+    assert.equal(ev.kubeconfig, '', 'in a pod the sink uses its service account, not a kubeconfig');
+    assert.equal(ds.spec.template.spec.automountServiceAccountToken, true);
+    assert.equal(docs.find((d) => d.kind === 'ServiceAccount').automountServiceAccountToken, false);
+  });
+
   test('each runtime socket the config names is that runtime\'s own socket on the node, mounted read-only', () => {
     const cm = docs.find((d) => d.kind === 'ConfigMap');
     const file = path.join(tmp, 'config-sockets.yaml');
