@@ -32,7 +32,7 @@ fi
 # node (20) and npm only bootstrap: they fetch it, install the deps and run tsc
 echo "[setup] node runtime: $(bash scripts/node-runtime.sh)"
 
-# OOMTRAIL_BACKGROUND_BUILDS=1 (scripts/test.sh sets it): the two long cold builds run niced in the background on the
+# OOMTRAIL_BACKGROUND_BUILDS=1 (scripts/test.sh sets it): the long cold builds run niced in the background on the
 # core the tests leave idle (host tests mostly wait for OOM kills; a VM guest uses both cores only later): Loki
 # (~850 s on a cold cache, needed by the integration tests after the unit and e2e files) and the package VM test's
 # two debootstrapped root disks (75-195 s each, needed by the last test file). The one that needs an artefact runs
@@ -52,6 +52,12 @@ if [ "$mode" = test ] && [ "${OOMTRAIL_BACKGROUND_BUILDS:-0}" = 1 ]; then
   rm -rf "$bg_dir"
   background loki bash test/servers/loki/setup.sh
   deferred+="test/servers/loki/setup.sh "
+  # kube-apiserver + etcd (~9-15 min cold) after Loki, not beside it: one niced compile at a time on the core the
+  # tests leave idle; the Kubernetes files run last, with Loki's (scripts/test.sh waits for it there)
+  if [ "${OOMTRAIL_K8S:-1}" != 0 ]; then
+    background kubernetes bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 5; done; bash test/servers/kubernetes/setup.sh' _ "$(cat "$bg_dir/loki.pid")"
+  fi
+  deferred+="test/servers/kubernetes/setup.sh "
   if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && [ "${OOMTRAIL_VM_PACKAGE:-1}" != 0 ]; then
     background rootfs bash -c 'bash test/vm/build-rootfs.sh bullseye && bash test/vm/build-rootfs.sh bookworm'
   fi
@@ -73,7 +79,8 @@ if [ "$mode" = test ]; then
   for s in test/servers/*/setup.sh; do
     [ -f "$s" ] || continue
     case "$deferred" in *" $s "*) continue ;; esac
-    # kube-apiserver + etcd (a long cold build): not in `npm test` yet, `npm run test:kubernetes` builds them
+    # kube-apiserver + etcd: a long cold build that only the Kubernetes files need (`npm run test:kubernetes`, or
+    # npm test's background build above)
     case "$s" in test/servers/kubernetes/setup.sh) continue ;; esac
     echo "[setup] $s"
     t0=$SECONDS

@@ -7,18 +7,22 @@ t0=$SECONDS
 OOMTRAIL_BACKGROUND_BUILDS=1 bash scripts/setup-host.sh test
 host=(dist/test/unit/*.test.js dist/test/e2e/*.test.js)
 if ls dist/test/integration/*.test.js >/dev/null 2>&1; then host+=(dist/test/integration/*.test.js); fi
+# the Kubernetes files (a real kube-apiserver + etcd; OOMTRAIL_K8S=0 leaves them out) run last, with Loki's
+k8s=()
+if [ "${OOMTRAIL_K8S:-1}" != 0 ] && ls dist/test/k8s/*.test.js >/dev/null 2>&1; then k8s=(dist/test/k8s/*.test.js); fi
 # three runs, one at a time (e2e tests cause real OOM kills and read the shared kernel log; node --test sorts the
 # files it is given, so one run cannot order them):
 #  1. the host files, with the package VM test beside them (below);
 #  2. the VM files (the 5.10 limits boot, the kernel matrix): software emulation, alone on the machine;
-#  3. the files that start Loki: on a cold cache its background build (setup-host.sh) has runs 1 and 2 to finish
-#     (deploy-grafana waited 304 s for it when it ran among the e2e files)
+#  3. the files that start Loki, and the Kubernetes files: on a cold cache their background builds (setup-host.sh)
+#     have runs 1 and 2 to finish (deploy-grafana waited 304 s for Loki when it ran among the e2e files)
 first=()
 vm=()
 loki=()
 for f in "${host[@]}"; do
   if grep -qE "loki/server[\"']" "$f"; then loki+=("$f"); else first+=("$f"); fi
 done
+last=("${loki[@]}" "${k8s[@]}")
 pkgvm=""
 if [ "${OOMTRAIL_SKIP_VM:-0}" != 1 ] && ls dist/test/vm/*.test.js >/dev/null 2>&1; then
   for f in dist/test/vm/*.test.js; do
@@ -29,7 +33,7 @@ fi
 # process.execPath) and the VM guests' node are that runtime too
 runtime="$(bash scripts/node-runtime.sh)"
 export PATH="$runtime/bin:$PATH"
-echo "[test] $((${#first[@]} + ${#vm[@]} + ${#loki[@]})) test files in three runs (${#first[@]} + ${#vm[@]} + ${#loki[@]})$([ -n "$pkgvm" ] && echo ", the package VM test beside the first"), node $(node --version) ($runtime)"
+echo "[test] $((${#first[@]} + ${#vm[@]} + ${#last[@]})) test files in three runs (${#first[@]} + ${#vm[@]} + ${#last[@]})$([ -n "$pkgvm" ] && echo ", the package VM test beside the first"), node $(node --version) ($runtime)"
 rc=0
 # The package VM test (a systemd guest per Debian release, ~9 min of emulation alone) runs beside the host files:
 # they leave a core mostly idle (waits on servers, containers, kills). Niced, so the host tests keep their CPU; its
@@ -67,11 +71,19 @@ if [ ${#vm[@]} -gt 0 ]; then
   [ "$r" = 0 ] || rc=$r
   echo "[test] second run (VM) $((SECONDS - t1)) s, exit $r"
 fi
-if [ ${#loki[@]} -gt 0 ]; then
+if [ ${#k8s[@]} -gt 0 ]; then
+  # the background build (or, if it failed, a build now): a no-op when cached
   t1=$SECONDS
-  r=0; node --test --test-concurrency=1 "${loki[@]}" || r=$?
+  echo "[test] kube-apiserver and etcd for the Kubernetes files: $(tail -1 "${TMPDIR:-/tmp}/oomtrail-setup-bg/kubernetes.log" 2>/dev/null | cut -c1-120)"
+  r=0; bash test/servers/kubernetes/setup.sh || r=$?
   [ "$r" = 0 ] || rc=$r
-  echo "[test] third run (Loki) $((SECONDS - t1)) s, exit $r"
+  echo "[test] kube-apiserver and etcd ready after $((SECONDS - t1)) s of waiting, exit $r"
+fi
+if [ ${#last[@]} -gt 0 ]; then
+  t1=$SECONDS
+  r=0; node --test --test-concurrency=1 "${last[@]}" || r=$?
+  [ "$r" = 0 ] || rc=$r
+  echo "[test] third run (Loki, Kubernetes) $((SECONDS - t1)) s, exit $r"
 fi
 # what the background builds of setup-host.sh took (a cold cache), and none left running
 bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"

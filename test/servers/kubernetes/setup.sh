@@ -3,7 +3,7 @@
 #   output: ${OOMTRAIL_CACHE:-$HOME/.cache/oomtrail}/v1/kubernetes/<k8s version>/{kube-apiserver,etcd}  (+ .stamp)
 # A no-op when both exist and were built from the current module/ (their hash is in .stamp).
 # GOMODCACHE and GOCACHE live under the same cache dir, so a rerun (CI on the same machine) is warm.
-# Not part of `npm test` yet: scripts/setup-host.sh skips it; `npm run test:kubernetes` runs it.
+# `npm test` runs it in the background (scripts/setup-host.sh, after Loki); `npm run test:kubernetes` runs it first.
 # Cold, measured 2026-12-06 on 2 cores under `nice -n 19` while other builds and tests kept the load at 6-9:
 # 114 MB of module zips downloaded (719 MB unpacked; kube-apiserver's 50 s, etcd's 15 s), kube-apiserver compiled in
 # 857 s, etcd in 49 s (GOCACHE 3.0 GB; binaries 114 + 24 MB). Expect less on an idle machine. Warm: a no-op (0.01 s).
