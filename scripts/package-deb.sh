@@ -138,6 +138,11 @@ find "$nm" \( -name '*.md' -o -name '*.markdown' -o -name '*.d.ts' -o -name '*.d
   -o -name 'CMakeLists.txt' -o -name '*.cc' -o -name '*.hh' -o -name '*.inc' -o -name '*.gyp' -o -name '*.gypi' \) -type f -delete
 find "$nm" -depth -type d \( -name test -o -name tests -o -name __tests__ -o -name example -o -name examples -o -name .github \
   -o -name doc -o -name docs -o -name skills -o -name "musl_$node_arch" \) -exec rm -rf {} +
+# prebuilt addons of other platforms (prebuilds/<platform>-<arch>/), and the Bare runtime's (*.bare: tar-fs's optional
+# bare-* modules, a dependency of @kubernetes/client-node; Node never loads them); typings nested in a dependency
+find "$nm" -mindepth 2 -maxdepth 4 -type d -path '*/prebuilds/*' ! -name "linux-$node_arch" -prune -exec rm -rf {} +
+find "$nm" -name '*.bare' -type f -delete
+find "$nm" -depth -mindepth 2 -type d -name '@types' -exec rm -rf {} +
 # koffi: its build helper and code generators (the prebuilt addon is loaded by src/koffi/index.cjs); npm's .bin links
 rm -rf "$nm/@types" "$nm/.bin" "$nm/koffi/lib" "$nm/koffi/vendor" "$nm/koffi/cnoke.cjs" "$nm/koffi/src/koffi/src/abi" \
   "$nm/koffi/src/koffi/src/trampolines.cjs" "$nm/koffi/src/koffi/src/"*.{c,h,def} "$nm/js-yaml/bin"
