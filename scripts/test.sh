@@ -48,10 +48,15 @@ if [ -n "$pkgvm" ]; then
   trap '[ -n "$pkg_pid" ] && kill -- "-$pkg_pid" 2>/dev/null || true' EXIT
   echo "[test] package VM test started beside the host files (nice 10; its output follows the first run; log $pkg_log)"
 fi
-t1=$SECONDS
-r=0; node --test --test-concurrency=1 "${first[@]}" || r=$?
-[ "$r" = 0 ] || rc=$r
-echo "[test] first run (host files without Loki) $((SECONDS - t1)) s, exit $r"
+# run_files <label> <files...>: one node --test run, its own exit code printed; any failure's code kept in rc
+run_files() {
+  local label=$1 t1=$SECONDS r=0
+  shift
+  node --test --test-concurrency=1 "$@" || r=$?
+  [ "$r" = 0 ] || rc=$r
+  echo "[test] $label $((SECONDS - t1)) s, exit $r"
+}
+run_files "first run (host files without Loki)" "${first[@]}"
 if [ -n "$pkg_pid" ]; then
   t1=$SECONDS
   while kill -0 "$pkg_pid" 2>/dev/null; do
@@ -65,12 +70,7 @@ if [ -n "$pkg_pid" ]; then
   [ "$prc" = 0 ] || rc=$prc
   echo "[test] package VM test $((SECONDS - pkg_t0)) s beside the first run (waited $((SECONDS - t1)) s after it), exit $prc"
 fi
-if [ ${#vm[@]} -gt 0 ]; then
-  t1=$SECONDS
-  r=0; node --test --test-concurrency=1 "${vm[@]}" || r=$?
-  [ "$r" = 0 ] || rc=$r
-  echo "[test] second run (VM) $((SECONDS - t1)) s, exit $r"
-fi
+[ ${#vm[@]} -eq 0 ] || run_files "second run (VM)" "${vm[@]}"
 if [ ${#k8s[@]} -gt 0 ]; then
   # the background build (or, if it failed, a build now): a no-op when cached
   t1=$SECONDS
@@ -79,12 +79,7 @@ if [ ${#k8s[@]} -gt 0 ]; then
   [ "$r" = 0 ] || rc=$r
   echo "[test] kube-apiserver and etcd ready after $((SECONDS - t1)) s of waiting, exit $r"
 fi
-if [ ${#last[@]} -gt 0 ]; then
-  t1=$SECONDS
-  r=0; node --test --test-concurrency=1 "${last[@]}" || r=$?
-  [ "$r" = 0 ] || rc=$r
-  echo "[test] third run (Loki, Kubernetes) $((SECONDS - t1)) s, exit $r"
-fi
+[ ${#last[@]} -eq 0 ] || run_files "third run (Loki, Kubernetes)" "${last[@]}"
 # what the background builds of setup-host.sh took (a cold cache), and none left running
 bg_dir="${TMPDIR:-/tmp}/oomtrail-setup-bg"
 for log in "$bg_dir"/*.log; do
