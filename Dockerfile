@@ -50,8 +50,12 @@ RUN npm ci --no-audit --no-fund --loglevel=error --ignore-scripts=false
 COPY tsconfig.json ./
 COPY src ./src
 COPY tsconfig.package.json ./
+# then what never runs in the image, as the .deb drops it: maps, typings, other platforms' prebuilt addons and the
+# Bare runtime's (*.bare, tar-fs's optional bare-* modules under @kubernetes/client-node)
 RUN npx --no-install tsc -p tsconfig.package.json \
- && npm prune --omit=dev --no-audit --no-fund --loglevel=error
+ && npm prune --omit=dev --no-audit --no-fund --loglevel=error \
+ && find node_modules \( -name '*.map' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.bare' \) -type f -delete \
+ && find node_modules -mindepth 2 -type d \( -name '@types' -o \( -path '*/prebuilds/*' ! -path '*/prebuilds/*/*' ! -name linux-x64 \) \) -prune -exec rm -rf {} +
 
 # --- 4. runtime: Debian + the pinned node + libbpf + the agent (no npm, no compiler) ---
 FROM ${RUNTIME_BASE}
