@@ -128,7 +128,12 @@ function fileConfig(k8s: typeof ClientNode, file: string): ClientNode.KubeConfig
 function answerOf(k8s: typeof ClientNode, err: unknown, timeoutMs: number): KubeAnswer {
   if (err instanceof k8s.ApiException) {
     const body = (err as ClientNode.ApiException<unknown>).body;
-    const text = (typeof body === 'string' ? body : JSON.stringify(body ?? '')).slice(0, 65536);
+    // no body (client-node drops a 401's): the library's one-word reason ("Message: Unauthorized"), not its whole
+    // message, which repeats the response headers
+    const text =
+      body === undefined || body === null || body === ''
+        ? (/^Message: (.{0,200})$/m.exec(err.message)?.[1] ?? '')
+        : (typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 65536);
     const headers = (err as ClientNode.ApiException<unknown>).headers ?? {};
     return { status: (err as ClientNode.ApiException<unknown>).code, text, retryAfter: headers['retry-after'] ?? null };
   }

@@ -263,7 +263,7 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     // a stale token: 401, kept for a retry (kubelet is about to write the new one)
     const r1 = await sink.write([kill]);
     assert.equal(r1.status, 'retryable', JSON.stringify(r1));
-    assert.match((r1 as { reason: string }).reason, /^HTTP 401/);
+    assert.equal((r1 as { reason: string }).reason, 'HTTP 401: Unauthorized');
     fs.writeFileSync(path.join(saDir, 'token.new'), await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 600));
     fs.renameSync(path.join(saDir, 'token.new'), path.join(saDir, 'token'));
     assert.deepEqual(await sink.write([kill]), { status: 'delivered' });
