@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { CACHE_ROOT } from '../servers/common';
-import { ensureImage, IMAGE, startContainerd, type Containerd } from '../servers/containerd/engine';
+import { enrichYaml, ensureImage, IMAGE, removeContainers, startContainerd, type Containerd } from '../servers/containerd/engine';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import type { OomRecord } from '../../src/record/record';
 
@@ -34,29 +34,13 @@ describe('runtime names from containerd', { timeout: 300_000 }, () => {
     c = await startContainerd(ROOT);
     await ensureImage(c, NS, ROOT + '-image');
     await ensureImage(c, PLAIN_NS, ROOT + '-image');
-    agent = await startAgent(
-      [
-        'enrich:',
-        '  runtime:',
-        '    runtimes: containerd',
-        `    containerd_socket: ${JSON.stringify(c.socket)}`,
-        `    containerd_namespaces: ${NS},${PLAIN_NS}`,
-        '    labels: io.kubernetes.pod.uid',
-      ].join('\n'),
-    );
+    agent = await startAgent(enrichYaml(c, [NS, PLAIN_NS], 'io.kubernetes.pod.uid'));
   });
 
   after(async () => {
     await agent?.stop();
     if (c) {
-      for (const id of ids) {
-        for (const namespace of [NS, PLAIN_NS]) {
-          await c.ctr(['task', 'kill', '-s', 'KILL', id], { namespace }).catch(() => undefined);
-          await sleep(100);
-          await c.ctr(['task', 'rm', '-f', id], { namespace }).catch(() => undefined);
-          await c.ctr(['containers', 'rm', id], { namespace }).catch(() => undefined);
-        }
-      }
+      await removeContainers(c, ids, [NS, PLAIN_NS]);
       await c.stop();
     }
   });

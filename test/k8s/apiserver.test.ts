@@ -10,14 +10,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import yaml from 'js-yaml';
-import { REPO } from '../helpers/agent';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
-import { createWebPod } from './fixtures';
+import { AGENT_SA as sa, applyManifestRbac, createWorkloadNamespace } from './fixtures';
 
-const MANIFEST = path.join(REPO, 'deploy/kubernetes/daemonset.yaml');
 const NS = 'shop';
 
 let kube: KubeApiServer;
@@ -25,9 +20,6 @@ let saToken = '';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 let pod: any;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const docs = yaml.loadAll(fs.readFileSync(MANIFEST, 'utf8')) as any[];
-const sa = docs.find((d) => d.kind === 'ServiceAccount');
 
 /** what the agent's token may do, asked of the API server itself (SelfSubjectAccessReview) */
 async function allowed(attrs: Record<string, string>): Promise<boolean> {
@@ -43,17 +35,9 @@ before(async () => {
   kube = await startKubeApiServer();
   process.stderr.write(`[kubernetes] etcd + kube-apiserver ready in ${kube.readyMs} ms\n`);
   // the manifest's namespace and RBAC objects, exactly as written there
-  for (const kind of ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']) {
-    const objs = docs.filter((d) => d.kind === kind);
-    assert.ok(objs.length > 0, `${MANIFEST} has no ${kind}`);
-    for (const o of objs) await kube.create(o);
-  }
+  await applyManifestRbac(kube);
   saToken = await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 600);
-  // a workload namespace; its "default" ServiceAccount is what the (absent) controller-manager would create, and
-  // the ServiceAccount admission plugin needs it for any pod
-  await kube.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
-  await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: NS } });
-  pod = await createWebPod(kube, NS);
+  pod = await createWorkloadNamespace(kube, NS);
   await kube.create({
     apiVersion: 'batch/v1',
     kind: 'Job',

@@ -5,8 +5,11 @@
  * by the admin; records shaped as the pipeline makes them for kills in that pod (the pod's real uid in a kubepods
  * cgroup path, oom_scope and workload from the pipeline's own functions, runtime enrichment's pod fields) are written
  * through the sink, and the Events are read back from the API as the admin.
- * Stand-in, named: the records are built here, not from real OOM kills in a real containerd container (that step
- * is left). Not in `npm test`: `npm run test:kubernetes`. Never skipped: if the API server cannot be had, before() throws.
+ * Stand-in, named: the records are built here, not from real OOM kills; that keeps the sink's own cases (a global
+ * OOM's Node Event, in-cluster token rotation, the systemd cgroup driver's path) quick and exact. The same
+ * acceptance with the real agent, real OOM kills in a real containerd container and these Events read back is
+ * test/k8s/containerd-events.test.ts. Not in `npm test`: `npm run test:kubernetes`. Never skipped: if the API
+ * server cannot be had, before() throws.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,11 +17,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import yaml from 'js-yaml';
-import { REPO } from '../helpers/agent';
 import { baseRecord } from '../helpers/records';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
-import { createWebPod } from './fixtures';
+import { AGENT_SA as sa, applyManifestRbac, createWorkloadNamespace, eventsRegarding, serviceAccountWithoutEvents, writeKubeconfig as kubeconfigFile } from './fixtures';
 import type { OomRecord } from '../../src/record/record';
 import { oomScope } from '../../src/pipeline/assemble/scope';
 import { workloadOf } from '../../src/pipeline/assemble/workload';
@@ -34,7 +35,6 @@ import { silentLogger, type Logger } from '../../src/observe/logger';
 import type { Sink } from '../../src/sinks/sink';
 import convict from 'convict';
 
-const MANIFEST = path.join(REPO, 'deploy/kubernetes/daemonset.yaml');
 const NS = 'shop';
 const Mi = 1048576;
 
@@ -42,28 +42,7 @@ let kube: KubeApiServer;
 let dir = '';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 let pod: any;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const docs = yaml.loadAll(fs.readFileSync(MANIFEST, 'utf8')) as any[];
-const sa = docs.find((d) => d.kind === 'ServiceAccount');
-
-/** A kubeconfig file holding `token` for the test API server (CA by relative path, as kubeadm's can be). */
-function writeKubeconfig(name: string, token: string): string {
-  fs.writeFileSync(path.join(dir, 'ca.crt'), kube.ca);
-  const file = path.join(dir, `${name}.kubeconfig`);
-  fs.writeFileSync(
-    file,
-    yaml.dump({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'test', cluster: { server: kube.url, 'certificate-authority': 'ca.crt' } }],
-      users: [{ name, user: { token } }],
-      contexts: [{ name, context: { cluster: 'test', user: name } }],
-      'current-context': name,
-    }),
-    { mode: 0o600 },
-  );
-  return file;
-}
+const writeKubeconfig = (name: string, token: string): string => kubeconfigFile(kube, dir, name, token);
 
 function capture(): { lines: string[]; logger: Logger } {
   const lines: string[] = [];
@@ -115,25 +94,13 @@ function podKill(over: Partial<OomRecord>): OomRecord {
   return { ...r, ...(scope ? { oom_scope: scope } : {}), ...workloadOf(r.pod_name, r.pod_uid) };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-async function podEvents(): Promise<any[]> {
-  const r = await kube.request('GET', `/apis/events.k8s.io/v1/namespaces/${NS}/events`);
-  assert.equal(r.status, 200, r.text);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  return (r.body.items as any[]).filter((e) => e.regarding?.uid === pod.metadata.uid);
-}
+const podEvents = () => eventsRegarding(kube, NS, pod.metadata.uid);
 
 before(async () => {
   kube = await startKubeApiServer();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-k8sev-'));
-  for (const kind of ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']) {
-    const objs = docs.filter((d) => d.kind === kind);
-    assert.ok(objs.length > 0, `${MANIFEST} has no ${kind}`);
-    for (const o of objs) await kube.create(o);
-  }
-  await kube.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
-  await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: NS } });
-  pod = await createWebPod(kube, NS);
+  await applyManifestRbac(kube);
+  pod = await createWorkloadNamespace(kube, NS);
 });
 
 after(async () => {
@@ -201,20 +168,7 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
   });
 
   test('a ClusterRole without create on events: rejected, one log line naming the permission', async () => {
-    const role = docs.find((d) => d.kind === 'ClusterRole');
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const rules = role.rules.filter((r: any) => !r.apiGroups.includes('events.k8s.io'));
-    assert.equal(rules.length, role.rules.length - 1);
-    await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'no-events', namespace: 'oomtrail' } });
-    await kube.create({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: 'oomtrail-no-events' }, rules });
-    await kube.create({
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: 'oomtrail-no-events' },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'oomtrail-no-events' },
-      subjects: [{ kind: 'ServiceAccount', name: 'no-events', namespace: 'oomtrail' }],
-    });
-    const token = await kube.serviceAccountToken('oomtrail', 'no-events', 600);
+    const token = await serviceAccountWithoutEvents(kube);
     const { lines, logger } = capture();
     const sink = sinkWith(writeKubeconfig('no-events', token), logger);
     const before = (await podEvents()).length;

@@ -87,6 +87,23 @@ export async function startContainerd(root: string): Promise<Containerd> {
   };
 }
 
+/** The agent's `enrich.runtime` section (YAML) naming this containerd and its `namespaces`, keeping label `keep`. */
+export function enrichYaml(c: Containerd, namespaces: string[], keep: string): string {
+  return ['enrich:', '  runtime:', '    runtimes: containerd', `    containerd_socket: ${JSON.stringify(c.socket)}`, `    containerd_namespaces: ${namespaces.join(',')}`, `    labels: ${keep}`].join('\n');
+}
+
+/** Kills, then deletes each container's task and the container, in every namespace given; what is not there is skipped. */
+export async function removeContainers(c: Containerd, ids: readonly string[], namespaces: readonly string[]): Promise<void> {
+  for (const id of ids) {
+    for (const namespace of namespaces) {
+      await c.ctr(['task', 'kill', '-s', 'KILL', id], { namespace }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      await c.ctr(['task', 'rm', '-f', id], { namespace }).catch(() => undefined);
+      await c.ctr(['containers', 'rm', id], { namespace }).catch(() => undefined);
+    }
+  }
+}
+
 /**
  * An OCI image layout tarball of the cached Debian rootfs (one uncompressed layer), built once under `dir`,
  * imported into `namespace` unless there already.
