@@ -61,7 +61,7 @@ function startAgentWith(kubeconfig: string): Promise<RunningAgent> {
       OOMTRAIL_SINKS_KUBERNETES_EVENTS_ENABLED: 'true',
       OOMTRAIL_SINKS_KUBERNETES_EVENTS_KUBECONFIG: kubeconfig,
       OOMTRAIL_SINKS_KUBERNETES_EVENTS_NODE_NAME: NODE,
-      // this file makes 2 + 20 + 2 API writes for the pod: with a burst of 100 the bucket never runs dry (the
+      // this file makes 2 + 2 + 20 + 2 API writes for the pod: with a burst of 100 the bucket never runs dry (the
       // rate limit has its own unit tests; here every kill must reach the API)
       OOMTRAIL_SINKS_KUBERNETES_EVENTS_RATE_LIMIT_BURST: '100',
       // the outage: retried at least every 2 s, so the Events follow the API server's return within seconds
@@ -235,6 +235,25 @@ describe('kubernetes_events: real OOM kills in a containerd container of a Pod, 
     assert.equal(eventOf(events, init!).eventTime, micro(init!.time));
   });
 
+  test('the same program killed at init, then as a child: two Events, the child\'s not hidden in the init\'s series', async () => {
+    const before = (await podEvents()).length;
+    await waitForOomLogWindow(kmsg, 2);
+    // one binary (comm "server") as PID 1 of one container, then as a child in the restarted container
+    const initId = await runInPod(['bash', '-c', 'ln -s /usr/bin/tail /tmp/server; exec /tmp/server /dev/zero']);
+    const [init] = await recordsOf(initId, 1, 'the server init kill');
+    const childId = await runInPod(['bash', '-c', 'ln -s /usr/bin/tail /tmp/server; /tmp/server /dev/zero; exec sleep 600']);
+    const [child] = await recordsOf(childId, 1, 'the server child kill');
+    assertPodRecord(init!, initId, true);
+    assertPodRecord(child!, childId, false);
+    const events = await waitForEvents((es) => !!eventOf(es, init!) && !!eventOf(es, child!), 10_000);
+    const server = events.filter((e) => /^server /.test(e.note));
+    assert.equal(server.length, 2, JSON.stringify(server, null, 1));
+    assert.equal(events.length, before + 2);
+    assert.equal(eventOf(events, init!).note, expectedNote((await kernelKill(init!.victim_pid)).killed, init!, true));
+    assert.equal(eventOf(events, child!).note, expectedNote((await kernelKill(child!.victim_pid)).killed, child!, false));
+    for (const e of server) assert.equal(e.series, undefined);
+  });
+
   test('20 repeated child kills: one Event, series.count 20', async () => {
     const before = (await podEvents()).length;
     await waitForOomLogWindow(kmsg, 1);
@@ -275,6 +294,7 @@ describe('kubernetes_events: real OOM kills in a containerd container of a Pod, 
       assertPodRecord(init!, initId, true);
       assertPodRecord(child!, childId, false);
       await sleep(Math.max(0, Number(process.env.OOMTRAIL_K8S_OUTAGE_MS ?? 30_000) - (Date.now() - t0)));
+      const restart = Date.now();
       await kube!.runApiServer();
       back = Date.now();
       const events = await waitForEvents((es) => !!eventOf(es, init!) && !!eventOf(es, child!), 30_000);
@@ -285,6 +305,8 @@ describe('kubernetes_events: real OOM kills in a containerd container of a Pod, 
       assert.equal(eventOf(events, init!).note, expectedNote((await kernelKill(init!.victim_pid)).killed, init!, true));
       assert.equal(eventOf(events, child!).note, expectedNote((await kernelKill(child!.victim_pid)).killed, child!, false));
       for (const e of events) assertPodEvent(e);
+      // stored by the API server that was started again (creationTimestamp: whole seconds)
+      for (const r of [init!, child!]) assert.ok(Date.parse(eventOf(events, r).metadata.creationTimestamp) >= Math.floor(restart / 1000) * 1000, JSON.stringify(eventOf(events, r).metadata));
       assert.equal(fs.existsSync(path.join(agent!.dir, 'spool', 'kubernetes_events.dead-letter.jsonl')), false, 'nothing dead-lettered');
     } finally {
       const a = kube!.apiserver;

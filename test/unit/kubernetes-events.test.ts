@@ -178,11 +178,11 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     assert.equal(last.path, `/apis/events.k8s.io/v1/namespaces/shop/events/web-5d4f8c7b9-x2x7q.${kill(0).event_id}`);
     assert.deepEqual((last.body as { series: { count: number } }).series.count, 20);
   });
-  test('another comm or container, or outside the window, is a new Event', async () => {
+  test('another comm, container or role (init/child), or outside the window, is a new Event', async () => {
     const api = fakeApi((m) => ({ status: m === 'POST' ? 201 : 200 }));
     const sink = new KubernetesEventsSink(config({ series_window_ms: 60_000 }), 'n', silentLogger(), api.call);
-    await sink.write([kill(0), kill(1, { victim_comm: 'node' }), kill(2, { k8s_container: 'side' }), kill(200)]);
-    assert.deepEqual(api.calls.map((c) => c.method), ['POST', 'POST', 'POST', 'POST']);
+    await sink.write([kill(0), kill(1, { victim_comm: 'node' }), kill(2, { k8s_container: 'side' }), kill(3, { victim_is_container_init: true }), kill(200)]);
+    assert.deepEqual(api.calls.map((c) => c.method), ['POST', 'POST', 'POST', 'POST', 'POST']);
   });
   test('rate limit: beyond the burst, repeats are counted into the next patch; new Events dropped and logged', async () => {
     let now = 1_000_000;

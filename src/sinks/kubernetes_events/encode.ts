@@ -93,11 +93,12 @@ export function microTime(time: string, fallback: Date = new Date()): string {
 }
 
 /**
- * Which kills are one Event (their repeats a series): the same object, container, comm and reason, as client-go's
- * recorder groups isomorphic events.
+ * Which kills are one Event (their repeats a series): the same object, container, comm, role (init or child) and
+ * reason, as client-go's recorder groups isomorphic events (its key holds the note: a child's kill folded into its
+ * init's series would read as the container exiting).
  */
 export function seriesKey(regarding: Regarding, r: OomRecord, reason: string): string {
-  return JSON.stringify([regarding.kind, regarding.namespace ?? '', regarding.name, regarding.uid ?? '', r.k8s_container ?? '', r.victim_comm, reason]);
+  return JSON.stringify([regarding.kind, regarding.namespace ?? '', regarding.name, regarding.uid ?? '', r.k8s_container ?? '', r.victim_comm, r.victim_is_container_init ?? null, reason]);
 }
 
 /**
