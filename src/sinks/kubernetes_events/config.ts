@@ -10,7 +10,7 @@ export interface KubernetesEventsSinkConfig {
   /** reportingInstance and the Node of global OOM Events; '' = $NODE_NAME, else the host name. */
   node_name: string;
   reason: string;
-  /** Repeats (same pod, container, comm, reason) within this window patch the Event's series. */
+  /** Repeats (same pod, container, comm, init or child, reason) within this window patch the Event's series. */
   series_window_ms: number;
   /** Per pod: at most `burst` API writes at once, refilled by one every `refill_ms` (client-go's spam filter shape). */
   rate_limit: { burst: number; refill_ms: number };
@@ -49,7 +49,7 @@ export const kubernetesEventsConfigSchema: ConfigSchema<KubernetesEventsSinkConf
     env: 'OOMTRAIL_SINKS_KUBERNETES_EVENTS_REASON',
   },
   series_window_ms: {
-    doc: 'Repeats (same pod, container, comm and reason) within this many milliseconds of the last one update the Event\'s series (count, lastObservedTime) instead of creating an Event.',
+    doc: 'Repeats (same pod, container, comm, init or child, and reason) within this many milliseconds of the last one update the Event\'s series (count, lastObservedTime) instead of creating an Event.',
     format: positive,
     default: 360000,
     env: 'OOMTRAIL_SINKS_KUBERNETES_EVENTS_SERIES_WINDOW_MS',

@@ -83,7 +83,7 @@ class Lru<V> {
 /**
  * The kubernetes_events sink: one events.k8s.io/v1 Event per kill in a pod (regarding the Pod), per global OOM
  * (regarding the Node); other kills are not Kubernetes objects' business and are skipped (delivered). Repeats —
- * the same pod, container, comm and reason within series_window_ms — update the first Event's series by a merge
+ * the same pod, container, comm, init or child, and reason within series_window_ms — update the first Event's series by a merge
  * patch, as client-go's recorder does, so 20 kills of a crash-looping worker are one Event with count 20. A per-pod
  * token bucket bounds API writes; a repeat beyond it is counted into the next patch, a new Event beyond it dropped.
  */
