@@ -36,7 +36,8 @@ export const ENV_PREFIX = 'OOMTRAIL_';
 /**
  * `OOMTRAIL_*` names that are not configuration, so never refused: test knobs (`OOMTRAIL_E2E_BURST`,
  * `OOMTRAIL_TEST_VERBOSE`, `OOMTRAIL_LOKI_BURST`), the VM matrix (`OOMTRAIL_VM_*`, `OOMTRAIL_SKIP_VM`), the
- * test-server cache (`OOMTRAIL_CACHE`) and Grafana's provisioning (`OOMTRAIL_GRAFANA_*`). Configuration keys
+ * Kubernetes files (`OOMTRAIL_K8S=0 npm test`, `OOMTRAIL_K8S_OUTAGE_MS`), the test-server cache (`OOMTRAIL_CACHE`)
+ * and Grafana's provisioning (`OOMTRAIL_GRAFANA_*`). Configuration keys
  * never start with these (a test in config.test.ts checks it).
  */
 export const NON_CONFIG_ENV_PREFIXES: readonly string[] = [
@@ -47,6 +48,7 @@ export const NON_CONFIG_ENV_PREFIXES: readonly string[] = [
   'OOMTRAIL_CACHE',
   'OOMTRAIL_GRAFANA_',
   'OOMTRAIL_LOKI_BURST',
+  'OOMTRAIL_K8S',
 ];
 
 export interface LoadOptions {

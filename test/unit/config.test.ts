@@ -270,6 +270,8 @@ describe('environment', () => {
       OOMTRAIL_SKIP_VM: '1',
       OOMTRAIL_CACHE: '/c',
       OOMTRAIL_GRAFANA_CLICKHOUSE_PASSWORD: 'x',
+      OOMTRAIL_K8S: '1',
+      OOMTRAIL_K8S_OUTAGE_MS: '5000',
     };
     for (const name of Object.keys(env)) assert.ok(NON_CONFIG_ENV_PREFIXES.some((p) => name.startsWith(p)), name);
     assert.deepEqual(loadConfig({ etcDir: EMPTY, env }).warnings, []);
