@@ -51,7 +51,11 @@ const ids: string[] = [];
 /** the hierarchies' QoS-level directories that were there before this file (not ours to remove) */
 const existed = new Set<string>();
 
-const hierarchies = () => fs.readdirSync(CGROUP_MOUNTS).map((h) => path.join(CGROUP_MOUNTS, h)).filter((h) => fs.existsSync(path.join(h, 'cgroup.procs')));
+/** v1: each controller's mount (and the named systemd one, cgroup2's `unified`); v2: the one root */
+const hierarchies = () =>
+  fs.existsSync(path.join(CGROUP_MOUNTS, 'cgroup.procs'))
+    ? [CGROUP_MOUNTS]
+    : fs.readdirSync(CGROUP_MOUNTS).map((h) => path.join(CGROUP_MOUNTS, h)).filter((h) => fs.existsSync(path.join(h, 'cgroup.procs')));
 const podCgroup = () => `/kubepods/burstable/pod${pod.metadata.uid}`;
 
 /** The agent with the sink on, given `kubeconfig` (the systemd-host path), and runtime enrichment on our containerd. */
