@@ -76,13 +76,13 @@ function startAgentWith(kubeconfig: string): Promise<RunningAgent> {
 }
 
 /** A container of the Pod, as the CRI plugin makes one: its labels, the pod's cgroup, the memory limit; its id. */
-async function runInPod(cmd: string[], uid: string = pod.metadata.uid): Promise<string> {
+async function runInPod(cmd: string[]): Promise<string> {
   const id = crypto.randomBytes(32).toString('hex');
   ids.push(id);
   const labels = {
     'io.kubernetes.pod.name': pod.metadata.name,
     'io.kubernetes.pod.namespace': NS,
-    'io.kubernetes.pod.uid': uid,
+    'io.kubernetes.pod.uid': pod.metadata.uid,
     'io.kubernetes.container.name': 'app',
   };
   await c!.ctr(
