@@ -1,0 +1,294 @@
+/*
+ * The owner lookup's resolution logic (src/pipeline/assemble/owner.ts) against a stand-in KubeApi (named: objects
+ * in a map, answering as host/kubeapi.ts does — status, object, KubeTransportError). The real API server's side is
+ * test/k8s/owner.test.ts.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { KubeTransportError, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../src/host/kubeapi';
+import { OwnerLookup, withOwners } from '../../src/pipeline/assemble/owner';
+import type { OomRecord } from '../../src/record/record';
+
+const NS = 'shop';
+
+interface Obj {
+  metadata: { name: string; uid: string; ownerReferences?: unknown[]; annotations?: Record<string, string> };
+}
+
+class FakeApi implements KubeApi {
+  readonly server = 'https://api.test:6443';
+  readonly objects = new Map<string, Obj>();
+  readonly status = new Map<string, number>();
+  readonly calls: string[] = [];
+  delayMs = 0;
+  down = false;
+  add(kind: OwnerReadKind, name: string, uid: string, owner?: { apiVersion: string; kind: string; name: string; uid?: string; controller?: boolean }, annotations?: Record<string, string>): void {
+    const metadata: Obj['metadata'] = { name, uid };
+    if (owner) metadata.ownerReferences = [{ uid: `${owner.name}-uid`, controller: true, ...owner }];
+    if (annotations) metadata.annotations = annotations;
+    this.objects.set(`${kind}/${NS}/${name}`, { metadata });
+  }
+  async read(kind: OwnerReadKind, namespace: string, name: string): Promise<KubeAnswer> {
+    const key = `${kind}/${namespace}/${name}`;
+    this.calls.push(key);
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (this.down) throw new KubeTransportError('connect ECONNREFUSED', 'ECONNREFUSED');
+    const st = this.status.get(kind);
+    if (st) return { status: st, text: '{"kind":"Status"}', retryAfter: null };
+    const o = this.objects.get(key);
+    return o ? { status: 200, text: '', retryAfter: null, object: o } : { status: 404, text: '{"kind":"Status","reason":"NotFound"}', retryAfter: null };
+  }
+  createEvent(): Promise<KubeAnswer> {
+    throw new Error('not used');
+  }
+  patchEvent(): Promise<KubeAnswer> {
+    throw new Error('not used');
+  }
+  eventsApiResources(): Promise<KubeAnswer> {
+    throw new Error('not used');
+  }
+}
+
+function logs() {
+  const lines: string[] = [];
+  return { lines, logger: { warn: (m: string) => lines.push(`warn: ${m}`), info: (m: string) => lines.push(`info: ${m}`) } as never };
+}
+
+const RS = { apiVersion: 'apps/v1', kind: 'ReplicaSet' };
+const JOB = { apiVersion: 'batch/v1', kind: 'Job' };
+
+function cluster(): FakeApi {
+  const api = new FakeApi();
+  api.add('Pod', 'web-5d4f8c7b9-x2x7q', 'u-web', { ...RS, name: 'web-5d4f8c7b9', uid: 'rs-web' });
+  api.add('ReplicaSet', 'web-5d4f8c7b9', 'rs-web', { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' });
+  api.add('Pod', 'nightly-29123456-abcde', 'u-cron', { ...JOB, name: 'nightly-29123456', uid: 'job-n' });
+  api.add('Job', 'nightly-29123456', 'job-n', { apiVersion: 'batch/v1', kind: 'CronJob', name: 'nightly' });
+  api.add('Pod', 'db-0', 'u-db', { apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'db' });
+  api.add('Pod', 'agent-x7k2p', 'u-ds', { apiVersion: 'apps/v1', kind: 'DaemonSet', name: 'agent' });
+  api.add('Pod', 'debug', 'u-debug');
+  // a bare pod named like a StatefulSet's: the heuristic reads StatefulSet "tools"
+  api.add('Pod', 'tools-1', 'u-tools');
+  // a ReplicaSet nobody owns, and a one-off Job
+  api.add('Pod', 'lone-7d9f5c6b8d-q2w4e', 'u-lone', { ...RS, name: 'lone-7d9f5c6b8d', uid: 'rs-lone' });
+  api.add('ReplicaSet', 'lone-7d9f5c6b8d', 'rs-lone');
+  api.add('Pod', 'migrate-kq7zt', 'u-mig', { ...JOB, name: 'migrate', uid: 'job-m' });
+  api.add('Job', 'migrate', 'job-m');
+  // Argo Rollouts owns ReplicaSets; KubeVirt owns its launcher pods directly
+  api.add('Pod', 'canary-6f4b9c7d5f-9zkxw', 'u-ro', { ...RS, name: 'canary-6f4b9c7d5f', uid: 'rs-ro' });
+  api.add('ReplicaSet', 'canary-6f4b9c7d5f', 'rs-ro', { apiVersion: 'argoproj.io/v1alpha1', kind: 'Rollout', name: 'canary' });
+  api.add('Pod', 'virt-launcher-vm1-abcde', 'u-vm', { apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', name: 'vm1' });
+  // a static pod's mirror: owned by the Node, its uid the API's, the static uid in the annotation
+  api.add('Pod', 'etcd-node-1', 'u-mirror', { apiVersion: 'v1', kind: 'Node', name: 'node-1' }, { 'kubernetes.io/config.mirror': 'ab'.repeat(16) });
+  return api;
+}
+
+const CASES: Array<[string, string, string, string, string, number]> = [
+  ['Deployment → ReplicaSet → Pod', 'web-5d4f8c7b9-x2x7q', 'u-web', 'Deployment', 'web', 2],
+  ['CronJob → Job → Pod', 'nightly-29123456-abcde', 'u-cron', 'CronJob', 'nightly', 2],
+  ['StatefulSet → Pod: no second request', 'db-0', 'u-db', 'StatefulSet', 'db', 1],
+  ['DaemonSet → Pod', 'agent-x7k2p', 'u-ds', 'DaemonSet', 'agent', 1],
+  ['bare Pod', 'debug', 'u-debug', 'Pod', 'debug', 1],
+  ['bare Pod named like a StatefulSet pod', 'tools-1', 'u-tools', 'Pod', 'tools-1', 1],
+  ['ReplicaSet without a Deployment', 'lone-7d9f5c6b8d-q2w4e', 'u-lone', 'ReplicaSet', 'lone-7d9f5c6b8d', 2],
+  ['Job without a CronJob', 'migrate-kq7zt', 'u-mig', 'Job', 'migrate', 2],
+  ['a CRD owning the ReplicaSet (Rollout)', 'canary-6f4b9c7d5f-9zkxw', 'u-ro', 'Rollout', 'canary', 2],
+  ['a CRD owning the Pod', 'virt-launcher-vm1-abcde', 'u-vm', 'VirtualMachineInstance', 'vm1', 1],
+  ['static pod: mirror owned by the Node, uid the static one', 'etcd-node-1', 'ab'.repeat(16), 'Pod', 'etcd-node-1', 1],
+  ['uid unknown: the pod of that name', 'web-5d4f8c7b9-x2x7q', '', 'Deployment', 'web', 2],
+];
+
+for (const [what, pod, uid, kind, name, requests] of CASES) {
+  test(`owner: ${what}`, async () => {
+    const api = cluster();
+    const { lines, logger } = logs();
+    const owners = new OwnerLookup(api, logger);
+    assert.deepEqual(await owners.fields(NS, pod, uid, 1000), { workload_kind: kind, workload_name: name, workload_source: 'api' });
+    assert.equal(api.calls.length, requests, api.calls.join(' '));
+    assert.ok(api.calls.every((c) => /^(Pod|ReplicaSet|Job)\//.test(c)), 'only pods, replicasets and jobs are read');
+    assert.deepEqual(lines, []);
+  });
+}
+
+test('owner: the heuristic is wrong where the API is right (bare pod "tools-1", a Rollout, a lone ReplicaSet)', async () => {
+  const { workloadOf } = await import('../../src/pipeline/assemble/workload');
+  assert.deepEqual(workloadOf('tools-1'), { workload_kind: 'StatefulSet', workload_name: 'tools' });
+  assert.deepEqual(workloadOf('canary-6f4b9c7d5f-9zkxw'), { workload_kind: 'Deployment', workload_name: 'canary' });
+  const owners = new OwnerLookup(cluster(), logs().logger);
+  assert.equal((await owners.fields(NS, 'tools-1', 'u-tools', 1000)).workload_kind, 'Pod');
+  assert.equal((await owners.fields(NS, 'canary-6f4b9c7d5f-9zkxw', 'u-ro', 1000)).workload_kind, 'Rollout');
+});
+
+test('owner: a second lookup of the same pod is served from the cache (no request) until the TTL', async () => {
+  const api = cluster();
+  let now = 1_000_000;
+  const owners = new OwnerLookup(api, logs().logger, { ttlMs: 60_000, now: () => now });
+  await owners.resolve(NS, 'web-5d4f8c7b9-x2x7q', 'u-web');
+  assert.equal(api.calls.length, 2);
+  assert.deepEqual(await owners.resolve(NS, 'web-5d4f8c7b9-x2x7q', 'u-web'), { ok: true, kind: 'Deployment', name: 'web' });
+  assert.equal(api.calls.length, 2, 'cache hit: no request');
+  assert.equal(owners.requests, 2);
+  now += 60_001;
+  await owners.resolve(NS, 'web-5d4f8c7b9-x2x7q', 'u-web');
+  assert.equal(api.calls.length, 4, 'expired: asked again');
+});
+
+test('owner: concurrent lookups of one pod share one request chain', async () => {
+  const api = cluster();
+  api.delayMs = 20;
+  const owners = new OwnerLookup(api, logs().logger);
+  const all = await Promise.all(Array.from({ length: 50 }, () => owners.fields(NS, 'web-5d4f8c7b9-x2x7q', 'u-web', 1000)));
+  assert.ok(all.every((f) => f.workload_kind === 'Deployment' && f.workload_source === 'api'));
+  assert.deepEqual(api.calls, [`Pod/${NS}/web-5d4f8c7b9-x2x7q`, `ReplicaSet/${NS}/web-5d4f8c7b9`]);
+});
+
+test('owner: the cache is bounded, least recently used evicted', async () => {
+  const api = new FakeApi();
+  for (let i = 0; i < 10; i++) api.add('Pod', `p${i}`, `u${i}`);
+  const owners = new OwnerLookup(api, logs().logger, { maxPods: 4 });
+  for (let i = 0; i < 4; i++) await owners.resolve(NS, `p${i}`, `u${i}`);
+  await owners.resolve(NS, 'p0', 'u0'); // p0 used again: p1 is now the oldest
+  for (let i = 4; i < 10; i++) await owners.resolve(NS, `p${i}`, `u${i}`);
+  assert.equal(owners.size, 4);
+  const before = api.calls.length;
+  for (let i = 6; i < 10; i++) await owners.resolve(NS, `p${i}`, `u${i}`);
+  assert.equal(api.calls.length, before, 'the 4 most recent are cached');
+  await owners.resolve(NS, 'p1', 'u1');
+  assert.equal(api.calls.length, before + 1, 'an evicted one is asked again');
+});
+
+test('owner: 403 on replicasets → the pod-name heuristic and ONE warning naming the missing rule', async () => {
+  const api = cluster();
+  api.status.set('ReplicaSet', 403);
+  const { lines, logger } = logs();
+  const owners = new OwnerLookup(api, logger);
+  assert.deepEqual(await owners.fields(NS, 'web-5d4f8c7b9-x2x7q', 'u-web', 1000), { workload_kind: 'Deployment', workload_name: 'web', workload_source: 'name' });
+  assert.deepEqual(await owners.fields(NS, 'canary-6f4b9c7d5f-9zkxw', 'u-ro', 1000), { workload_kind: 'Deployment', workload_name: 'canary', workload_source: 'name' });
+  // pods are allowed: a StatefulSet's pod still resolves
+  assert.deepEqual(await owners.fields(NS, 'tools-1', 'u-tools', 1000), { workload_kind: 'Pod', workload_name: 'tools-1', workload_source: 'api' });
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0]!, /^warn: owner lookup: get ReplicaSet is forbidden \(HTTP 403\).*\{apiGroups: \["apps"\], resources: \["replicasets"\], verbs: \["get"\]\}/);
+  // another missing permission is another cause: its own line
+  api.status.set('Pod', 403);
+  await owners.fields(NS, 'db-0', 'u-db', 1000);
+  await owners.fields(NS, 'debug', 'u-debug', 1000);
+  assert.equal(lines.length, 2, lines.join('\n'));
+  assert.match(lines[1]!, /resources: \["pods"\]/);
+});
+
+test('owner: failures are cached briefly, then asked again', async () => {
+  const api = cluster();
+  api.status.set('Pod', 403);
+  let now = 0;
+  const owners = new OwnerLookup(api, logs().logger, { errorTtlMs: 5000, now: () => now });
+  await owners.resolve(NS, 'debug', 'u-debug');
+  await owners.resolve(NS, 'debug', 'u-debug');
+  assert.equal(api.calls.length, 1);
+  api.status.delete('Pod');
+  now += 5001;
+  assert.deepEqual(await owners.resolve(NS, 'debug', 'u-debug'), { ok: true, kind: 'Pod', name: 'debug' });
+});
+
+test('owner: API unreachable → heuristic, one warning; 404 (pod gone) → heuristic, logged once at info', async () => {
+  const api = cluster();
+  api.down = true;
+  const { lines, logger } = logs();
+  const owners = new OwnerLookup(api, logger);
+  assert.deepEqual(await owners.fields(NS, 'db-0', 'u-db', 1000), { workload_kind: 'StatefulSet', workload_name: 'db', workload_source: 'name' });
+  await owners.fields(NS, 'debug', 'u-debug', 1000);
+  api.down = false;
+  assert.deepEqual(await owners.fields(NS, 'gone-0', 'u-gone', 1000), { workload_kind: 'StatefulSet', workload_name: 'gone', workload_source: 'name' });
+  await owners.fields(NS, 'gone-1', 'u-gone1', 1000);
+  assert.equal(lines.length, 2, lines.join('\n'));
+  assert.match(lines[0]!, /^warn: owner lookup: the API server https:\/\/api\.test:6443 did not answer \(ECONNREFUSED\)/);
+  assert.match(lines[1]!, /^info: owner lookup: Pod shop\/gone-0 is gone \(HTTP 404\)/);
+});
+
+test('owner: a pod re-created under the same name does not lend its owner (uid mismatch)', async () => {
+  const api = cluster();
+  const owners = new OwnerLookup(api, logs().logger);
+  // the record's pod (uid u-old) was a bare pod named like a StatefulSet's; the name now belongs to another pod
+  assert.deepEqual(await owners.fields(NS, 'db-0', 'u-old', 1000), { workload_kind: 'StatefulSet', workload_name: 'db', workload_source: 'name' });
+  api.add('Pod', 'web-5d4f8c7b9-x2x7q', 'u-new', { apiVersion: 'apps/v1', kind: 'DaemonSet', name: 'other' });
+  assert.equal((await owners.fields(NS, 'web-5d4f8c7b9-x2x7q', 'u-web', 1000)).workload_source, 'name');
+  assert.equal((await owners.fields(NS, 'web-5d4f8c7b9-x2x7q', 'u-new', 1000)).workload_name, 'other');
+  // a cached owner is cached for its uid only
+  const api2 = cluster();
+  const o2 = new OwnerLookup(api2, logs().logger);
+  await o2.resolve(NS, 'db-0', 'u-db');
+  assert.equal((await o2.resolve(NS, 'db-0', 'u-other')).ok, false);
+});
+
+test('owner: a ReplicaSet re-created under the owner reference\'s name is not the pod\'s owner', async () => {
+  const api = cluster();
+  api.add('ReplicaSet', 'web-5d4f8c7b9', 'rs-web-2', { apiVersion: 'apps/v1', kind: 'Deployment', name: 'impostor' });
+  const owners = new OwnerLookup(api, logs().logger);
+  assert.deepEqual(await owners.fields(NS, 'web-5d4f8c7b9-x2x7q', 'u-web', 1000), { workload_kind: 'Deployment', workload_name: 'web', workload_source: 'name' });
+});
+
+test('owner: a record never waits past its bound; the lookup goes on and fills the cache', async () => {
+  const api = cluster();
+  api.delayMs = 300;
+  const { lines, logger } = logs();
+  const owners = new OwnerLookup(api, logger);
+  const t0 = Date.now();
+  assert.deepEqual(await owners.fields(NS, 'tools-1', 'u-tools', 50), { workload_kind: 'StatefulSet', workload_name: 'tools', workload_source: 'name' });
+  const ms = Date.now() - t0;
+  assert.ok(ms >= 45 && ms < 250, `${ms} ms`);
+  assert.match(lines[0]!, /no answer within 50 ms/);
+  await new Promise((r) => setTimeout(r, 400));
+  assert.deepEqual(await owners.fields(NS, 'tools-1', 'u-tools', 0), { workload_kind: 'Pod', workload_name: 'tools-1', workload_source: 'api' });
+  assert.equal(api.calls.length, 1);
+});
+
+test('owner: hostile names are never sent and never returned', async () => {
+  const api = cluster();
+  const owners = new OwnerLookup(api, logs().logger);
+  for (const [ns, pod] of [
+    ['shop', 'a'.repeat(254)],
+    ['shop', 'Web-0'],
+    ['shop', '../../secrets/x'],
+    ['Shop', 'web-0'],
+    ['s'.repeat(64), 'web-0'],
+    ['shop', 'web-0\n'],
+  ]) {
+    assert.equal((await owners.resolve(ns!, pod!, '')).ok, false, `${ns}/${pod}`);
+  }
+  assert.equal((await owners.resolve(NS, 'web-0', 'not a uid')).ok, false);
+  assert.deepEqual(api.calls, []);
+  // an owner reference the API would never hold (an operator wrote it through a proxy, a corrupted object)
+  for (const ref of [
+    { apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'x'.repeat(254) },
+    { apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'has space' },
+    { apiVersion: 'apps/v1', kind: 'not a kind', name: 'x' },
+    { apiVersion: 'apps/v1', kind: 'K'.repeat(64), name: 'x' },
+  ]) {
+    const a = new FakeApi();
+    a.add('Pod', 'odd-0', 'u', ref);
+    const o = new OwnerLookup(a, logs().logger);
+    assert.deepEqual(await o.fields(NS, 'odd-0', 'u', 1000), { workload_kind: 'StatefulSet', workload_name: 'odd', workload_source: 'name' }, JSON.stringify(ref).slice(0, 80));
+  }
+});
+
+test('owner: lookups in flight are bounded; beyond them records take the heuristic at once', async () => {
+  const api = new FakeApi();
+  api.delayMs = 100;
+  for (let i = 0; i < 6; i++) api.add('Pod', `p-${i}`, `u${i}`);
+  const owners = new OwnerLookup(api, logs().logger, { maxInFlight: 4 });
+  const r = await Promise.all(Array.from({ length: 6 }, (_, i) => owners.resolve(NS, `p-${i}`, `u${i}`)));
+  assert.deepEqual(r.map((x) => x.ok), [true, true, true, true, false, false]);
+  assert.equal(api.calls.length, 4);
+  // "busy" is not cached: asked once a slot is free
+  assert.equal((await owners.resolve(NS, 'p-5', 'u5')).ok, true);
+});
+
+test('withOwners: the API owner replaces the runtime names\' guess; records without a pod pass as they are', async () => {
+  const api = cluster();
+  const owners = new OwnerLookup(api, logs().logger);
+  const names: Partial<OomRecord> = { pod_name: 'tools-1', pod_namespace: NS, k8s_container: 'app', workload_kind: 'StatefulSet', workload_name: 'tools', workload_source: 'name' };
+  const inner = { annotate: async () => names };
+  const out = await withOwners(inner, owners, 1000).annotate({ pod_uid: 'u-tools' } as OomRecord);
+  assert.deepEqual(out, { ...names, workload_kind: 'Pod', workload_name: 'tools-1', workload_source: 'api' });
+  const none = await withOwners({ annotate: async () => ({ container_name: 'x' }) }, owners, 1000).annotate({ pod_uid: '' } as OomRecord);
+  assert.deepEqual(none, { container_name: 'x' });
+  assert.equal(api.calls.length, 1);
+});
