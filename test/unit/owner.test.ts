@@ -3,8 +3,16 @@
  * in a map, answering as host/kubeapi.ts does — status, object, KubeTransportError). The real API server's side is
  * test/k8s/owner.test.ts.
  */
-import { test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError } from '../../src/config/errors';
+import { loadConfig } from '../../src/config/load';
+import { preflight } from '../../src/cli/preflight';
+import { ownerKubeconfig, ownerLookupEnabled } from '../../src/pipeline/assemble/kubernetes-config';
 import { KubeTransportError, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../src/host/kubeapi';
 import { OwnerLookup, withOwners } from '../../src/pipeline/assemble/owner';
 import type { OomRecord } from '../../src/record/record';
@@ -291,4 +299,63 @@ test('withOwners: the API owner replaces the runtime names\' guess; records with
   const none = await withOwners({ annotate: async () => ({ container_name: 'x' }) }, owners, 1000).annotate({ pod_uid: '' } as OomRecord);
   assert.deepEqual(none, { container_name: 'x' });
   assert.equal(api.calls.length, 1);
+});
+
+describe('enrich.kubernetes configuration', () => {
+  const etc = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-owner-cfg-'));
+  after(() => fs.rmSync(etc, { recursive: true, force: true }));
+  const load = (env: Record<string, string>) => loadConfig({ etcDir: etc, env: { OOMTRAIL_PIPELINE_SPOOL_DIR: path.join(etc, 'spool'), OOMTRAIL_METRICS_LISTEN: '', ...env } });
+
+  test('auto: on with the kubernetes_events sink only; on; off', () => {
+    const k = load({}).config.enrich.kubernetes;
+    assert.deepEqual(k, { owner_lookup: 'auto', kubeconfig: '', lookup_timeout_ms: 1000, request_timeout_ms: 5000, cache_ttl_ms: 600000, max_pods: 4096 });
+    assert.equal(ownerLookupEnabled(k, false), false);
+    assert.equal(ownerLookupEnabled(k, true), true);
+    assert.equal(ownerLookupEnabled({ ...k, owner_lookup: 'on' }, false), true);
+    assert.equal(ownerLookupEnabled({ ...k, owner_lookup: 'off' }, true), false);
+    assert.equal(ownerKubeconfig(k, '/etc/oomtrail/kubeconfig'), '/etc/oomtrail/kubeconfig', "'' follows the sink's");
+    assert.equal(ownerKubeconfig({ ...k, kubeconfig: '/k' }, '/etc/oomtrail/kubeconfig'), '/k');
+  });
+
+  test('bad values: a ConfigError (exit 78) naming the key', () => {
+    for (const [env, key] of [
+      [{ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'maybe' }, 'enrich.kubernetes.owner_lookup'],
+      [{ OOMTRAIL_ENRICH_KUBERNETES_LOOKUP_TIMEOUT_MS: '-1' }, 'enrich.kubernetes.lookup_timeout_ms'],
+      [{ OOMTRAIL_ENRICH_KUBERNETES_MAX_PODS: '0' }, 'enrich.kubernetes.max_pods'],
+      [{ OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: '/a\nb' }, 'enrich.kubernetes.kubeconfig'],
+      // pod names come only from the runtimes
+      [{ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'on', OOMTRAIL_ENRICH_RUNTIME_ENABLED: 'false' }, 'enrich.kubernetes.owner_lookup'],
+    ] as const) {
+      assert.throws(() => load(env), (e: unknown) => e instanceof ConfigError && e.key === key && e.exitCode === 78 && e.message.includes(key), JSON.stringify(env));
+    }
+  });
+
+  test('pre-flight: an unusable kubeconfig (or no cluster) names enrich.kubernetes.kubeconfig; the sink\'s own is left to the sink', async () => {
+    const missing = path.join(etc, 'nope.kubeconfig');
+    const { config, originOf } = load({ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'on', OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: missing });
+    const mine = (await preflight(config, originOf)).problems.filter((p) => p.key?.startsWith('enrich.'));
+    assert.equal(mine.length, 1, JSON.stringify(mine));
+    assert.equal(mine[0]!.message, `env OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: enrich.kubernetes.kubeconfig: cannot read ${missing}: ENOENT`);
+    const off = load({ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'off', OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: missing });
+    assert.deepEqual((await preflight(off.config, off.originOf)).problems.filter((p) => p.key?.startsWith('enrich.')), []);
+    const auto = load({ OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: missing });
+    assert.deepEqual((await preflight(auto.config, auto.originOf)).problems.filter((p) => p.key?.startsWith('enrich.')), [], 'auto without the sink: not used, not read');
+  });
+
+  test('with the lookup off (the default without the sink), the pre-flight loads no Kubernetes client', () => {
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `const { loadConfig } = require(${JSON.stringify(path.resolve(__dirname, '../../src/config/load.js'))});
+         const { preflight } = require(${JSON.stringify(path.resolve(__dirname, '../../src/cli/preflight.js'))});
+         const { config, originOf } = loadConfig({ etcDir: ${JSON.stringify(etc)}, env: { OOMTRAIL_PIPELINE_SPOOL_DIR: ${JSON.stringify(path.join(etc, 'spool2'))}, OOMTRAIL_METRICS_LISTEN: '' } });
+         preflight(config, originOf).then(() => {
+           console.log(JSON.stringify(Object.keys(require.cache).filter((f) => /@kubernetes[\\/]client-node/.test(f)).length));
+         });`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(out.trim(), '0');
+  });
 });

@@ -166,7 +166,8 @@ export class OwnerLookup {
     const result = await Promise.race([this.resolve(namespace, name, uid), bound]);
     clearTimeout(timer);
     if (result?.ok) return { workload_kind: result.kind, workload_name: result.name, workload_source: 'api' };
-    if (result === null) this.warnOnce('deadline', `owner lookup: no answer within ${boundMs} ms (enrich.kubernetes.lookup_timeout_ms); records take the workload from the pod name until the API answers`);
+    // 0: cached owners only, by choice; the lookup still runs and fills the cache
+    if (result === null && boundMs > 0) this.warnOnce('deadline', `owner lookup: no answer within ${boundMs} ms (enrich.kubernetes.lookup_timeout_ms); records take the workload from the pod name until the API answers`);
     const guess = workloadOf(name, uid);
     return guess.workload_kind ? { ...guess, workload_source: 'name' } : {};
   }
@@ -247,7 +248,7 @@ export function openOwnerApi(kubeconfig: string, requestTimeoutMs: number, open:
     const e = err as NodeJS.ErrnoException;
     // fs errors name the file (a path, not a secret), never its content
     if (e.code) return { problem: `cannot read ${e.path ?? kubeconfig}: ${e.code}` };
-    return { problem: kubeconfig ? `${kubeconfig} ${e.message}` : `'' (in-cluster) ${e.message}` };
+    return { problem: kubeconfig ? `${kubeconfig} ${e.message}` : e.message };
   }
 }
 
