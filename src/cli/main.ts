@@ -7,8 +7,7 @@ import { createLogger, type Logger } from '../observe/logger';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../host/facts';
 import { probeRuntimes, RuntimeMetadata } from '../pipeline/assemble/runtime';
-import type { RuntimeNames } from '../pipeline/assemble/assemble';
-import { ownerKubeconfig, ownerLookupEnabled } from '../pipeline/assemble/kubernetes-config';
+import { ownerLookupEnabled } from '../pipeline/assemble/kubernetes-config';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -114,24 +113,6 @@ function terminate(signal: NodeJS.Signals): never {
   return process.exit(128 + (signal === 'SIGINT' ? 2 : 15)); // not reached unless the signal is ignored
 }
 
-/**
- * The runtimes' names, and with enrich.kubernetes.owner_lookup on (auto: with the kubernetes_events sink) each pod's
- * owner from the API in place of the pod name's guess. The pre-flight has read the kubeconfig already.
- */
-function withOwnerLookup(config: AppConfig, logger: Logger, runtime: RuntimeNames): RuntimeNames {
-  const k = config.enrich.kubernetes;
-  const sink = config.sinks.kubernetes_events;
-  if (!ownerLookupEnabled(k, sink.enabled)) return runtime;
-  /* eslint-disable-next-line @typescript-eslint/no-require-imports */
-  const { OwnerLookup, openOwnerApi, withOwners } = require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner');
-  const kubeconfig = ownerKubeconfig(k, sink.kubeconfig);
-  const r = openOwnerApi(kubeconfig, k.request_timeout_ms);
-  if ('problem' in r) throw new ConfigError([{ code: 'CONFIG_INVALID', key: 'enrich.kubernetes.kubeconfig', message: `enrich.kubernetes.kubeconfig: ${r.problem}` }]);
-  const owners = new OwnerLookup(r.api, logger, { ttlMs: k.cache_ttl_ms, errorTtlMs: Math.min(30_000, k.cache_ttl_ms), maxPods: k.max_pods });
-  logger.info(`owner lookup: workload_kind/workload_name from ${r.api.server} (${kubeconfig || 'in-cluster service account'}), the pod name when it does not answer within ${k.lookup_timeout_ms} ms`);
-  return withOwners(runtime, owners, k.lookup_timeout_ms);
-}
-
 async function run(args: Args): Promise<number> {
   // before the worker threads exist: each would otherwise keep its own malloc arena (~7 MB of idle RSS)
   if (!process.env.MALLOC_ARENA_MAX) loadLibBpf().mallocArenaMax?.(2);
@@ -163,7 +144,11 @@ async function run(args: Args): Promise<number> {
   const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
   // before the agent reads the first kill: the cache holds the running containers by then
   await runtime?.start();
-  const names = runtime ? withOwnerLookup(config, logger, runtime) : null;
+  // with enrich.kubernetes.owner_lookup on (auto: with the kubernetes_events sink) the pods' owners from the API;
+  // client-node is loaded only then
+  const owners = runtime && ownerLookupEnabled(config.enrich.kubernetes, config.sinks.kubernetes_events.enabled);
+  /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+  const names = owners ? (require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner')).withOwnerLookup(config, logger, runtime) : runtime;
   // required only now, after the loads above: the pipeline's modules (~1.5 MB) would add to their peak
   const { Agent, describeStop } = await import('../pipeline/agent');
   const agent = new Agent({

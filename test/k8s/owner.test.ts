@@ -20,7 +20,8 @@ import yaml from 'js-yaml';
 import { REPO } from '../helpers/agent';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
 import { openKubeApi, type KubeApi } from '../../src/host/kubeapi';
-import { OwnerLookup, openOwnerApi, withOwners } from '../../src/pipeline/assemble/owner';
+import { OwnerLookup, withOwnerLookup } from '../../src/pipeline/assemble/owner';
+import { loadConfig } from '../../src/config/load';
 import { workloadOf } from '../../src/pipeline/assemble/workload';
 import { RecordAssembler } from '../../src/pipeline/assemble/assemble';
 import { RuntimeMetadata } from '../../src/pipeline/assemble/runtime';
@@ -194,7 +195,7 @@ describe('owner lookup on a real kube-apiserver, with the manifest\'s RBAC', () 
     assert.deepEqual(await l.owners.fields(NS, 'tools-1', uids.get('tools-1')!, 5000), { workload_kind: 'Pod', workload_name: 'tools-1', workload_source: 'api' });
   });
 
-  test('a record through the assembler: runtime names (CRI labels), then the API owner replaces the guess', async () => {
+  test('a record through the assembler, wired as the agent is: runtime names (CRI labels), then the API owner replaces the guess', async () => {
     const name = 'shop-api-v2-kq7zt';
     const uid = uids.get(name)!;
     const cid = 'c'.repeat(64);
@@ -215,9 +216,15 @@ describe('owner lookup on a real kube-apiserver, with the manifest\'s RBAC', () 
     const cfg = convict(runtimeConfigSchema as never).getProperties() as RuntimeEnrichConfig;
     const runtime = new RuntimeMetadata(cfg, silentLogger(), [source]);
     await runtime.start();
-    const r = openOwnerApi(agentKubeconfig, 5000);
-    assert.ok('api' in r, JSON.stringify(r));
-    const owners = new OwnerLookup(r.api, silentLogger());
+    // the agent's wiring (cli/main.ts): auto + the kubernetes_events sink enabled = the lookup, with the sink's kubeconfig
+    const etc = fs.mkdtempSync(path.join(dir, 'etc-'));
+    const env = { OOMTRAIL_SINKS_KUBERNETES_EVENTS_KUBECONFIG: agentKubeconfig, OOMTRAIL_PIPELINE_SPOOL_DIR: path.join(dir, 'spool') };
+    const withSink = loadConfig({ etcDir: etc, env: { ...env, OOMTRAIL_SINKS_KUBERNETES_EVENTS_ENABLED: 'true' } }).config;
+    const withoutSink = loadConfig({ etcDir: etc, env }).config;
+    const log = capture();
+    const looked = withOwnerLookup(withSink, log.logger, runtime);
+    assert.equal(withOwnerLookup(withoutSink, log.logger, runtime), runtime, 'auto without the sink: no lookup');
+    assert.deepEqual(log.lines, [`info: owner lookup: workload_kind/workload_name from ${kube.url} (${agentKubeconfig}); from the pod name when it does not answer within 1000 ms`]);
     const clock = { bootNowNs: () => 2_000_000_000n, bootToRealtimeNs: (b: bigint) => b + 1_700_000_000_000_000_000n, printkNowUs: () => 0, printkToRealtimeNs: (p: bigint) => p };
     const facts = { host: 'node-1', bootId: 'b', kernelRelease: '6.12.0', pageSize: 4096, cgroupVersion: 2 as const, agentVersion: 't' };
     const cg = `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replace(/-/g, '_')}.slice/cri-containerd-${cid}.scope`;
@@ -229,7 +236,7 @@ describe('owner lookup on a real kube-apiserver, with the manifest\'s RBAC', () 
     } as RawOomEvent;
     for (const [names, kind, wl, source] of [
       [runtime, 'DaemonSet', 'shop-api-v2', 'name'], // the old path: the pod name's guess
-      [withOwners(runtime, owners, 1000), 'Deployment', 'shop-api', 'api'],
+      [looked, 'Deployment', 'shop-api', 'api'],
     ] as const) {
       const a = new RecordAssembler({ facts, clock, runtime: names });
       const rec = await a.complete(ev, a.kill(ev), { wait: false });

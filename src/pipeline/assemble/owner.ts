@@ -14,6 +14,9 @@ import type { Logger } from 'winston';
 import type { OomRecord } from '../../record/record';
 import { KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../host/kubeapi';
 import type { RuntimeNames } from './assemble';
+import type { AppConfig } from '../../config/schema';
+import { ConfigError } from '../../config/errors';
+import { ownerKubeconfig, ownerLookupEnabled } from './kubernetes-config';
 import { workloadOf } from './workload';
 
 export type WorkloadSource = NonNullable<OomRecord['workload_source']>;
@@ -267,4 +270,21 @@ export function withOwners(inner: RuntimeNames, owners: OwnerLookup, boundMs: nu
       return { ...names, ...owner };
     },
   };
+}
+
+/**
+ * The runtimes' names, and with enrich.kubernetes.owner_lookup on (auto: with the kubernetes_events sink) each pod's
+ * owner from the API in place of the pod name's guess. The pre-flight has read the kubeconfig already; should it
+ * have changed since, a ConfigError (exit 78) names the key.
+ */
+export function withOwnerLookup(config: Pick<AppConfig, 'enrich' | 'sinks'>, logger: Pick<Logger, 'warn' | 'info'>, runtime: RuntimeNames): RuntimeNames {
+  const k = config.enrich.kubernetes;
+  const sink = config.sinks.kubernetes_events;
+  if (!ownerLookupEnabled(k, sink.enabled)) return runtime;
+  const kubeconfig = ownerKubeconfig(k, sink.kubeconfig);
+  const r = openOwnerApi(kubeconfig, k.request_timeout_ms);
+  if ('problem' in r) throw new ConfigError([{ code: 'CONFIG_INVALID', key: 'enrich.kubernetes.kubeconfig', message: `enrich.kubernetes.kubeconfig: ${r.problem}` }]);
+  const owners = new OwnerLookup(r.api, logger, { ttlMs: k.cache_ttl_ms, errorTtlMs: Math.min(30_000, k.cache_ttl_ms), maxPods: k.max_pods });
+  logger.info(`owner lookup: workload_kind/workload_name from ${r.api.server} (${kubeconfig || 'in-cluster service account'}); from the pod name when it does not answer within ${k.lookup_timeout_ms} ms`);
+  return withOwners(runtime, owners, k.lookup_timeout_ms);
 }
