@@ -248,6 +248,35 @@ test('owner: a record never waits past its bound; the lookup goes on and fills t
   assert.equal(api.calls.length, 1);
 });
 
+test('owner: while the API is silent, records of other pods do not each wait the bound; an answer ends that', async () => {
+  const api = cluster();
+  api.delayMs = 300;
+  const owners = new OwnerLookup(api, logs().logger, { errorTtlMs: 10_000 });
+  const t0 = Date.now();
+  await owners.fields(NS, 'db-0', 'u-db', 100);
+  const first = Date.now() - t0;
+  assert.ok(first >= 95, `the first record waits its bound: ${first} ms`);
+  const t1 = Date.now();
+  for (const [pod, uid] of [['agent-x7k2p', 'u-ds'], ['debug', 'u-debug'], ['tools-1', 'u-tools']]) {
+    assert.equal((await owners.fields(NS, pod!, uid!, 100)).workload_source, 'name');
+  }
+  const next = Date.now() - t1;
+  assert.ok(next < 60, `the next three do not wait: ${next} ms`);
+  // the answers arrive: records wait (and get the API's owner) again
+  await new Promise((r) => setTimeout(r, 400));
+  api.delayMs = 0;
+  assert.deepEqual(await owners.fields(NS, 'nightly-29123456-abcde', 'u-cron', 100), { workload_kind: 'CronJob', workload_name: 'nightly', workload_source: 'api' });
+  // unreachable: the same (without waiting for the bound first)
+  const down = cluster();
+  down.down = true;
+  const o2 = new OwnerLookup(down, logs().logger);
+  await o2.fields(NS, 'db-0', 'u-db', 1000);
+  down.delayMs = 300;
+  const t2 = Date.now();
+  await o2.fields(NS, 'debug', 'u-debug', 1000);
+  assert.ok(Date.now() - t2 < 60, `${Date.now() - t2} ms`);
+});
+
 test('owner: hostile names are never sent and never returned', async () => {
   const api = cluster();
   const owners = new OwnerLookup(api, logs().logger);

@@ -30,7 +30,7 @@ export const kubernetesEnrichConfigSchema: convict.Schema<KubernetesEnrichConfig
     env: `${E}KUBECONFIG`,
   },
   lookup_timeout_ms: {
-    doc: 'Longest a record waits for its pod\'s owner (milliseconds; 0 = cached owners only); a lookup still running then goes on and fills the cache.',
+    doc: 'Longest a record waits for its pod\'s owner (milliseconds; 0 = cached owners only); a lookup still running then goes on and fills the cache, and until the API answers again (at most 30 s) records take cached owners only.',
     format: natural,
     default: 1000,
     env: `${E}LOOKUP_TIMEOUT_MS`,

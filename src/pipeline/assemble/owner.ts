@@ -111,6 +111,8 @@ export class OwnerLookup {
   private readonly now: () => number;
   /** API requests made (for tests and `check`): a cache hit makes none */
   requests = 0;
+  /** until then (ms) records do not wait for a lookup: the last one ran into its bound, or the API did not answer */
+  private slowUntil = 0;
 
   constructor(
     private readonly api: KubeApi,
@@ -152,6 +154,9 @@ export class OwnerLookup {
       .catch((err: unknown) => this.fail(err instanceof Failure ? err : new Failure('http_error', String((err as Error)?.message ?? err).slice(0, 200))))
       .then((result) => {
         this.inFlight.delete(key);
+        // an answer (any HTTP status) says the API is there again; no answer keeps records from waiting
+        if (result.ok || (result.cause !== 'unreachable' && result.cause !== 'busy')) this.slowUntil = 0;
+        else if (result.cause === 'unreachable') this.slowUntil = this.now() + this.opts.errorTtlMs;
         if (result.ok || result.cause !== 'busy') this.put(key, result);
         return result;
       });
@@ -164,13 +169,17 @@ export class OwnerLookup {
    * still running at the bound goes on and fills the cache for the pod's next record.
    */
   async fields(namespace: string, name: string, uid: string, boundMs: number): Promise<OwnerFields> {
+    // records are assembled one after another: while the API is silent or unreachable, each new pod's record would
+    // wait the whole bound, so they take cached owners only until an answer comes
+    const wait = this.now() < this.slowUntil ? 0 : boundMs;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const bound = new Promise<null>((r) => (timer = setTimeout(() => r(null), boundMs)));
+    const bound = new Promise<null>((r) => (timer = setTimeout(() => r(null), wait)));
     const result = await Promise.race([this.resolve(namespace, name, uid), bound]);
     clearTimeout(timer);
     if (result?.ok) return { workload_kind: result.kind, workload_name: result.name, workload_source: 'api' };
+    if (result === null && wait > 0) this.slowUntil = this.now() + this.opts.errorTtlMs;
     // 0: cached owners only, by choice; the lookup still runs and fills the cache
-    if (result === null && boundMs > 0) this.warnOnce('deadline', `owner lookup: no answer within ${boundMs} ms (enrich.kubernetes.lookup_timeout_ms); records take the workload from the pod name until the API answers`);
+    if (result === null && wait > 0) this.warnOnce('deadline', `owner lookup: no answer within ${boundMs} ms (enrich.kubernetes.lookup_timeout_ms); records take the workload from the pod name until the API answers`);
     const guess = workloadOf(name, uid);
     return guess.workload_kind ? { ...guess, workload_source: 'name' } : {};
   }
