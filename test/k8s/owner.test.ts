@@ -20,7 +20,7 @@ import yaml from 'js-yaml';
 import { REPO } from '../helpers/agent';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
 import { openKubeApi, type KubeApi } from '../../src/host/kubeapi';
-import { OwnerLookup, withOwnerLookup } from '../../src/pipeline/assemble/owner';
+import { OwnerLookup, probeOwnerLookup, withOwnerLookup } from '../../src/pipeline/assemble/owner';
 import { loadConfig } from '../../src/config/load';
 import { workloadOf } from '../../src/pipeline/assemble/workload';
 import { RecordAssembler } from '../../src/pipeline/assemble/assemble';
@@ -285,7 +285,12 @@ describe('owner lookup on a real kube-apiserver, with the manifest\'s RBAC', () 
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'oomtrail-no-rs' },
       subjects: [{ kind: 'ServiceAccount', name: 'limited', namespace: sa.metadata.namespace }],
     });
-    const l = lookupWith(writeKubeconfig('limited', await kube.serviceAccountToken(sa.metadata.namespace, 'limited', 600)));
+    const limitedKubeconfig = writeKubeconfig('limited', await kube.serviceAccountToken(sa.metadata.namespace, 'limited', 600));
+    // `oomtrail check` tells it before any kill: the manifest's role may get all three, this one not replicasets
+    const cfg = (kubeconfig: string) => loadConfig({ etcDir: dir, env: { OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'on', OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: kubeconfig } }).config;
+    assert.deepEqual((await probeOwnerLookup(cfg(agentKubeconfig), NS)).permissions!.map((p) => [p.kind, p.allowed]), [['Pod', true], ['ReplicaSet', true], ['Job', true]]);
+    assert.deepEqual((await probeOwnerLookup(cfg(limitedKubeconfig), NS)).permissions!.map((p) => [p.kind, p.allowed]), [['Pod', true], ['ReplicaSet', false], ['Job', true]]);
+    const l = lookupWith(limitedKubeconfig);
     assert.deepEqual(await l.owners.fields(NS, 'web-5d4f8c7b9-x2x7q', uids.get('web-5d4f8c7b9-x2x7q')!, 5000), { workload_kind: 'Deployment', workload_name: 'web', workload_source: 'name' });
     assert.deepEqual(await l.owners.fields(NS, 'shop-api-v2-kq7zt', uids.get('shop-api-v2-kq7zt')!, 5000), { workload_kind: 'DaemonSet', workload_name: 'shop-api-v2', workload_source: 'name' });
     // what it may still read resolves

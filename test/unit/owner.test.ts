@@ -14,7 +14,7 @@ import { loadConfig } from '../../src/config/load';
 import { preflight } from '../../src/cli/preflight';
 import { ownerKubeconfig, ownerLookupEnabled } from '../../src/pipeline/assemble/kubernetes-config';
 import { KubeTransportError, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../src/host/kubeapi';
-import { OwnerLookup, withOwners } from '../../src/pipeline/assemble/owner';
+import { OwnerLookup, probeOwnerLookup, withOwners } from '../../src/pipeline/assemble/owner';
 import type { OomRecord } from '../../src/record/record';
 
 const NS = 'shop';
@@ -369,6 +369,30 @@ describe('enrich.kubernetes configuration', () => {
     assert.deepEqual((await preflight(off.config, off.originOf)).problems.filter((p) => p.key?.startsWith('enrich.')), []);
     const auto = load({ OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: missing });
     assert.deepEqual((await preflight(auto.config, auto.originOf)).problems.filter((p) => p.key?.startsWith('enrich.')), [], 'auto without the sink: not used, not read');
+  });
+
+  test('oomtrail check: off and why; on: get allowed (404 of a probe name) or FORBIDDEN per kind, no answer said so', async () => {
+    assert.deepEqual(await probeOwnerLookup(load({}).config), { enabled: false, detail: 'off (auto, the kubernetes_events sink is disabled): from the pod name' });
+    assert.deepEqual(await probeOwnerLookup(load({ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'off' }).config), { enabled: false, detail: 'off (enrich.kubernetes.owner_lookup: off): from the pod name' });
+    const on = load({ OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'on', OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: '/etc/k' }).config;
+    const api = cluster();
+    api.status.set('ReplicaSet', 403);
+    let opened: unknown;
+    const st = await probeOwnerLookup(on, 'default', ((o: unknown) => ((opened = o), api)) as never);
+    assert.deepEqual(opened, { kubeconfig: '/etc/k', timeoutMs: 5000 });
+    assert.deepEqual(st, {
+      enabled: true,
+      detail: 'from https://api.test:6443 (/etc/k)',
+      server: 'https://api.test:6443',
+      permissions: [
+        { kind: 'Pod', allowed: true, detail: 'get allowed' },
+        { kind: 'ReplicaSet', allowed: false, detail: 'get FORBIDDEN: the ClusterRole needs {apiGroups: ["apps"], resources: ["replicasets"], verbs: ["get"]}' },
+        { kind: 'Job', allowed: true, detail: 'get allowed' },
+      ],
+    });
+    api.down = true;
+    assert.deepEqual((await probeOwnerLookup(on, 'default', (() => api) as never)).permissions!.map((p) => [p.allowed, p.detail]), Array(3).fill([null, 'no answer (ECONNREFUSED)']));
+    assert.equal((await probeOwnerLookup(on, 'default', (() => { throw Object.assign(new Error('x'), { code: 'ENOENT', path: '/etc/k' }); }) as never)).detail, 'enrich.kubernetes.kubeconfig: cannot read /etc/k: ENOENT');
   });
 
   test('with the lookup off (the default without the sink), the pre-flight loads no Kubernetes client', () => {

@@ -64,3 +64,11 @@ export function ownerLookupEnabled(k: KubernetesEnrichConfig, kubernetesEventsSi
 export function ownerKubeconfig(k: KubernetesEnrichConfig, sinkKubeconfig: string): string {
   return k.kubeconfig || sinkKubeconfig;
 }
+
+/** Why the lookup does not run, for `oomtrail check`; null when it runs. */
+export function ownerLookupOffReason(k: KubernetesEnrichConfig, kubernetesEventsSinkEnabled: boolean, runtimeEnabled: boolean): string | null {
+  if (!runtimeEnabled) return 'off: enrich.runtime is disabled (no pod names)';
+  if (k.owner_lookup === 'off') return 'off (enrich.kubernetes.owner_lookup: off): from the pod name';
+  if (!ownerLookupEnabled(k, kubernetesEventsSinkEnabled)) return 'off (auto, the kubernetes_events sink is disabled): from the pod name';
+  return null;
+}

@@ -16,7 +16,7 @@ import { KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type Ow
 import type { RuntimeNames } from './assemble';
 import type { AppConfig } from '../../config/schema';
 import { ConfigError } from '../../config/errors';
-import { ownerKubeconfig, ownerLookupEnabled } from './kubernetes-config';
+import { ownerKubeconfig, ownerLookupEnabled, ownerLookupOffReason } from './kubernetes-config';
 import { workloadOf } from './workload';
 
 export type WorkloadSource = NonNullable<OomRecord['workload_source']>;
@@ -109,7 +109,7 @@ export class OwnerLookup {
   private readonly warned = new Set<string>();
   private readonly opts: OwnerLookupOptions;
   private readonly now: () => number;
-  /** API requests made (for tests and `check`): a cache hit makes none */
+  /** API requests made: a cache hit makes none */
   requests = 0;
   /** until then (ms) records do not wait for a lookup: the last one ran into its bound, or the API did not answer */
   private slowUntil = 0;
@@ -296,4 +296,44 @@ export function withOwnerLookup(config: Pick<AppConfig, 'enrich' | 'sinks'>, log
   const owners = new OwnerLookup(r.api, logger, { ttlMs: k.cache_ttl_ms, errorTtlMs: Math.min(30_000, k.cache_ttl_ms), maxPods: k.max_pods });
   logger.info(`owner lookup: workload_kind/workload_name from ${r.api.server} (${kubeconfig || 'in-cluster service account'}); from the pod name when it does not answer within ${k.lookup_timeout_ms} ms`);
   return withOwners(runtime, owners, k.lookup_timeout_ms);
+}
+
+/** What `oomtrail check` says about the owner lookup. */
+export interface OwnerLookupStatus {
+  enabled: boolean;
+  /** why (not) */
+  detail: string;
+  server?: string;
+  /** `get` on each kind the lookup reads: true allowed, false forbidden (403), null unknown (no answer, 401, …) */
+  permissions?: Array<{ kind: OwnerReadKind; allowed: boolean | null; detail: string }>;
+}
+
+/** A name no object is expected to have: RBAC is decided before the object is looked up, so 404 = allowed. */
+const PROBE_NAME = 'oomtrail-permission-probe';
+
+/**
+ * Whether the lookup runs and may read what it needs: a GET of a (most likely absent) Pod, ReplicaSet and Job in
+ * `namespace`. 404 or 200 = allowed, 403 = forbidden; nothing else is asked of the API.
+ */
+export async function probeOwnerLookup(config: Pick<AppConfig, 'enrich' | 'sinks'>, namespace = 'default', open: typeof openKubeApi = openKubeApi): Promise<OwnerLookupStatus> {
+  const k = config.enrich.kubernetes;
+  const sink = config.sinks.kubernetes_events;
+  const off = ownerLookupOffReason(k, sink.enabled, config.enrich.runtime.enabled);
+  if (off) return { enabled: false, detail: off };
+  const kubeconfig = ownerKubeconfig(k, sink.kubeconfig);
+  const r = openOwnerApi(kubeconfig, k.request_timeout_ms, open);
+  if ('problem' in r) return { enabled: true, detail: `enrich.kubernetes.kubeconfig: ${r.problem}` };
+  const permissions = await Promise.all(
+    (['Pod', 'ReplicaSet', 'Job'] as const).map(async (kind) => {
+      try {
+        const a = await r.api.read(kind, namespace, PROBE_NAME);
+        if (a.status === 404 || (a.status >= 200 && a.status < 300)) return { kind, allowed: true, detail: 'get allowed' };
+        if (a.status === 403) return { kind, allowed: false, detail: `get FORBIDDEN: the ClusterRole needs ${permissionOf(kind)}` };
+        return { kind, allowed: null, detail: `HTTP ${a.status}` };
+      } catch (err) {
+        return { kind, allowed: null, detail: err instanceof KubeTransportError ? `no answer (${err.code})` : String((err as Error)?.message ?? err).slice(0, 200) };
+      }
+    }),
+  );
+  return { enabled: true, detail: `from ${r.api.server} (${kubeconfig || 'in-cluster service account'})`, server: r.api.server, permissions };
 }
