@@ -8,6 +8,7 @@ import type { Logger } from '../observe/logger';
 import type { AppConfig } from '../config/schema';
 import { describeCollectors, type CollectorInfo } from '../collectors/registry';
 import { PROGRAMS } from '../collectors/oomkill/hooks';
+import type { OwnerLookupStatus } from '../pipeline/assemble/owner';
 import type { RuntimeStatus } from '../pipeline/assemble/runtime/types';
 import { accountKills, describeKillAccount, killKeyOfLine, readVmstatOomKills, type KillAccount } from '../pipeline/ledger';
 import { killsFromKmsg, readKmsgRing } from '../collectors/kmsg/kmsg';
@@ -49,6 +50,8 @@ export interface CheckReport {
   in_use?: string[];
   /** container runtimes that name victims (enrich.runtime): socket found, API answering */
   runtimes?: RuntimeStatus[];
+  /** workload owners from the Kubernetes API (enrich.kubernetes): on or off, and whether `get` is allowed */
+  owner_lookup?: OwnerLookupStatus;
 }
 
 function killsSinceBoot(spoolDir: string): CheckReport['kills'] {
@@ -217,6 +220,9 @@ export function formatCheck(r: CheckReport): string {
               (!x.found ? 'not found' : x.reachable ? `reachable, ${x.containers ?? '?'} containers` : `found, NOT reachable: ${x.error ?? 'no answer'}`),
           ),
         ]
+      : []),
+    ...(r.owner_lookup
+      ? [`workload owners: ${r.owner_lookup.detail}`, ...(r.owner_lookup.permissions ?? []).map((p) => `  ${p.kind.padEnd(10)} ${p.detail}`)]
       : []),
   ];
   return lines.join('\n') + '\n';

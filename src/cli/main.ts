@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../observe/logger';
 import { buildOptionalCollectors } from '../collectors/registry';
 import { agentVersion } from '../host/facts';
 import { probeRuntimes, RuntimeMetadata } from '../pipeline/assemble/runtime';
+import { ownerLookupEnabled, ownerLookupOffReason } from '../pipeline/assemble/kubernetes-config';
 import { encodeRecordJson } from '../record/json';
 import { formatKillBlock } from '../sinks/console/format';
 import { createSinks } from '../sinks/registry';
@@ -143,10 +144,15 @@ async function run(args: Args): Promise<number> {
   const runtime = config.enrich.runtime.enabled ? new RuntimeMetadata(config.enrich.runtime, logger) : null;
   // before the agent reads the first kill: the cache holds the running containers by then
   await runtime?.start();
+  // with enrich.kubernetes.owner_lookup on (auto: with the kubernetes_events sink) the pods' owners from the API;
+  // client-node is loaded only then
+  const owners = runtime && ownerLookupEnabled(config.enrich.kubernetes, config.sinks.kubernetes_events.enabled);
+  /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+  const names = owners ? (require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner')).withOwnerLookup(config, logger, runtime) : runtime;
   // required only now, after the loads above: the pipeline's modules (~1.5 MB) would add to their peak
   const { Agent, describeStop } = await import('../pipeline/agent');
   const agent = new Agent({
-    runtime,
+    runtime: names,
     config,
     logger,
     collector,
@@ -233,6 +239,10 @@ async function main(argv: string[]): Promise<number> {
     const pre = await preflight(config, originOf!);
     const report = runCheck(logger, config.collectors.oomkill.hook, config, { sources, spool: pre.spool });
     if (config.enrich.runtime.enabled) report.runtimes = await probeRuntimes(config.enrich.runtime);
+    const off = ownerLookupOffReason(config.enrich.kubernetes, config.sinks.kubernetes_events.enabled, config.enrich.runtime.enabled);
+    // client-node is loaded only when the lookup is on
+    /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+    report.owner_lookup = off ? { enabled: false, detail: off } : await (require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner')).probeOwnerLookup(config);
     process.stdout.write(args.json ? JSON.stringify({ ...report, refused: pre.problems.map((p) => p.message) }) + '\n' : formatCheck(report));
     if (pre.problems.length > 0) throw new ConfigError(pre.problems);
     return report.ok ? EXIT.OK : EXIT.UNAVAILABLE;

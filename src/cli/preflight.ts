@@ -8,6 +8,7 @@ import { DirLock } from '../pipeline/lock';
 import { JOURNAL_DIR } from '../pipeline/journal';
 import { LEDGER_STATE_FILE } from '../pipeline/ledger';
 import { enabledSinks, SINKS } from '../sinks/registry';
+import { ownerKubeconfig, ownerLookupEnabled } from '../pipeline/assemble/kubernetes-config';
 
 /**
  * What `run` refuses and `oomtrail check` reports, found before anything is loaded into the kernel: the settings
@@ -46,6 +47,7 @@ export async function preflight(config: AppConfig, originOf: OriginOf): Promise<
     });
   }
   for (const { definition, config: c } of enabledSinks(config.sinks)) raw.push(...definition.preflight(c as never));
+  raw.push(...ownerLookupProblems(config));
   // the running agent holds its address: probing it would only repeat "in use"
   if (config.metrics.listen !== '' && heldBy === null) {
     try {
@@ -60,4 +62,19 @@ export async function preflight(config: AppConfig, originOf: OriginOf): Promise<
     problems: raw.map((p) => attributeProblem({ code: 'CONFIG_INVALID', key: p.key, message: `${p.key}: ${p.message}`, ...(p.related ? { related: p.related } : {}) }, originOf)),
     spool: { dir, state: [path.join(dir, JOURNAL_DIR), path.join(dir, LEDGER_STATE_FILE)], heldBy },
   };
+}
+
+/** The owner lookup's kubeconfig (or service account) when the lookup will run: read now, as the sink's is. */
+function ownerLookupProblems(config: AppConfig): KeyProblem[] {
+  const k = config.enrich.kubernetes;
+  const sink = config.sinks.kubernetes_events;
+  if (!config.enrich.runtime.enabled || !ownerLookupEnabled(k, sink.enabled)) return [];
+  // the sink's own pre-flight already reports its kubeconfig
+  if (!k.kubeconfig && sink.enabled) return [];
+  // client-node is loaded only when the lookup is on
+  /* eslint-disable-next-line @typescript-eslint/no-require-imports */
+  const { openOwnerApi } = require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner');
+  const r = openOwnerApi(ownerKubeconfig(k, sink.kubeconfig), k.request_timeout_ms);
+  if (!('problem' in r)) return [];
+  return [{ key: 'enrich.kubernetes.kubeconfig', message: r.problem, ...(k.kubeconfig ? {} : { related: ['sinks.kubernetes_events.kubeconfig'] }) }];
 }

@@ -81,6 +81,8 @@ export type OriginOf = (key: string) => string;
 export function attributeProblem(p: ConfigProblem, originOf: OriginOf): ConfigProblem {
   if (p.key === undefined || p.env !== undefined || p.file !== undefined) return p;
   const origin = originOf(p.key);
+  // already attributed (a default's problem carries no env or file to tell): the pre-flight's, seen again by run's catch
+  if (p.message.startsWith(`${origin}: ${p.key}: `)) return p;
   const set = (p.related ?? []).map((k) => [k, originOf(k)] as const).filter(([, o]) => o !== 'default');
   const note = set.length ? ` (${set.map(([k, o]) => `${k} from ${o}`).join(', ')})` : '';
   const body = p.message.startsWith(`${p.key}: `) ? p.message : `${p.key}: ${p.message}`;

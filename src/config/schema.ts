@@ -2,6 +2,7 @@ import type convict from 'convict';
 import { HOOK_ORDER, type Hook } from '../record/record';
 import { enabledSinks, SINKS, type SinksConfig } from '../sinks/registry';
 import { runtimeConfigSchema, type RuntimeEnrichConfig } from '../pipeline/assemble/runtime/config';
+import { kubernetesEnrichConfigSchema, type KubernetesEnrichConfig } from '../pipeline/assemble/kubernetes-config';
 import { emptyOrAbsolutePath, natural, nonEmptyString, positive, ringBytes } from './formats';
 
 export { natural, nonEmptyString, positive };
@@ -48,7 +49,7 @@ export interface AppConfig {
     alloc: { enabled: boolean };
   };
   trail: { enabled: boolean; step_ms: number; samples: number; max_cgroups: number; max_open_files: number };
-  enrich: { runtime: RuntimeEnrichConfig };
+  enrich: { runtime: RuntimeEnrichConfig; kubernetes: KubernetesEnrichConfig };
   pressure: { enabled: boolean; usage_ratio: number; psi_full_avg10: number; min_interval_ms: number };
   /** One part per sink in the registry (src/sinks/registry.ts). */
   sinks: SinksConfig;
@@ -225,7 +226,7 @@ export const schema: convict.Schema<AppConfig> = {
       },
     },
   },
-  enrich: { runtime: runtimeConfigSchema },
+  enrich: { runtime: runtimeConfigSchema, kubernetes: kubernetesEnrichConfigSchema },
   trail: {
     enabled: {
       doc: 'Keep a ring of samples per memory-limited cgroup and attach the OOM cgroup\'s to each record as `trail`.',
@@ -447,6 +448,10 @@ export function crossCheck(config: AppConfig): Array<{ key: string; message: str
   }
   if (config.collectors.alloc.enabled && !config.trail.enabled) {
     problems.push({ key: 'collectors.alloc.enabled', message: 'needs trail.enabled (allocations are counted per trail step)', related: ['trail.enabled'] });
+  }
+  // the lookup starts from the pod's name, which only the runtimes' labels give
+  if (config.enrich.kubernetes.owner_lookup === 'on' && !config.enrich.runtime.enabled) {
+    problems.push({ key: 'enrich.kubernetes.owner_lookup', message: 'is on but needs enrich.runtime.enabled (pod names come from the container runtimes)', related: ['enrich.runtime.enabled'] });
   }
   for (const { definition, config: c } of enabledSinks(config.sinks)) problems.push(...definition.check(c as never));
   return problems;

@@ -265,7 +265,7 @@ export class PipelineMetrics {
     // keyed by what survives a container's re-creation (pod UIDs and container ids churn): one series per workload
     this.oomKills = r.counter(
       'oomtrail_oom_kills_total',
-      'OOM kills by Kubernetes namespace, workload (guessed from the pod name), container, victim (init: the container\'s PID 1; child: another process) and oom_scope (which limit was hit); label sets capped, the rest count with every label "__other__".',
+      'OOM kills by Kubernetes namespace, workload (the pod\'s top owner from the Kubernetes API, else guessed from the pod name), container, victim (init: the container\'s PID 1; child: another process) and oom_scope (which limit was hit); label sets capped, the rest count with every label "__other__".',
       ['namespace', 'workload', 'container', 'victim', 'scope'],
       { maxSeries: opts.maxWorkloads ?? MAX_WORKLOAD_SERIES, overflowValue: OVERFLOW },
     );

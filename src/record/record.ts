@@ -89,10 +89,14 @@ export interface OomRecord {
    *  `system`: no memcg limit (global OOM, cpuset, mempolicy); `other`: a cgroup outside Kubernetes pods.
    *  Absent when the OOM cgroup is unknown (a backfilled kill whose `oom-kill:` line was rate limited). */
   oom_scope?: 'container' | 'pod' | 'qos' | 'node' | 'system' | 'other';
-  /** The pod's workload from its name alone (README "Workload from the pod name"): `Deployment`, `StatefulSet`,
-   *  `DaemonSet`, `Job`, `CronJob` or `Pod`; absent without a pod name. A guess, not the API's owner reference. */
-  workload_kind?: 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'Job' | 'CronJob' | 'Pod';
+  /** The pod's top owner (README "Workload: `workload_kind`, `workload_name`"): from the Kubernetes API's owner
+   *  references when enrich.kubernetes.owner_lookup is on (`Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`,
+   *  `ReplicaSet` or `Job` without a parent, `Pod` without a controller, or another controller's own kind, e.g. a
+   *  CRD's), else guessed from the pod name (one of the first five, or `Pod`); absent without a pod name. */
+  workload_kind?: 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'Job' | 'CronJob' | 'Pod' | (string & {});
   workload_name?: string;
+  /** Where workload_kind/workload_name came from: `api` (the owner references) or `name` (the pod-name heuristic). */
+  workload_source?: 'api' | 'name';
   /** The container's labels named by `enrich.runtime.labels` (an allow-list); absent when none matched. */
   labels?: Record<string, string>;
   /** Set on memory_pressure records: why it fired. */

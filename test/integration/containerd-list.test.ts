@@ -112,6 +112,7 @@ describe(`containerd with ${N} containers of ${SPEC_BYTES / 1000} kB specs`, { t
         pod_name: 'web-7',
         workload_kind: 'StatefulSet',
         workload_name: 'web',
+        workload_source: 'name',
         pod_namespace: 'shop',
         k8s_container: 'app',
       });

@@ -189,6 +189,9 @@ describe('clickhouse sink: what goes over the wire', () => {
         // migration 6: oom_scope, workload_kind, workload_name, one ALTER
         'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `oom_scope`',
         'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 6, ',
+        // migration 7: workload_source
+        'ALTER TABLE `oomtrail`.`oom_kills` ADD COLUMN IF NOT EXISTS `workload_source`',
+        'INSERT INTO `oomtrail`.`oomtrail_schema_migrations` (`table`, `version`, `description`, `agent_version`) VALUES (\'oom_kills\', 7, ',
         'INSERT INTO `oomtrail`.`oom_kills` FORMAT JSONEachRow',
       ].map((q) => q.slice(0, 60)));
     } finally {

@@ -57,7 +57,7 @@ describe('loki encoding', () => {
     );
     assert.deepEqual(
       METADATA_FIELDS.filter((k) => r[k] === undefined),
-      ['pod_namespace', 'pod_name', 'k8s_container', 'oom_scope', 'workload_kind', 'workload_name', 'container_name', 'container_image', 'victim_is_container_init', 'oom_group_kill', 'oom_group_kill_size'],
+      ['pod_namespace', 'pod_name', 'k8s_container', 'oom_scope', 'workload_kind', 'workload_name', 'workload_source', 'container_name', 'container_image', 'victim_is_container_init', 'oom_group_kill', 'oom_group_kill_size'],
       'absent (optional) fields are not sent either',
     );
     assert.deepEqual(Object.fromEntries(e.metadata).victim_pid, String(r.victim_pid));
@@ -78,17 +78,18 @@ describe('loki encoding', () => {
       oom_scope: 'pod',
       workload_kind: 'Deployment',
       workload_name: 'web',
+      workload_source: 'api',
     });
     const s = b.build([r]).streams[0]!;
     const md = Object.fromEntries(s.entries[0]!.metadata);
-    assert.deepEqual([md.oom_scope, md.workload_kind, md.workload_name], ['pod', 'Deployment', 'web'], 'oom_scope and workload: metadata');
+    assert.deepEqual([md.oom_scope, md.workload_kind, md.workload_name, md.workload_source], ['pod', 'Deployment', 'web', 'api'], 'oom_scope and workload: metadata');
     assert.equal(md.pod_namespace, 'shop');
     assert.equal(md.pod_name, 'web-7d9f');
     assert.equal(md.k8s_container, 'app');
     assert.equal(md.container_name, 'k8s_app_web');
     assert.equal(md.container_image, 'nginx:1.27');
     assert.equal(md.victim_is_container_init, 'false');
-    for (const [k] of s.labels) assert.ok(!['pod_name', 'pod_namespace', 'container_name', 'oom_scope', 'workload_kind', 'workload_name'].includes(k), `${k} is not a label`);
+    for (const [k] of s.labels) assert.ok(!['pod_name', 'pod_namespace', 'container_name', 'oom_scope', 'workload_kind', 'workload_name', 'workload_source'].includes(k), `${k} is not a label`);
   });
 
   test('streams split by constraint and host; entries sorted by time within each stream', () => {

@@ -47,6 +47,10 @@ test('attribution: the key\'s source first, then the sources of the related keys
   const origin = (k: string) => (k === 'pipeline.retry.initial_ms' ? 'env OOMTRAIL_PIPELINE_RETRY_INITIAL_MS' : k === 'trail.enabled' ? 'file /etc/oomtrail/config.yaml' : 'default');
   const p = attributeProblem({ code: 'CONFIG_INVALID', key: 'pipeline.retry.max_ms', message: 'pipeline.retry.max_ms: must be >= 500', related: ['pipeline.retry.initial_ms'] }, origin);
   assert.equal(p.message, 'default: pipeline.retry.max_ms: must be >= 500 (pipeline.retry.initial_ms from env OOMTRAIL_PIPELINE_RETRY_INITIAL_MS)');
+  // a default's problem attributed twice (pre-flight, then run's catch) reads as once
+  const d = attributeProblem({ code: 'CONFIG_INVALID', key: 'sinks.kubernetes_events.kubeconfig', message: 'is empty' }, origin);
+  assert.equal(d.message, 'default: sinks.kubernetes_events.kubeconfig: is empty');
+  assert.equal(attributeProblem(d, origin).message, d.message);
   const q = attributeProblem({ code: 'CONFIG_INVALID', key: 'trail.enabled', message: 'x' }, origin);
   assert.equal(q.message, 'file /etc/oomtrail/config.yaml: trail.enabled: x');
   assert.equal(q.file, '/etc/oomtrail/config.yaml');

@@ -94,11 +94,11 @@ test('fields: io.kubernetes.* labels name pod, namespace, container; labels only
     ['team', 'missing'],
     true,
   );
-  assert.deepEqual(f, { container_name: 'k8s_app_web-1_shop_uid_0', container_image: 'nginx:1.27', pod_name: 'web-1', workload_kind: 'StatefulSet', workload_name: 'web', pod_namespace: 'shop', k8s_container: 'app', labels: { team: 'infra' } });
+  assert.deepEqual(f, { container_name: 'k8s_app_web-1_shop_uid_0', container_image: 'nginx:1.27', pod_name: 'web-1', workload_kind: 'StatefulSet', workload_name: 'web', workload_source: 'name', pod_namespace: 'shop', k8s_container: 'app', labels: { team: 'infra' } });
   assert.deepEqual(fieldsOf(meta('plain'), [], true), { container_name: 'plain', container_image: 'img:1' });
-  assert.deepEqual(fieldsOf({ name: '', image: '', labels: { 'io.kubernetes.pod.name': 'p' } }, [], true), { pod_name: 'p', workload_kind: 'Pod', workload_name: 'p' }, 'unknown stays absent');
+  assert.deepEqual(fieldsOf({ name: '', image: '', labels: { 'io.kubernetes.pod.name': 'p' } }, [], true), { pod_name: 'p', workload_kind: 'Pod', workload_name: 'p', workload_source: 'name' }, 'unknown stays absent');
   // a static pod (its UID, from the kernel's cgroup path, is the manifest's hash): its node-suffixed name is no StatefulSet's
-  assert.deepEqual(fieldsOf({ name: '', image: '', labels: { 'io.kubernetes.pod.name': 'etcd-node-1' } }, [], true, 'ab'.repeat(16)), { pod_name: 'etcd-node-1', workload_kind: 'Pod', workload_name: 'etcd-node-1' });
+  assert.deepEqual(fieldsOf({ name: '', image: '', labels: { 'io.kubernetes.pod.name': 'etcd-node-1' } }, [], true, 'ab'.repeat(16)), { pod_name: 'etcd-node-1', workload_kind: 'Pod', workload_name: 'etcd-node-1', workload_source: 'name' });
 });
 
 test('a missing socket: reported once at start, lookups answer {} at once', async () => {

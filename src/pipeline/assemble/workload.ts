@@ -1,7 +1,8 @@
 /**
  * A pod's workload guessed from its name alone (`workload_kind`, `workload_name`), for records whose pod the
- * agent knows only by the runtime's `io.kubernetes.pod.name` label. The API's owner references say it for sure;
- * this is what the names the controllers generate give away. Limits (README "Workload from the pod name"):
+ * agent knows only by the runtime's `io.kubernetes.pod.name` label: the fallback of the API's owner references
+ * (./owner.ts), and all there is when owner lookup is off. This is what the names the controllers generate give
+ * away. Limits (README "Workload: `workload_kind`, `workload_name`"):
  * - a bare Pod (or another controller) named like a controller's pod reads as that controller (`web-1` →
  *   StatefulSet `web`); a ReplicaSet made without a Deployment reads as Deployment;
  * - `<name>-<5 random>` is a DaemonSet's pod, a non-indexed Job's, or any `generateName` pod: read as DaemonSet;
@@ -10,9 +11,8 @@
  * - names of other controllers (Argo Rollouts, KubeVirt, operators) read as whatever shape they happen to match;
  * - names the API cut before the random suffix (generateName keeps 58 characters) read wrong.
  */
-import type { OomRecord } from '../../record/record';
-
-export type WorkloadKind = NonNullable<OomRecord['workload_kind']>;
+/** The kinds a pod name can give away (the API may name others: a ReplicaSet without a Deployment, a CRD's kind). */
+export type WorkloadKind = 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'Job' | 'CronJob' | 'Pod';
 
 /** Kubernetes' rand.String alphabet (no vowels, no 0/1/3): generateName suffixes and the pod-template-hash. */
 const RAND = '[bcdfghjklmnpqrstvwxz2456789]';
@@ -40,7 +40,7 @@ const STATIC_POD_UID = /^[0-9a-f]{32}$/;
  * `{workload_kind, workload_name}` for a pod name (and its UID when known: a static pod's is told apart); {} when
  * there is no name or it is not a valid pod name.
  */
-export function workloadOf(podName: string | undefined, podUid = ''): Pick<OomRecord, 'workload_kind' | 'workload_name'> {
+export function workloadOf(podName: string | undefined, podUid = ''): { workload_kind?: WorkloadKind; workload_name?: string } {
   if (typeof podName !== 'string' || !POD_NAME_RE.test(podName)) return {};
   // its owner is the Node: no controller's name is in it
   if (STATIC_POD_UID.test(podUid)) return { workload_kind: 'Pod', workload_name: podName };

@@ -155,8 +155,8 @@ export function rowToRecord(row: Record<string, unknown>): OomRecord {
     if (k in row) out[k] = row[k] === null ? undefined : Number(row[k]);
   }
   // migration 3's columns: '' and NULL mean the record did not carry the optional field
-  // (and migration 6's)
-  for (const k of ['container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container', 'oom_scope', 'workload_kind', 'workload_name'] as const) {
+  // (and migration 6's, and 7's)
+  for (const k of ['container_name', 'container_image', 'pod_name', 'pod_namespace', 'k8s_container', 'oom_scope', 'workload_kind', 'workload_name', 'workload_source'] as const) {
     if (k in row && row[k] === '') delete out[k];
   }
   if ('labels' in row) {

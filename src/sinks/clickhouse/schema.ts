@@ -167,13 +167,18 @@ export function addCandidatesSourceSql(o: SchemaOptions): string[] {
 }
 
 /**
- * Migration 6: which limit was hit (`oom_scope`) and the pod's workload guessed from its name (`workload_kind`,
- * `workload_name`). '' = the record did not carry the field (rows from before, or unknown). All three repeat:
+ * Migration 6: which limit was hit (`oom_scope`) and the pod's workload (`workload_kind`, `workload_name`; then only
+ * guessed from the pod name, see migration 7). '' = the record did not carry the field (rows from before, or unknown). All three repeat:
  * LowCardinality.
  */
 export function addScopeColumnsSql(o: SchemaOptions): string[] {
   const cols = ['oom_scope', 'workload_kind', 'workload_name'].map((c) => `ADD COLUMN IF NOT EXISTS \`${c}\` LowCardinality(String) DEFAULT ''`);
   return [`ALTER TABLE ${tableRef(o)} ${cols.join(', ')}`];
+}
+
+/** Migration 7: where workload_kind/workload_name came from (`api`: owner references; `name`: the pod name). */
+export function addWorkloadSourceSql(o: SchemaOptions): string[] {
+  return [`ALTER TABLE ${tableRef(o)} ADD COLUMN IF NOT EXISTS \`workload_source\` LowCardinality(String) DEFAULT ''`];
 }
 
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
@@ -183,6 +188,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 4, description: 'why this kill: memory at kill (typed), cause, victim_share, candidates as JSON', statements: addExplainColumnsSql },
   { version: 5, description: 'candidates_source: the printed table (kmsg) or /proc read right after the kill (procfs)', statements: addCandidatesSourceSql },
   { version: 6, description: 'oom_scope (which limit was hit), workload_kind and workload_name (from the pod name)', statements: addScopeColumnsSql },
+  { version: 7, description: 'workload_source: workload_kind/workload_name from the API (api) or the pod name (name)', statements: addWorkloadSourceSql },
 ]);
 
 export function createMigrationsTableSql(database: string): string {

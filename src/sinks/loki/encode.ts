@@ -20,10 +20,11 @@ export const METADATA_FIELDS = [
   'pod_namespace',
   'pod_name',
   'k8s_container',
-  // which limit was hit, and the workload guessed from the pod name: few values, but per event (metadata)
+  // which limit was hit, and the pod's workload (and where that came from): few values, but per event (metadata)
   'oom_scope',
   'workload_kind',
   'workload_name',
+  'workload_source',
   'container_name',
   'container_image',
   'victim_is_container_init',

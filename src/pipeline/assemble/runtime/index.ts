@@ -9,7 +9,7 @@ import { workloadOf } from '../workload';
 import { K8S_CONTAINER, K8S_NS, K8S_POD, labelKeepSet } from './labels';
 import type { ContainerMeta, RuntimeSource, RuntimeStatus } from './types';
 
-export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'workload_kind' | 'workload_name' | 'labels'> &
+export type RuntimeFields = Pick<OomRecord, 'container_name' | 'container_image' | 'pod_name' | 'pod_namespace' | 'k8s_container' | 'workload_kind' | 'workload_name' | 'workload_source' | 'labels'> &
   Partial<Pick<OomRecord, 'container_id' | 'container_runtime' | 'victim_is_container_init'>>;
 
 /** The longest the agent's start waits for the runtimes' first lists (healthy ones answer in ~0.1 s). */
@@ -33,7 +33,12 @@ export function fieldsOf(meta: ContainerMeta, allow: readonly string[], k8s: boo
   const out: RuntimeFields = {};
   if (meta.name) out.container_name = meta.name;
   if (meta.image) out.container_image = meta.image;
-  if (k8s && l[K8S_POD]) Object.assign(out, { pod_name: l[K8S_POD] }, workloadOf(l[K8S_POD], podUid));
+  if (k8s && l[K8S_POD]) {
+    out.pod_name = l[K8S_POD];
+    const guess = workloadOf(l[K8S_POD], podUid);
+    // the API's owner, when asked (enrich.kubernetes), replaces this guess later in assembly
+    if (guess.workload_kind) Object.assign(out, guess, { workload_source: 'name' });
+  }
   if (k8s && l[K8S_NS]) out.pod_namespace = l[K8S_NS];
   if (k8s && l[K8S_CONTAINER]) out.k8s_container = l[K8S_CONTAINER];
   const picked: Record<string, string> = {};
