@@ -53,8 +53,8 @@ function capture(): { lines: string[]; logger: Logger } {
   return { lines, logger };
 }
 
-function sinkWith(kubeconfig: string, logger: Logger = silentLogger()): Sink {
-  const config = { ...(convict(kubernetesEventsConfigSchema as never).getProperties() as KubernetesEventsSinkConfig), enabled: true, kubeconfig, node_name: 'node-1' };
+function sinkWith(kubeconfig: string, logger: Logger = silentLogger(), over: Partial<KubernetesEventsSinkConfig> = {}): Sink {
+  const config = { ...(convict(kubernetesEventsConfigSchema as never).getProperties() as KubernetesEventsSinkConfig), enabled: true, kubeconfig, node_name: 'node-1', ...over };
   return definition.create(config, { logger });
 }
 
@@ -151,6 +151,26 @@ describe('kubernetes_events sink on a real kube-apiserver, with the manifest\'s 
     assert.equal(events[0].series.lastObservedTime, last!.time.replace(/\.(\d{6})\d*Z$/, '.$1Z'));
     // the note is the first kill's
     assert.match(events[0].note, /^worker \(pid 5000, child\) killed: /);
+  });
+
+  test('20 repeated child kills with a burst of 5: 5 writes at once, then one catch-up patch makes series.count 20', async () => {
+    const token = await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 600);
+    const sink = sinkWith(writeKubeconfig('oomtrail', token), silentLogger(), { rate_limit: { burst: 5, refill_ms: 1000 } });
+    let last: OomRecord | undefined;
+    for (let i = 0; i < 20; i++) {
+      last = podKill({ victim_comm: 'limited', victim_pid: 6000 + i, victim_is_container_init: false });
+      assert.deepEqual(await sink.write([last]), { status: 'delivered' });
+    }
+    const mine = async () => (await podEvents()).filter((e) => e.note.startsWith('limited '));
+    // the create and 4 patches within the burst
+    assert.equal((await mine())[0].series.count, 5);
+    const end = Date.now() + 5000;
+    while ((await mine())[0].series.count !== 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    const events = await mine();
+    assert.equal(events.length, 1);
+    assert.equal(events[0].series.count, 20, 'the repeats beyond the burst reach the Event once the bucket refills');
+    assert.equal(events[0].series.lastObservedTime, last!.time.replace(/\.(\d{6})\d*Z$/, '.$1Z'));
+    await sink.close();
   });
 
   test('a global OOM: an Event regarding the Node', async () => {

@@ -113,7 +113,7 @@ describe('kubernetes_events: the Event', () => {
     assert.equal(microTime('garbage', new Date('2026-01-01T00:00:00.5Z')), '2026-01-01T00:00:00.500000Z');
     const r = podKill({ pod_name: 'a'.repeat(253) });
     assert.ok(eventName(regardingOf(r, 'n')!, r).length <= 253);
-    assert.deepEqual(seriesPatch(2, r), { series: { count: 2, lastObservedTime: '2026-11-23T06:41:00.123456Z' } });
+    assert.deepEqual(seriesPatch(2, r.time), { series: { count: 2, lastObservedTime: '2026-11-23T06:41:00.123456Z' } });
   });
 });
 
@@ -269,6 +269,28 @@ describe('kubernetes_events: series and rate limit (client-go recorder shape)', 
     down = false;
     assert.deepEqual(await sink.write([kill(0), kill(1)]), { status: 'delivered' });
     assert.deepEqual(api.calls.slice(10).map((c) => c.method), ['POST', 'PATCH']);
+  });
+  test('repeats beyond the rate limit reach the Event by one catch-up patch when the bucket refills', async () => {
+    const api = fakeApi((m) => ({ status: m === 'POST' ? 201 : 200 }));
+    const sink = new KubernetesEventsSink(config({ rate_limit: { burst: 3, refill_ms: 60 } }), 'n', silentLogger(), api.call);
+    for (let i = 0; i < 20; i++) assert.deepEqual(await sink.write([kill(i)]), { status: 'delivered' });
+    // create + 2 patches within the burst; 17 repeats only counted
+    assert.deepEqual(api.calls.map((c) => c.method), ['POST', 'PATCH', 'PATCH']);
+    const end = Date.now() + 2000;
+    while (api.calls.length < 4 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    // one more patch, with every repeat, and the last kill's time; nothing after it
+    assert.deepEqual(api.calls.map((c) => c.method), ['POST', 'PATCH', 'PATCH', 'PATCH']);
+    assert.deepEqual(api.calls[3]!.body, seriesPatch(20, kill(19).time));
+    await sink.close();
+  });
+  test('close() cancels a scheduled catch-up patch', async () => {
+    const api = fakeApi((m) => ({ status: m === 'POST' ? 201 : 200 }));
+    const sink = new KubernetesEventsSink(config({ rate_limit: { burst: 1, refill_ms: 50 } }), 'n', silentLogger(), api.call);
+    for (let i = 0; i < 3; i++) await sink.write([kill(i)]);
+    await sink.close();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(api.calls.map((c) => c.method), ['POST']);
   });
   test('a retryable patch does not count the repeat: the resend counts it once', async () => {
     let fail = true;

@@ -56,7 +56,7 @@ export const kubernetesEventsConfigSchema: ConfigSchema<KubernetesEventsSinkConf
   },
   rate_limit: {
     burst: {
-      doc: 'Per pod: API writes (create or series patch) allowed at once; beyond it a repeat is counted into the next series patch and a new Event is dropped (logged).',
+      doc: 'Per pod: API writes (create or series patch) allowed at once; beyond it a repeat is counted and written by one series patch when the bucket refills, and a new Event is dropped (logged).',
       format: positive,
       default: 25,
       env: 'OOMTRAIL_SINKS_KUBERNETES_EVENTS_RATE_LIMIT_BURST',

@@ -138,6 +138,6 @@ export function eventBody(r: OomRecord, regarding: Regarding, id: EventIdentity,
 }
 
 /** JSON merge patch of a repeat: series {count, lastObservedTime} (count 2 at the first repeat, as client-go). */
-export function seriesPatch(count: number, r: OomRecord, now: Date = new Date()): Record<string, unknown> {
-  return { series: { count, lastObservedTime: microTime(r.time, now) } };
+export function seriesPatch(count: number, lastTime: string, now: Date = new Date()): Record<string, unknown> {
+  return { series: { count, lastObservedTime: microTime(lastTime, now) } };
 }

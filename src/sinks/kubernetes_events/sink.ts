@@ -22,8 +22,14 @@ interface SeriesEntry {
   name: string;
   /** occurrences so far (1 = the create) */
   count: number;
+  /** the count the API server has (what the last create or patch wrote) */
+  sent: number;
   lastMs: number;
+  /** the latest repeat's time (the series' lastObservedTime) */
+  lastTime: string;
   seen: string[];
+  /** a catch-up patch scheduled for when the pod's bucket has a token again */
+  timer?: NodeJS.Timeout;
 }
 
 /** A token bucket: `burst` at once, one more every `refillMs`. */
@@ -78,6 +84,9 @@ class Lru<V> {
   get size(): number {
     return this.map.size;
   }
+  entries(): IterableIterator<[string, V]> {
+    return this.map.entries();
+  }
 }
 
 /**
@@ -85,7 +94,8 @@ class Lru<V> {
  * (regarding the Node); other kills are not Kubernetes objects' business and are skipped (delivered). Repeats —
  * the same pod, container, comm, init or child, and reason within series_window_ms — update the first Event's series by a merge
  * patch, as client-go's recorder does, so 20 kills of a crash-looping worker are one Event with count 20. A per-pod
- * token bucket bounds API writes; a repeat beyond it is counted into the next patch, a new Event beyond it dropped.
+ * token bucket bounds API writes; a repeat beyond it is counted and written by one patch when the bucket refills, a
+ * new Event beyond it dropped.
  */
 export class KubernetesEventsSink implements Sink {
   readonly name = 'kubernetes_events';
@@ -93,6 +103,9 @@ export class KubernetesEventsSink implements Sink {
   private readonly buckets = new Lru<TokenBucket>(SERIES_CACHE_MAX);
   private readonly forbiddenLogged = new Set<string>();
   private unreachableAt: number | null = null;
+  private writing = false;
+  private closed = false;
+  private catching: Promise<void> | null = null;
   /** per pod: when a dropped Event was last logged as a warning (at most one per refill period) */
   private readonly limitedWarned = new Lru<number>(SERIES_CACHE_MAX);
 
@@ -105,6 +118,16 @@ export class KubernetesEventsSink implements Sink {
   ) {}
 
   async write(batch: readonly OomRecord[]): Promise<WriteResult> {
+    if (this.catching) await this.catching;
+    this.writing = true;
+    try {
+      return await this.writeBatch(batch);
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async writeBatch(batch: readonly OomRecord[]): Promise<WriteResult> {
     const rejected: RejectedRecord[] = [];
     for (const record of batch) {
       const regarding = regardingOf(record, this.nodeName);
@@ -134,14 +157,17 @@ export class KubernetesEventsSink implements Sink {
     if (entry?.seen.includes(r.event_id)) return { status: 'delivered' };
     if (entry && Math.abs(at - entry.lastMs) <= this.config.series_window_ms) {
       entry.count++;
+      if (at >= entry.lastMs) entry.lastTime = r.time;
       entry.lastMs = Math.max(entry.lastMs, at);
       remember(entry, r.event_id);
       const bucket = this.allow(regarding);
       if (!bucket) {
-        this.logger.debug(`kubernetes_events: ${regarding.namespace}/${regarding.name}: rate limited, repeat ${entry.count} counted into the next series update`);
+        this.logger.debug(`kubernetes_events: ${regarding.namespace}/${regarding.name}: rate limited, repeat ${entry.count} counted, patched when the bucket refills`);
+        this.scheduleCatchUp(key, regarding);
         return { status: 'delivered' };
       }
-      const patch = seriesPatch(entry.count, r, new Date(this.now()));
+      const patch = seriesPatch(entry.count, entry.lastTime, new Date(this.now()));
+      const sending = entry.count;
       const res = await this.request('patch', entry.namespace, `events ${entry.namespace}/${entry.name}`, () => this.api.patchEvent(entry.namespace, entry.name, patch));
       if (res.answer?.status === 404) {
         // the Event expired (the API server's event TTL, 1 h by default): start a new one
@@ -152,7 +178,7 @@ export class KubernetesEventsSink implements Sink {
         bucket.refund();
         entry.count--;
         entry.seen = entry.seen.filter((id) => id !== r.event_id);
-      }
+      } else if (res.result.status === 'delivered') entry.sent = Math.max(entry.sent, sending);
       return res.result;
     }
     return this.create(r, regarding, key, at, true);
@@ -173,7 +199,7 @@ export class KubernetesEventsSink implements Sink {
     const res = await this.request('create', namespace, `events ${namespace}`, () => this.api.createEvent(namespace, body));
     if (res.result.status === 'retryable') bucket?.refund();
     if (res.result.status !== 'delivered') return res.result;
-    this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, lastMs: at, seen: [r.event_id] });
+    this.series.set(key, { namespace, name: eventName(regarding, r), count: 1, sent: 1, lastMs: at, lastTime: r.time, seen: [r.event_id] });
     return { status: 'delivered' };
   }
 
@@ -204,8 +230,44 @@ export class KubernetesEventsSink implements Sink {
     return { result, answer };
   }
 
+  /**
+   * Repeats beyond the rate limit are only counted; without a later kill nothing would write them. One patch per
+   * series is scheduled for when the pod's bucket refills (client-go's recorder likewise writes a series on its
+   * own schedule), so 20 quick kills end as count 20 even with a burst of 5.
+   */
+  private scheduleCatchUp(key: string, regarding: Regarding, delayMs = this.config.rate_limit.refill_ms): void {
+    const entry = this.series.get(key);
+    if (!entry || entry.timer || this.closed) return;
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      this.catching = this.catchUp(key, regarding).finally(() => (this.catching = null));
+    }, delayMs);
+    entry.timer.unref();
+  }
+
+  private async catchUp(key: string, regarding: Regarding): Promise<void> {
+    const entry = this.series.get(key);
+    if (!entry || entry.count <= entry.sent || this.closed) return;
+    // a write in progress patches this series itself (or schedules again): never two patches of one Event at once
+    if (this.writing) return this.scheduleCatchUp(key, regarding, 100);
+    const bucket = this.allow(regarding);
+    if (!bucket) return this.scheduleCatchUp(key, regarding);
+    const sending = entry.count;
+    const patch = seriesPatch(sending, entry.lastTime, new Date(this.now()));
+    const res = await this.request('patch', entry.namespace, `events ${entry.namespace}/${entry.name}`, () => this.api.patchEvent(entry.namespace, entry.name, patch));
+    if (res.result.status === 'delivered') entry.sent = Math.max(entry.sent, sending);
+    else if (res.result.status === 'retryable') {
+      bucket.refund();
+      this.scheduleCatchUp(key, regarding);
+    }
+  }
+
   async flush(): Promise<void> {}
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const [, entry] of this.series.entries()) if (entry.timer) clearTimeout(entry.timer);
+    await this.catching;
+  }
 
   /** Healthy when the API server serves events.k8s.io/v1 to this identity (discovery: any authenticated client). */
   async healthcheck(): Promise<HealthStatus> {
