@@ -106,6 +106,8 @@ export interface LaneStats {
 const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const DEAD_LETTER_DEFAULTS = { maxBytes: 16 << 20, keep: 3 };
 const HOLD_DEFAULTS = { maxRecords: 1000, maxBytes: 8 << 20 };
+/** The same rejection reason is logged as a warning at most this often per lane. */
+export const REJECTION_LOG_INTERVAL_MS = 60_000;
 /** Longest wait between two attempts to move held records into the spool (the next accept also tries). */
 const HOLD_RETRY_MAX_MS = 2000;
 
@@ -148,6 +150,7 @@ export class Lane {
   private readonly drops = new Map<string, number>();
   private lastSuccess: number | null = null;
   private failingSince: number | null = null;
+  private lastRejection: { reason: string; at: number; since: number } | null = null;
   private lastFailure: string | null = null;
   private mem: LaneMemoryStats = { buffered: 0, bufferedHighWater: 0, largestRead: 0 };
 
@@ -477,7 +480,7 @@ export class Lane {
           // with its own reason) and never written again; the whole batch is then acked.
           const refused = res.rejectedRecords ?? [];
           if (refused.length > 0) {
-            this.opts.logger.warn('lane: sink refused some records of the batch, writing dead letters', { sink, records: refused.length, of: records.length, reason: refused[0]!.reason });
+            this.logRejection('lane: sink refused some records of the batch, writing dead letters', { sink, records: refused.length, of: records.length, reason: refused[0]!.reason });
             if (!(await this.deadLetter(refused))) return;
           }
           await this.ack(seqs());
@@ -495,7 +498,7 @@ export class Lane {
         if (res.status === 'rejected') {
           // The sink answered, so it is not down: a rejection does not start a failure streak
           // (one bad record must not keep /healthz red until the next delivery, maybe hours away).
-          this.opts.logger.warn('lane: sink rejected batch, writing dead letters', { sink, records: records.length, reason: res.reason });
+          this.logRejection('lane: sink rejected batch, writing dead letters', { sink, records: records.length, reason: res.reason });
           if (!(await this.deadLetter(records.map((record) => ({ record, reason: res.reason }))))) return;
           await this.ack(seqs());
           this.release(held);
@@ -529,6 +532,24 @@ export class Lane {
     } finally {
       this.writing--;
     }
+  }
+
+  /**
+   * A rejection is a warning once per reason a minute; the same reason again within it (a forbidden sink refusing
+   * every kill of a burst) is a debug line, its count kept for the next warning. Each record's reason is in its dead
+   * letter either way.
+   */
+  private logRejection(message: string, fields: { sink: string; records: number; of?: number; reason: string }): void {
+    const now = Date.now();
+    const last = this.lastRejection;
+    if (last && last.reason === fields.reason && now - last.at < REJECTION_LOG_INTERVAL_MS) {
+      last.since += fields.records;
+      this.opts.logger.debug(message, fields);
+      return;
+    }
+    const since = last && last.reason === fields.reason ? last.since : 0;
+    this.lastRejection = { reason: fields.reason, at: now, since: 0 };
+    this.opts.logger.warn(message, since > 0 ? { ...fields, also_since_last_warning: since } : fields);
   }
 
   private markFailing(reason: string): void {

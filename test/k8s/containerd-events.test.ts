@@ -342,6 +342,8 @@ describe('kubernetes_events: real OOM kills in a containerd container of a Pod, 
     // the same refusal twice: said once
     const line = forbiddenLine('create', NS);
     assert.equal(agent.stderr().split('\n').filter((l) => l.includes(line)).length, 1, agent.stderr().slice(-3000));
+    // and the lane's dead-letter warning once too (the same reason again within a minute is a debug line)
+    assert.equal(agent.stderr().split('\n').filter((l) => l.includes('lane: sink rejected batch')).length, 1, agent.stderr().slice(-3000));
     assert.ok(!agent.stderr().includes(token), 'the token is never logged');
     assert.equal((await podEvents()).length, before);
   });

@@ -161,6 +161,28 @@ test('rejected: records go to the dead-letter file with the reason, then are ack
   await lane.close();
 });
 
+test('the same rejection reason is one warning a minute (the rest debug, counted into the next); another reason warns', async () => {
+  const dir = tmpDir();
+  let reason = 'HTTP 403: forbidden';
+  const sink = new ScriptedTestSink('strict2', () => ({ status: 'rejected', reason }));
+  const lines: Array<[string, string, Record<string, unknown>]> = [];
+  const logger = silentLogger();
+  for (const level of ['warn', 'debug'] as const) (logger as unknown as Record<string, unknown>)[level] = (m: string, f: Record<string, unknown>) => lines.push([level, m, f]);
+  const lane = new Lane(laneOpts(sink, dir, { logger, batch: { maxEvents: 1, maxBytes: 1 << 20, maxAgeMs: 1 } }));
+  await lane.open();
+  for (let i = 1; i <= 3; i++) {
+    await lane.accept(makeRecord(i));
+    await until(() => lane.rejected === i);
+  }
+  reason = 'HTTP 422: invalid';
+  await lane.accept(makeRecord(4));
+  await until(() => lane.rejected === 4);
+  const rejections = lines.filter(([, m]) => m.startsWith('lane: sink rejected batch'));
+  assert.deepEqual(rejections.map(([level, , f]) => `${level} ${f.reason}`), ['warn HTTP 403: forbidden', 'debug HTTP 403: forbidden', 'debug HTTP 403: forbidden', 'warn HTTP 422: invalid']);
+  assert.equal(fs.readFileSync(lane.deadLetterPath, 'utf8').trim().split('\n').length, 4, 'every record dead-lettered');
+  await lane.close();
+});
+
 test('partial success: delivered with rejectedRecords dead-letters exactly those, each with its reason, never resends', async () => {
   const dir = tmpDir();
   const sink = new ScriptedTestSink('partial', (batch, call) =>
