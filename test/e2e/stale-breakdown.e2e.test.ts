@@ -65,9 +65,13 @@ describe('stale breakdown e2e: a kill past the report rate limit in a fresh cgro
       assert.equal(hog.signal, 'SIGKILL', 'fresh hog was OOM-killed');
       freshVictims.push(hog.pid);
     }
-    t.diagnostic(`${FILL + FRESH} kills in ${Date.now() - t0} ms`);
+    // and one more past the limit in the filler, whose stats the printed kills flushed moments before: the last
+    // flush holds the previous hog's anon, which the new hog's pending charges about replace
+    const late = await spawnDdHog(filler.procs, 128);
+    assert.equal(late.signal, 'SIGKILL', 'late filler hog was OOM-killed');
+    t.diagnostic(`${FILL + FRESH + 1} kills in ${Date.now() - t0} ms`);
 
-    const all = [...fillVictims, ...freshVictims];
+    const all = [...fillVictims, ...freshVictims, late.pid];
     const recs = await agent.waitFor((rs) => all.every((p) => rs.some((r) => r.victim_pid === p)), 20_000, `records of ${all.length} victims`);
     await sleep(300);
     kmsg.drain();
@@ -107,6 +111,9 @@ describe('stale breakdown e2e: a kill past the report rate limit in a fresh cgro
         assert.equal(r.cause, 'anon', `kill of ${pid}: a flushed breakdown of an anon hog`);
       }
     }
+    const l = rec(late.pid);
+    t.diagnostic(`late filler ${late.pid}: printed ${!!reports.find(late.pid)}; ${describeMak(l.memory_at_kill)}; cause ${l.cause}`);
+    assert.ok(l.cause === 'anon' || l.cause === 'unknown', `an anon hog past the limit in a flushed cgroup: cause ${l.cause}`);
     // the case this test is about must have happened: a fresh kill past the limit with unflushed stats
     assert.ok(stale >= 1, `at least one fresh kill read unflushed stats (stale ${stale} of ${FRESH})`);
   });
