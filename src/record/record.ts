@@ -109,13 +109,16 @@ export interface OomRecord {
    *  the OOM cgroup's processes read from /proc right after the kill (memcg kills whose table the kernel
    *  rate-limited), with the victim's row from the kernel event. null when candidates is null. */
   candidates_source?: 'kmsg' | 'procfs' | null;
-  /** The dominant consumer in memory_at_kill (rule: README "Why this kill"); null without a breakdown. */
+  /** The dominant consumer in memory_at_kill (rule: README "Why this kill"); `unknown` when the breakdown does not
+   *  account for usage (not flushed by the kernel); null without a breakdown. */
   cause?: Cause | null;
   /** The victim's RSS (anon + file + shmem) / memory_at_kill.usage_bytes; > 1 when part of it is charged elsewhere. */
   victim_share?: number | null;
 }
 
-export type Cause = 'anon' | 'page_cache' | 'shmem' | 'kernel' | 'swap' | 'mixed';
+/** `unknown`: the breakdown does not account for usage (the kernel had not flushed its memcg stats, see
+ *  breakdownUnflushed); its values are then the last flushed ones, not the kill's. */
+export type Cause = 'anon' | 'page_cache' | 'shmem' | 'kernel' | 'swap' | 'mixed' | 'unknown';
 
 /** Bytes; null where the kernel did not give the value. */
 export interface MemoryAtKill {

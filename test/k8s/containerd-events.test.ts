@@ -136,7 +136,7 @@ const micro = (t: string) => t.replace(/\.(\d{6})\d*Z$/, '.$1Z');
  * The note of a kill in container "app" of a 32Mi limit: who the kernel says was killed, and the dominant usage
  * the agent measured (the kernel prints no cause). Asked only of kills whose OOM report the kernel printed
  * (waitForOomLogWindow first): a kill past dump_header's rate limit (10 per 5 s) gets no stats flush, and the
- * agent's memory_at_kill is then the memcg's last periodic flush (a new container: anon 0, "cause kernel").
+ * agent's memory_at_kill is then the memcg's last periodic flush (a new container: anon 0, cause `unknown`).
  */
 function expectedNote(k: KernelKillReport, r: OomRecord, init: boolean): string {
   assert.equal(r.cause, 'anon', `a /dev/zero hog is anon: ${JSON.stringify(r.memory_at_kill)}`);

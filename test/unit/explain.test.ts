@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OomReportParser } from '../../src/collectors/kmsg/report';
 import type { KmsgRecord } from '../../src/collectors/kmsg/kmsg';
-import { badness, candidatesFromReport, causeOf, memoryAtKill, memoryFromReport, victimShare } from '../../src/pipeline/assemble/explain';
+import { badness, breakdownUnflushed, candidatesFromReport, causeOf, memoryAtKill, memoryFromReport, victimShare } from '../../src/pipeline/assemble/explain';
 import { decodeEvent, EVENT_LAYOUT, EVENT_SIZE, FLAG, MAK_FLAG, type RawOomEvent } from '../../src/collectors/oomkill/event';
 import { encodeRow, rowToRecord, toClickHouseTime } from '../../src/sinks/clickhouse/encoder';
 import { formatKillBlock, sparkline } from '../../src/sinks/console/format';
@@ -165,6 +165,31 @@ test('cause: the part holding at least half, page cache without shmem, else mixe
   assert.equal(victimShare(null, mak({})), null);
 });
 
+test('cause unknown: a breakdown more than half of usage off (unflushed memcg stats) names no part', () => {
+  const Mi = 1048576;
+  // as recorded on 6.18 / v1 for a 64 MiB anon hog killed past the report rate limit in a fresh cgroup:
+  // the stats never flushed (anon 0), v1's kmem a live counter; the old rule said `kernel`
+  const stale = mak({ usage_bytes: 64 * Mi, anon_bytes: 0, file_bytes: 0, kernel_bytes: 0.2 * Mi });
+  assert.equal(breakdownUnflushed(stale), true);
+  assert.equal(causeOf(stale), 'unknown');
+  // the same hog's printed (flushed) report in the same run: parts 64.0 of 64.0 MiB
+  assert.equal(causeOf(mak({ usage_bytes: 64 * Mi, anon_bytes: 63.8 * Mi, file_bytes: 0, kernel_bytes: 0.2 * Mi })), 'anon');
+  // the bound: parts within half of usage either way; anon + file + kernel + sock, swap outside usage
+  assert.equal(causeOf(mak({ anon_bytes: 40, file_bytes: 10 })), 'anon', 'half accounted for');
+  assert.equal(causeOf(mak({ anon_bytes: 39, file_bytes: 10 })), 'unknown', 'less than half');
+  assert.equal(causeOf(mak({ anon_bytes: 140, file_bytes: 10 })), 'anon', 'half again as much');
+  assert.equal(causeOf(mak({ anon_bytes: 141, file_bytes: 10 })), 'unknown', 'more than half phantom (stale after a reclaim)');
+  assert.equal(causeOf(mak({ anon_bytes: 30, file_bytes: 0, sock_bytes: 60 })), 'anon', 'v2 socket memory is charged to usage');
+  assert.equal(causeOf(mak({ anon_bytes: 90, file_bytes: 0, swap_bytes: 400 })), 'swap', 'v1 swap is not in usage');
+  assert.equal(causeOf(mak({ anon_bytes: 0, file_bytes: 0, swap_bytes: 400 })), 'unknown');
+  // nothing to compare against: the old rule
+  assert.equal(causeOf(mak({ usage_bytes: null, anon_bytes: 5, file_bytes: 0 })), 'anon');
+  assert.equal(causeOf(mak({ usage_bytes: 0, anon_bytes: 5, file_bytes: 0 })), 'anon');
+  assert.equal(causeOf(mak({ scope: 'host', usage_bytes: null, anon_bytes: 5, file_bytes: 0 })), 'anon');
+  assert.equal(breakdownUnflushed(mak({ anon_bytes: null })), false);
+  assert.equal(causeOf(mak({ anon_bytes: null })), null);
+});
+
 function rawEvent(makFlags: number, values: Record<string, number>): RawOomEvent {
   const buf = Buffer.alloc(EVENT_SIZE);
   const o = EVENT_LAYOUT.offsets;
@@ -200,6 +225,16 @@ test('decode + memoryAtKill: bpf values when the kernel side read the stats; the
   unmapped.kernelReport = null;
   assert.equal(memoryAtKill(unmapped, 4096, 1)!.anon_bytes, null, 'neither: null, never a read after the kill');
   assert.equal(rawEvent(0, {}).memAtKill, null, 'no OOM memcg read');
+});
+
+test('memoryAtKill + cause: a kill without a printed report whose stats were never flushed gives cause unknown', () => {
+  // the hook's reads of such a kill (6.18, v1): usage 64 MiB, anon 0, kmem 50 pages
+  const ev = rawEvent(MAK_FLAG.COUNTERS | MAK_FLAG.STATS | MAK_FLAG.KMEM | MAK_FLAG.COMPACTED, { mak_usage_pages: 16384, mak_limit_pages: 16384, mak_failcnt: 20, mak_kmem_usage_pages: 50 });
+  const m = memoryAtKill(ev, 4096, 1)!;
+  assert.equal(m.anon_bytes, 0);
+  assert.equal(causeOf(m), 'unknown');
+  const note = formatKillBlock(baseRecord({ memory_at_kill: m, cause: causeOf(m) }));
+  assert.match(note, /cause unknown \(breakdown not flushed by the kernel\)/);
 });
 
 test('memoryAtKill: where the kernel printed the report, the page counters are the printed ones, the breakdown the hook\'s', () => {

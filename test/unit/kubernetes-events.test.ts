@@ -52,6 +52,12 @@ function podKill(over: Partial<OomRecord> = {}): OomRecord {
 describe('kubernetes_events: the note', () => {
   test('a child kill: process, pid, role, the limit, the dominant usage, the outcome', () => {
     assert.equal(eventNote(podKill()), 'python3 (pid 4242, child) killed: container "app" limit 512Mi hit, anon 480Mi (cause anon); container kept running');
+    // a breakdown that does not account for usage (unflushed stats) names no part
+    assert.equal(
+      eventNote(podKill({ cause: 'unknown' })),
+      'python3 (pid 4242, child) killed: container "app" limit 512Mi hit, usage 512Mi (cause unknown: breakdown not flushed by the kernel); container kept running',
+    );
+    assert.match(eventNote(podKill({ cause: 'unknown', memory_at_kill: null, memcg_usage_bytes: null })), /hit, cause unknown \(breakdown not flushed by the kernel\); container/);
   });
   test('container init; page cache; pod-level limit', () => {
     assert.equal(

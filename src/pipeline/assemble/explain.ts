@@ -117,7 +117,8 @@ export function memoryFromReport(r: OomReport, pageSize: number): MemoryAtKill |
  * moves between any two reads (its charge stock, up to a batch of pages, is drained
  * asynchronously during the OOM: seen 43 and 61 pages between dump_header and the hook on 6.1,
  * either way), so only the print is what the kernel saw. The breakdown is a snapshot that
- * dump_header itself flushed, and the hook reads that same snapshot.
+ * dump_header itself flushed, and the hook reads that same snapshot; without a printed report nothing
+ * flushed it (causeOf then says `unknown` where it does not account for usage: breakdownUnflushed).
  */
 export function memoryAtKill(ev: RawOomEvent, pageSize: number, cgroupVersion: 1 | 2 | null): MemoryAtKill | null {
   const bpf = fromBpf(ev, pageSize, cgroupVersion);
@@ -215,11 +216,29 @@ export function candidatesFromProcfs(ev: RawOomEvent, tasks: readonly ProcTask[]
 }
 
 /**
+ * Whether a memcg breakdown fails to account for the usage counter: its charged parts (anon + file +
+ * kernel + sock; swap is outside usage) differ from usage by more than half of usage. The breakdown
+ * is the memcg's flushed stats; usage is a live page counter. A flushed breakdown is off by at most
+ * the kernel's own flush threshold (MEMCG_CHARGE_BATCH, 64 pages, per CPU of pending deltas) plus the
+ * per-CPU charge stock (as much again): ~0.5 MiB per CPU. Unflushed (dump_header's flush skipped by
+ * its rate limit, the periodic flusher 2 s away) it misses every charge since the last flush: a hog
+ * in a cgroup made moments before read anon 0 of 64 MiB. With more than half of usage unaccounted
+ * (or phantom), any part, the missing one included, may be the one holding half: no cause can be named.
+ */
+export function breakdownUnflushed(m: MemoryAtKill | null): boolean {
+  if (!m || m.scope !== 'memcg' || !m.usage_bytes || m.anon_bytes === null || m.file_bytes === null) return false;
+  const parts = m.anon_bytes + m.file_bytes + (m.kernel_bytes ?? 0) + (m.sock_bytes ?? 0);
+  return Math.abs(parts - m.usage_bytes) * 2 > m.usage_bytes;
+}
+
+/**
  * cause: the component holding at least half of the breakdown (anon, page_cache = file − shmem,
- * shmem, kernel, swap), else `mixed`; null without a breakdown.
+ * shmem, kernel, swap), else `mixed`; `unknown` when the breakdown does not account for usage
+ * (breakdownUnflushed); null without a breakdown.
  */
 export function causeOf(m: MemoryAtKill | null): Cause | null {
   if (!m || m.anon_bytes === null || m.file_bytes === null) return null;
+  if (breakdownUnflushed(m)) return 'unknown';
   const shmem = m.shmem_bytes ?? 0;
   const parts: Array<[Cause, number]> = [
     ['anon', m.anon_bytes],

@@ -101,7 +101,7 @@ function formatMemoryAtKill(r: OomRecord): string[] {
     const share = r.victim_share === null || r.victim_share === undefined ? '' : `  victim ${(r.victim_share * 100).toFixed(0)}% of usage`;
     out.push(
       `  at kill  [${m.source}${m.scope === 'host' ? ', host' : ''}] usage ${bytesMib(m.usage_bytes)}: anon ${bytesMib(m.anon_bytes)}  file ${bytesMib(m.file_bytes)}` +
-        `  shmem ${bytesMib(m.shmem_bytes)}  kernel ${bytesMib(m.kernel_bytes)}  cause ${r.cause ?? '?'}${share}`,
+        `  shmem ${bytesMib(m.shmem_bytes)}  kernel ${bytesMib(m.kernel_bytes)}  cause ${r.cause ?? '?'}${r.cause === 'unknown' ? ' (breakdown not flushed by the kernel)' : ''}${share}`,
     );
   }
   if (r.candidates?.length && r.candidates_source === 'procfs') {

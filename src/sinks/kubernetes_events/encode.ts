@@ -53,6 +53,12 @@ function usagePhrase(r: OomRecord): string {
     swap: ['swap', m?.swap_bytes],
     mixed: ['usage', m?.usage_bytes],
   };
+  if (cause === 'unknown') {
+    // the breakdown does not account for usage: no part of it is named
+    const usage = m?.usage_bytes ?? r.memcg_usage_bytes;
+    const why = 'breakdown not flushed by the kernel';
+    return usage === null || usage === undefined ? `cause unknown (${why})` : `usage ${mib(usage)} (cause unknown: ${why})`;
+  }
   if (cause && pick[cause]) {
     const [word, bytes] = pick[cause]!;
     return bytes === null || bytes === undefined ? `cause ${cause}` : `${word} ${mib(bytes)} (cause ${cause})`;
