@@ -71,10 +71,10 @@ function ownerLookupProblems(config: AppConfig): KeyProblem[] {
   if (!config.enrich.runtime.enabled || !ownerLookupEnabled(k, sink.enabled)) return [];
   // the sink's own pre-flight already reports its kubeconfig
   if (!k.kubeconfig && sink.enabled) return [];
-  // client-node is loaded only when the lookup is on
+  // checked without loading client-node: that happens after the BPF objects load, when the lookup starts
   /* eslint-disable-next-line @typescript-eslint/no-require-imports */
-  const { openOwnerApi } = require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner');
-  const r = openOwnerApi(ownerKubeconfig(k, sink.kubeconfig), k.request_timeout_ms);
-  if (!('problem' in r)) return [];
+  const { checkOwnerApi } = require('../pipeline/assemble/owner') as typeof import('../pipeline/assemble/owner');
+  const r = checkOwnerApi(ownerKubeconfig(k, sink.kubeconfig));
+  if (!r) return [];
   return [{ key: 'enrich.kubernetes.kubeconfig', message: r.problem, ...(k.kubeconfig ? {} : { related: ['sinks.kubernetes_events.kubeconfig'] }) }];
 }

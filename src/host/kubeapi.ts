@@ -63,8 +63,8 @@ function clientNode(): typeof ClientNode {
   return (loaded ??= require('@kubernetes/client-node') as typeof ClientNode);
 }
 
-/** The service account's files, checked now, as client-node's loadFromCluster would use them (from `dir`). */
-function inClusterConfig(k8s: typeof ClientNode, env: NodeJS.ProcessEnv, dir: string): ClientNode.KubeConfig {
+/** The service account's environment and files, checked without client-node. */
+function checkInCluster(env: NodeJS.ProcessEnv, dir: string): { server: string; tokenFile: string; caFile: string } {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT || '443';
   if (!host) throw new Error('is empty and KUBERNETES_SERVICE_HOST is not set: not in a cluster (set a kubeconfig path)');
@@ -72,10 +72,63 @@ function inClusterConfig(k8s: typeof ClientNode, env: NodeJS.ProcessEnv, dir: st
   const caFile = path.join(dir, 'ca.crt');
   fs.accessSync(tokenFile, fs.constants.R_OK);
   fs.accessSync(caFile, fs.constants.R_OK);
-  const kc = new k8s.KubeConfig();
   const h = host.includes(':') ? `[${host}]` : host;
+  return { server: `https://${h}:${port}`, tokenFile, caFile };
+}
+
+type Named<T> = { name?: unknown } & T;
+interface KubeconfigDoc {
+  'current-context'?: unknown;
+  clusters?: Array<Named<{ cluster?: Record<string, unknown> }>>;
+  users?: Array<Named<{ user?: Record<string, unknown> }>>;
+  contexts?: Array<Named<{ context?: { cluster?: unknown; user?: unknown } }>>;
+}
+const list = <T>(v: T[] | undefined): T[] => (Array.isArray(v) ? v.filter((x) => x && typeof x === 'object') : []);
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
+
+/**
+ * A kubeconfig's current context, checked without client-node (the pre-flight runs before the BPF objects load,
+ * and client-node costs ~70 MB of RSS): a YAML mapping, a context, an https server, credentials, and every file it
+ * names readable (relative paths from the file's directory, as kubectl reads them). Returns kubectl's tokenFile.
+ */
+function checkKubeconfigFile(file: string): { context: string; tokenFile?: string } {
+  const doc = readKubeconfigFile(file) as KubeconfigDoc | null;
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('is not a kubeconfig (YAML mapping expected)');
+  const contexts = list(doc.contexts);
+  const current = str(doc['current-context']);
+  const ctxEntry = contexts.find((c) => c.name === current) ?? (contexts.length === 1 ? contexts[0] : undefined);
+  if (!ctxEntry || !str(ctxEntry.name) || !ctxEntry.context) throw new Error('has no current-context');
+  const cluster = list(doc.clusters).find((c) => c.name === ctxEntry.context!.cluster)?.cluster;
+  if (!cluster || !str(cluster.server)) throw new Error(`has no cluster ${JSON.stringify(str(ctxEntry.context.cluster) ?? '')} with a server`);
+  if (!(cluster.server as string).startsWith('https://')) throw new Error('names a server that is not https://');
+  const user = list(doc.users).find((u) => u.name === ctxEntry.context!.user)?.user ?? {};
+  const has = (k: string) => !!user[k] && (typeof user[k] !== 'string' || user[k] !== '');
+  const cert = has('client-certificate') || has('client-certificate-data');
+  const key = has('client-key') || has('client-key-data');
+  if (!(has('token') || has('tokenFile') || has('exec') || has('auth-provider') || (cert && key) || has('username')))
+    throw new Error('has no credentials for its user (token, tokenFile, client certificate and key, exec or auth-provider)');
+  const base = path.dirname(file);
+  const tokenFile = !has('token') && str(user.tokenFile) ? path.resolve(base, user.tokenFile as string) : undefined;
+  for (const f of [str(cluster['certificate-authority']), str(user['client-certificate']), str(user['client-key']), tokenFile]) {
+    if (f) fs.accessSync(path.resolve(base, f), fs.constants.R_OK);
+  }
+  return { context: ctxEntry.name as string, ...(tokenFile ? { tokenFile } : {}) };
+}
+
+/**
+ * Checks what openKubeApi would use (a kubeconfig, or the in-cluster service account) without loading client-node.
+ * Throws as openKubeApi does: an Error saying what is wrong (fs errors keep their code and path; never a token).
+ */
+export function checkKubeApiConfig(opts: Omit<KubeApiOptions, 'timeoutMs'>): void {
+  if (opts.kubeconfig) checkKubeconfigFile(opts.kubeconfig);
+  else checkInCluster(opts.env ?? process.env, opts.inClusterDir ?? IN_CLUSTER_DIR);
+}
+
+function inClusterConfig(k8s: typeof ClientNode, env: NodeJS.ProcessEnv, dir: string): ClientNode.KubeConfig {
+  const { server, tokenFile, caFile } = checkInCluster(env, dir);
+  const kc = new k8s.KubeConfig();
   kc.loadFromClusterAndUser(
-    { name: 'inCluster', server: `https://${h}:${port}`, caFile, skipTLSVerify: false },
+    { name: 'inCluster', server, caFile, skipTLSVerify: false },
     // client-node's token-file provider: re-read at most 60 s after the last read, as client-go does (kubelet
     // rotates the projected token well before it expires)
     { name: 'inClusterUser', authProvider: { name: 'tokenFile', config: { tokenFile } } },
@@ -83,15 +136,8 @@ function inClusterConfig(k8s: typeof ClientNode, env: NodeJS.ProcessEnv, dir: st
   return kc;
 }
 
-type Named<T> = { name: string } & T;
-interface KubeconfigDoc {
-  users?: Array<Named<{ user?: Record<string, unknown> }>>;
-}
-
-/** A kubeconfig's current context, checked now: every file it names is read once so a bad path fails at start. */
 function fileConfig(k8s: typeof ClientNode, file: string): ClientNode.KubeConfig {
-  const doc = readKubeconfigFile(file) as KubeconfigDoc | null;
-  if (!doc || typeof doc !== 'object') throw new Error('is not a kubeconfig (YAML mapping expected)');
+  const checked = checkKubeconfigFile(file);
   const kc = new k8s.KubeConfig();
   try {
     kc.loadFromFile(file);
@@ -100,26 +146,12 @@ function fileConfig(k8s: typeof ClientNode, file: string): ClientNode.KubeConfig
     if (e.code) throw err;
     throw new Error(`is not a valid kubeconfig: ${e.message.split('\n')[0]!.slice(0, 200)}`);
   }
-  const ctx = kc.getContextObject(kc.getCurrentContext()) ?? (kc.getContexts().length === 1 ? kc.getContexts()[0] : undefined);
-  if (!ctx) throw new Error('has no current-context');
-  if (kc.getCurrentContext() !== ctx.name) kc.setCurrentContext(ctx.name);
-  const cluster = kc.getCluster(ctx.cluster);
-  if (!cluster?.server) throw new Error(`has no cluster ${JSON.stringify(ctx.cluster ?? '')} with a server`);
-  if (!cluster.server.startsWith('https://')) throw new Error('names a server that is not https://');
-  const user = ctx.user ? kc.getUser(ctx.user) : null;
-  const base = path.dirname(file);
+  kc.setCurrentContext(checked.context);
+  const user = kc.getCurrentUser();
   // kubectl's `tokenFile` (client-node reads only `token-file`, once): given to client-node's token-file provider,
   // so a rotated token is picked up as kubectl would
-  const rawTokenFile = doc.users?.find((u) => u.name === ctx.user)?.user?.tokenFile;
-  if (user && !user.token && typeof rawTokenFile === 'string' && rawTokenFile) {
-    const tokenFile = path.resolve(base, rawTokenFile);
-    kc.users = kc.users.map((u) => (u === user ? { ...u, authProvider: { name: 'tokenFile', config: { tokenFile } } } : u));
-  }
-  const u = ctx.user ? kc.getUser(ctx.user) : null;
-  const hasCreds = !!u && (!!u.token || !!u.authProvider || !!u.exec || ((!!u.certData || !!u.certFile) && (!!u.keyData || !!u.keyFile)) || !!u.username);
-  if (!hasCreds) throw new Error('has no credentials for its user (token, tokenFile, client certificate and key, exec or auth-provider)');
-  for (const f of [cluster.caFile, u!.certFile, u!.keyFile, (u!.authProvider?.config as { tokenFile?: string } | undefined)?.tokenFile]) {
-    if (f) fs.accessSync(f, fs.constants.R_OK);
+  if (user && checked.tokenFile) {
+    kc.users = kc.users.map((u) => (u === user ? { ...u, authProvider: { name: 'tokenFile', config: { tokenFile: checked.tokenFile } } } : u));
   }
   return kc;
 }

@@ -411,4 +411,26 @@ describe('enrich.kubernetes configuration', () => {
     );
     assert.equal(out.trim(), '0');
   });
+
+  test('with the sink and the lookup on, the pre-flight checks their kubeconfigs without loading the client (it loads after the BPF objects)', () => {
+    fs.writeFileSync(path.join(etc, 'ca-pf.crt'), 'CA');
+    const kc = path.join(etc, 'pf.kubeconfig');
+    fs.writeFileSync(kc, 'apiVersion: v1\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", certificate-authority: ca-pf.crt}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        `const { loadConfig } = require(${JSON.stringify(path.resolve(__dirname, '../../src/config/load.js'))});
+         const { preflight } = require(${JSON.stringify(path.resolve(__dirname, '../../src/cli/preflight.js'))});
+         const { config, originOf } = loadConfig({ etcDir: ${JSON.stringify(etc)}, env: { OOMTRAIL_PIPELINE_SPOOL_DIR: ${JSON.stringify(path.join(etc, 'spool3'))}, OOMTRAIL_METRICS_LISTEN: '',
+           OOMTRAIL_SINKS_KUBERNETES_EVENTS_ENABLED: 'true', OOMTRAIL_SINKS_KUBERNETES_EVENTS_KUBECONFIG: ${JSON.stringify(kc)},
+           OOMTRAIL_ENRICH_KUBERNETES_OWNER_LOOKUP: 'on', OOMTRAIL_ENRICH_KUBERNETES_KUBECONFIG: ${JSON.stringify(kc)} } });
+         preflight(config, originOf).then((r) => {
+           console.log(JSON.stringify({ problems: r.problems.map((p) => p.message), loaded: Object.keys(require.cache).filter((f) => /@kubernetes[\\/]client-node/.test(f)).length }));
+         });`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.deepEqual(JSON.parse(out.trim()), { problems: [], loaded: 0 });
+  });
 });

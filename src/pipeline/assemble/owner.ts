@@ -12,7 +12,7 @@
  */
 import type { Logger } from 'winston';
 import type { OomRecord } from '../../record/record';
-import { KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../host/kubeapi';
+import { checkKubeApiConfig, KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../host/kubeapi';
 import type { RuntimeNames } from './assemble';
 import type { AppConfig } from '../../config/schema';
 import { ConfigError } from '../../config/errors';
@@ -257,11 +257,25 @@ export function openOwnerApi(kubeconfig: string, requestTimeoutMs: number, open:
   try {
     return { api: open({ kubeconfig, timeoutMs: requestTimeoutMs }) };
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    // fs errors name the file (a path, not a secret), never its content
-    if (e.code) return { problem: `cannot read ${e.path ?? kubeconfig}: ${e.code}` };
-    return { problem: kubeconfig ? `${kubeconfig} ${e.message}` : e.message };
+    return { problem: problemOf(err, kubeconfig) };
   }
+}
+
+/** The same checks as openOwnerApi without loading client-node (the pre-flight, before the BPF objects load). */
+export function checkOwnerApi(kubeconfig: string): { problem: string } | null {
+  try {
+    checkKubeApiConfig({ kubeconfig });
+    return null;
+  } catch (err) {
+    return { problem: problemOf(err, kubeconfig) };
+  }
+}
+
+function problemOf(err: unknown, kubeconfig: string): string {
+  const e = err as NodeJS.ErrnoException;
+  // fs errors name the file (a path, not a secret), never its content
+  if (e.code) return `cannot read ${e.path ?? kubeconfig}: ${e.code}`;
+  return kubeconfig ? `${kubeconfig} ${e.message}` : e.message;
 }
 
 /**

@@ -11,12 +11,14 @@ export function nodeNameOf(config: KubernetesEventsSinkConfig, env: NodeJS.Proce
 
 /**
  * The API (kubeconfig, or the service account's token and CA), its files read now; problems name the key.
- * host/kubeapi loads @kubernetes/client-node on first use: only an agent with this sink enabled loads it.
+ * `check` does not load @kubernetes/client-node (the pre-flight runs before the BPF objects load, and the
+ * library costs ~70 MB of RSS); `open` does (create(), after the loads): only an agent with this sink enabled loads it.
  */
-function connect(config: KubernetesEventsSinkConfig, start: StartProblems) {
+function connect(config: KubernetesEventsSinkConfig, start: StartProblems, mode: 'check' | 'open') {
   /* eslint-disable-next-line @typescript-eslint/no-require-imports */
-  const { openKubeApi } = require('../../host/kubeapi') as typeof import('../../host/kubeapi');
+  const { checkKubeApiConfig, openKubeApi } = require('../../host/kubeapi') as typeof import('../../host/kubeapi');
   try {
+    if (mode === 'check') return void checkKubeApiConfig({ kubeconfig: config.kubeconfig });
     return openKubeApi({ kubeconfig: config.kubeconfig, timeoutMs: config.request_timeout_ms });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
@@ -34,7 +36,7 @@ export const definition: SinkDefinition<KubernetesEventsSinkConfig> = {
   preflight(config): KeyProblem[] {
     const start = new StartProblems('sinks.kubernetes_events');
     start.addAll(checkKubernetesEventsConfig(config));
-    connect(config, start);
+    connect(config, start, 'check');
     return start.problems;
   },
   /**
@@ -44,7 +46,7 @@ export const definition: SinkDefinition<KubernetesEventsSinkConfig> = {
   create(config, deps) {
     const start = new StartProblems('sinks.kubernetes_events');
     start.addAll(checkKubernetesEventsConfig(config));
-    const conn = connect(config, start);
+    const conn = connect(config, start, 'open');
     start.throwIfAny();
     /* eslint-disable-next-line @typescript-eslint/no-require-imports */
     const { KubernetesEventsSink } = require('./sink') as typeof import('./sink');
