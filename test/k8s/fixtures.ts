@@ -81,8 +81,11 @@ export async function serviceAccountWithoutEvents(kube: KubeApiServer): Promise<
   return kube.serviceAccountToken('oomtrail', 'no-events', 3600);
 }
 
-/** A kubeconfig file in `dir` holding `token` for the test API server (CA by relative path, as kubeadm's can be). */
-export function writeKubeconfig(kube: KubeApiServer, dir: string, name: string, token: string): string {
+/**
+ * A kubeconfig file in `dir` holding `token` for the test API server, or another `server` (CA by relative path, as
+ * kubeadm's can be).
+ */
+export function writeKubeconfig(kube: KubeApiServer, dir: string, name: string, token: string, server = kube.url): string {
   fs.writeFileSync(path.join(dir, 'ca.crt'), kube.ca);
   const file = path.join(dir, `${name}.kubeconfig`);
   fs.writeFileSync(
@@ -90,7 +93,7 @@ export function writeKubeconfig(kube: KubeApiServer, dir: string, name: string, 
     yaml.dump({
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'test', cluster: { server: kube.url, 'certificate-authority': 'ca.crt' } }],
+      clusters: [{ name: 'test', cluster: { server, 'certificate-authority': 'ca.crt' } }],
       users: [{ name, user: { token } }],
       contexts: [{ name, context: { cluster: 'test', user: name } }],
       'current-context': name,

@@ -16,9 +16,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import yaml from 'js-yaml';
-import { REPO } from '../helpers/agent';
 import { startKubeApiServer, type KubeApiServer } from '../servers/kubernetes/server';
+import { AGENT_SA, applyManifestRbac, MANIFEST_DOCS, writeKubeconfig as writeKubeconfigFile } from './fixtures';
 import { openKubeApi, type KubeApi } from '../../src/host/kubeapi';
 import { OwnerLookup, probeOwnerLookup, withOwnerLookup } from '../../src/pipeline/assemble/owner';
 import { loadConfig } from '../../src/config/load';
@@ -31,36 +30,19 @@ import type { RawOomEvent } from '../../src/collectors/oomkill/event';
 import { silentLogger } from '../../src/observe/logger';
 import convict from 'convict';
 
-const MANIFEST = path.join(REPO, 'deploy/kubernetes/daemonset.yaml');
 const NS = 'shop';
 
 let kube: KubeApiServer;
 let dir = '';
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const docs = yaml.loadAll(fs.readFileSync(MANIFEST, 'utf8')) as any[];
-const sa = docs.find((d) => d.kind === 'ServiceAccount');
-const role = docs.find((d) => d.kind === 'ClusterRole');
+const sa = AGENT_SA;
+const role = MANIFEST_DOCS.find((d) => d.kind === 'ClusterRole');
 /** pod name → uid, as the API server assigned it */
 const uids = new Map<string, string>();
 let agentKubeconfig = '';
 
-/** A kubeconfig file holding `token` for the test API server. */
+/** A kubeconfig file holding `token` for the test API server (or another server). */
 function writeKubeconfig(name: string, token: string, server = kube.url): string {
-  fs.writeFileSync(path.join(dir, 'ca.crt'), kube.ca);
-  const file = path.join(dir, `${name}.kubeconfig`);
-  fs.writeFileSync(
-    file,
-    yaml.dump({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'test', cluster: { server, 'certificate-authority': 'ca.crt' } }],
-      users: [{ name, user: { token } }],
-      contexts: [{ name, context: { cluster: 'test', user: name } }],
-      'current-context': name,
-    }),
-    { mode: 0o600 },
-  );
-  return file;
+  return writeKubeconfigFile(kube, dir, name, token, server);
 }
 
 /** The real KubeApi, its reads counted. */
@@ -122,11 +104,7 @@ before(async () => {
   kube = await startKubeApiServer();
   process.stderr.write(`[kubernetes] etcd + kube-apiserver ready in ${kube.readyMs} ms\n`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oomtrail-k8sowner-'));
-  for (const kind of ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']) {
-    const objs = docs.filter((d) => d.kind === kind);
-    assert.ok(objs.length > 0, `${MANIFEST} has no ${kind}`);
-    for (const o of objs) await kube.create(o);
-  }
+  await applyManifestRbac(kube);
   agentKubeconfig = writeKubeconfig('oomtrail', await kube.serviceAccountToken(sa.metadata.namespace, sa.metadata.name, 600));
   await kube.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
   await kube.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: NS } });
