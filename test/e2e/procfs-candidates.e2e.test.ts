@@ -10,11 +10,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { KmsgReader, parseKilled, waitForOomLogWindow, type KernelKillReport } from '../helpers/kmsg';
+import { kernelKills, KmsgReader, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
 import { spawnHolder } from '../helpers/kills';
-import { OomReportParser } from '../../src/collectors/kmsg/report';
 import type { Candidate, OomRecord } from '../../src/record/record';
 
 const PAGE = 4096;
@@ -84,13 +83,7 @@ describe('procfs candidates e2e: kills past the report rate limit still list the
     const recs = await agent.waitFor((rs) => victims.every((p) => rs.some((r) => r.victim_pid === p)), 20_000, `records of ${KILLS} victims`);
     await sleep(300);
     kmsg.drain();
-    const reports = new OomReportParser(4096);
-    reports.feed(kmsg.records);
-    const killed = new Map<number, KernelKillReport>();
-    for (const r of kmsg.records) {
-      const k = parseKilled(r.message);
-      if (k) killed.set(k.pid, k);
-    }
+    const { reports, killed } = kernelKills(kmsg.records);
 
     let printed = 0;
     let unprinted = 0;

@@ -11,10 +11,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KmsgReader, kernelReportFor, parseKilled, waitForOomLogWindow, type KernelKillReport } from '../helpers/kmsg';
+import { kernelKills, KmsgReader, kernelReportFor, waitForOomLogWindow } from '../helpers/kmsg';
 import { startAgent, sleep, type RunningAgent } from '../helpers/agent';
 import { makeTestCgroup, removeCgroup, spawnDdHog, type TestCgroup } from '../helpers/cgroup';
-import { OomReportParser } from '../../src/collectors/kmsg/report';
 import type { MemoryAtKill, OomRecord } from '../../src/record/record';
 
 /** Kills that use up the window's 10 reports; then FRESH kills, each in a cgroup of its own made just before. */
@@ -75,13 +74,7 @@ describe('stale breakdown e2e: a kill past the report rate limit in a fresh cgro
     const recs = await agent.waitFor((rs) => all.every((p) => rs.some((r) => r.victim_pid === p)), 20_000, `records of ${all.length} victims`);
     await sleep(300);
     kmsg.drain();
-    const reports = new OomReportParser(4096);
-    reports.feed(kmsg.records);
-    const killed = new Map<number, KernelKillReport>();
-    for (const r of kmsg.records) {
-      const k = parseKilled(r.message);
-      if (k) killed.set(k.pid, k);
-    }
+    const { reports, killed } = kernelKills(kmsg.records);
     const rec = (pid: number): OomRecord => recs.find((r) => r.victim_pid === pid)!;
 
     for (const pid of fillVictims) {

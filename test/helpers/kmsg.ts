@@ -2,6 +2,7 @@ import fs from 'node:fs';
 // the parser lives in src (the agent backfills from the kernel log); the tests use it as their oracle
 import { KmsgFollower, unescapeKmsg, type KmsgRecord } from '../../src/collectors/kmsg/kmsg';
 import { parseConstraint, parseInvoked, parseKilled, type KernelConstraintReport, type KernelInvokedReport, type KernelKillReport } from '../../src/collectors/kmsg/kmsg';
+import { OomReportParser } from '../../src/collectors/kmsg/report';
 
 export { unescapeKmsg, parseConstraint, parseInvoked, parseKilled };
 export type { KmsgRecord, KernelConstraintReport, KernelInvokedReport, KernelKillReport };
@@ -78,4 +79,19 @@ export async function waitForOomLogWindow(kmsg: KmsgReader, calls = 3): Promise<
   if (excess <= 0) return;
   const wait = recent[excess - 1] + WINDOW - now;
   if (wait > 0) await new Promise((r) => setTimeout(r, wait / 1000));
+}
+
+/**
+ * The kernel's whole reports (for the kills it printed them) and its "Killed process" line of every kill, by pid,
+ * from what the reader has drained.
+ */
+export function kernelKills(records: readonly KmsgRecord[]): { reports: OomReportParser; killed: Map<number, KernelKillReport> } {
+  const reports = new OomReportParser(4096);
+  reports.feed(records as KmsgRecord[]);
+  const killed = new Map<number, KernelKillReport>();
+  for (const r of records) {
+    const k = parseKilled(r.message);
+    if (k) killed.set(k.pid, k);
+  }
+  return { reports, killed };
 }
