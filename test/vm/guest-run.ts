@@ -31,3 +31,13 @@ export function guestSummary(out: string): string {
     .filter((l) => /^\[vm\] .*(✔|✖|ℹ (tests|pass|fail|bystanders))/.test(l))
     .join('\n');
 }
+
+/**
+ * A failed guest run, for the assertion message: its output without the kernel's per-kill lines (a 1,000-process
+ * sweep prints thousands, and a 20 kB tail of them hid which guest test failed), the tail of the rest.
+ */
+export function guestFailure(code: number | null, out: string): string {
+  const lines = out.split('\n');
+  const kept = lines.filter((l) => !/\] (Memory cgroup out of memory: Killed process|oom-kill:|Out of memory: Killed process)|^\[vm\] \[ *\d+\.\d+\]\s+\[ *\d+\]/.test(l));
+  return `guest run failed (exit ${code}); guest output without its ${lines.length - kept.length} kernel kill/task lines:\n${kept.join('\n').slice(-20000)}`;
+}

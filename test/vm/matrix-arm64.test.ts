@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { HOOK_ORDER, type Hook } from '../../src/record/record';
 import { builtDeb } from '../helpers/deb';
-import { guestEnvArgs, guestSummary, runGuest } from './guest-run';
+import { guestEnvArgs, guestFailure, guestSummary, runGuest } from './guest-run';
 
 const GUEST_TESTS = ['dist/test/e2e/oomkill.e2e.test.js', 'dist/test/e2e/cgroup2.e2e.test.js'];
 const TRAIL_TESTS = ['dist/test/e2e/trail.e2e.test.js'];
@@ -83,7 +83,7 @@ function hookVerdicts(out: string): Map<string, string> {
 }
 
 function assertGuestPassed(k: ArmKernel, code: number | null, out: string): void {
-  assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
+  assert.equal(code, 0, guestFailure(code, out));
   assert.match(out, /\[vm\] ℹ fail 0/);
   assert.match(out, /\[vm\] ℹ pass [1-9]/);
   assert.ok(!/ℹ skipped [1-9]/.test(out), `no guest test may be skipped:\n${guestSummary(out)}`);
@@ -173,7 +173,7 @@ describe('arm64 guests (aarch64 TCG): the e2e OOM tests on 6.1 and 6.12', { skip
         const verdict = hookVerdicts(out).get(hook) ?? 'no verdict';
         const s = Math.round((Date.now() - t0) / 1000);
         if (refused) {
-          assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
+          assert.equal(code, 0, guestFailure(code, out));
           assert.match(out, k.uname);
           assert.match(out, /^\[vm\] machine aarch64$/m);
           assert.match(verdict, new RegExp(`^unavailable: .*${refused.source}`));

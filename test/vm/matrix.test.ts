@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HOOK_ORDER } from '../../src/record/record';
-import { guestEnvArgs, guestSummary, runGuest } from './guest-run';
+import { guestEnvArgs, guestFailure, guestSummary, runGuest } from './guest-run';
 
 const GUEST_TESTS = ['dist/test/e2e/oomkill.e2e.test.js', 'dist/test/e2e/cgroup2.e2e.test.js'];
 // the trail does not depend on the OOM hook (its collectors are tracepoints and PSI): one run carries it,
@@ -115,7 +115,7 @@ for (const k of KERNELS.filter((k) => !only || only.includes(k.release))) {
         process.stderr.write(`[vm] ${k.label} ${hook}: GUEST SOFT LOCKUP (kernel hung until the timeout; output kept in ${kept}); running it once more\n`);
         ({ code, out } = await run());
       }
-      assert.equal(code, 0, `guest run failed (exit ${code}); guest output:\n${out.slice(-20000)}`);
+      assert.equal(code, 0, guestFailure(code, out));
       // the guest really ran the tests, under the hook we forced, on the kernel we named
       assert.match(out, /\[vm\] ℹ fail 0/);
       assert.match(out, /\[vm\] ℹ pass [1-9]/);
