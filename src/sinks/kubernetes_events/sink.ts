@@ -105,7 +105,8 @@ export class KubernetesEventsSink implements Sink {
   private unreachableAt: number | null = null;
   private writing = false;
   private closed = false;
-  private catching: Promise<void> | null = null;
+  /** catch-up patches in flight (one per series at most) */
+  private readonly catching = new Set<Promise<void>>();
   /** per pod: when a dropped Event was last logged as a warning (at most one per refill period) */
   private readonly limitedWarned = new Lru<number>(SERIES_CACHE_MAX);
 
@@ -118,7 +119,7 @@ export class KubernetesEventsSink implements Sink {
   ) {}
 
   async write(batch: readonly OomRecord[]): Promise<WriteResult> {
-    if (this.catching) await this.catching;
+    if (this.catching.size > 0) await Promise.all(this.catching);
     this.writing = true;
     try {
       return await this.writeBatch(batch);
@@ -240,7 +241,8 @@ export class KubernetesEventsSink implements Sink {
     if (!entry || entry.timer || this.closed) return;
     entry.timer = setTimeout(() => {
       entry.timer = undefined;
-      this.catching = this.catchUp(key, regarding).finally(() => (this.catching = null));
+      const p: Promise<void> = this.catchUp(key, regarding).finally(() => this.catching.delete(p));
+      this.catching.add(p);
     }, delayMs);
     entry.timer.unref();
   }
@@ -266,7 +268,7 @@ export class KubernetesEventsSink implements Sink {
   async close(): Promise<void> {
     this.closed = true;
     for (const [, entry] of this.series.entries()) if (entry.timer) clearTimeout(entry.timer);
-    await this.catching;
+    await Promise.all(this.catching);
   }
 
   /** Healthy when the API server serves events.k8s.io/v1 to this identity (discovery: any authenticated client). */
