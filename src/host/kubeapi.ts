@@ -116,6 +116,16 @@ function checkKubeconfigFile(file: string): { context: string; tokenFile?: strin
 }
 
 /**
+ * What checkKubeApiConfig or openKubeApi threw, as the rest of a configuration error's line: fs errors name the file
+ * (a kubeconfig path or the service-account directory, not a secret) and never its content.
+ */
+export function kubeApiProblem(err: unknown, kubeconfig: string): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code) return `cannot read ${e.path ?? kubeconfig}: ${e.code}`;
+  return kubeconfig ? `${kubeconfig} ${e.message}` : e.message;
+}
+
+/**
  * Checks what openKubeApi would use (a kubeconfig, or the in-cluster service account) without loading client-node.
  * Throws as openKubeApi does: an Error saying what is wrong (fs errors keep their code and path; never a token).
  */

@@ -12,7 +12,7 @@
  */
 import type { Logger } from 'winston';
 import type { OomRecord } from '../../record/record';
-import { checkKubeApiConfig, KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../host/kubeapi';
+import { checkKubeApiConfig, kubeApiProblem, KubeTransportError, openKubeApi, type KubeAnswer, type KubeApi, type OwnerReadKind } from '../../host/kubeapi';
 import type { RuntimeNames } from './assemble';
 import type { AppConfig } from '../../config/schema';
 import { ConfigError } from '../../config/errors';
@@ -257,7 +257,7 @@ export function openOwnerApi(kubeconfig: string, requestTimeoutMs: number, open:
   try {
     return { api: open({ kubeconfig, timeoutMs: requestTimeoutMs }) };
   } catch (err) {
-    return { problem: problemOf(err, kubeconfig) };
+    return { problem: kubeApiProblem(err, kubeconfig) };
   }
 }
 
@@ -267,15 +267,8 @@ export function checkOwnerApi(kubeconfig: string): { problem: string } | null {
     checkKubeApiConfig({ kubeconfig });
     return null;
   } catch (err) {
-    return { problem: problemOf(err, kubeconfig) };
+    return { problem: kubeApiProblem(err, kubeconfig) };
   }
-}
-
-function problemOf(err: unknown, kubeconfig: string): string {
-  const e = err as NodeJS.ErrnoException;
-  // fs errors name the file (a path, not a secret), never its content
-  if (e.code) return `cannot read ${e.path ?? kubeconfig}: ${e.code}`;
-  return kubeconfig ? `${kubeconfig} ${e.message}` : e.message;
 }
 
 /**

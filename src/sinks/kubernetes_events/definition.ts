@@ -16,15 +16,12 @@ export function nodeNameOf(config: KubernetesEventsSinkConfig, env: NodeJS.Proce
  */
 function connect(config: KubernetesEventsSinkConfig, start: StartProblems, mode: 'check' | 'open') {
   /* eslint-disable-next-line @typescript-eslint/no-require-imports */
-  const { checkKubeApiConfig, openKubeApi } = require('../../host/kubeapi') as typeof import('../../host/kubeapi');
+  const { checkKubeApiConfig, kubeApiProblem, openKubeApi } = require('../../host/kubeapi') as typeof import('../../host/kubeapi');
   try {
     if (mode === 'check') return void checkKubeApiConfig({ kubeconfig: config.kubeconfig });
     return openKubeApi({ kubeconfig: config.kubeconfig, timeoutMs: config.request_timeout_ms });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    // fs errors name the file (not a secret: a kubeconfig path or the service-account directory), never its content
-    if (e.code) start.add('kubeconfig', `cannot read ${e.path ?? config.kubeconfig}: ${e.code}`);
-    else start.add('kubeconfig', config.kubeconfig ? `${config.kubeconfig} ${e.message}` : e.message);
+    start.add('kubeconfig', kubeApiProblem(err, config.kubeconfig));
     return undefined;
   }
 }
