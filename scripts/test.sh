@@ -35,6 +35,11 @@ runtime="$(bash scripts/node-runtime.sh)"
 export PATH="$runtime/bin:$PATH"
 echo "[test] $((${#first[@]} + ${#vm[@]} + ${#last[@]})) test files in three runs (${#first[@]} + ${#vm[@]} + ${#last[@]})$([ -n "$pkgvm" ] && echo ", the package VM test beside the first"), node $(node --version) ($runtime)"
 rc=0
+# beside the spec output, each failed test's name and error go to a file printed at the end (a CI log is read from
+# its tail; a failure of the first run is otherwise half an hour of output before it)
+fail_dir="${TMPDIR:-/tmp}/oomtrail-test-failures"
+rm -rf "$fail_dir" && mkdir -p "$fail_dir"
+reporters() { echo "--test-reporter=spec --test-reporter-destination=stdout --test-reporter=./dist/test/helpers/failure-reporter.js --test-reporter-destination=$fail_dir/$1"; }
 # The package VM test (a systemd guest per Debian release, ~9 min of emulation alone) runs beside the host files:
 # they leave a core mostly idle (waits on servers, containers, kills). Niced, so the host tests keep their CPU; its
 # guests only install, kill, reboot and upgrade, nothing in them is timed tighter than minutes.
@@ -42,7 +47,8 @@ pkg_log="${TMPDIR:-/tmp}/oomtrail-test-package-vm.log"
 pkg_pid=""
 if [ -n "$pkgvm" ]; then
   rm -f "$pkg_log" "$pkg_log.rc"
-  setsid bash -c 'nice -n 10 node --test --test-concurrency=1 "$1" > "$2" 2>&1; echo $? > "$2.rc"' _ "$pkgvm" "$pkg_log" &
+  # shellcheck disable=SC2086 # the reporter options are words
+  setsid bash -c 'nice -n 10 node --test --test-concurrency=1 $3 "$1" > "$2" 2>&1; echo $? > "$2.rc"' _ "$pkgvm" "$pkg_log" "$(reporters 0-package-vm)" &
   pkg_pid=$!
   pkg_t0=$SECONDS
   trap '[ -n "$pkg_pid" ] && kill -- "-$pkg_pid" 2>/dev/null || true' EXIT
@@ -51,11 +57,14 @@ fi
 # run_files <label> <files...>: one node --test run, its own exit code printed; any failure's code kept in rc
 run_files() {
   local label=$1 t1=$SECONDS r=0
+  runs=$((runs + 1))
   shift
-  node --test --test-concurrency=1 "$@" || r=$?
+  # shellcheck disable=SC2046 # the reporter options are words
+  node --test --test-concurrency=1 $(reporters "$runs-${label%% *}") "$@" || r=$?
   [ "$r" = 0 ] || rc=$r
   echo "[test] $label $((SECONDS - t1)) s, exit $r"
 }
+runs=0
 run_files "first run (host files without Loki)" "${first[@]}"
 if [ -n "$pkg_pid" ]; then
   t1=$SECONDS
@@ -92,5 +101,9 @@ for log in "$bg_dir"/*.log; do
     echo "[test] background $name: $(grep -vE '^\[bg\]' "$log" | tail -1 | cut -c1-160); $(grep -E '^\[bg\]' "$log" | tail -1)"
   fi
 done
+if [ -n "$(cat "$fail_dir"/* 2>/dev/null)" ]; then
+  echo "[test] what failed, and why (each run's failures, in the order they ran):"
+  for f in "$fail_dir"/*; do [ -s "$f" ] && { echo "[test] -- ${f##*/}"; head -c 20000 "$f"; }; done
+fi
 echo "[test] total $((SECONDS - t0)) s, exit $rc"
 exit $rc
