@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { killsFromKmsg } from '../collectors/kmsg/kmsg';
 import { JournaldError, listBoots, readKernelOomLines, type JournalBoot, type JournalctlOptions } from '../collectors/kmsg/journald';
 import type { Logger } from '../observe/logger';
@@ -6,8 +7,16 @@ import type { HostFacts } from '../host/facts';
 import { enrichKmsg } from './assemble/enrich';
 import { killKeyOfLine, type KillLedger } from './ledger';
 
-/** One journalctl run at most this long; the backfill never holds the start or stop longer. */
+/** One journalctl run at most this long at first; the backfill never holds the start, and its stop signal ends it. */
 const JOURNALCTL_TIMEOUT_MS = 15_000;
+/**
+ * A journalctl that ran out of time is run again this many times, with twice the time each (15 s up to 120 s): on a
+ * loaded host right after boot `--list-boots` took longer than 15 s, and the previous boot's kills then waited for
+ * the agent's next start. Only where a stop signal can cut the waits short (the start-up pass); the live recovery
+ * reads the journal again at each of its rounds anyway.
+ */
+const JOURNALCTL_RETRIES = 3;
+const RETRY_PAUSE_MS = 5_000;
 /** Lines read per boot per start (about 3 per kill); the cursor carries on from there at the next start. */
 const MAX_LINES_PER_BOOT = 200_000;
 
@@ -31,7 +40,29 @@ export interface JournaldBackfillParts {
   toRealtime: (printkNs: bigint) => bigint;
   /** routes one record (metrics, sinks); the ledger entry is made here after it returns */
   emit: (record: OomRecord) => Promise<void>;
+  /** ends a journalctl run and the pause before a retry; without it a timed-out run is not retried */
   signal?: AbortSignal;
+  /** tests only: the first run's time limit and the pause before a retry */
+  timing?: { timeoutMs: number; pauseMs: number };
+}
+
+/** `read` with journalctl's time limit, run again with twice the limit after a timeout (see JOURNALCTL_RETRIES). */
+async function patiently<T>(p: JournaldBackfillParts, ctl: JournalctlOptions, what: string, read: (ctl: JournalctlOptions) => Promise<T>): Promise<T> {
+  let timeoutMs = ctl.timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await read({ ...ctl, timeoutMs });
+    } catch (err) {
+      if ((err as JournaldError).code !== 'JOURNALCTL_TIMEOUT' || attempt >= JOURNALCTL_RETRIES || !p.signal) throw err;
+      p.logger.warn(`backfill: ${what}: ${(err as Error).message}; trying again in ${((p.timing?.pauseMs ?? RETRY_PAUSE_MS) / 1000).toFixed(0)} s with ${timeoutMs * 2} ms`);
+      try {
+        await sleep(p.timing?.pauseMs ?? RETRY_PAUSE_MS, undefined, { signal: p.signal });
+      } catch {
+        throw new JournaldError('JOURNALCTL_ABORTED', 'stopped', true);
+      }
+      timeoutMs *= 2;
+    }
+  }
 }
 
 /**
@@ -43,11 +74,11 @@ export interface JournaldBackfillParts {
  */
 export async function backfillFromJournald(p: JournaldBackfillParts): Promise<number> {
   const { logger, ledger, options } = p;
-  const ctl: JournalctlOptions = { directory: options.directory, timeoutMs: JOURNALCTL_TIMEOUT_MS, binary: options.binary, signal: p.signal };
+  const ctl: JournalctlOptions = { directory: options.directory, timeoutMs: p.timing?.timeoutMs ?? JOURNALCTL_TIMEOUT_MS, binary: options.binary, signal: p.signal };
   const where = options.directory ? `journal ${options.directory}` : 'the system journal';
   let boots: JournalBoot[];
   try {
-    boots = await listBoots(ctl);
+    boots = await patiently(p, ctl, `listing the boots of ${where}`, listBoots);
   } catch (err) {
     const e = err as JournaldError;
     if (e.code === 'JOURNALCTL_ABORTED') return 0;
@@ -87,7 +118,7 @@ async function backfillBoot(p: JournaldBackfillParts, ctl: JournalctlOptions, bo
   const isCurrent = bootId === facts.bootId;
   const progress = (ledger.state.journald ??= {});
   const before = progress[bootId];
-  const read = await readKernelOomLines(bootId, { ...ctl, afterCursor: before?.cursor ?? null, maxLines: MAX_LINES_PER_BOOT });
+  const read = await patiently(p, ctl, `reading boot ${bootId}`, (c) => readKernelOomLines(bootId, { ...c, afterCursor: before?.cursor ?? null, maxLines: MAX_LINES_PER_BOOT }));
   const kernel = read.kernelRelease ?? before?.kernel ?? null;
   const kills = killsFromKmsg(read.records);
   // a previous boot: its own clocks, and what its log says of it; unknown is left empty, never taken from this boot

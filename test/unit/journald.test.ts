@@ -12,6 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { dashedBootId, JournaldError, listBoots, listBootsTable, readKernelOomLines } from '../../src/collectors/kmsg/journald';
 import { KillLedger } from '../../src/pipeline/ledger';
+import { backfillFromJournald } from '../../src/pipeline/journald-backfill';
+import type { Logger } from '../../src/observe/logger';
+import type { OomRecord } from '../../src/record/record';
 
 const BOOT = '093f2754c0bb40ca81c29e3863e2071f';
 const KILLED =
@@ -61,6 +64,52 @@ test('a hung journalctl is killed at the timeout', async () => {
   const t0 = Date.now();
   await assert.rejects(listBoots({ directory: '', timeoutMs: 300, binary: bin }), (e: JournaldError) => e.code === 'JOURNALCTL_TIMEOUT' && e.retriable);
   assert.ok(Date.now() - t0 < 5000);
+});
+
+test('a journalctl that runs out of time is run again with twice the time (the start-up pass); without a stop signal it is not', async () => {
+  // the stand-in: --list-boots outlasts the first limit (400 ms) and answers within the second (800 ms); each call is
+  // counted in a file
+  const calls = path.join(dir, 'slow-calls');
+  const list = JSON.stringify([{ index: 0, boot_id: BOOT, first_entry: 20, last_entry: 30 }]);
+  const bin = fakeJournalctl(
+    'slow',
+    `echo "$*" >> ${calls}\ncase "$*" in *--list-boots*) sleep 0.6; echo '${list}';; *) cat <<'EOF'\n${entry(2, KILLED)}\nEOF\n;; esac`,
+  );
+  const run = async (signal?: AbortSignal) => {
+    fs.rmSync(calls, { force: true });
+    const logs: string[] = [];
+    const log = (msg: string) => void logs.push(msg);
+    const logger = { error: log, warn: log, info: log, debug: log } as unknown as Logger;
+    const emitted: OomRecord[] = [];
+    const n = await backfillFromJournald({
+      options: { directory: '', previousBoots: 0, binary: bin },
+      logger,
+      ledger: KillLedger.open(fs.mkdtempSync(path.join(dir, 'retry-')), dashedBootId(BOOT)),
+      facts: { host: 'h', bootId: dashedBootId(BOOT), kernelRelease: '6.1.0', pageSize: 4096, cgroupVersion: 2, agentVersion: '0' },
+      beforeAttachUs: Number.POSITIVE_INFINITY,
+      toRealtime: (ns) => ns,
+      emit: async (r) => void emitted.push(r),
+      signal,
+      timing: { timeoutMs: 400, pauseMs: 50 },
+    });
+    return { n, logs, emitted, calls: fs.readFileSync(calls, 'utf8').trim().split('\n') };
+  };
+  const patient = await run(new AbortController().signal);
+  assert.equal(patient.n, 1, patient.logs.join('\n'));
+  assert.equal(patient.emitted[0].victim_pid, 29407);
+  assert.equal(patient.calls.filter((c) => c.includes('--list-boots')).length, 2, 'listed twice');
+  assert.ok(patient.logs.some((l) => /listing the boots of the system journal: journalctl ran longer than 400 ms; trying again in 0 s with 800 ms/.test(l)), patient.logs.join('\n'));
+  const once = await run();
+  assert.equal(once.n, 0);
+  assert.deepEqual(once.calls.filter((c) => c.includes('--list-boots')).length, 1, 'no retry without a stop signal');
+  assert.ok(once.logs.some((l) => /cannot read the system journal: journalctl ran longer than 400 ms$/.test(l)), once.logs.join('\n'));
+  // stopped during the pause: no second run
+  const ac = new AbortController();
+  const stopping = run(ac.signal);
+  setTimeout(() => ac.abort(), 420);
+  const stopped = await stopping;
+  assert.equal(stopped.n, 0);
+  assert.equal(stopped.calls.filter((c) => c.includes('--list-boots')).length, 1);
 });
 
 test('kernel lines: the kernel release from "Linux version", a non-UTF-8 message as bytes, no match (exit 1, silent) is no error', async () => {
