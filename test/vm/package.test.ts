@@ -83,6 +83,14 @@ function assertEqualsLine(r: OomRecord, k: { line: KernelKillReport }, what: str
   );
 }
 
+/** Seconds from systemd's "Starting" to its "Started" of the unit in a `-o short-monotonic` journal (the first pair). */
+function startSeconds(log: string): string {
+  const at = (what: string) => new RegExp(`^\\[\\s*([\\d.]+)\\] \\S+ systemd\\[1\\]: ${what} oomtrail`, 'm').exec(log)?.[1];
+  const a = at('Starting');
+  const b = at('Started');
+  return a && b ? (Number(b) - Number(a)).toFixed(1) : '?';
+}
+
 function runGuest(release: string, diskDir: string, collect: string): Promise<{ code: number | null; out: string; seconds: number }> {
   const t0 = Date.now();
   const args = [RUN, '--rootfs', '--kernel', release, '--timeout', '1500', '--disk-dir', diskDir, '--collect', collect, '--', 'sh', '/vmtest/package-guest.sh'];
@@ -167,6 +175,7 @@ describe('the .deb on a systemd-booted Debian guest: install, kill, reboot, upgr
       assert.match(read('install.log'), /NEW packages will be installed:\s*\n\s+oomtrail\s*\n/, 'no dependency was installed');
       assert.equal(read('version.install'), oldVersion);
       assert.equal(read('active.install'), 'active', read('show.install'));
+      assert.match(read('show.install'), /^NRestarts=0$/m, `the unit was restarted:\n${read('show.install')}`);
 
       // the runtime and the library the agent process really mapped
       assert.equal(read('exe'), '/usr/lib/oomtrail/bin/node');
@@ -177,7 +186,7 @@ describe('the .deb on a systemd-booted Debian guest: install, kill, reboot, upgr
       const exposure = /Overall exposure level for oomtrail\.service:\s*([0-9.]+)/.exec(read('security'));
       assert.ok(exposure, read('security'));
       assert.ok(Number(exposure[1]) <= MAX_EXPOSURE, `systemd-analyze security: ${exposure[1]} > ${MAX_EXPOSURE}`);
-      t.diagnostic(`${rel.release}: exposure ${exposure[1]}, ${read('systemd_version')}`);
+      t.diagnostic(`${rel.release}: exposure ${exposure[1]}, ${read('systemd_version')}; the unit's start (its ExecStartPre check) took ${startSeconds(read('agent.1.log'))} s, TimeoutStartSec 300 s`);
 
       // the reclaim collector runs under the packaged unit too: every raw tracepoint attached (Debian's
       // perf_event_paranoid=3 refused its former perf-event tracepoints to the unit: EACCES on both releases)
@@ -211,6 +220,7 @@ describe('the .deb on a systemd-booted Debian guest: install, kill, reboot, upgr
 
       // boot 2: active after boot; the 3 missed kills from the journal, each once, with boot 1's id and times
       assert.equal(read('active.boot2'), 'active', `the agent is not active after the reboot:\n${read('show.boot2')}`);
+      assert.match(read('show.boot2'), /^NRestarts=0$/m, `the unit was restarted:\n${read('show.boot2')}`);
       assert.match(read('list-boots'), new RegExp(boot1.replace(/-/g, '')), 'the journal keeps boot 1 (persistent)');
       const ev2 = readJsonl(path.join(O, 'events.2.jsonl')).filter(isKill);
       const clock = read('clock.1').split(/\s+/).map(Number); // boot 1: wall clock (s) and uptime (s) at the dump
