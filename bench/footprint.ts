@@ -26,6 +26,7 @@ import { makeDemoCgroup, removeCgroup } from '../src/cli/demo';
 import { loadConfig } from '../src/config/load';
 import { lit, migrate, tableRef } from '../src/sinks/clickhouse/schema';
 import { rows as selectRows, sql, startChdb, type ServerHandle } from '../test/servers/clickhouse/servers';
+import { memoryKiB } from '../test/helpers/metrics';
 
 const SIZES = (process.env.FP_SIZES ?? '0,1000,10000')
   .split(',')
@@ -81,9 +82,8 @@ function cpuNs(pid: number): { stat: number; sched: number } {
 }
 
 function memMB(pid: number): { rss: number; hwm: number } {
-  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  const { rss, hwm } = memoryKiB(pid);
+  return { rss: rss / 1024, hwm: hwm / 1024 };
 }
 
 function makeCgroups(n: number): string[] {

@@ -10,23 +10,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startAgent, sleep, type RunningAgent } from '../test/helpers/agent';
+import { memoryKiB } from '../test/helpers/metrics';
 import { startKubeApiServer } from '../test/servers/kubernetes/server';
 import { AGENT_SA, applyManifestRbac, writeKubeconfig } from '../test/k8s/fixtures';
 
 const WARMUP_S = Number(process.env.K8S_BENCH_WARMUP_S ?? 15);
 const ROUNDS = Number(process.env.K8S_BENCH_ROUNDS ?? 2);
 
-function memKb(pid: number): { rss: number; hwm: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-}
-
 async function measure(env: NodeJS.ProcessEnv): Promise<{ rss: number; hwm: number }> {
   const agent: RunningAgent = await startAgent('', env);
   try {
     await sleep(WARMUP_S * 1000);
-    return memKb(agent.child.pid!);
+    return memoryKiB(agent.child.pid!);
   } finally {
     await agent.stop();
   }
